@@ -1,0 +1,46 @@
+# The two commands a newcomer types on a fresh Debian machine: `make demo` and `make test`.
+# Everything they need is installed here, so CI (which only runs `make test`) proves the README.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the tests and the demo use: a real Mosquitto broker, and venv support.
+SYSTEM_PACKAGES := mosquitto python3-venv
+
+.PHONY: demo test bench lint system venv clean
+
+demo: venv
+	$(BIN)/siteclock demo
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+bench: venv
+	$(BIN)/python -m bench
+
+lint: venv
+	$(BIN)/ruff check .
+
+# Installs only what is missing, so a machine that already has it never needs apt.
+system:
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+		echo "installing Debian packages: $(SYSTEM_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
+	fi
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
+
+venv: system $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo-site

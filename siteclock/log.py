@@ -1,0 +1,72 @@
+"""Structured, quiet logging with a privacy guard.
+
+Every record is one line of ``key=value`` pairs (``event=... terminal=... reason=...``), easy to
+grep on a Pi and to ship to a log store. Pass structured data as
+``log.info("tap saved", extra=fields(seq=12, kind="in"))``. A filter on the root handler masks
+anything shaped like an INSS/BIS number (11 digits, with or without the usual punctuation)
+before it can reach a log line: the INSS must never be logged, even by accident.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+# 11 digits as a run, or written as YY.MM.DD-XXX.CC; not part of a longer digit run.
+INSS_PATTERN = re.compile(r"(?<![0-9])(\d{2}[.\s]?\d{2}[.\s]?\d{2}[-\s]?\d{3}[.\s]?\d{2})(?![0-9])")
+REDACTED = "<inss-redacted>"
+
+
+def redact(text: str) -> str:
+    """Mask INSS-shaped numbers in ``text``."""
+    return INSS_PATTERN.sub(REDACTED, text)
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    return {"fields": values}
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(str(record.msg))
+        if record.args:
+            record.args = tuple(redact(str(a)) for a in record.args)  # type: ignore[assignment]
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            record.fields = {k: redact(str(v)) for k, v in extra.items()}
+        return True
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [
+            f"ts={self.formatTime(record, '%Y-%m-%dT%H:%M:%S')}",
+            f"level={record.levelname.lower()}",
+            f"logger={record.name}",
+            f"msg={_quote(record.getMessage())}",
+        ]
+        for key, value in (getattr(record, "fields", None) or {}).items():
+            parts.append(f"{key}={_quote(str(value))}")
+        if record.exc_info:
+            parts.append(f"error={_quote(redact(self.formatException(record.exc_info)))}")
+        return " ".join(parts)
+
+
+def _quote(value: str) -> str:
+    if value and not any(c in value for c in ' "=\n'):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def setup(level: str | int = "INFO", stream: Any = None) -> None:
+    """Configure the root logger once: key=value lines on stderr, INSS redacted."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(KeyValueFormatter())
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
