@@ -82,6 +82,10 @@ def _coerce(value: Any, hint: Any, path: Path | str, key: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
+        tables = [o for o in options if dataclasses.is_dataclass(o)]
+        if isinstance(value, dict) and len(tables) == 1:
+            # An optional table: report the exact key inside it, not just the table's name.
+            return _coerce(value, tables[0], path, key)
         errors = []
         for option in options:
             if option is type(None):

@@ -70,3 +70,6 @@ def setup(level: str | int = "INFO", stream: Any = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # nfcpy logs "no reader available" at ERROR on every reopen attempt; hw.nfc_reader already
+    # turns those failures into one reader-fault status with its cause and the next step.
+    logging.getLogger("nfc").setLevel(logging.CRITICAL)

@@ -347,6 +347,8 @@ class Flag(StrEnum):
     ODD_SEQUENCE = "odd_sequence"  # e.g. a second `in` without an `out`
     UNKNOWN_BADGE = "unknown_badge"  # not in the terminal's roster when tapped
     CLOCK_UNSYNCED = "clock_unsynced"  # wall time not confirmed by NTP at the tap
+    BLOCKED_BADGE = "blocked_badge"  # in the roster but blocked by the employer when tapped
+    SELFTEST = "selftest"  # the installer's check tap: stored and acked, never sent to the NSSO
 
 
 @dataclass(frozen=True, slots=True)

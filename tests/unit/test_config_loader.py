@@ -69,3 +69,15 @@ def test_broken_toml_and_missing_file_are_clear(tmp_path):
         load(write(tmp_path, "name = \n"), Outer)
     with pytest.raises(ConfigError, match="file not found"):
         load(tmp_path / "nope.toml", Outer)
+
+
+@dataclass(frozen=True)
+class WithOptionalTable:
+    inner: Inner | None = None
+
+
+def test_an_optional_table_reports_the_key_inside_it(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(write(tmp_path, '[inner]\nport = "x"\n'), WithOptionalTable)
+    assert info.value.key == "inner.port"
+    assert load(write(tmp_path, ""), WithOptionalTable).inner is None

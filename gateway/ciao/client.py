@@ -1,0 +1,573 @@
+"""The gateway's client of the NSSO CIaO REST service.
+
+One :class:`CiaoClient` holds one keep-alive ``requests.Session``, the access token cache and the
+retry policies. Its three calls are thin: :meth:`register` (``registerInBulk``, one POST, items
+up to the profile's batch limit), :meth:`get` (one registration by id) and :meth:`search`.
+
+What a failure means is the whole point of this module, because CIaO has no idempotency key:
+
+* :class:`Transient` - the server certainly did not act (429, 503, 401 with a stale token,
+  connection refused). Retried here, waiting ``Retry-After`` when given.
+* :class:`Ambiguous` - a POST was sent and we do not know whether it was committed (read
+  timeout, connection dropped mid-request, 500/502/504). Never retried here: the relay must
+  search for the registrations before it submits them again.
+* :class:`BadResponse` - the answer is not what the contract says (malformed JSON, an HTML error
+  page, a problem+json of an unknown type, a result list of the wrong shape). ``after_send``
+  tells whether the server may have acted (a 200 with a garbled body) - then it is ambiguous too.
+* :class:`Permanent` - the server refused the request for a reason that retrying won't fix (a
+  400 with ``issues[]``, 403, 404). The relay dead-letters the items with the reason.
+  :class:`AuthError` is the permanent failure of the token request, not of any event.
+
+Every counted state lands in :attr:`CiaoClient.stats`. Nothing here logs a payload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+from gateway.ciao.auth import ClientAssertion, Token, TokenCache
+from gateway.ciao.environments import Environment
+from gateway.ciao.policy import (
+    PolicyConfig,
+    RetryStats,
+    read_policy,
+    retry_after_seconds,
+    submit_policy,
+)
+from gateway.ciao.profile import Profile
+from gateway.ciao.profile import load as load_profile
+from siteclock.log import fields
+
+log = logging.getLogger("siteclock.ciao.client")
+
+PROBLEM_PREFIX = "urn:problem-type:belgif:"
+KNOWN_PROBLEMS = frozenset(
+    PROBLEM_PREFIX + name
+    for name in (
+        "badRequest",
+        "noAccessToken",
+        "invalidAccessToken",
+        "expiredAccessToken",
+        "missingScope",
+        "missingPermission",
+        "resourceNotFound",
+        "tooManyRequests",
+        "internalServerError",
+        "serviceUnavailable",
+        "payloadTooLarge",
+    )
+)
+_ITEM_INDEX = re.compile(r"^items\[(\d+)\]")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class CiaoError(Exception):
+    """Base of every failure of a CIaO call. ``reason`` is a short code that is counted."""
+
+    transient = False
+    permanent = False
+    reason = "error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        reason: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail)
+        if reason is not None:
+            self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+
+
+class Transient(CiaoError):
+    """The server did not act on the request; sending it again is safe."""
+
+    transient = True
+    reason = "transient"
+
+
+class Ambiguous(CiaoError):
+    """A POST may or may not have been committed: search before sending it again."""
+
+    reason = "ambiguous"
+
+
+class BadResponse(CiaoError):
+    """The answer does not follow the contract. ``after_send``: the server may have acted."""
+
+    reason = "bad_response"
+
+    def __init__(self, detail: str, *, kind: str, after_send: bool, status: int | None) -> None:
+        super().__init__(detail, reason=kind, status=status)
+        self.kind = kind
+        self.after_send = after_send
+
+
+class Permanent(CiaoError):
+    """Refused for good. ``issues`` holds the problem's issues[]; ``item_indexes`` the items
+    they name (``items[3].ssin`` -> 3), so the other items of a batch can go again."""
+
+    permanent = True
+    reason = "permanent"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        reason: str,
+        status: int | None,
+        issues: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        super().__init__(detail, reason=reason, status=status)
+        self.issues = list(issues)
+        self.item_indexes = sorted(
+            {
+                int(m.group(1))
+                for issue in self.issues
+                if isinstance(issue, Mapping)
+                and (m := _ITEM_INDEX.match(str(issue.get("name", ""))))
+            }
+        )
+
+
+class AuthError(Permanent):
+    """The token endpoint refused our client assertion: a configuration problem, not an event's."""
+
+
+class ShuttingDown(CiaoError):
+    """The gateway is stopping; the call was not made."""
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Connect and read timeouts in seconds: required, because ``requests`` has none."""
+
+    connect_s: float
+    read_s: float
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """CIaO's answer for one submitted item."""
+
+    created: bool
+    id: str | None = None
+    validity: str | None = None
+    remarks: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registration as lookup or search returns it (``ssin`` is kept out of ``repr``)."""
+
+    id: str
+    validity: str
+    remarks: tuple[str, ...] = ()
+    registration_date: str = ""
+    type: str = ""
+    workplace: str = ""
+    ssin: str = field(default="", repr=False)
+
+
+def _texts(values: Any) -> tuple[str, ...]:
+    """Remarks/reasons as text, whether the server sends strings or {code, description}."""
+    if not isinstance(values, list):
+        return ()
+    out = []
+    for value in values:
+        if isinstance(value, Mapping):
+            code = value.get("code") or value.get("type") or ""
+            text = value.get("description") or value.get("detail") or value.get("title") or ""
+            out.append(f"{code}: {text}" if code and text else str(code or text))
+        else:
+            out.append(str(value))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- client
+
+
+class CiaoClient:
+    """A CIaO REST client for one environment and one Chaman REST channel."""
+
+    def __init__(
+        self,
+        environment: Environment,
+        *,
+        client_id: str,
+        private_key_pem: bytes,
+        timeouts: Timeouts,
+        profile: Profile | None = None,
+        policy: PolicyConfig | None = None,
+        shutdown: threading.Event | None = None,
+        sleep: Callable[[float], None] | None = None,
+        token_renew_margin_s: float = 60.0,
+    ) -> None:
+        self.environment = environment
+        self.profile = profile or load_profile()
+        self.timeouts = timeouts
+        self.policy = policy or PolicyConfig()
+        self.shutdown = shutdown or threading.Event()
+        self._sleep = sleep
+        self.stats: Counter[str] = Counter()
+        self.retry_stats = RetryStats()
+        self._assertion = ClientAssertion(
+            client_id,
+            private_key_pem,
+            environment.token_url,
+            ttl_s=self.profile.contract.assertion_ttl_s,
+        )
+        # One attempt per fetch: the token request runs inside the calling operation's retry
+        # loop, so nesting a second loop here would multiply the attempts.
+        self.tokens = TokenCache(self._token_once, renew_margin_s=token_renew_margin_s)
+        self._session = requests.Session()
+        self._session.headers["Accept"] = "application/json, application/problem+json"
+        self._not_before = 0.0  # monotonic time before which we must not call (Retry-After)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> CiaoClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ public calls
+
+    def register(self, items: Sequence[Mapping[str, Any]]) -> list[ItemResult]:
+        """``registerInBulk``: one result per item, in order. See the module doc for errors."""
+        limit = self.profile.contract.batch_limit
+        if not 1 <= len(items) <= limit:
+            raise ValueError(f"a bulk registration holds 1..{limit} items, not {len(items)}")
+        body = self._call(
+            submit_policy,
+            "POST",
+            self.profile.api_path("register"),
+            post=True,
+            json_body={"items": list(items)},
+        )
+        return self._parse_results(body, len(items))
+
+    def get(self, registration_id: str) -> Registration:
+        body = self._call(
+            read_policy, "GET", self.profile.api_path("lookup", id=registration_id), op="lookup"
+        )
+        return self._parse_registration(body)
+
+    def search(
+        self,
+        *,
+        employer: Mapping[str, str],
+        workplace: str,
+        date_from: str,
+        date_to: str,
+        ssin: str | None = None,
+    ) -> list[Registration]:
+        """Registrations of an employer at a workplace in a period (and of one worker)."""
+        names = self.profile.search
+        params: dict[str, Any] = {
+            names.workplace: workplace,
+            names.date_from: date_from,
+            names.date_to: date_to,
+            names.page_size: names.max_page_size,
+        }
+        if "enterpriseNumber" in employer:
+            params[names.enterprise_number] = employer["enterpriseNumber"]
+        else:
+            params[names.foreign_vat_number] = employer["foreignVatNumber"]
+        if ssin:
+            params[names.ssin] = ssin
+        found: list[Registration] = []
+        page = 1
+        while True:
+            params[names.page] = page
+            body = self._call(
+                read_policy, "GET", self.profile.api_path("search"), op="search", params=params
+            )
+            items = body.get("items") if isinstance(body, dict) else None
+            if not isinstance(items, list):
+                self.stats["bad_response.unexpected_shape"] += 1
+                raise BadResponse(
+                    "search answer has no items list",
+                    kind="unexpected_shape",
+                    after_send=False,
+                    status=200,
+                )
+            found += [self._parse_registration(i) for i in items]
+            total = body.get("total")
+            done = len(items) < names.max_page_size or (
+                isinstance(total, int) and len(found) >= total
+            )
+            if done or not items:
+                return found
+            page += 1
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _call(
+        self,
+        policy_factory: Callable[..., Any],
+        method: str,
+        path: str,
+        *,
+        op: str = "register",
+        post: bool = False,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        kwargs: dict[str, Any] = {
+            "shutdown": self.shutdown,
+            "stats": self.retry_stats,
+        }
+        if self._sleep is not None:
+            kwargs["sleep"] = self._sleep
+        if policy_factory is read_policy:
+            kwargs["operation"] = op
+        retrying = policy_factory(self.policy, **kwargs)
+        for attempt in retrying:
+            with attempt:
+                return self._send(method, path, post=post, json_body=json_body, params=params)
+        raise AssertionError("unreachable: reraise=True")  # pragma: no cover
+
+    def _await_turn(self) -> None:
+        """Honour a Retry-After even across calls: no request before ``_not_before``."""
+        while (delay := self._not_before - time.monotonic()) > 0:
+            if self.shutdown.wait(delay):
+                raise ShuttingDown("stopping while waiting for Retry-After")
+        if self.shutdown.is_set():
+            raise ShuttingDown("stopping")
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        post: bool,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        token = self.tokens.get()
+        self._await_turn()
+        self.stats["requests"] += 1
+        try:
+            resp = self._session.request(
+                method,
+                self.environment.url(path),
+                json=json_body,
+                params=params,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=(self.timeouts.connect_s, self.timeouts.read_s),
+            )
+        except requests.RequestException as exc:
+            raise self._transport_error(exc, post=post) from None
+        return self._check(resp, post=post, token=token)
+
+    def _transport_error(self, exc: requests.RequestException, *, post: bool) -> CiaoError:
+        if isinstance(exc, requests.ConnectTimeout) or _never_sent(exc):
+            self.stats["transport.not_sent"] += 1
+            return Transient(f"{type(exc).__name__}", reason="connect_failed")
+        reason = "read_timeout" if isinstance(exc, requests.Timeout) else "connection_dropped"
+        self.stats[f"transport.{reason}"] += 1
+        cls = Ambiguous if post else Transient
+        return cls(f"{type(exc).__name__} after the request was sent", reason=reason)
+
+    def _check(self, resp: requests.Response, *, post: bool, token: str) -> Any:
+        status = resp.status_code
+        self.stats[f"http.{status}"] += 1
+        if status == 401:
+            self.tokens.invalidate(token)
+            return_error = Transient("access token refused", reason="token_rejected", status=401)
+            return_error.retry_after = 0.0
+            raise return_error
+        if status in (429, 503):
+            wait = retry_after_seconds(resp.headers.get("Retry-After"))
+            if wait is None:
+                wait = _body_retry_after(resp)
+            if wait is not None:
+                with self._lock:
+                    self._not_before = max(self._not_before, time.monotonic() + wait)
+            reason = "rate_limited" if status == 429 else "unavailable"
+            raise Transient(f"HTTP {status}", reason=reason, status=status, retry_after=wait)
+        if status >= 500:
+            cls = Ambiguous if post else Transient
+            raise cls(f"HTTP {status}", reason=f"http_{status}", status=status)
+        body = self._json(resp, after_send=post and status < 300)
+        if status < 300:
+            return body
+        problem_type = body.get("type") if isinstance(body, dict) else None
+        if problem_type not in KNOWN_PROBLEMS:
+            self.stats["bad_response.unknown_problem"] += 1
+            raise BadResponse(
+                f"HTTP {status} with unknown problem type",
+                kind="unknown_problem",
+                after_send=False,
+                status=status,
+            )
+        short = str(problem_type).removeprefix(PROBLEM_PREFIX)
+        detail = str(body.get("detail") or body.get("title") or short)[:200]
+        raise Permanent(detail, reason=short, status=status, issues=body.get("issues") or ())
+
+    def _json(self, resp: requests.Response, *, after_send: bool) -> Any:
+        ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype not in ("application/json", "application/problem+json"):
+            kind = "html" if "html" in ctype or resp.content.lstrip()[:1] == b"<" else "not_json"
+            self.stats[f"bad_response.{kind}"] += 1
+            raise BadResponse(
+                f"HTTP {resp.status_code} answered {ctype or 'no content type'}",
+                kind=kind,
+                after_send=after_send,
+                status=resp.status_code,
+            )
+        try:
+            return json.loads(resp.content)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            self.stats["bad_response.malformed_json"] += 1
+            raise BadResponse(
+                f"HTTP {resp.status_code} body is not valid JSON",
+                kind="malformed_json",
+                after_send=after_send,
+                status=resp.status_code,
+            ) from None
+
+    def _token_once(self) -> Token:
+        """One token request, with a freshly signed assertion (a jti is never replayed)."""
+        self._await_turn()
+        self.stats["token.requests"] += 1
+        try:
+            resp = self._session.post(
+                self.environment.token_url,
+                data=self._assertion.form(),
+                timeout=(self.timeouts.connect_s, self.timeouts.read_s),
+            )
+        except requests.RequestException as exc:
+            raise self._transport_error(exc, post=False) from None
+        if resp.status_code == 429 or resp.status_code >= 500:
+            wait = retry_after_seconds(resp.headers.get("Retry-After"))
+            raise Transient(
+                f"token HTTP {resp.status_code}",
+                status=resp.status_code,
+                reason="token_unavailable",
+                retry_after=wait,
+            )
+        body = self._json(resp, after_send=False)
+        if resp.status_code != 200:
+            error = body.get("error", "unknown") if isinstance(body, dict) else "unknown"
+            self.stats["token.refused"] += 1
+            log.error("ciao token refused", extra=fields(status=resp.status_code, error=error))
+            raise AuthError(
+                f"token endpoint refused: {error}", reason=f"auth_{error}", status=resp.status_code
+            )
+        value, expires = body.get("access_token"), body.get("expires_in")
+        if not isinstance(value, str) or not isinstance(expires, int | float) or expires <= 0:
+            self.stats["bad_response.token_shape"] += 1
+            raise BadResponse(
+                "token answer lacks access_token/expires_in",
+                kind="token_shape",
+                after_send=False,
+                status=200,
+            )
+        return Token(value, float(expires))
+
+    # ------------------------------------------------------------------ parsing
+
+    def _parse_results(self, body: Any, count: int) -> list[ItemResult]:
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list) or len(items) != count:
+            self.stats["bad_response.unexpected_shape"] += 1
+            raise BadResponse(
+                f"registerInBulk answered {len(items) if isinstance(items, list) else 'no'} "
+                f"results for {count} items",
+                kind="unexpected_shape",
+                after_send=True,
+                status=200,
+            )
+        unexpected = set(body) - {"items"}
+        results = []
+        for entry in items:
+            entry = entry if isinstance(entry, dict) else {}
+            created = entry.get("createdPresenceRegistration")
+            refused = entry.get("notCreatedPresenceRegistration")
+            if isinstance(created, dict) and "id" in created and "validity" in created:
+                unexpected |= set(entry) - {"createdPresenceRegistration"}
+                unexpected |= set(created) - {"id", "validity", "remarks"}
+                results.append(
+                    ItemResult(
+                        True,
+                        str(created["id"]),
+                        str(created["validity"]),
+                        _texts(created.get("remarks")),
+                    )
+                )
+            elif isinstance(refused, dict):
+                reasons = _texts(refused.get("reasons") or refused.get("errors"))
+                results.append(ItemResult(False, reasons=reasons or ("not created",)))
+            else:
+                self.stats["bad_response.unexpected_shape"] += 1
+                raise BadResponse(
+                    "a registerInBulk result is neither created nor notCreated",
+                    kind="unexpected_shape",
+                    after_send=True,
+                    status=200,
+                )
+        if unexpected:
+            # Tolerated (a newer server may add fields) but counted, so a drift is visible.
+            self.stats["unexpected_fields"] += 1
+        return results
+
+    def _parse_registration(self, raw: Any) -> Registration:
+        if not isinstance(raw, dict) or "id" not in raw or "validity" not in raw:
+            self.stats["bad_response.unexpected_shape"] += 1
+            raise BadResponse(
+                "registration lacks id/validity",
+                kind="unexpected_shape",
+                after_send=False,
+                status=200,
+            )
+        return Registration(
+            id=str(raw["id"]),
+            validity=str(raw["validity"]),
+            remarks=_texts(raw.get("remarks")),
+            registration_date=str(raw.get("registrationDate", "")),
+            type=str(raw.get("type", "")),
+            workplace=str(raw.get("contractualRelationshipReference", "")),
+            ssin=str(raw.get("ssin", "")),
+        )
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the connection could not even be opened (so nothing was sent)."""
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, MaxRetryError):
+        inner = inner.reason
+    return isinstance(inner, NewConnectionError)
+
+
+def _body_retry_after(resp: requests.Response) -> float | None:
+    try:
+        value = json.loads(resp.content).get("retryAfterSec")
+    except (ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) and value >= 0 else None

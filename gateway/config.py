@@ -1,0 +1,58 @@
+"""The gateway's configuration file (TOML), read with :func:`siteclock.config.load`.
+
+Example ``/etc/siteclock/gateway.toml``::
+
+    db = "/var/lib/siteclock/gateway.db"
+    signing_key_file = "/etc/siteclock/gateway-signing.key"
+    gateway_keys_file = "/etc/siteclock/gateway-keys.json"   # given to terminals
+
+    [mqtt]
+    host = "gw.site.local"
+    port = 8883
+    ca_file = "/etc/siteclock/broker/pki/ca.pem"
+    password_file = "/etc/siteclock/broker/credentials/siteclock_gateway.password"
+    share_group = "intake"       # several gateway processes share the load
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GATEWAY_USER = "siteclock_gateway"  # same as gateway.broker.GATEWAY_USER (no import: no cycle)
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """How the gateway reaches the broker. ``client_id`` must differ per gateway process;
+    ``share_group`` makes the events subscription a shared one (``$share/<group>/...``)."""
+
+    host: str = "localhost"
+    port: int = 8883
+    tls: bool = True
+    ca_file: Path | None = None
+    username: str = GATEWAY_USER
+    password_file: Path | None = None
+    client_id: str = "siteclock-gateway"
+    share_group: str | None = None
+    session_expiry_s: int = 3600
+    keepalive_s: int = 30
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"mqtt.port {self.port} is not a TCP port")
+        if self.session_expiry_s < 0:
+            raise ValueError("mqtt.session_expiry_s must be >= 0")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """``db``: the SQLite file (inbox, terminal registry, and other gateway tables).
+    ``signing_key_file``: the gateway's Ed25519 key (0600) that signs rosters; created on first
+    start. ``gateway_keys_file``: where to write its public key as JSON for terminals."""
+
+    db: Path
+    signing_key_file: Path
+    gateway_keys_file: Path | None = None
+    log_level: str = "INFO"
+    mqtt: MqttConfig = field(default_factory=MqttConfig)

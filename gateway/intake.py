@@ -1,0 +1,365 @@
+"""Gateway intake: verify, store, then acknowledge every event a terminal sends.
+
+For each MQTT message on ``siteclock/v1/<terminal>/events`` (optionally through a shared
+subscription, so several gateway processes can share the load):
+
+1. the terminal named by the topic must be registered and active (the broker ACL already
+   guarantees only that terminal could publish there);
+2. each event's signature is checked with that terminal's registered, unrevoked key, the
+   event must name that terminal, and its workplace must be the terminal's binding;
+3. valid events are committed to the inbox (unique on terminal+seq);
+4. only then: the MQTT PUBACK (paho ``manual_ack``) and an application ``Ack(stored=...)`` on
+   the terminal's own ack topic. A resent event already held is acknowledged again.
+
+Every refusal is counted by reason in :attr:`Intake.counters` and logged with the terminal id,
+sequence number and reason only (no badge, no payload: no personal data). Nothing a terminal
+sends can stop the intake: a bad message is counted and PUBACKed (so the broker does not
+redeliver garbage forever); only a failure to *store* withholds the PUBACK and the ack, and the
+terminal resends.
+
+Example::
+
+    intake = Intake(cfg.mqtt, inbox=Inbox(db), registry=TerminalRegistry(db), roster_signer=key)
+    intake.start()
+    intake.counters          # Counter({'bad_signature': 3, 'duplicate': 12})
+    intake.send_verdicts("t-hall-01", [Verdict(7, Outcome.REGISTERED)])
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.config import MqttConfig
+from gateway.roster import RosterPublisher
+from gateway.store import Gap, Inbox, PutStatus
+from gateway.terminals import ACTIVE, TerminalRecord, TerminalRegistry
+from siteclock.log import fields
+from siteclock.protocol import (
+    Ack,
+    Channel,
+    Event,
+    ProtocolError,
+    Roster,
+    RosterEntry,
+    SignedEvent,
+    Signer,
+    Verdict,
+    decode_batch,
+    decode_status,
+    parse_topic,
+    subscription,
+    topic,
+)
+
+log = logging.getLogger("siteclock.gateway.intake")
+
+GROUP_MAX = 256  # messages per group commit
+REGISTRY_TTL_S = 5.0
+LOG_FIRST_PER_REASON = 20  # then one line per 1000, so a flood cannot fill the disk
+
+
+@dataclass
+class Handled:
+    """What one message produced: its terminal, verified events to store, seqs to ack."""
+
+    terminal: str | None = None
+    ack_seqs: list[int] = field(default_factory=list)
+    stored: int = 0
+    good: list[tuple[SignedEvent, Event]] = field(default_factory=list)
+
+
+def make_client(cfg: MqttConfig, *, manual_ack: bool) -> mqtt.Client:
+    """A paho MQTT 5 client with the gateway's TLS trust and credentials."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=cfg.client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if cfg.tls:
+        client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None)
+    password = cfg.password_file.read_text().strip() if cfg.password_file else None
+    client.username_pw_set(cfg.username, password)
+    client.reconnect_delay_set(min_delay=1, max_delay=10)
+    return client
+
+
+class Intake:
+    """The gateway's MQTT consumer. Thread model: paho's network thread only queues messages;
+    one worker thread verifies and stores them in groups (one commit for many messages) and
+    then acknowledges each. :meth:`handle` is also callable directly (tests, benchmarks)."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        *,
+        inbox: Inbox,
+        registry: TerminalRegistry,
+        roster_signer: Signer | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.inbox = inbox
+        self.registry = registry
+        self.counters: Counter[str] = Counter()
+        """Every event or message that did not become a new inbox row, by reason."""
+        self.stats: Counter[str] = Counter()
+        """messages, stored, acks_sent, acked_events, gaps_detected, heartbeats."""
+        self._max_seq: dict[str, int] = {}
+        self._records: dict[str, tuple[float, TerminalRecord | None]] = {}
+        self._subscribed = threading.Event()
+        self._stopping = threading.Event()
+        self._queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name="intake-worker", daemon=True)
+        self._client = make_client(cfg, manual_ack=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self.roster = RosterPublisher(self._client, roster_signer) if roster_signer else None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, *, wait_s: float | None = 10.0) -> None:
+        """Connect in the background; with ``wait_s``, wait until the subscriptions hold."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s  # keep queued events while away
+        self._client.connect_async(
+            self.cfg.host,
+            self.cfg.port,
+            keepalive=self.cfg.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+        self._worker.start()
+        if wait_s is not None and not self._subscribed.wait(wait_s):
+            self.stop()
+            raise ConnectionError(f"intake: not subscribed to {self.cfg.host}:{self.cfg.port}")
+
+    def stop(self) -> None:
+        """Stop; messages not yet stored are not acknowledged, so they come again."""
+        self._stopping.set()
+        if self._worker.is_alive():
+            self._worker.join(5)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
+    def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, rc: Any, _p: Any) -> None:
+        if rc.is_failure:
+            log.error("broker refused the gateway", extra=fields(reason=str(rc)))
+            return
+        group = self.cfg.share_group
+        client.subscribe(
+            [
+                (subscription(Channel.EVENTS, share_group=group), 1),
+                (subscription(Channel.STATUS), 1),
+            ]
+        )
+        log.info("intake connected", extra=fields(host=self.cfg.host, share_group=group or "-"))
+
+    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, codes: Any, _p: Any) -> None:
+        if all(not c.is_failure for c in codes):
+            self._subscribed.set()
+        else:
+            log.error("subscription refused", extra=fields(codes=[str(c) for c in codes]))
+
+    # ------------------------------------------------------------------ messages
+
+    def _on_message(self, _client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        # Network thread: hand over only, so the socket keeps flowing while we verify and store.
+        self._queue.put(msg)
+
+    def _work(self) -> None:
+        """Take every message waiting (up to :data:`GROUP_MAX`), verify, store them in one
+        transaction, then PUBACK and acknowledge each: a group commit."""
+        while not self._stopping.is_set():
+            try:
+                group = [self._queue.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(group) < GROUP_MAX:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                results = self.handle_many([(m.topic, m.payload) for m in group])
+            except Exception:  # the intake keeps going whatever one group does
+                log.exception("intake failed to store; no ack, the terminals will resend")
+                self.counters["internal_error"] += len(group)
+                continue
+            # One ack per terminal per group: a hundred terminals, a hundred small publishes.
+            acks: dict[str, list[int]] = {}
+            for handled in results:
+                if handled.ack_seqs and handled.terminal:
+                    acks.setdefault(handled.terminal, []).extend(handled.ack_seqs)
+            for terminal, seqs in acks.items():
+                self._client.publish(
+                    topic(terminal, Channel.ACK), Ack(stored=tuple(seqs)).encode(), 1
+                )
+                self.stats["acks_sent"] += 1
+                self.stats["acked_events"] += len(seqs)
+            for msg in group:
+                if msg.qos > 0:
+                    self._client.ack(msg.mid, msg.qos)
+
+    def _reject(self, reason: str, terminal: str | None, seq: int | None = None) -> None:
+        self.counters[reason] += 1
+        n = self.counters[reason]
+        if n <= LOG_FIRST_PER_REASON or n % 1000 == 0:
+            log.warning(
+                "event refused",
+                extra=fields(reason=reason, terminal=terminal or "-", seq=seq or "-", count=n),
+            )
+
+    def handle(self, topic_name: str, payload: bytes) -> Handled:
+        """Process one message; commits before returning. Never raises on bad input."""
+        return self.handle_many([(topic_name, payload)])[0]
+
+    def handle_many(self, messages: list[tuple[str, bytes]]) -> list[Handled]:
+        """Verify every message, store all their good events in one transaction, and say
+        what to acknowledge for each. Committed before returning."""
+        prepared = [self._prepare(t, p) for t, p in messages]
+        items = [(h.terminal or "", s, e) for h in prepared for s, e in h.good]
+        if not items:
+            return prepared
+        for terminal in {t for t, _, _ in items} - set(self._max_seq):
+            self._max_seq[terminal] = self.inbox.max_seq(terminal)  # learn the high mark
+        results = iter(self.inbox.put_many(items, received_ns=time.time_ns()))
+        for handled in prepared:
+            stored_seqs = []
+            for _ in handled.good:
+                result = next(results)
+                if result.status is PutStatus.CONFLICT:
+                    self._reject("replay", handled.terminal, result.seq)
+                    log.error(
+                        "SECURITY: same sequence number, different event",
+                        extra=fields(terminal=handled.terminal, seq=result.seq),
+                    )
+                    continue
+                handled.ack_seqs.append(result.seq)
+                if result.status is PutStatus.DUPLICATE:
+                    self.counters["duplicate"] += 1
+                else:
+                    stored_seqs.append(result.seq)
+            handled.stored = len(stored_seqs)
+            handled.good = []
+            self.stats["stored"] += handled.stored
+            if stored_seqs and handled.terminal:
+                self._note_gaps(handled.terminal, stored_seqs)
+        return prepared
+
+    def _prepare(self, topic_name: str, payload: bytes) -> Handled:
+        """Parse and verify one message; the verified events go to ``good``. No storage."""
+        self.stats["messages"] += 1
+        try:
+            terminal, channel = parse_topic(topic_name)
+        except ProtocolError:
+            self._reject("bad_topic", None)
+            return Handled()
+        if channel is Channel.STATUS:
+            self._heartbeat(terminal, payload)
+            return Handled(terminal)
+        if channel is not Channel.EVENTS:
+            self._reject("bad_topic", terminal)
+            return Handled(terminal)
+        record = self._terminal(terminal)
+        if record is None:
+            self._reject("unknown_terminal", terminal)
+            return Handled(terminal)
+        if record.status != ACTIVE:
+            self._reject("terminal_disabled", terminal)
+            return Handled(terminal)
+        try:
+            batch = decode_batch(payload)
+        except ProtocolError as exc:
+            self._reject(exc.reason, terminal)
+            return Handled(terminal)
+        good: list[tuple[SignedEvent, Event]] = []
+        keys, revoked = record.keys, record.revoked_kids
+        for signed in batch:
+            reason = None
+            event: Event | None = None
+            try:
+                if signed.envelope.kid in revoked:
+                    reason = "revoked_key"
+                else:
+                    event = signed.verify(keys)
+                    if event.terminal_id != terminal:
+                        reason = "wrong_terminal"
+                    elif event.workplace != record.workplace:
+                        reason = "wrong_workplace"
+            except ProtocolError as exc:
+                reason = exc.reason
+            if reason is not None or event is None:
+                self._reject(reason or "malformed", terminal, event.seq if event else None)
+                continue
+            good.append((signed, event))
+        return Handled(terminal, good=good)
+
+    def _terminal(self, terminal: str) -> TerminalRecord | None:
+        """The registry entry, cached for :data:`REGISTRY_TTL_S`: a revocation or rebinding
+        takes effect within that time without a query per message."""
+        now = time.monotonic()
+        cached = self._records.get(terminal)
+        if cached is not None and now - cached[0] < REGISTRY_TTL_S:
+            return cached[1]
+        record = self.registry.get(terminal)
+        self._records[terminal] = (now, record)
+        return record
+
+    def _note_gaps(self, terminal: str, stored: Iterable[int]) -> None:
+        """Report a jump in a terminal's sequence as it happens; :meth:`gaps` lists them all."""
+        high = self._max_seq[terminal]
+        for seq in sorted(stored):
+            if seq > high + 1:
+                self.stats["gaps_detected"] += 1
+                log.warning(
+                    "gap in a terminal's sequence",
+                    extra=fields(terminal=terminal, missing_from=high + 1, missing_to=seq - 1),
+                )
+            high = max(high, seq)
+        self._max_seq[terminal] = high
+
+    def _heartbeat(self, terminal: str, payload: bytes) -> None:
+        try:
+            status = decode_status(payload)
+        except ProtocolError:
+            self._reject("bad_status", terminal)
+            return
+        if self.registry.get(terminal) is None:
+            self._reject("unknown_terminal", terminal)
+            return
+        self.registry.record_heartbeat(terminal, status)
+        self.stats["heartbeats"] += 1
+
+    # ------------------------------------------------------------------ towards terminals
+
+    def send_verdicts(self, terminal_id: str, verdicts: list[Verdict]) -> None:
+        """Tell a terminal the NSSO's verdicts (QoS 1; the terminal records them idempotently)."""
+        if verdicts:
+            payload = Ack(verdicts=tuple(verdicts)).encode()
+            self._client.publish(topic(terminal_id, Channel.ACK), payload, qos=1)
+
+    def publish_roster(self, terminal_id: str, entries: list[RosterEntry]) -> Roster:
+        if self.roster is None:
+            raise RuntimeError("intake was built without a roster signer")
+        return self.roster.publish_roster(terminal_id, entries)
+
+    def gaps(self, terminal: str | None = None) -> list[Gap]:
+        return self.inbox.gaps(terminal)

@@ -1,0 +1,328 @@
+"""Who a badge belongs to: the gateway's registry of workers, badges and workplaces.
+
+The terminal only knows a badge and a pseudonymous worker reference with a display name
+(DESIGN decision 5). This registry alone maps them to the worker's INSS/BIS number and
+employer (a Belgian enterprise number, or a foreign VAT number: a subcontractor's worker carries
+their own employer), and each Declaration of Works reference to the workplace's coordinates or
+address, which CIaO needs with every registration.
+
+The INSS is encrypted at rest with AES-GCM (the worker reference is the associated data, so a
+ciphertext copied onto another row does not decrypt) under a 32-byte key kept in a file of
+mode 0600. In memory it travels as :class:`Inss`, whose ``repr``/``str`` never show the number:
+only :meth:`Inss.reveal` does, and only the CIaO request builder calls it.
+
+Example::
+
+    reg = Registry(tmp / "gateway.db", tmp / "inss.key")
+    reg.add_workplace("1Y1003SQ5VSSZ", latitude=50.85, longitude=4.35)
+    reg.add_worker("w-17", "An Peeters", inss="90010100123", employer="0123456749")
+    reg.enrol_badge("nfc-a:04A1B2C3", "w-17")
+    reg.assign("w-17", "1Y1003SQ5VSSZ")
+    reg.resolve("nfc-a:04A1B2C3").employer.id   # '0123456749'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import stat
+import threading
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway.identifiers import (
+    InvalidIdentifier,
+    normalize_enterprise_number,
+    normalize_foreign_vat,
+    normalize_inss,
+    normalize_workplace,
+)
+from siteclock.protocol import RosterEntry, check_badge
+
+KEY_SIZE = 32
+
+
+class RegistryError(ValueError):
+    """A registry operation names something unknown or invalid."""
+
+
+class Inss:
+    """An INSS/BIS number that does not print itself (repr, str, f-strings, logs)."""
+
+    __slots__ = ("_digits",)
+
+    def __init__(self, digits: str) -> None:
+        self._digits = normalize_inss(digits)
+
+    def reveal(self) -> str:
+        """The 11 digits: only for the CIaO request body, never for a log or a display."""
+        return self._digits
+
+    def __repr__(self) -> str:
+        return "Inss(<redacted>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Inss) and secrets.compare_digest(self._digits, other._digits)
+
+    def __hash__(self) -> int:
+        return hash(self._digits)
+
+    def __reduce__(self) -> Any:  # pickling would be a way out of the redaction
+        raise TypeError("an Inss is not picklable")
+
+
+class EmployerKind(StrEnum):
+    ENTERPRISE = "enterprise"  # Belgian enterprise number, 10 digits
+    FOREIGN_VAT = "foreign_vat"
+
+
+@dataclass(frozen=True, slots=True)
+class Employer:
+    id: str
+    kind: EmployerKind
+
+    @classmethod
+    def parse(cls, value: str, kind: EmployerKind | str = EmployerKind.ENTERPRISE) -> Employer:
+        kind = EmployerKind(kind)
+        if kind is EmployerKind.ENTERPRISE:
+            return cls(normalize_enterprise_number(value), kind)
+        return cls(normalize_foreign_vat(value), kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Workplace:
+    """A Declaration of Works reference with where it is: coordinates, an address, or both."""
+
+    ref: str
+    latitude: float | None = None
+    longitude: float | None = None
+    address: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """What the relay needs to register one tap of this badge."""
+
+    worker_ref: str
+    name: str
+    inss: Inss
+    employer: Employer
+    capacity: str
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reg_workers(
+  ref TEXT PRIMARY KEY, name TEXT NOT NULL, inss_enc BLOB NOT NULL,
+  employer_id TEXT NOT NULL, employer_kind TEXT NOT NULL, capacity TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reg_badges(
+  badge TEXT PRIMARY KEY, worker_ref TEXT NOT NULL REFERENCES reg_workers(ref),
+  active INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS reg_workplaces(
+  ref TEXT PRIMARY KEY, latitude REAL, longitude REAL, address TEXT);
+CREATE TABLE IF NOT EXISTS reg_assignments(
+  worker_ref TEXT NOT NULL REFERENCES reg_workers(ref), workplace TEXT NOT NULL,
+  PRIMARY KEY (worker_ref, workplace));
+CREATE TABLE IF NOT EXISTS reg_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO reg_meta VALUES ('version', 0);
+"""
+
+
+def load_or_create_key(path: Path | str) -> bytes:
+    """Read the 32-byte INSS key, creating it (mode 0600, never overwritten) if absent.
+
+    Refuses a key file that group or others may read: a leaked key exposes every INSS.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise RegistryError(f"{path}: key file mode {mode:o} is not 0600") from None
+        key = path.read_bytes()
+        if len(key) != KEY_SIZE:
+            raise RegistryError(f"{path}: key file is not {KEY_SIZE} bytes") from None
+        return key
+    key = AESGCM.generate_key(bit_length=KEY_SIZE * 8)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key
+
+
+class Registry:
+    """Workers, badges, workplaces in SQLite (same file as the gateway's store, or its own).
+
+    Thread-safe: one connection behind a lock, because the relay thread and the employer's
+    tooling share it. ``version`` grows with every change, so the relay knows when to retry
+    events it could not resolve.
+    """
+
+    def __init__(self, db_path: Path | str, key_path: Path | str) -> None:
+        self._aead = AESGCM(load_or_create_key(key_path))
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ changes
+
+    def add_worker(
+        self,
+        ref: str,
+        name: str,
+        *,
+        inss: str,
+        employer: str,
+        employer_kind: EmployerKind | str = EmployerKind.ENTERPRISE,
+        capacity: str = "employee",
+    ) -> None:
+        """Add or update a worker. The INSS and employer number are checked, then encrypted."""
+        if not ref or len(ref) > 64:
+            raise RegistryError("worker reference must be 1-64 characters")
+        digits = Inss(inss).reveal()
+        emp = Employer.parse(employer, employer_kind)
+        nonce = os.urandom(12)
+        sealed = nonce + self._aead.encrypt(nonce, digits.encode(), ref.encode())
+        self._write(
+            "INSERT INTO reg_workers VALUES (?,?,?,?,?,?) ON CONFLICT(ref) DO UPDATE SET "
+            "name=excluded.name, inss_enc=excluded.inss_enc, employer_id=excluded.employer_id, "
+            "employer_kind=excluded.employer_kind, capacity=excluded.capacity",
+            (ref, name, sealed, emp.id, str(emp.kind), capacity),
+        )
+
+    def enrol_badge(self, badge: str, worker_ref: str) -> None:
+        check_badge(badge)
+        if not self._one("SELECT 1 FROM reg_workers WHERE ref=?", (worker_ref,)):
+            raise RegistryError(f"unknown worker {worker_ref!r}")
+        self._write(
+            "INSERT INTO reg_badges VALUES (?,?,1) ON CONFLICT(badge) DO UPDATE SET "
+            "worker_ref=excluded.worker_ref, active=1",
+            (badge, worker_ref),
+        )
+
+    def block_badge(self, badge: str) -> None:
+        self._write("UPDATE reg_badges SET active=0 WHERE badge=?", (badge,))
+
+    def add_workplace(
+        self,
+        ref: str,
+        *,
+        latitude: float | None = None,
+        longitude: float | None = None,
+        address: dict[str, str] | None = None,
+    ) -> None:
+        """Add or update a workplace; CIaO needs its coordinates or its address."""
+        ref = normalize_workplace(ref)
+        has_coords = latitude is not None and longitude is not None
+        if not has_coords and not address:
+            raise RegistryError("a workplace needs coordinates or an address")
+        if has_coords and not (-90 <= latitude <= 90 and -180 <= longitude <= 180):  # type: ignore[operator]
+            raise RegistryError("coordinates are out of range")
+        self._write(
+            "INSERT OR REPLACE INTO reg_workplaces VALUES (?,?,?,?)",
+            (ref, latitude, longitude, json.dumps(address) if address else None),
+        )
+
+    def assign(self, worker_ref: str, workplace: str) -> None:
+        """Put a worker on a workplace's roster (the badges its terminals greet by name)."""
+        self._write(
+            "INSERT OR IGNORE INTO reg_assignments VALUES (?,?)",
+            (worker_ref, normalize_workplace(workplace)),
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def version(self) -> int:
+        return int(self._one("SELECT value FROM reg_meta WHERE key='version'")[0])
+
+    def resolve(self, badge: str) -> Resolved | None:
+        """The worker behind an active badge, or None (unknown, blocked)."""
+        return self._worker(
+            "FROM reg_badges b JOIN reg_workers w ON w.ref=b.worker_ref "
+            "WHERE b.badge=? AND b.active=1",
+            badge,
+        )
+
+    def worker(self, ref: str) -> Resolved | None:
+        """A worker by pseudonymous reference (the relay's search after an ambiguous POST)."""
+        return self._worker("FROM reg_workers w WHERE w.ref=?", ref)
+
+    def _worker(self, from_where: str, arg: str) -> Resolved | None:
+        row = self._one(
+            "SELECT w.ref, w.name, w.inss_enc, w.employer_id, w.employer_kind, w.capacity "
+            + from_where,
+            (arg,),
+        )
+        if row is None:
+            return None
+        ref, name, sealed, emp_id, emp_kind, capacity = row
+        try:
+            digits = self._aead.decrypt(sealed[:12], sealed[12:], ref.encode()).decode()
+        except InvalidTag:
+            raise RegistryError(f"worker {ref!r}: INSS does not decrypt with this key") from None
+        return Resolved(ref, name, Inss(digits), Employer(emp_id, EmployerKind(emp_kind)), capacity)
+
+    def workplace(self, ref: str) -> Workplace | None:
+        row = self._one("SELECT * FROM reg_workplaces WHERE ref=?", (ref,))
+        if row is None:
+            return None
+        return Workplace(row[0], row[1], row[2], json.loads(row[3]) if row[3] else None)
+
+    def roster_for(self, workplace: str) -> list[RosterEntry]:
+        """The badges a workplace's terminals may greet: reference and name, never the INSS."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT b.badge, w.ref, w.name, b.active FROM reg_assignments a "
+                "JOIN reg_workers w ON w.ref=a.worker_ref JOIN reg_badges b ON b.worker_ref=w.ref "
+                "WHERE a.workplace=? ORDER BY b.badge",
+                (normalize_workplace(workplace),),
+            ).fetchall()
+        return [RosterEntry(b, ref, name, blocked=not active) for b, ref, name, active in rows]
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(sql, args)
+                self._db.execute("UPDATE reg_meta SET value=value+1 WHERE key='version'")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+
+__all__ = [
+    "Employer",
+    "EmployerKind",
+    "Inss",
+    "InvalidIdentifier",
+    "Registry",
+    "RegistryError",
+    "Resolved",
+    "Workplace",
+    "load_or_create_key",
+]

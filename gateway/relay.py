@@ -1,0 +1,682 @@
+"""The relay: stored events -> CIaO registrations -> verdicts back to terminals.
+
+One loop, one thread, one SQLite connection (see :mod:`gateway.relay_store` for the states).
+Each turn of :meth:`Relay.run_once`:
+
+1. takes new inbox rows in as ``queued``;
+2. reconciles ``ambiguous`` rows: searches CIaO for each (worker, employer, workplace, date)
+   and adopts a registration found there; only the ones not found go back to ``queued``;
+3. submits one batch of ``queued`` rows in (terminal, seq) order, up to the profile's limit:
+   badge -> worker and employer through the registry, kind -> CIaO type (a break starts with
+   ``out`` and ends with ``in``), ``wall_ns`` -> ``registrationDate`` (RFC 3339, UTC, ``Z``);
+4. retries ``unresolved`` rows when the registry changed;
+5. polls ``pending`` registrations by id until their validity is final;
+6. hands each final verdict to ``on_verdict(terminal, Verdict)`` (the gateway publishes it to
+   the terminal), and raises an alert for any event still without a verdict after
+   ``verdict_timeout_s``.
+
+A POST is never repeated blindly: anything that may have reached CIaO (timeout after sending,
+dropped connection, a 5xx, a garbled 200, a relay killed mid-request) is searched for first.
+Failures are counted in :attr:`Relay.counters`; no row is ever deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.ciao.client import (
+    Ambiguous,
+    AuthError,
+    BadResponse,
+    CiaoClient,
+    CiaoError,
+    ItemResult,
+    Permanent,
+    ShuttingDown,
+)
+from gateway.ciao.policy import PolicyConfig
+from gateway.registry import EmployerKind, Registry, Resolved, Workplace
+from gateway.relay_store import FINAL, RelayStore, State
+from siteclock.log import fields, redact
+from siteclock.protocol import Outcome, Verdict
+
+log = logging.getLogger("siteclock.relay")
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Timing of the relay loop (seconds). Defaults suit production; tests shrink them."""
+
+    idle_s: float = 1.0  # pause when a turn found nothing to do
+    poll_interval_s: float = 10.0  # between two lookups of a pending registration
+    poll_batch: int = 200  # lookups per turn
+    ambiguous_settle_s: float = 30.0  # wait before searching: let a slow commit land first
+    verdict_timeout_s: float = 4 * 3600.0  # alert when an event has no final verdict by then
+    max_attempts: int = 12  # submissions before an event is dead-lettered
+    rescan_s: float = 60.0  # full inbox rescan period
+    batch_limit: int | None = None  # default: the profile's
+    backoff: PolicyConfig = field(default_factory=lambda: PolicyConfig(max_wait_s=300.0))
+
+
+def registration_date(wall_ns: int, precision: str = "seconds") -> str:
+    """Nanoseconds since the epoch -> RFC 3339 UTC with ``Z`` (the tap's moment)."""
+    seconds, rest = divmod(wall_ns, 1_000_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    if precision == "milliseconds":
+        text += f".{rest // 1_000_000:03d}"
+    return text + "Z"
+
+
+def _instant(value: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else None
+
+
+def _employer_json(resolved: Resolved) -> dict[str, str]:
+    if resolved.employer.kind is EmployerKind.ENTERPRISE:
+        return {"enterpriseNumber": resolved.employer.id}
+    return {"foreignVatNumber": resolved.employer.id}
+
+
+def _place(workplace: Workplace) -> dict[str, Any]:
+    if workplace.latitude is not None and workplace.longitude is not None:
+        return {"coordinates": {"latitude": workplace.latitude, "longitude": workplace.longitude}}
+    return {"address": dict(workplace.address or {})}
+
+
+class Relay:
+    """Relays a gateway's stored events to CIaO. ``start()``/``stop()`` or ``run_once()``."""
+
+    def __init__(
+        self,
+        db_path: Path | str,
+        client: CiaoClient,
+        registry: Registry,
+        *,
+        on_verdict: Callable[[str, Verdict], None],
+        config: RelayConfig | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.client = client
+        self.registry = registry
+        self.on_verdict = on_verdict
+        self.config = config or RelayConfig()
+        self.profile = client.profile
+        self.batch_limit = self.config.batch_limit or self.profile.contract.batch_limit
+        self.clock_ns = clock_ns
+        self.store = RelayStore(db_path)
+        self.counters: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_scan_ns = 0
+        self._last_alert_ns = 0
+        self._carry: list[tuple[tuple[str, int], dict[str, Any]]] = []
+        self._employers: dict[Any, tuple[dict[str, str], str]] = {}
+        self._registry_version = -1
+        self._cache: dict[str, Resolved | None] = {}
+        self._places: dict[str, Workplace | None] = {}
+        recovered = self.store.recover_submitted(self.clock_ns())
+        if recovered:
+            self.counters["recovered_submitted"] += recovered
+            log.warning("relay recovered in-flight events", extra=fields(count=recovered))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Relay:
+        self._thread = threading.Thread(target=self._loop, name="ciao-relay", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop; a backoff or Retry-After wait in the client is cut short."""
+        self._stop.set()
+        self.client.shutdown.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._carry:
+            with self._tx():
+                pass
+        self.store.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that also commits the carried results of the last POST.
+
+        Results are carried rather than committed on their own so that one fsync covers them
+        and the next batch's "submitted" mark. If the process dies in between, those rows are
+        still "submitted": the restart treats them as ambiguous and finds them by search.
+        """
+        with self.store.tx() as db:
+            if self._carry:
+                self.store.update_each(db, self._carry)
+            yield db
+        self._carry = []
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.run_once()
+            except ShuttingDown:
+                return
+            except Exception:  # the loop must outlive one bad turn
+                self.counters["loop_error"] += 1
+                log.exception("relay turn failed")
+                busy = 0
+            if not busy:
+                self._stop.wait(self.config.idle_s)
+
+    # ------------------------------------------------------------------ one turn
+
+    def run_once(self) -> int:
+        """One turn of the loop; returns how much work it did (0 = idle)."""
+        now = self.clock_ns()
+        full = now - self._last_scan_ns >= self.config.rescan_s * 1e9
+        if full:
+            self._last_scan_ns = now
+        work = self.store.take_new(now, full=full)
+        work += self._reconcile()
+        work += self._submit()
+        work += self._retry_unresolved()
+        work += self._poll()
+        work += self._notify()
+        self._alert()
+        return work
+
+    # ------------------------------------------------------------------ submit
+
+    def _refresh_cache(self) -> None:
+        """Forget cached lookups when the registry changed (one query per batch, not per row)."""
+        version = self.registry.version
+        if version != self._registry_version:
+            self._cache.clear()
+            self._places.clear()
+            self._registry_version = version
+
+    def _employer(self, worker: Resolved) -> tuple[dict[str, str], str]:
+        """The employer object of an item and its JSON text, computed once per employer."""
+        found = self._employers.get(worker.employer)
+        if found is None:
+            obj = _employer_json(worker)
+            found = self._employers[worker.employer] = (obj, json.dumps(obj))
+        return found
+
+    def _lookup(self, badge: str, workplace: str) -> tuple[Resolved | None, Workplace | None]:
+        if badge not in self._cache:
+            self._cache[badge] = self.registry.resolve(badge)
+        if workplace not in self._places:
+            self._places[workplace] = self.registry.workplace(workplace)
+        return self._cache[badge], self._places[workplace]
+
+    def _submit(self) -> int:
+        now = self.clock_ns()
+        rows = self.store.queued(now, self.batch_limit)
+        if not rows:
+            if self._carry:  # nothing to pair the last results with: commit them alone
+                with self._tx():
+                    pass
+                return 1
+            return 0
+        # A row marked solo failed inside a batch without a named culprit: it goes alone.
+        rows = rows[:1] if rows[0]["solo"] else [r for r in rows if not r["solo"]]
+        self._refresh_cache()
+        batch: list[tuple[tuple[str, int], dict[str, Any], dict[str, Any]]] = []
+        unresolved: list[tuple[tuple[str, int], dict[str, Any]]] = []
+        precision = self.profile.contract.timestamp_precision
+        for row in rows:
+            key = (row["terminal"], row["seq"])
+            worker, place = self._lookup(row["badge"], row["workplace"])
+            if worker is None or place is None:
+                reason = "badge unknown or blocked" if worker is None else "workplace unknown"
+                unresolved.append(
+                    (
+                        key,
+                        {
+                            "state": State.UNRESOLVED,
+                            "last_error": reason,
+                            "registry_version": self._registry_version,
+                            "updated_ns": now,
+                        },
+                    )
+                )
+                continue
+            employer, employer_text = self._employer(worker)
+            date = registration_date(row["wall_ns"], precision)
+            ciao_type = self.profile.ciao_type(row["kind"])
+            item = {
+                "registrationDate": date,
+                "ssin": worker.inss.reveal(),
+                "type": ciao_type,
+                "employer": employer,
+                "placeOfWork": _place(place),
+                "contractualRelationshipReference": place.ref,
+            }
+            columns = {
+                "state": State.SUBMITTED,
+                "attempts": row["attempts"] + 1,
+                "worker_ref": worker.worker_ref,
+                "employer": employer_text,
+                "workplace": place.ref,
+                "reg_date": date,
+                "ciao_type": ciao_type,
+                "submitted_ns": now,
+                "updated_ns": now,
+            }
+            batch.append((key, item, columns))
+        # Commit "submitted" before the POST leaves: a crash now is seen as ambiguous later.
+        with self._tx() as db:
+            self.store.update_each(db, unresolved)
+            self.store.update_each(db, [(k, c) for k, _, c in batch])
+        self.counters["unresolved"] += len(unresolved)
+        if not batch:
+            return len(unresolved)
+        keys = [k for k, _, _ in batch]
+        attempts = {k: c["attempts"] for k, _, c in batch}
+        try:
+            results = self.client.register([item for _, item, _ in batch])
+        except AuthError as exc:
+            self._requeue(keys, attempts, exc, "auth_error")
+        except (Ambiguous, BadResponse) as exc:
+            if isinstance(exc, BadResponse) and not exc.after_send:
+                self._requeue(keys, attempts, exc, f"bad_response.{exc.kind}")
+            else:
+                self._mark_ambiguous(keys, exc)
+        except Permanent as exc:
+            self._refused(keys, attempts, exc)
+        except ShuttingDown:
+            self._requeue(keys, attempts, None, "shutdown", count_attempt=False)
+            raise
+        except CiaoError as exc:  # Transient (after the client's own retries)
+            self._requeue(keys, attempts, exc, f"transient.{exc.reason}")
+        except Exception as exc:
+            # A bug on our side after the request may have left: treat it as ambiguous.
+            self._mark_ambiguous(keys, exc)
+            raise
+        else:
+            self._store_results(keys, results)
+        return len(batch) + len(unresolved)
+
+    def _store_results(self, keys: list[tuple[str, int]], results: list[ItemResult]) -> None:
+        now = self.clock_ns()
+        first_poll = now + int(self.config.poll_interval_s * 1e9)
+        updates = []
+        for key, result in zip(keys, results, strict=True):
+            if result.created:
+                state = self._state_for(result.validity or "")
+                self.counters["created"] += 1
+                updates.append(
+                    (
+                        key,
+                        {
+                            "state": state,
+                            "ciao_id": result.id,
+                            "validity": result.validity,
+                            "remarks": result.remarks,
+                            "last_error": "",
+                            "next_try_ns": first_poll,
+                            "updated_ns": now,
+                            "final_ns": now if state in FINAL else None,
+                        },
+                    )
+                )
+            else:
+                self.counters["not_created"] += 1
+                updates.append(
+                    (
+                        key,
+                        {
+                            "state": State.REJECTED,
+                            "remarks": result.reasons,
+                            "final_ns": now,
+                            "last_error": "not created",
+                            "updated_ns": now,
+                        },
+                    )
+                )
+        self._carry.extend(updates)
+
+    def _state_for(self, validity: str) -> State:
+        if validity == self.profile.validity.valid:
+            return State.REGISTERED
+        if validity == self.profile.validity.invalid:
+            return State.REJECTED
+        return State.PENDING
+
+    def _requeue(
+        self,
+        keys: list[tuple[str, int]],
+        attempts: Mapping[tuple[str, int], int],
+        exc: BaseException | None,
+        counter: str,
+        *,
+        count_attempt: bool = True,
+    ) -> None:
+        """Back to ``queued`` with a backoff; dead-letter a row that ran out of attempts."""
+        now = self.clock_ns()
+        self.counters[counter] += 1
+        error = _describe(exc) if exc else counter
+        retry_after = getattr(exc, "retry_after", None)
+        updates = []
+        for key in keys:
+            tries = attempts[key]
+            if count_attempt and tries >= self.config.max_attempts:
+                updates.append((key, self._dead(error, now)))
+                continue
+            delay = retry_after if retry_after is not None else self._backoff_s(tries)
+            updates.append(
+                (
+                    key,
+                    {
+                        "state": State.QUEUED,
+                        "last_error": error,
+                        "updated_ns": now,
+                        "next_try_ns": now + int(delay * 1e9),
+                        **({} if count_attempt else {"attempts": max(0, tries - 1)}),
+                    },
+                )
+            )
+        with self._tx() as db:
+            self.store.update_each(db, updates)
+        log.warning("relay batch requeued", extra=fields(reason=counter, items=len(keys)))
+
+    def _dead(self, error: str, now: int) -> dict[str, Any]:
+        self.counters["dead"] += 1
+        return {"state": State.DEAD, "last_error": error, "final_ns": now, "updated_ns": now}
+
+    def _backoff_s(self, attempts: int) -> float:
+        cfg = self.config.backoff
+        return min(cfg.initial_wait_s * 2 ** max(0, attempts - 1), cfg.max_wait_s)
+
+    def _mark_ambiguous(self, keys: list[tuple[str, int]], exc: BaseException) -> None:
+        now = self.clock_ns()
+        self.counters["ambiguous"] += 1
+        if isinstance(exc, BadResponse):
+            self.counters[f"bad_response.{exc.kind}"] += 1
+        settle = now + int(self.config.ambiguous_settle_s * 1e9)
+        with self._tx() as db:
+            self.store.update(
+                db,
+                keys,
+                state=State.AMBIGUOUS,
+                last_error=_describe(exc),
+                next_try_ns=settle,
+                updated_ns=now,
+            )
+        log.warning(
+            "relay batch ambiguous",
+            extra=fields(reason=getattr(exc, "reason", "bug"), items=len(keys)),
+        )
+
+    def _refused(
+        self, keys: list[tuple[str, int]], attempts: Mapping[tuple[str, int], int], exc: Permanent
+    ) -> None:
+        """A permanent 4xx: dead-letter the items it names; the others go again (one by one
+        when the refusal names none, so one bad item cannot sink its neighbours)."""
+        now = self.clock_ns()
+        error = _describe(exc)
+        self.counters[f"permanent.{exc.reason}"] += 1
+        named = {keys[i] for i in exc.item_indexes if i < len(keys)}
+        if not named and len(keys) == 1:
+            named = set(keys)
+        updates = []
+        for key in keys:
+            if key in named:
+                updates.append((key, self._dead(error, now)))
+            elif named:
+                updates.append(
+                    (
+                        key,
+                        {
+                            "state": State.QUEUED,
+                            "updated_ns": now,
+                            "attempts": max(0, attempts[key] - 1),
+                        },
+                    )
+                )
+            else:
+                updates.append(
+                    (
+                        key,
+                        {"state": State.QUEUED, "solo": 1, "updated_ns": now, "last_error": error},
+                    )
+                )
+        with self._tx() as db:
+            self.store.update_each(db, updates)
+        log.warning("relay batch refused", extra=fields(reason=exc.reason, dead=len(named)))
+
+    # ------------------------------------------------------------------ reconcile
+
+    def _reconcile(self) -> int:
+        now = self.clock_ns()
+        rows = self.store.rows("state='ambiguous' AND next_try_ns<=?", (now,), 500)
+        if not rows:
+            return 0
+        groups: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+        for row in rows:
+            groups[(row["worker_ref"], row["employer"], row["workplace"])].append(row)
+        found = 0
+        for (worker_ref, employer, workplace), members in groups.items():
+            worker = self.registry.worker(worker_ref) if worker_ref else None
+            keys = [(r["terminal"], r["seq"]) for r in members]
+            if worker is None or not employer:
+                # Nothing was recorded as submitted (or the worker is gone): cannot search.
+                self._requeue_after_search(keys, members, "worker unknown at reconcile")
+                continue
+            dates = sorted(r["reg_date"] for r in members)
+            try:
+                hits = self.client.search(
+                    employer=json.loads(employer),
+                    workplace=workplace,
+                    date_from=dates[0],
+                    date_to=dates[-1],
+                    ssin=worker.inss.reveal(),
+                )
+            except ShuttingDown:
+                raise
+            except CiaoError as exc:
+                self.counters[f"search_failed.{exc.reason}"] += 1
+                retry = now + int(self._backoff_s(2) * 1e9)
+                with self._tx() as db:
+                    self.store.update(db, keys, next_try_ns=retry, last_error=_describe(exc))
+                continue
+            found += self._adopt(members, hits)
+        return len(rows) + found
+
+    def _adopt(self, members: list[Any], hits: list[Any]) -> int:
+        """Match ambiguous rows to registrations CIaO already has; requeue the rest."""
+        now = self.clock_ns()
+        taken = self.store.claimed_ids(h.id for h in hits)
+        adopted, missing = [], []
+        for row in members:
+            key = (row["terminal"], row["seq"])
+            want = _instant(row["reg_date"])
+            match = next(
+                (
+                    h
+                    for h in hits
+                    if h.id not in taken
+                    and h.type.lower() == row["ciao_type"].lower()
+                    and _instant(h.registration_date) == want
+                ),
+                None,
+            )
+            if match is None:
+                missing.append(row)
+                continue
+            taken.add(match.id)
+            state = self._state_for(match.validity)
+            adopted.append(
+                (
+                    key,
+                    {
+                        "state": state,
+                        "ciao_id": match.id,
+                        "validity": match.validity,
+                        "remarks": match.remarks,
+                        "last_error": "",
+                        "updated_ns": now,
+                        "next_try_ns": now,
+                        "final_ns": now if state in FINAL else None,
+                    },
+                )
+            )
+        with self._tx() as db:
+            self.store.update_each(db, adopted)
+        self.counters["reconciled_found"] += len(adopted)
+        if missing:
+            keys = [(r["terminal"], r["seq"]) for r in missing]
+            self._requeue_after_search(keys, missing, "not found after ambiguous submit")
+        return len(adopted)
+
+    def _requeue_after_search(self, keys: list[tuple[str, int]], rows: list[Any], why: str) -> None:
+        self.counters["reconciled_missing"] += len(keys)
+        now = self.clock_ns()
+        updates = []
+        for key, row in zip(keys, rows, strict=True):
+            if row["attempts"] >= self.config.max_attempts:
+                updates.append((key, self._dead(f"{why}; {row['last_error']}", now)))
+            else:
+                updates.append(
+                    (
+                        key,
+                        {
+                            "state": State.QUEUED,
+                            "next_try_ns": now,
+                            "updated_ns": now,
+                            "last_error": why,
+                        },
+                    )
+                )
+        with self._tx() as db:
+            self.store.update_each(db, updates)
+
+    # ------------------------------------------------------------------ unresolved
+
+    def _retry_unresolved(self) -> int:
+        version = self.registry.version
+        if not self.store.rows("state='unresolved' AND registry_version<>?", (version,), 1):
+            return 0
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE registrations SET state='queued', next_try_ns=0 "
+                "WHERE state='unresolved' AND registry_version<>?",
+                (version,),
+            ).rowcount
+
+    # ------------------------------------------------------------------ poll
+
+    def _poll(self) -> int:
+        now = self.clock_ns()
+        rows = self.store.rows(
+            "state='pending' AND next_try_ns<=? ORDER BY next_try_ns",
+            (now,),
+            self.config.poll_batch,
+        )
+        updates = []
+        later = now + int(self.config.poll_interval_s * 1e9)
+        try:
+            for row in rows:
+                key = (row["terminal"], row["seq"])
+                try:
+                    reg = self.client.get(row["ciao_id"])
+                except ShuttingDown:
+                    raise
+                except CiaoError as exc:
+                    self.counters[f"poll_failed.{exc.reason}"] += 1
+                    updates.append((key, {"next_try_ns": later, "updated_ns": now}))
+                    continue
+                state = self._state_for(reg.validity)
+                values: dict[str, Any] = {
+                    "validity": reg.validity,
+                    "remarks": reg.remarks,
+                    "next_try_ns": later,
+                    "updated_ns": now,
+                }
+                if state in FINAL:
+                    values.update(state=state, final_ns=self.clock_ns())
+                updates.append((key, values))
+        finally:
+            if updates:
+                with self._tx() as db:
+                    self.store.update_each(db, updates)
+        return len(rows)
+
+    # ------------------------------------------------------------------ verdicts and alerts
+
+    def _notify(self) -> int:
+        rows = self.store.rows("notified=0 AND state IN ('registered','rejected','dead')", (), 500)
+        done = []
+        for row in rows:
+            verdict = self._verdict(row)
+            try:
+                self.on_verdict(row["terminal"], verdict)
+            except Exception:  # e.g. MQTT down: keep it, send it next turn
+                self.counters["verdict_send_failed"] += 1
+                log.exception("verdict not delivered", extra=fields(terminal=row["terminal"]))
+                break
+            done.append((row["terminal"], row["seq"]))
+            self.counters[f"verdict.{verdict.outcome}"] += 1
+        if done:
+            with self._tx() as db:
+                self.store.update(db, done, notified=1)
+        return len(done)
+
+    @staticmethod
+    def _verdict(row: Any) -> Verdict:
+        if row["state"] == State.REGISTERED:
+            return Verdict(row["seq"], Outcome.REGISTERED, "")
+        remarks = json.loads(row["remarks"] or "[]")
+        if row["state"] == State.DEAD:
+            reason = f"not sent: {row['last_error']}"
+        else:
+            reason = "; ".join(remarks) or row["last_error"] or "rejected"
+        return Verdict(row["seq"], Outcome.REJECTED, redact(reason)[:200])
+
+    def _alert(self) -> None:
+        now = self.clock_ns()
+        if now - self._last_alert_ns < 1e9:  # a full scan: once a second is plenty
+            return
+        self._last_alert_ns = now
+        cutoff = now - int(self.config.verdict_timeout_s * 1e9)
+        rows = self.store.rows(
+            "state IN ('queued','unresolved','submitted','ambiguous','pending') "
+            "AND created_ns<? AND alerted=0",
+            (cutoff,),
+            1000,
+        )
+        if not rows:
+            return
+        self.counters["alert.no_verdict"] += len(rows)
+        for row in rows[:20]:  # a storm of alerts is one problem; log a sample
+            log.warning(
+                "no CIaO verdict in time",
+                extra=fields(
+                    terminal=row["terminal"],
+                    seq=row["seq"],
+                    state=row["state"],
+                    error=row["last_error"],
+                ),
+            )
+        with self._tx() as db:
+            self.store.update(db, [(r["terminal"], r["seq"]) for r in rows], alerted=1)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, INSS-free description of a failure for the employer's view."""
+    reason = getattr(exc, "reason", type(exc).__name__)
+    status = getattr(exc, "status", None)
+    text = f"{reason}" + (f" (HTTP {status})" if status else "") + f": {exc}"
+    return redact(text)[:300]

@@ -1,0 +1,86 @@
+"""Signed rosters for terminals: badge -> pseudonymous worker reference and display name.
+
+A terminal greets a worker by name and flags unknown badges, but it must never hold an INSS
+(DESIGN decision 5): a roster carries only the pseudonymous ``worker`` reference and a display
+name, and :func:`check_entries` refuses anything shaped like an INSS before it is signed. The
+roster is signed with the gateway's key and published *retained* on the terminal's ``config``
+topic, so a terminal that connects later (or restarts) gets the newest one at once; the broker
+ACL lets only the gateway write there and only that terminal read it.
+
+Terminals learn the gateway's public key(s) from a JSON file written by
+:func:`write_gateway_keys` (``{"<kid>": "<hex public key>"}``), copied at provisioning.
+
+Example::
+
+    publisher = RosterPublisher(client, signer)
+    publisher.publish_roster("t-hall-01", [RosterEntry("nfc-a:04A1B2C3", "w-17", "An P.")])
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from gateway.pki import write_public
+from siteclock.log import INSS_PATTERN
+from siteclock.protocol import (
+    Channel,
+    Roster,
+    RosterEntry,
+    Signer,
+    check_badge,
+    encode_roster,
+    topic,
+)
+
+
+def check_entries(entries: Iterable[RosterEntry]) -> tuple[RosterEntry, ...]:
+    """Validate entries; refuse any worker reference or name that looks like an INSS."""
+    checked = []
+    for entry in entries:
+        check_badge(entry.badge)
+        for label, value in (("worker reference", entry.worker), ("name", entry.name)):
+            if INSS_PATTERN.search(value):
+                raise ValueError(f"roster {label} for {entry.badge} looks like an INSS: refused")
+        checked.append(entry)
+    return tuple(checked)
+
+
+def write_gateway_keys(path: Path, signers: Sequence[Signer]) -> None:
+    """The public keys terminals accept rosters from: ``{kid: hex}`` (public, 0644)."""
+    keys = {s.kid: s.public_key_bytes().hex() for s in signers}
+    write_public(path, (json.dumps(keys, indent=2, sort_keys=True) + "\n").encode())
+
+
+class RosterPublisher:
+    """Signs and publishes rosters through a connected paho client.
+
+    Versions are nanosecond timestamps, strictly increasing within this process, so a terminal
+    can ignore an older roster that a broker replays.
+    """
+
+    def __init__(self, client: mqtt.Client, signer: Signer) -> None:
+        self._client = client
+        self._signer = signer
+        self._lock = threading.Lock()
+        self._last_version = 0
+
+    def _next_version(self) -> int:
+        with self._lock:
+            self._last_version = max(time.time_ns(), self._last_version + 1)
+            return self._last_version
+
+    def build(self, terminal_id: str, entries: Iterable[RosterEntry]) -> tuple[Roster, bytes]:
+        roster = Roster(terminal_id, self._next_version(), check_entries(entries))
+        return roster, encode_roster(roster, self._signer)
+
+    def publish_roster(self, terminal_id: str, entries: Iterable[RosterEntry]) -> Roster:
+        """Publish (retained, QoS 1) the full roster for one terminal; returns what was sent."""
+        roster, payload = self.build(terminal_id, entries)
+        self._client.publish(topic(terminal_id, Channel.CONFIG), payload, qos=1, retain=True)
+        return roster

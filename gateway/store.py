@@ -1,0 +1,214 @@
+"""The gateway's inbox: every verified event, exactly once, unique on (terminal, seq).
+
+This is the gateway's end of the effectively-once chain (reference/reliability.md section 3):
+an event is acknowledged to the terminal only after the transaction that holds it has committed
+(WAL, ``synchronous=FULL``). The same event arriving again (same digest) is reported as a
+duplicate so the caller re-acknowledges it; the same sequence number with a *different* digest
+is a security alert, recorded, and never stored over the first.
+
+The ``inbox`` table's columns are a contract: the CIaO relay reads them by SQL from the same
+file. Add tables and indexes freely; never change these columns.
+
+Example::
+
+    inbox = Inbox(tmp / "gateway.db")
+    [result] = inbox.put("t-hall-01", [signed], received_ns=time.time_ns())
+    result.status            # PutStatus.STORED, then DUPLICATE on a resend
+    inbox.gaps()             # [Gap("t-hall-01", 2, 4)] when seqs 2..4 never arrived
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from siteclock.protocol import Event, SignedEvent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox(
+  terminal TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL, digest BLOB NOT NULL,
+  body BLOB NOT NULL, alg TEXT NOT NULL, kid TEXT NOT NULL, sig BLOB NOT NULL,
+  workplace TEXT NOT NULL, kind TEXT NOT NULL, badge TEXT NOT NULL, wall_ns INTEGER NOT NULL,
+  flags TEXT NOT NULL,
+  received_ns INTEGER NOT NULL,
+  PRIMARY KEY (terminal, seq));
+CREATE INDEX IF NOT EXISTS inbox_received ON inbox(received_ns);
+CREATE TABLE IF NOT EXISTS security_alerts(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at_ns INTEGER NOT NULL, terminal TEXT NOT NULL,
+  seq INTEGER NOT NULL, kind TEXT NOT NULL, stored_digest BLOB, offered_digest BLOB,
+  offered_body BLOB);
+"""
+
+
+class PutStatus(StrEnum):
+    STORED = "stored"  # new, committed
+    DUPLICATE = "duplicate"  # already held with the same digest: acknowledge again
+    CONFLICT = "conflict"  # same (terminal, seq), different digest: security alert
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    seq: int
+    status: PutStatus
+    terminal: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Sequence numbers ``first..last`` of ``terminal`` missing below its highest stored seq."""
+
+    terminal: str
+    first: int
+    last: int
+
+
+class Inbox:
+    """The SQLite inbox. One connection behind a lock; every ``put`` is one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = FULL")
+        with self._lock:
+            self._conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def put(
+        self,
+        terminal: str,
+        events: Sequence[tuple[SignedEvent, Event]],
+        *,
+        received_ns: int,
+    ) -> list[PutResult]:
+        """Store verified events of one terminal in one transaction (committed on return).
+
+        ``events`` pairs each signed envelope with its decoded, already verified event.
+        """
+        return self.put_many([(terminal, s, e) for s, e in events], received_ns=received_ns)
+
+    def put_many(
+        self,
+        items: Sequence[tuple[str, SignedEvent, Event]],
+        *,
+        received_ns: int,
+    ) -> list[PutResult]:
+        """Store verified events of any terminals in ONE transaction: a group commit, so one
+        fsync covers many MQTT messages when a hundred terminals send single events.
+        Results are in the order of ``items``."""
+        results: list[PutResult] = []
+        with self._lock:
+            db = self._conn
+            db.execute("BEGIN IMMEDIATE")  # the write lock: nobody inserts between look and write
+            try:
+                held = self._held(db, items)
+                new_rows, alerts = [], []
+                for terminal, signed, ev in items:
+                    key, digest = (terminal, ev.seq), signed.digest
+                    if key not in held:
+                        held[key] = digest
+                        env = signed.envelope
+                        new_rows.append((
+                            terminal, ev.seq, ev.event_id, digest, env.body, env.alg, env.kid,
+                            env.sig, ev.workplace, str(ev.kind), ev.badge, ev.wall_ns,
+                            json.dumps(sorted(ev.flags)), received_ns,
+                        ))  # fmt: skip
+                        results.append(PutResult(ev.seq, PutStatus.STORED, terminal))
+                    elif held[key] == digest:
+                        results.append(PutResult(ev.seq, PutStatus.DUPLICATE, terminal))
+                    else:
+                        alerts.append((received_ns, terminal, ev.seq, "seq_conflict", held[key],
+                                       digest, signed.envelope.body))  # fmt: skip
+                        results.append(PutResult(ev.seq, PutStatus.CONFLICT, terminal))
+                db.executemany("INSERT INTO inbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", new_rows)
+                db.executemany(
+                    "INSERT INTO security_alerts(at_ns, terminal, seq, kind, stored_digest, "
+                    "offered_digest, offered_body) VALUES (?,?,?,?,?,?,?)",
+                    alerts,
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return results
+
+    @staticmethod
+    def _held(
+        db: sqlite3.Connection, items: Sequence[tuple[str, SignedEvent, Event]]
+    ) -> dict[tuple[str, int], bytes]:
+        """Digests already stored for the (terminal, seq) pairs of ``items``: one query per
+        terminal and 500 seqs instead of one per event."""
+        wanted: dict[str, set[int]] = {}
+        for terminal, _, ev in items:
+            wanted.setdefault(terminal, set()).add(ev.seq)
+        held: dict[tuple[str, int], bytes] = {}
+        for terminal, seqs in wanted.items():
+            ordered = sorted(seqs)
+            for i in range(0, len(ordered), 500):
+                chunk = ordered[i : i + 500]
+                rows = db.execute(
+                    f"SELECT seq, digest FROM inbox WHERE terminal = ? "
+                    f"AND seq IN ({','.join('?' * len(chunk))})",
+                    (terminal, *chunk),
+                )
+                held.update(((terminal, seq), bytes(digest)) for seq, digest in rows)
+        return held
+
+    def max_seq(self, terminal: str) -> int:
+        with self._lock:
+            (value,) = self._conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE terminal = ?", (terminal,)
+            ).fetchone()
+        return int(value)
+
+    def gaps(self, terminal: str | None = None) -> list[Gap]:
+        """Every run of missing seqs below each terminal's highest stored seq (from seq 1)."""
+        where, args = ("WHERE terminal = ?", (terminal,)) if terminal else ("", ())
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT terminal, prev + 1, seq - 1 FROM ("
+                "  SELECT terminal, seq, LAG(seq, 1, 0) OVER (PARTITION BY terminal ORDER BY seq)"
+                f"  AS prev FROM inbox {where}) WHERE seq > prev + 1 ORDER BY terminal, seq",
+                args,
+            ).fetchall()
+        return [Gap(t, lo, hi) for t, lo, hi in rows]
+
+    def count(self, terminal: str | None = None) -> int:
+        with self._lock:
+            if terminal is None:
+                (n,) = self._conn.execute("SELECT COUNT(*) FROM inbox").fetchone()
+            else:
+                (n,) = self._conn.execute(
+                    "SELECT COUNT(*) FROM inbox WHERE terminal = ?", (terminal,)
+                ).fetchone()
+        return int(n)
+
+    def rows(self, terminal: str) -> list[tuple[int, str, bytes]]:
+        """``(seq, event_id, digest)`` of a terminal's stored events, in seq order."""
+        with self._lock:
+            return [
+                (s, e, bytes(d))
+                for s, e, d in self._conn.execute(
+                    "SELECT seq, event_id, digest FROM inbox WHERE terminal = ? ORDER BY seq",
+                    (terminal,),
+                )
+            ]
+
+    def alerts(self) -> list[tuple[str, int, str]]:
+        """``(terminal, seq, kind)`` of every security alert, oldest first."""
+        with self._lock:
+            return list(
+                self._conn.execute("SELECT terminal, seq, kind FROM security_alerts ORDER BY id")
+            )

@@ -1,0 +1,539 @@
+"""Gateway side of enrolment: one-time tokens, and turning a terminal's public key into a member.
+
+An employer creates an **enrolment token** for one workplace (``siteclock provision token
+create``) and hands it to the installer. The token is the only secret the installer carries:
+
+* it is random (120 bits), shown once, and stored **hashed** (SHA-256): a stolen database gives
+  no usable token;
+* it expires (default 24 h), is **single use**, and is **scoped** to one Declaration of Works:
+  a terminal enrolled with it can only be bound to that workplace.
+
+A terminal enrols by sending its id, workplace, public key and a signature with the matching
+private key over the request (proof that it holds the key; the private key never leaves the
+terminal). :meth:`EnrolmentService.enrol` then, in this order:
+
+1. claims the token for this (terminal, key) in one SQLite transaction;
+2. registers the terminal's key and binding in :class:`gateway.terminals.TerminalRegistry`
+   (and the workplace's location in :class:`gateway.registry.Registry` when one is given);
+3. gives the terminal a fresh broker password (Mosquitto ``$7$`` line in the password file) and
+   makes the running broker reread it (SIGHUP, no restart).
+
+If the answer is lost (a crash, a cut cable), the terminal asks again with the same token and
+key: the same claimant is recognised, steps 2-3 are completed or repeated, and a new password
+replaces the one that never arrived. Any other reuse of the token is refused. Every refusal has a
+short reason (``expired``, ``used``, ``wrong_workplace``...) that is counted and sent back.
+
+Example::
+
+    tokens = TokenStore(db)
+    issued = tokens.create("1Y1003SQ5VSSZ", ttl_s=86400, created_by="employer")
+    service = EnrolmentService(tokens, TerminalRegistry(db), BrokerAccounts(passwd, reload),
+                               endpoint=BrokerEndpoint("gw.site.local", 8883, ca_pem))
+    result = service.enrol(request)   # EnrolmentResult with the broker password
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import secrets
+import signal
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.broker import (
+    generate_password,
+    hash_password,
+    read_password_file,
+    write_password_file,
+)
+from gateway.terminals import ACTIVE, TerminalRegistry
+from provisioning.workplace import WorkplaceBinding, WorkplaceError, parse_reference
+from siteclock.log import fields
+from siteclock.protocol import (
+    ALGORITHMS,
+    ProtocolError,
+    canonical,
+    check_terminal_id,
+    key_id,
+)
+
+log = logging.getLogger("siteclock.provisioning.enrolment")
+
+DEFAULT_TTL_S = 24 * 3600
+RETRY_GRACE_S = 3600
+"""After its claim, the claimant may repeat its enrolment this long even past expiry."""
+TOKEN_BYTES = 15  # 120 bits -> 24 base32 characters, typed in six groups of four
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS enrol_tokens(
+  token_hash TEXT PRIMARY KEY, workplace TEXT NOT NULL, created_ns INTEGER NOT NULL,
+  expires_ns INTEGER NOT NULL, created_by TEXT NOT NULL, note TEXT NOT NULL DEFAULT '',
+  used_ns INTEGER, used_by TEXT, used_kid TEXT);
+"""
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class EnrolmentRefused(Exception):
+    """An enrolment (or lifecycle) request is refused. ``reason`` is short and countable;
+    the message says what the installer can do about it."""
+
+    def __init__(self, reason: str, message: str, *, status: int = 403) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def format_token(raw: bytes) -> str:
+    text = base64.b32encode(raw).decode().rstrip("=")
+    return "-".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+
+def normalize_token(token: str) -> str:
+    """What the installer typed -> the canonical token (case, spaces and dashes do not matter)."""
+    return "".join(c for c in (token or "").upper() if c.isalnum())
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(normalize_token(token).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    """The secret: shown to the employer once, never stored."""
+    workplace: str
+    expires_ns: int
+    token_hash: str
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    token_hash: str
+    workplace: str
+    created_ns: int
+    expires_ns: int
+    created_by: str
+    note: str
+    used_ns: int | None
+    used_by: str | None
+
+
+class TokenStore:
+    """Enrolment tokens in the gateway's SQLite file (table ``enrol_tokens``)."""
+
+    def __init__(self, path: Path | str, *, clock: Callable[[], int] = time.time_ns) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self._lock:
+            self._db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def create(
+        self,
+        workplace: str,
+        *,
+        ttl_s: float = DEFAULT_TTL_S,
+        created_by: str = "",
+        note: str = "",
+    ) -> IssuedToken:
+        """A new single-use token for ``workplace``, valid ``ttl_s`` seconds."""
+        workplace = parse_reference(workplace)
+        if not 60 <= ttl_s <= 30 * 86400:
+            raise ValueError("a token lives between 1 minute and 30 days")
+        token = format_token(secrets.token_bytes(TOKEN_BYTES))
+        now = self._clock()
+        expires = now + int(ttl_s * 1e9)
+        digest = hash_token(token)
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO enrol_tokens(token_hash, workplace, created_ns, expires_ns, "
+                "created_by, note) VALUES (?,?,?,?,?,?)",
+                (digest, workplace, now, expires, created_by, note),
+            )
+        return IssuedToken(token, workplace, expires, digest)
+
+    def info(self, token: str) -> TokenInfo | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT token_hash, workplace, created_ns, expires_ns, created_by, note, used_ns, "
+                "used_by FROM enrol_tokens WHERE token_hash = ?",
+                (hash_token(token),),
+            ).fetchone()
+        return TokenInfo(*row) if row else None
+
+    def list(self) -> list[TokenInfo]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT token_hash, workplace, created_ns, expires_ns, created_by, note, used_ns, "
+                "used_by FROM enrol_tokens ORDER BY created_ns"
+            ).fetchall()
+        return [TokenInfo(*r) for r in rows]
+
+    def claim(self, token: str, *, terminal_id: str, kid: str, workplace: str) -> bool:
+        """Use the token for (terminal, key) at ``workplace``.
+
+        Returns True on the first claim, False when the same claimant repeats (a retry after a
+        lost answer). Raises :class:`EnrolmentRefused` otherwise.
+        """
+        digest = hash_token(token)
+        now = self._clock()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT workplace, expires_ns, used_ns, used_by, used_kid FROM enrol_tokens "
+                    "WHERE token_hash = ?",
+                    (digest,),
+                ).fetchone()
+                first = self._check_claim(row, now, terminal_id, kid, workplace)
+                if first:
+                    self._db.execute(
+                        "UPDATE enrol_tokens SET used_ns=?, used_by=?, used_kid=? "
+                        "WHERE token_hash=? AND used_ns IS NULL",
+                        (now, terminal_id, kid, digest),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return first
+
+    @staticmethod
+    def _check_claim(row: Any, now: int, terminal_id: str, kid: str, workplace: str) -> bool:
+        if row is None:
+            raise EnrolmentRefused(
+                "unknown_token", "this enrolment token is not known: check what you typed"
+            )
+        scope, expires, used_ns, used_by, used_kid = row
+        if used_ns is not None:
+            same = used_by == terminal_id and used_kid == kid
+            if same and now < max(expires, used_ns + int(RETRY_GRACE_S * 1e9)):
+                return False
+            raise EnrolmentRefused(
+                "used", "this enrolment token has already been used; ask the employer for a new one"
+            )
+        if now >= expires:
+            raise EnrolmentRefused(
+                "expired", "this enrolment token has expired; ask the employer for a new one"
+            )
+        if scope != workplace:
+            raise EnrolmentRefused(
+                "wrong_workplace",
+                f"this enrolment token is for workplace {scope}, not {workplace}",
+            )
+        return True
+
+
+# --------------------------------------------------------------------------- broker accounts
+
+
+def pid_file_reloader(pid_file: Path) -> Callable[[], None]:
+    """Reload a Mosquitto whose pid is in ``pid_file`` (its ``pid_file`` setting) by SIGHUP."""
+
+    def reload() -> None:
+        pid = int(Path(pid_file).read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+
+    return reload
+
+
+class BrokerAccounts:
+    """Adds, replaces and removes one user's line in Mosquitto's password file, then reloads.
+
+    Only this user's line changes; the others keep their hashes. A lock file serialises writers
+    across processes (the enrolment server and an employer's CLI on the same host). ``reload``
+    makes the running broker reread the file (SIGHUP: new logins use it at once, no restart).
+    """
+
+    def __init__(self, password_file: Path, reload: Callable[[], None]) -> None:
+        self.password_file = Path(password_file)
+        self._reload = reload
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, str]]:
+        lock_path = self.password_file.with_name(self.password_file.name + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            users = read_password_file(self.password_file)
+            yield users
+            write_password_file(self.password_file, users)
+
+    def set_password(self, user: str) -> str:
+        """Give ``user`` a new random password (old one stops working); returns it."""
+        password = generate_password()
+        with self._locked() as users:
+            users[user] = hash_password(password)
+        self._reload()
+        return password
+
+    def remove(self, user: str) -> bool:
+        """Remove ``user``: the broker refuses its next login. Returns whether it existed."""
+        with self._locked() as users:
+            existed = users.pop(user, None) is not None
+        self._reload()
+        return existed
+
+    def has(self, user: str) -> bool:
+        return user in read_password_file(self.password_file)
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise EnrolmentRefused("malformed", f"{what} must be base64 text", status=400)
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise EnrolmentRefused("malformed", f"{what} is not valid base64", status=400) from None
+
+
+def signed_bytes(purpose: str, body: Mapping[str, Any]) -> bytes:
+    """What a terminal signs to prove it holds its key: the purpose and the request's fields
+    (token hashed, so the signature never helps anyone learn it)."""
+    return canonical({"purpose": f"siteclock-{purpose}-v1", **dict(body)})
+
+
+@dataclass(frozen=True)
+class EnrolmentRequest:
+    """What a terminal sends to enrol (JSON over HTTPS)."""
+
+    token: str
+    terminal_id: str
+    workplace: WorkplaceBinding
+    public_key: bytes
+    alg: str = "ed25519"
+    signature: bytes = b""
+
+    def signed_body(self) -> bytes:
+        return signed_bytes(
+            "enrol",
+            {
+                "token_hash": hash_token(self.token),
+                "terminal": self.terminal_id,
+                "workplace": self.workplace.reference,
+                "public_key": self.public_key,
+                "alg": self.alg,
+            },
+        )
+
+    def signed_by(self, signer: Any) -> EnrolmentRequest:
+        unsigned = EnrolmentRequest(
+            self.token, self.terminal_id, self.workplace, signer.public_key_bytes(), signer.alg
+        )
+        return EnrolmentRequest(
+            unsigned.token, unsigned.terminal_id, unsigned.workplace, unsigned.public_key,
+            unsigned.alg, signer.sign(unsigned.signed_body()),
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "terminal_id": self.terminal_id,
+            "workplace": self.workplace.to_map(),
+            "public_key": _b64(self.public_key),
+            "alg": self.alg,
+            "signature": _b64(self.signature),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> EnrolmentRequest:
+        if not isinstance(raw, dict):
+            raise EnrolmentRefused("malformed", "request body must be a JSON object", status=400)
+        try:
+            binding = WorkplaceBinding.from_map(raw.get("workplace"))  # type: ignore[arg-type]
+            terminal_id = check_terminal_id(raw.get("terminal_id"))  # type: ignore[arg-type]
+        except (WorkplaceError, ProtocolError) as exc:
+            raise EnrolmentRefused("malformed", str(exc), status=400) from None
+        token, alg = raw.get("token"), raw.get("alg", "ed25519")
+        if not isinstance(token, str) or not isinstance(alg, str):
+            raise EnrolmentRefused("malformed", "token and alg must be text", status=400)
+        return cls(
+            token=token,
+            terminal_id=terminal_id,
+            workplace=binding,
+            public_key=_unb64(raw.get("public_key"), "public_key"),
+            alg=alg,
+            signature=_unb64(raw.get("signature"), "signature"),
+        )
+
+
+def verify_proof(alg: str, public_key: bytes, signature: bytes, body: bytes) -> None:
+    algorithm = ALGORITHMS.get(alg)
+    if algorithm is None:
+        raise EnrolmentRefused("malformed", f"unknown key algorithm {alg!r}", status=400)
+    try:
+        algorithm.verify(public_key, signature, body)
+    except ProtocolError:
+        raise EnrolmentRefused(
+            "bad_proof", "the request is not signed by the key it presents"
+        ) from None
+
+
+# --------------------------------------------------------------------------- the service
+
+
+@dataclass(frozen=True)
+class BrokerEndpoint:
+    """How terminals reach the broker: written into their configuration."""
+
+    host: str
+    port: int
+    ca_pem: str
+
+
+@dataclass(frozen=True)
+class EnrolmentResult:
+    terminal_id: str
+    workplace: str
+    kid: str
+    mqtt_username: str
+    mqtt_password: str
+    endpoint: BrokerEndpoint
+    gateway_keys: dict[str, str] = field(default_factory=dict)
+    """Roster-signing public keys, ``{kid: hex}`` (the format ``terminal.uplink`` reads)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "terminal_id": self.terminal_id,
+            "workplace": self.workplace,
+            "kid": self.kid,
+            "mqtt": {
+                "host": self.endpoint.host,
+                "port": self.endpoint.port,
+                "username": self.mqtt_username,
+                "password": self.mqtt_password,
+                "ca_pem": self.endpoint.ca_pem,
+            },
+            "gateway_keys": dict(self.gateway_keys),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> EnrolmentResult:
+        try:
+            mqtt = raw["mqtt"]
+            return cls(
+                terminal_id=check_terminal_id(raw["terminal_id"]),
+                workplace=str(raw["workplace"]),
+                kid=str(raw["kid"]),
+                mqtt_username=str(mqtt["username"]),
+                mqtt_password=str(mqtt["password"]),
+                endpoint=BrokerEndpoint(str(mqtt["host"]), int(mqtt["port"]), str(mqtt["ca_pem"])),
+                gateway_keys={str(k): str(v) for k, v in dict(raw.get("gateway_keys", {})).items()},
+            )
+        except (KeyError, TypeError, ValueError, ProtocolError) as exc:
+            raise ValueError(f"enrolment answer is malformed: {exc}") from None
+
+
+class EnrolmentService:
+    """The enrolment endpoint's logic, independent of HTTP (so it is testable without it)."""
+
+    def __init__(
+        self,
+        tokens: TokenStore,
+        terminals: TerminalRegistry,
+        broker: BrokerAccounts,
+        *,
+        endpoint: BrokerEndpoint,
+        gateway_keys: Mapping[str, str] | None = None,
+        workplaces: Any = None,
+    ) -> None:
+        """``workplaces``: a :class:`gateway.registry.Registry` to record the workplace's
+        location in (CIaO needs it with every registration); optional."""
+        self.tokens = tokens
+        self.terminals = terminals
+        self.broker = broker
+        self.endpoint = endpoint
+        self.gateway_keys = dict(gateway_keys or {})
+        self.workplaces = workplaces
+        self.counters: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def refuse(self, exc: EnrolmentRefused, terminal: str | None) -> None:
+        self.counters[exc.reason] += 1
+        log.warning("enrolment refused", extra=fields(terminal=terminal, reason=exc.reason))
+
+    def enrol(self, request: EnrolmentRequest) -> EnrolmentResult:
+        try:
+            with self._lock:
+                result = self._enrol(request)
+        except EnrolmentRefused as exc:
+            self.refuse(exc, request.terminal_id)
+            raise
+        self.counters["enrolled"] += 1
+        log.info(
+            "terminal enrolled",
+            extra=fields(terminal=result.terminal_id, workplace=result.workplace, kid=result.kid),
+        )
+        return result
+
+    def _enrol(self, req: EnrolmentRequest) -> EnrolmentResult:
+        verify_proof(req.alg, req.public_key, req.signature, req.signed_body())
+        kid = key_id(req.public_key)
+        workplace = req.workplace.reference
+        existing = self.terminals.get(req.terminal_id)
+        if existing is not None:
+            # Checked before the token is touched: a clash must not burn the installer's token.
+            same = existing.workplace == workplace and kid in existing.keys
+            if not same or existing.status != ACTIVE:
+                raise EnrolmentRefused(
+                    "terminal_exists",
+                    f"terminal id {req.terminal_id!r} is already enrolled (workplace "
+                    f"{existing.workplace}, status {existing.status}); choose another id, or use "
+                    "rebind / rotate-key on that terminal",
+                    status=409,
+                )
+        self.tokens.claim(req.token, terminal_id=req.terminal_id, kid=kid, workplace=workplace)
+        if existing is None:
+            self.terminals.register(
+                req.terminal_id, workplace, public_key=req.public_key, alg=req.alg
+            )
+        if self.workplaces is not None:
+            coords = req.workplace.coordinates
+            address = req.workplace.address
+            self.workplaces.add_workplace(
+                workplace,
+                latitude=coords.latitude if coords else None,
+                longitude=coords.longitude if coords else None,
+                address=address.to_ciao() if address else None,
+            )
+        password = self.broker.set_password(req.terminal_id)
+        return EnrolmentResult(
+            terminal_id=req.terminal_id,
+            workplace=workplace,
+            kid=kid,
+            mqtt_username=req.terminal_id,
+            mqtt_password=password,
+            endpoint=self.endpoint,
+            gateway_keys=self.gateway_keys,
+        )

@@ -1,0 +1,323 @@
+"""A terminal's life after enrolment, gateway side: rebind, key rotation, decommission.
+
+* **Rebind** (the terminal moves to another worksite) is explicit: the request must say
+  ``confirm: true`` (the CLI asks the installer to retype the new reference first), it needs a
+  fresh enrolment token scoped to the *new* workplace (the employer agreed to the move), it is
+  signed by the terminal's current key, and the registry records it in its audit trail with the
+  reason. The old binding is revoked: the registry now names the new workplace (events naming
+  the old one are refused from now on) and the terminal gets a new broker password, so the old
+  credentials stop working. The terminal side (:mod:`provisioning.installer`) first lets every
+  event queued under the old binding be delivered under it, then switches.
+* **Key rotation** overlaps old and new key: the new key is added (signed by the old key, and by
+  the new key to prove possession) while the old stays valid, so events already signed with it
+  and still queued are accepted. Only when nothing signed by the old key is left unsent does the
+  terminal ask to revoke it (signed by the new key). Revoked keys are kept: old evidence still
+  verifies offline.
+* **Decommission** disables the terminal in the registry (its events are refused) and removes its
+  broker account (next login refused). It is an employer's act on the gateway host.
+
+Every request a terminal makes here is signed with one of its registered, unrevoked keys over
+:func:`provisioning.enrolment.signed_bytes` of the request's fields.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.terminals import ACTIVE, DISABLED, TerminalRegistry
+from provisioning.enrolment import (
+    BrokerAccounts,
+    EnrolmentRefused,
+    EnrolmentResult,
+    EnrolmentService,
+    hash_token,
+    signed_bytes,
+    verify_proof,
+)
+from provisioning.workplace import WorkplaceBinding, WorkplaceError
+from siteclock.log import fields
+from siteclock.protocol import ProtocolError, check_terminal_id, key_id
+
+log = logging.getLogger("siteclock.provisioning.lifecycle")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(raw: dict[str, Any], name: str) -> bytes:
+    value = raw.get(name)
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise EnrolmentRefused("malformed", f"{name} must be base64 text", status=400) from None
+
+
+def _text(raw: dict[str, Any], name: str) -> str:
+    value = raw.get(name)
+    if not isinstance(value, str) or not value:
+        raise EnrolmentRefused("malformed", f"{name} must be non-empty text", status=400)
+    return value
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class RebindRequest:
+    terminal_id: str
+    token: str
+    workplace: WorkplaceBinding
+    reason: str
+    confirm: bool
+    kid: str = ""
+    signature: bytes = b""
+
+    def signed_body(self) -> bytes:
+        return signed_bytes(
+            "rebind",
+            {
+                "terminal": self.terminal_id,
+                "token_hash": hash_token(self.token),
+                "workplace": self.workplace.reference,
+                "reason": self.reason,
+                "confirm": self.confirm,
+                "kid": self.kid,
+            },
+        )
+
+    def signed_by(self, signer: Any) -> RebindRequest:
+        base = RebindRequest(
+            self.terminal_id, self.token, self.workplace, self.reason, self.confirm, signer.kid
+        )
+        return RebindRequest(
+            base.terminal_id, base.token, base.workplace, base.reason, base.confirm, base.kid,
+            signer.sign(base.signed_body()),
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "terminal_id": self.terminal_id,
+            "token": self.token,
+            "workplace": self.workplace.to_map(),
+            "reason": self.reason,
+            "confirm": self.confirm,
+            "kid": self.kid,
+            "signature": _b64(self.signature),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> RebindRequest:
+        if not isinstance(raw, dict):
+            raise EnrolmentRefused("malformed", "request body must be a JSON object", status=400)
+        try:
+            binding = WorkplaceBinding.from_map(raw.get("workplace"))  # type: ignore[arg-type]
+            terminal_id = check_terminal_id(raw.get("terminal_id"))  # type: ignore[arg-type]
+        except (WorkplaceError, ProtocolError) as exc:
+            raise EnrolmentRefused("malformed", str(exc), status=400) from None
+        return cls(
+            terminal_id,
+            _text(raw, "token"),
+            binding,
+            _text(raw, "reason"),
+            raw.get("confirm") is True,
+            _text(raw, "kid"),
+            _unb64(raw, "signature"),
+        )
+
+
+@dataclass(frozen=True)
+class KeyRequest:
+    """Add a key (``action="add"``, ``public_key`` set, ``new_signature`` by the new key) or
+    revoke one (``action="revoke"``, ``revoke_kid`` set). Signed by ``kid``, a current key."""
+
+    terminal_id: str
+    action: str
+    kid: str = ""
+    public_key: bytes = b""
+    alg: str = "ed25519"
+    revoke_kid: str = ""
+    signature: bytes = b""
+    new_signature: bytes = b""
+
+    def signed_body(self) -> bytes:
+        return signed_bytes(
+            f"key-{self.action}",
+            {
+                "terminal": self.terminal_id,
+                "kid": self.kid,
+                "public_key": self.public_key,
+                "alg": self.alg,
+                "revoke_kid": self.revoke_kid,
+            },
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "terminal_id": self.terminal_id,
+            "action": self.action,
+            "kid": self.kid,
+            "public_key": _b64(self.public_key),
+            "alg": self.alg,
+            "revoke_kid": self.revoke_kid,
+            "signature": _b64(self.signature),
+            "new_signature": _b64(self.new_signature),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> KeyRequest:
+        if not isinstance(raw, dict):
+            raise EnrolmentRefused("malformed", "request body must be a JSON object", status=400)
+        try:
+            terminal_id = check_terminal_id(raw.get("terminal_id"))  # type: ignore[arg-type]
+        except ProtocolError as exc:
+            raise EnrolmentRefused("malformed", str(exc), status=400) from None
+        action = _text(raw, "action")
+        if action not in ("add", "revoke"):
+            raise EnrolmentRefused("malformed", "action must be 'add' or 'revoke'", status=400)
+        return cls(
+            terminal_id,
+            action,
+            _text(raw, "kid"),
+            _unb64(raw, "public_key"),
+            str(raw.get("alg", "ed25519")),
+            str(raw.get("revoke_kid", "")),
+            _unb64(raw, "signature"),
+            _unb64(raw, "new_signature"),
+        )
+
+
+def sign_key_request(
+    terminal_id: str,
+    *,
+    current: Any,
+    add: Any = None,
+    revoke_kid: str = "",
+) -> KeyRequest:
+    """Build a signed :class:`KeyRequest`: add ``add`` (a signer) or revoke ``revoke_kid``."""
+    if add is not None:
+        req = KeyRequest(terminal_id, "add", current.kid, add.public_key_bytes(), add.alg)
+        body = req.signed_body()
+        return KeyRequest(
+            req.terminal_id, req.action, req.kid, req.public_key, req.alg, "",
+            current.sign(body), add.sign(body),
+        )  # fmt: skip
+    req = KeyRequest(terminal_id, "revoke", current.kid, revoke_kid=revoke_kid)
+    signature = current.sign(req.signed_body())
+    return KeyRequest(req.terminal_id, req.action, req.kid, b"", req.alg, revoke_kid, signature)
+
+
+# --------------------------------------------------------------------------- gateway side
+
+
+class Lifecycle:
+    """Rebind, rotate and decommission, on the gateway's registry, tokens and broker."""
+
+    def __init__(self, service: EnrolmentService) -> None:
+        self.service = service
+        self.terminals: TerminalRegistry = service.terminals
+        self.broker: BrokerAccounts = service.broker
+
+    def _authenticate(self, terminal_id: str, kid: str, signature: bytes, body: bytes) -> None:
+        record = self.terminals.get(terminal_id)
+        if record is None:
+            raise EnrolmentRefused("unknown_terminal", f"terminal {terminal_id!r} is not enrolled")
+        if record.status != ACTIVE:
+            raise EnrolmentRefused("terminal_disabled", f"terminal {terminal_id!r} is disabled")
+        key = next((k for k in record.all_keys if k.kid == kid), None)
+        if key is None or key.revoked_at_ns is not None:
+            raise EnrolmentRefused("unknown_key", f"key {kid!r} is not a current key of it")
+        verify_proof(key.alg, key.public_key, signature, body)
+
+    def _guard(self, terminal: str, action: Any) -> Any:
+        try:
+            return action()
+        except EnrolmentRefused as exc:
+            self.service.refuse(exc, terminal)
+            raise
+
+    # ------------------------------------------------------------------ rebind
+
+    def rebind(self, req: RebindRequest) -> EnrolmentResult:
+        return self._guard(req.terminal_id, lambda: self._rebind(req))  # type: ignore[no-any-return]
+
+    def _rebind(self, req: RebindRequest) -> EnrolmentResult:
+        self._authenticate(req.terminal_id, req.kid, req.signature, req.signed_body())
+        if not req.confirm:
+            raise EnrolmentRefused(
+                "not_confirmed", "a rebind must be confirmed explicitly (confirm: true)", status=400
+            )
+        record = self.terminals.get(req.terminal_id)
+        assert record is not None  # authenticated above
+        new = req.workplace.reference
+        if record.workplace == new:
+            # Already moved: a repeat of our own request whose answer was lost gets fresh
+            # credentials; anything else is a mistake.
+            info = self.service.tokens.info(req.token)
+            if info is None or info.used_by != req.terminal_id or info.workplace != new:
+                raise EnrolmentRefused("same_workplace", f"terminal is already bound to {new}")
+        self.service.tokens.claim(
+            req.token, terminal_id=req.terminal_id, kid=req.kid, workplace=new
+        )
+        if record.workplace != new:
+            self.terminals.rebind(req.terminal_id, new, reason=req.reason)
+        if self.service.workplaces is not None:
+            c, a = req.workplace.coordinates, req.workplace.address
+            self.service.workplaces.add_workplace(
+                new,
+                latitude=c.latitude if c else None,
+                longitude=c.longitude if c else None,
+                address=a.to_ciao() if a else None,
+            )
+        password = self.broker.set_password(req.terminal_id)  # the old password stops working
+        log.info(
+            "terminal rebound",
+            extra=fields(terminal=req.terminal_id, old=record.workplace, new=new),
+        )
+        return EnrolmentResult(
+            req.terminal_id, new, req.kid, req.terminal_id, password,
+            self.service.endpoint, self.service.gateway_keys,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ keys
+
+    def keys(self, req: KeyRequest) -> str:
+        """Apply a key request; returns the kid added or revoked."""
+        return self._guard(req.terminal_id, lambda: self._keys(req))  # type: ignore[no-any-return]
+
+    def _keys(self, req: KeyRequest) -> str:
+        body = req.signed_body()
+        self._authenticate(req.terminal_id, req.kid, req.signature, body)
+        if req.action == "add":
+            verify_proof(req.alg, req.public_key, req.new_signature, body)
+            new_kid = key_id(req.public_key)
+            record = self.terminals.get(req.terminal_id)
+            if record is not None and new_kid in {k.kid for k in record.all_keys}:
+                return new_kid  # a repeated request (lost answer): already there
+            self.terminals.add_key(req.terminal_id, req.public_key, alg=req.alg)
+            log.info("terminal key added", extra=fields(terminal=req.terminal_id, kid=new_kid))
+            return new_kid
+        if req.revoke_kid == req.kid:
+            raise EnrolmentRefused(
+                "revoke_self", "a key cannot revoke itself: sign with the new key", status=400
+            )
+        self.terminals.revoke_key(req.terminal_id, req.revoke_kid)
+        log.info("terminal key revoked", extra=fields(terminal=req.terminal_id, kid=req.revoke_kid))
+        return req.revoke_kid
+
+    # ------------------------------------------------------------------ decommission
+
+    def decommission(self, terminal_id: str, *, confirm: bool) -> None:
+        """Disable the terminal and remove its broker account (next login refused)."""
+        if not confirm:
+            raise EnrolmentRefused("not_confirmed", "decommissioning must be confirmed", status=400)
+        if self.terminals.get(terminal_id) is None:
+            raise EnrolmentRefused("unknown_terminal", f"terminal {terminal_id!r} is not enrolled")
+        self.terminals.set_status(terminal_id, DISABLED)
+        self.broker.remove(terminal_id)
+        log.info("terminal decommissioned", extra=fields(terminal=terminal_id))

@@ -1,0 +1,204 @@
+"""Turn a badge read into a recorded event: decide the kind, flag what looks odd, never refuse.
+
+The worker does not choose ``in`` or ``out``; the terminal infers it from that badge's last
+recorded kind (kept in the outbox, so it survives restarts and pruning). A break key, when the
+site has one, asks for a break. The law wants every tap registered in real time, so a tap is
+never refused for a *state* reason: what looks wrong is recorded with a :class:`Flag` for the
+employer to review (DESIGN "Buttons or keys"):
+
+======================  ==================  ================================
+last kind               no key              break key held
+======================  ==================  ================================
+none / ``out``          ``in``              ``break_start`` + odd_sequence
+``in`` / ``break_end``  ``out``             ``break_start``
+``break_start``         ``break_end``       ``break_end``
+======================  ==================  ================================
+
+A badge missing from the roster is recorded with ``unknown_badge`` ("saved, badge not yet
+known"); a blocked one with ``blocked_badge``; an unsynchronised clock adds ``clock_unsynced``.
+A repeat read (same badge within the repeat window) records nothing and answers ``repeat``.
+The only refusal is physical: the outbox cannot write (disk full), and then the worker is
+told so in red instead of being told a lie.
+
+Example::
+
+    capture = Capture(outbox, feedback=fb)
+    capture.apply_roster(roster)
+    result = capture.tap(BadgeRead("nfc-a:04A1B2C3", time.monotonic_ns()))
+    result.pattern   # "saved"
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hw.base import BadgeRead
+from siteclock.log import fields
+from siteclock.protocol import (
+    ClockState,
+    Flag,
+    Kind,
+    MalformedMessage,
+    Roster,
+    RosterEntry,
+    SignedEvent,
+    Verdict,
+)
+from terminal.clock import read_clock
+from terminal.outbox import Outbox, OutboxError, OutboxFull
+
+log = logging.getLogger(__name__)
+
+
+class BreakKey(Protocol):
+    """Anything with ``is_pressed``: a gpiozero ``Button`` on the break key's pin."""
+
+    @property
+    def is_pressed(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TapResult:
+    """What one read led to. ``pattern`` names the feedback given (see terminal.feedback)."""
+
+    pattern: str  # saved | unknown_badge | blocked | repeat | refused
+    badge: str
+    signed: SignedEvent | None = None
+    name: str | None = None
+    verdict: Verdict | None = None
+    detail: str = ""
+
+
+def next_kind(last: Kind | None, break_held: bool) -> tuple[Kind, bool]:
+    """The kind of the next tap and whether the sequence is odd. Pure: see the module table."""
+    on_break = last is Kind.BREAK_START
+    working = last in (Kind.IN, Kind.BREAK_END)
+    if on_break:
+        return Kind.BREAK_END, False
+    if break_held:
+        return Kind.BREAK_START, not working
+    return (Kind.OUT, False) if working else (Kind.IN, False)
+
+
+class Capture:
+    """Decides, records and answers taps. Called from the reader thread only.
+
+    :param outbox: where events are recorded (the system of record).
+    :param feedback: a :class:`terminal.feedback.Feedback` (or None: results only).
+    :param break_key: the break key (gpiozero ``Button``), None when the site has none.
+    :param clock: returns the clock's trust now (``terminal.clock.read_clock``).
+    :param on_disk_full: called with True when a tap could not be recorded for lack of space,
+        and with False at the next tap that could; health turns it into an alert.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        feedback: Any = None,
+        break_key: BreakKey | None = None,
+        clock: Callable[[], ClockState] = read_clock,
+        on_disk_full: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._feedback = feedback
+        self._break_key = break_key
+        self._clock = clock
+        self._on_disk_full = on_disk_full
+        self._lock = threading.Lock()
+        self._last: dict[str, Kind] = outbox.last_kinds()
+        # Replaced whole by apply_roster (one assignment, atomic for readers); None = no
+        # roster received yet, so every badge is "not yet known".
+        self._roster: dict[str, RosterEntry] | None = None
+        self.roster_version: int | None = None
+        self.counters: Counter[str] = Counter()
+
+    def apply_roster(self, roster: Roster) -> bool:
+        """Swap in a new roster (from the uplink thread). Older versions are ignored."""
+        if self.roster_version is not None and roster.version < self.roster_version:
+            log.info("older roster ignored",
+                     extra=fields(version=roster.version, current=self.roster_version))  # fmt: skip
+            return False
+        self._roster = {entry.badge: entry for entry in roster.entries}
+        self.roster_version = roster.version
+        log.info("roster applied", extra=fields(version=roster.version, badges=len(self._roster)))
+        return True
+
+    def last_kind(self, badge: str) -> Kind | None:
+        return self._last.get(badge)
+
+    def tap(self, read: BadgeRead) -> TapResult:
+        """Record one read (unless it is a repeat) and give the worker the matching answer."""
+        with self._lock:
+            result = self._record(read)
+        self.counters[result.pattern] += 1
+        self._answer(result)
+        return result
+
+    def _record(self, read: BadgeRead) -> TapResult:
+        badge = read.badge
+        if read.repeat:
+            return TapResult("repeat", badge)
+        roster = self._roster  # one read of the reference: a concurrent swap cannot split it
+        entry = roster.get(badge) if roster is not None else None
+        flags: list[str] = []
+        if entry is None:
+            flags.append(Flag.UNKNOWN_BADGE)
+        elif entry.blocked:
+            flags.append(Flag.BLOCKED_BADGE)
+        held = bool(self._break_key is not None and self._break_key.is_pressed)
+        kind, odd = next_kind(self._last.get(badge), held)
+        if odd:
+            flags.append(Flag.ODD_SEQUENCE)
+        clock = self._clock()
+        if not clock.synced:
+            flags.append(Flag.CLOCK_UNSYNCED)
+        try:
+            verdict = self._outbox.last_verdict_for(badge)
+            signed = self._outbox.append(kind=kind, badge=badge, clock=clock, flags=flags)
+        except OutboxFull as exc:
+            log.error("tap refused: outbox full", extra=fields(error=exc))
+            if self._on_disk_full is not None:
+                self._on_disk_full(True)
+            return TapResult("refused", badge, detail="disk full")
+        except MalformedMessage as exc:
+            log.warning("tap refused: bad badge from reader", extra=fields(error=exc))
+            return TapResult("refused", badge, detail="badge not readable")
+        except (OutboxError, sqlite3.Error, OSError) as exc:
+            # An I/O error on the card: nothing was committed, so the worker must hear so.
+            log.error("tap refused: outbox error", extra=fields(error=exc))
+            return TapResult("refused", badge, detail="storage error")
+        if self._on_disk_full is not None:
+            self._on_disk_full(False)
+        self._last[badge] = kind
+        name = entry.name if entry is not None else None
+        if entry is None:
+            pattern = "unknown_badge"
+        elif entry.blocked:
+            pattern = "blocked"
+        else:
+            pattern = "saved"
+        log.info("tap saved", extra=fields(seq=signed.event.seq, kind=kind, flags=",".join(flags)))
+        return TapResult(pattern, badge, signed=signed, name=name, verdict=verdict)
+
+    def _answer(self, result: TapResult) -> None:
+        fb = self._feedback
+        if fb is None:
+            return
+        seq = result.signed.event.seq if result.signed is not None else None
+        if result.pattern == "saved":
+            fb.saved(result.name, result.verdict, seq=seq, badge=result.badge)
+        elif result.pattern == "unknown_badge":
+            fb.unknown_badge(seq=seq, badge=result.badge)
+        elif result.pattern == "blocked":
+            fb.blocked(result.name, seq=seq, badge=result.badge)
+        elif result.pattern == "repeat":
+            fb.repeat(badge=result.badge)
+        else:
+            fb.refused(result.detail, badge=result.badge)

@@ -1,0 +1,149 @@
+"""The terminal's configuration file (TOML), as typed, frozen dataclasses.
+
+Everything an installer sets on a terminal lives in one file, usually
+``/etc/siteclock/terminal.toml``::
+
+    terminal_id = "t-0001"
+    workplace = "ABCDEFGH12345"          # the Declaration of Works reference
+    data_dir = "/var/lib/siteclock"      # outbox.db and the key live here (writable partition)
+
+    [reader]
+    spec = "tty:AMA0:pn532"
+
+    [feedback]
+    green_pin = 27
+    red_pin = 22
+    buzzer_pin = 17
+    display = "ssd1306:1:0x3C"           # optional
+
+    [capture]
+    break_pin = 5                        # optional break key
+
+    [uplink]                             # optional: without it the terminal records offline
+    host = "gateway.example.be"
+    ca_file = "/etc/siteclock/ca.pem"
+    password_file = "/etc/siteclock/mqtt.password"
+
+A wrong file gives a :class:`~siteclock.config.ConfigError` that names the file and the key
+(``terminal.toml: reader.spec: required key is missing``); the CLI prints it and exits 2.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from siteclock import config as config_mod
+from siteclock.config import ConfigError
+from siteclock.protocol import ProtocolError, check_terminal_id, check_workplace
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    spec: str
+    """The reader, as ``hw.open_reader`` names it (``tty:AMA0:pn532``, ``sim:/run/x.sock``)."""
+    repeat_window_s: float = 10.0
+    """The same badge again within this many seconds is a repeat: answered, not recorded."""
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    green_pin: int | str = 27
+    red_pin: int | str = 22
+    buzzer_pin: int | str = 17
+    display: str | None = None
+    """``ssd1306:<i2c port>:<address>`` for a small OLED, ``dummy`` for an in-memory one."""
+    journal: Path | None = None
+    """A file that gets one JSON line per feedback given (demo and tests)."""
+    pin_factory: str | None = None
+    """``mock`` to run without GPIO (demo, tests); None lets gpiozero choose (lgpio on a Pi)."""
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    break_pin: int | str | None = None
+    """GPIO of a break key; without one, breaks are not offered (in/out only)."""
+
+
+@dataclass(frozen=True)
+class UplinkConfig:
+    """How the terminal reaches the gateway over MQTT (used by ``terminal.uplink``)."""
+
+    host: str = "localhost"
+    port: int = 8883
+    tls: bool = True
+    ca_file: Path | None = None
+    username: str | None = None  # defaults to the terminal id
+    password_file: Path | None = None
+    gateway_keys_file: Path | None = None  # public keys that sign rosters
+    heartbeat_s: float = 30.0
+    max_batch: int = 200
+    max_inflight_batches: int = 4
+    resend_after_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class TerminalConfig:
+    terminal_id: str
+    workplace: str
+    data_dir: Path
+    reader: ReaderConfig
+    key_file: Path | None = None
+    """The Ed25519 signing key; defaults to ``<data_dir>/terminal.key``."""
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    evidence_days: int = 45
+    """Delivered events are kept this long (the NSSO takes corrections within 30 days)."""
+    uplink: UplinkConfig | None = None
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.data_dir / "outbox.db"
+
+    @property
+    def key_path(self) -> Path:
+        return self.key_file if self.key_file is not None else self.data_dir / "terminal.key"
+
+
+def load(path: Path | str) -> TerminalConfig:
+    """Read and check a terminal configuration file. Raises ``ConfigError`` naming the key."""
+    try:
+        cfg = config_mod.load(path, TerminalConfig)
+    except ConfigError as exc:
+        if exc.key == "uplink":
+            _explain_uplink(path)
+        raise
+    checks = (
+        ("terminal_id", lambda: check_terminal_id(cfg.terminal_id)),
+        ("workplace", lambda: check_workplace(cfg.workplace)),
+    )
+    for key, check in checks:
+        try:
+            check()
+        except ProtocolError as exc:
+            raise ConfigError(path, key, str(exc)) from None
+    if cfg.evidence_days < 1:
+        raise ConfigError(path, "evidence_days", "must be at least 1")
+    if cfg.reader.repeat_window_s < 0:
+        raise ConfigError(path, "reader.repeat_window_s", "must not be negative")
+    if cfg.uplink is not None:
+        for key in ("heartbeat_s", "max_batch", "max_inflight_batches", "resend_after_s"):
+            if getattr(cfg.uplink, key) <= 0:
+                raise ConfigError(path, f"uplink.{key}", "must be positive")
+    return cfg
+
+
+def _explain_uplink(path: Path | str) -> None:
+    """Re-read ``[uplink]`` alone so the error names the key inside it, not just the table.
+
+    (``siteclock.config`` reports an optional table's problem at the table's name.)
+    """
+    with open(path, "rb") as fh:
+        raw = tomllib.load(fh).get("uplink")
+    if isinstance(raw, dict):
+        try:
+            config_mod.from_mapping(raw, UplinkConfig, path=path)
+        except ConfigError as exc:
+            raise ConfigError(path, f"uplink.{exc.key}" if exc.key else "uplink",
+                              exc.problem) from None  # fmt: skip

@@ -1,0 +1,211 @@
+"""What the worker sees and hears after a tap: LEDs, buzzer, an optional small display.
+
+:class:`Feedback` is a gpiozero ``CompositeDevice`` of a green LED, a red LED and a buzzer with
+one method per pattern, so every answer the terminal can give is named in one place and each
+is told apart by eye and ear:
+
+=================  ==========================  ==================================
+pattern            LEDs                        buzzer
+=================  ==========================  ==================================
+``saved``          green, one long flash       one short beep
+``repeat``         green, two quick flashes    silent
+``unknown_badge``  green once + red twice      two beeps
+``blocked``        green once + red three x    three beeps
+``refused``        red, three long flashes     three long beeps
+``reader_fault``   red, slow blink until fixed silent
+=================  ==========================  ==================================
+
+Patterns run in gpiozero's background threads (``blink``/``beep`` with ``n=``), so a method
+returns at once and a new pattern cuts the previous one short. ``saved`` must only be called
+once the outbox COMMIT has returned (capture's job): green means the tap is on the disk.
+
+The optional journal is a file to which every pattern appends one JSON line
+(``{"pattern", "seq", "badge", "at_ns"}``, ``at_ns`` from ``time.monotonic_ns()``) and flushes:
+the demo prints it and the kill test checks that every tap answered ``saved`` is in the outbox.
+
+Example::
+
+    fb = Feedback(27, 22, 17, pin_factory=MockFactory(), display=dummy(width=128, height=64))
+    fb.saved("Ana P.", None, seq=12, badge="nfc-a:04A1B2C3")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from gpiozero import LED, Buzzer, CompositeDevice
+
+from siteclock.log import fields
+from siteclock.protocol import Outcome, Verdict
+
+log = logging.getLogger(__name__)
+
+Blink = tuple[float, float, int | None]
+"""(on seconds, off seconds, repetitions; None = until the next pattern)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    green: Blink | None = None
+    red: Blink | None = None
+    buzzer: Blink | None = None
+
+
+PATTERNS: dict[str, Pattern] = {
+    "saved": Pattern(green=(0.6, 0.1, 1), buzzer=(0.08, 0.05, 1)),
+    "repeat": Pattern(green=(0.08, 0.08, 2)),
+    "unknown_badge": Pattern(green=(0.6, 0.1, 1), red=(0.1, 0.1, 2), buzzer=(0.08, 0.08, 2)),
+    "blocked": Pattern(green=(0.6, 0.1, 1), red=(0.15, 0.15, 3), buzzer=(0.08, 0.08, 3)),
+    "refused": Pattern(red=(0.5, 0.2, 3), buzzer=(0.4, 0.2, 3)),
+    "reader_fault": Pattern(red=(0.1, 0.9, None)),
+}
+
+
+class Feedback(CompositeDevice):
+    """Green LED, red LED and buzzer (plus optional display and journal) for tap answers.
+
+    :param green_pin: GPIO of the green LED (gpiozero pin name or number).
+    :param red_pin: GPIO of the red LED.
+    :param buzzer_pin: GPIO of the active buzzer.
+    :param pin_factory: gpiozero pin factory; ``MockFactory()`` in tests, None for the default.
+    :param display: a luma device (``luma.oled.device.ssd1306``, ``luma.core.device.dummy``).
+    :param journal: a file to append one JSON line per pattern to (for demos and tests).
+    :param tempo: multiplies every duration; tests use a small value to run fast.
+    """
+
+    def __init__(
+        self,
+        green_pin: int | str,
+        red_pin: int | str,
+        buzzer_pin: int | str,
+        *,
+        pin_factory: Any = None,
+        display: Any = None,
+        journal: Path | None = None,
+        tempo: float = 1.0,
+    ) -> None:
+        super().__init__(
+            green=LED(green_pin, pin_factory=pin_factory),
+            red=LED(red_pin, pin_factory=pin_factory),
+            buzzer=Buzzer(buzzer_pin, pin_factory=pin_factory),
+            _order=("green", "red", "buzzer"),
+            pin_factory=pin_factory,
+        )
+        self._display = display
+        self._tempo = tempo
+        self._lock = threading.Lock()
+        self._journal: IO[str] | None = (
+            open(journal, "a", encoding="utf-8") if journal is not None else None  # noqa: SIM115
+        )
+        self.last_pattern: str | None = None
+
+    # ----------------------------------------------------------------- patterns
+
+    def saved(
+        self,
+        name: str | None,
+        verdict: Verdict | None,
+        *,
+        seq: int | None = None,
+        badge: str | None = None,
+    ) -> None:
+        """The tap is committed. Greets by name and shows the NSSO's word on the previous tap."""
+        lines = ["Saved", name or ""]
+        if verdict is not None:
+            if verdict.outcome is Outcome.REGISTERED:
+                lines.append("last: registered")
+            else:
+                lines.append(f"last: REJECTED {verdict.reason}".strip())
+        self._show("saved", lines, seq=seq, badge=badge)
+
+    def repeat(self, *, badge: str | None = None) -> None:
+        """The same badge again within the repeat window: already saved, nothing new recorded."""
+        self._show("repeat", ["Already saved"], badge=badge)
+
+    def unknown_badge(self, *, seq: int | None = None, badge: str | None = None) -> None:
+        """Saved, but the badge is not in the roster yet: the employer must enrol it."""
+        self._show("unknown_badge", ["Saved", "badge not yet known"], seq=seq, badge=badge)
+
+    def blocked(
+        self, name: str | None = None, *, seq: int | None = None, badge: str | None = None
+    ) -> None:
+        """Saved, but the badge is blocked in the roster: the worker must see the employer."""
+        self._show("blocked", ["Saved", name or "", "badge blocked:", "see employer"],
+                   seq=seq, badge=badge)  # fmt: skip
+
+    def refused(self, reason: str, *, badge: str | None = None) -> None:
+        """The tap was NOT recorded (e.g. disk full). Red, loud, and honest."""
+        self._show("refused", ["NOT SAVED", reason, "use paper sheet"], badge=badge)
+
+    def reader_fault(self, detail: str) -> None:
+        """The reader is gone; red blinks slowly until :meth:`reader_ok`."""
+        self._show("reader_fault", ["Reader fault", detail])
+
+    def reader_ok(self) -> None:
+        """The reader is back: stop the fault blink and clear the display."""
+        with self._lock:
+            if self.last_pattern == "reader_fault":
+                self.red.off()
+                self.last_pattern = None
+        self._render(["Ready"])
+
+    # ----------------------------------------------------------------- machinery
+
+    def _show(
+        self, pattern: str, lines: list[str], *, seq: int | None = None, badge: str | None = None
+    ) -> None:
+        spec = PATTERNS[pattern]
+        with self._lock:
+            self._check_open()
+            for device, blink in ((self.green, spec.green), (self.red, spec.red)):
+                if blink is None:
+                    device.off()
+                else:
+                    on, off, n = blink
+                    device.blink(on * self._tempo, off * self._tempo, n=n, background=True)
+            if spec.buzzer is None:
+                self.buzzer.off()
+            else:
+                on, off, n = spec.buzzer
+                self.buzzer.beep(on * self._tempo, off * self._tempo, n=n, background=True)
+            self.last_pattern = pattern
+            self._write_journal(pattern, seq, badge)
+        self._render(lines)
+
+    def _write_journal(self, pattern: str, seq: int | None, badge: str | None) -> None:
+        if self._journal is None:
+            return
+        line = json.dumps(
+            {"pattern": pattern, "seq": seq, "badge": badge, "at_ns": time.monotonic_ns()},
+            separators=(",", ":"),
+        )
+        try:
+            self._journal.write(line + "\n")
+            self._journal.flush()
+        except OSError as exc:  # a full disk must not stop the LEDs from answering
+            log.warning("feedback journal write failed", extra=fields(error=exc))
+
+    def _render(self, lines: list[str]) -> None:
+        if self._display is None:
+            return
+        from luma.core.render import canvas  # only terminals with a display need luma
+
+        try:
+            with canvas(self._display) as draw:
+                for i, text in enumerate(line for line in lines if line):
+                    draw.text((0, i * 12), text[:21], fill="white")
+        except OSError as exc:  # an I2C glitch must not lose the tap's answer
+            log.warning("display update failed", extra=fields(error=exc))
+
+    def close(self) -> None:
+        """Turn everything off and release the pins, display and journal. Safe to repeat."""
+        super().close()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None

@@ -1,0 +1,571 @@
+"""The terminal's outbox: the system of record for every tap (DESIGN decision 1).
+
+A tap exists once :meth:`Outbox.append` has returned, not before: the event is numbered, linked
+to the previous event's hash, signed and inserted in one ``BEGIN IMMEDIATE`` transaction that
+commits with ``synchronous=FULL`` in WAL mode (one fsync of the WAL per tap). Only then may the
+worker be told "saved". Nothing is ever deleted because the broker took a message: an event
+leaves the ``pending`` state only on the gateway's end-to-end ack (:meth:`mark_delivered`), and
+delivered events stay for the evidence window before :meth:`prune_delivered` removes them, oldest
+first, so what is held is always one unbroken tail of the hash chain.
+
+Why each setting (see reference/reliability.md section 1):
+
+* ``AUTOINCREMENT``: without it SQLite reuses a rowid once the newest rows are deleted, and a
+  reused sequence number looks like a replay to the gateway.
+* ``auto_vacuum=INCREMENTAL`` before the first table: pruning gives pages back in small steps
+  (``incremental_vacuum``) instead of a ``VACUUM`` that rewrites the file and needs twice the space.
+* ``quick_check`` at open: a damaged file is reported (``OutboxCorrupt``) and left exactly as it
+  is, for a human to rescue; the terminal never deletes or rewrites its evidence.
+* A one-row ``head`` keeps the last sequence number and digest (the chain continues after the
+  newest rows are pruned), the counters that make :meth:`stats` cheap at a million rows (kept by
+  triggers, so no code path can forget them), and the checkpoint where pruning stopped.
+
+A full disk raises :class:`OutboxFull` and changes nothing already stored; the next append works
+as soon as space is back. One connection serves the capture and uplink threads behind a lock.
+
+Example::
+
+    box = Outbox(path, signer=signer, terminal_id="t-0001", workplace="ABCDEFGH12345")
+    signed = box.append(kind=Kind.IN, badge="nfc-a:04A1B2C3", clock=read_clock())
+    box.unsent()                       # [signed]
+    box.mark_delivered([signed.event.seq])
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sqlite3
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from siteclock.protocol import (
+    GENESIS_HASH,
+    ChainBroken,
+    ClockState,
+    Envelope,
+    Event,
+    Kind,
+    Outcome,
+    SignedEvent,
+    Signer,
+    Verdict,
+    check_badge,
+    check_terminal_id,
+    check_workplace,
+    key_id,
+    sign_event,
+    verify_chain,
+)
+from terminal import clock as clock_mod
+
+T = TypeVar("T")
+PENDING = "pending"
+DELIVERED = "delivered"
+SQLITE_FULL = 13
+_CHUNK = 500  # bound on "IN (...)" lists: SQLite's default host-parameter limit is far above
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class OutboxError(Exception):
+    """Base of the outbox's errors."""
+
+
+class OutboxFull(OutboxError, OSError):
+    """The disk (or the database's page limit) is full: the tap was NOT recorded."""
+
+
+class OutboxCorrupt(OutboxError, OSError):
+    """The outbox file fails SQLite's integrity check or is not a database. It is left untouched."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """What the heartbeat reports. ``depth`` counts events not yet acked by the gateway."""
+
+    depth: int
+    oldest_unsent_wall_ns: int | None
+    last_seq: int
+    total: int
+
+
+# --------------------------------------------------------------------------- schema
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    badge TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body BLOB NOT NULL,
+    alg TEXT NOT NULL,
+    kid TEXT NOT NULL,
+    sig BLOB NOT NULL,
+    digest BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered')),
+    wall_ns INTEGER NOT NULL,
+    delivered_at INTEGER,
+    verdict TEXT,
+    verdict_reason TEXT,
+    verdict_shown INTEGER NOT NULL DEFAULT 0
+);
+-- Partial indexes stay small: only what is unsent, only verdicts a worker has not seen yet.
+CREATE INDEX IF NOT EXISTS events_pending ON events(seq) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS events_unshown ON events(badge, seq)
+    WHERE verdict IS NOT NULL AND verdict_shown = 0;
+CREATE TABLE IF NOT EXISTS head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_seq INTEGER NOT NULL,
+    last_digest BLOB NOT NULL,
+    pruned_seq INTEGER NOT NULL,      -- every seq <= this one was pruned (0: none)
+    pruned_digest BLOB NOT NULL,      -- digest of event pruned_seq: where verification resumes
+    pending INTEGER NOT NULL,
+    total INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO head VALUES (1, 0, zeroblob(32), 0, zeroblob(32), 0, 0);
+-- Each badge's last kind survives pruning: capture infers the next kind from it.
+CREATE TABLE IF NOT EXISTS badge_state (
+    badge TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS events_count_insert AFTER INSERT ON events BEGIN
+    UPDATE head SET total = total + 1, pending = pending + (NEW.state = 'pending') WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS events_count_delete AFTER DELETE ON events BEGIN
+    UPDATE head SET total = total - 1, pending = pending - (OLD.state = 'pending') WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS events_count_state AFTER UPDATE OF state ON events
+    WHEN OLD.state <> NEW.state BEGIN
+    UPDATE head SET pending = pending + (NEW.state = 'pending') - (OLD.state = 'pending')
+    WHERE id = 1;
+END;
+"""
+
+_COLUMNS = "seq, body, alg, kid, sig"
+
+
+def _signed(row: tuple) -> SignedEvent:
+    _seq, body, alg, kid, sig = row
+    return SignedEvent(Envelope(body=bytes(body), alg=alg, kid=kid, sig=bytes(sig)))
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == SQLITE_FULL or "database or disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno == 28  # ENOSPC
+
+
+def _check(conn: sqlite3.Connection, path: Path) -> None:
+    """Run ``quick_check``; raise :class:`OutboxCorrupt` (touching nothing) when it fails."""
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise OutboxCorrupt(
+            f"{path}: outbox is unreadable ({exc}); it was left as it is: copy it aside for "
+            "recovery before starting this terminal with a new data directory"
+        ) from exc
+    problems = [r[0] for r in rows if r[0] != "ok"]
+    if problems:
+        raise OutboxCorrupt(
+            f"{path}: outbox fails its integrity check ({'; '.join(problems[:3])}); it was left "
+            "as it is: copy it aside for recovery before starting this terminal again"
+        )
+
+
+# --------------------------------------------------------------------------- outbox
+
+
+class Outbox:
+    """The durable, signed, hash-chained queue of this terminal's events.
+
+    :param path: the SQLite file (created on first use; its directory must exist).
+    :param signer: signs each event's canonical bytes (Ed25519 key file, or a secure element).
+    :param terminal_id: this terminal's id, written into every event.
+    :param workplace: the Declaration of Works reference this terminal is bound to.
+    """
+
+    def __init__(self, path: Path, *, signer: Signer, terminal_id: str, workplace: str) -> None:
+        self.path = Path(path)
+        check_terminal_id(terminal_id)
+        check_workplace(workplace)
+        self._signer = signer
+        self._terminal_id = terminal_id
+        self._workplace = workplace
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        conn = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        try:
+            _check(conn, self.path)  # before anything that could write to the file
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only effective on a new file
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            # One script, one transaction: a crash here leaves no half-made schema.
+            conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+        except sqlite3.Error as exc:
+            conn.close()
+            if _is_full(exc):
+                raise OutboxFull(f"{self.path}: no space to open the outbox ({exc})") from exc
+            raise OutboxError(f"{self.path}: cannot open the outbox: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    # ----------------------------------------------------------------- helpers
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise OutboxError(f"{self.path}: outbox is closed")
+        return self._conn
+
+    def _rollback(self) -> None:
+        if self._conn is not None and self._conn.in_transaction:
+            # SQLite may already have rolled back (it does on SQLITE_FULL at commit).
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(conn)`` in one IMMEDIATE transaction; map a full disk to OutboxFull."""
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                result = work(db)
+                db.execute("COMMIT")
+                return result
+            except (sqlite3.Error, OSError) as exc:
+                self._rollback()
+                if _is_full(exc):
+                    raise OutboxFull(
+                        28, f"{self.path}: disk full, nothing was written ({exc})"
+                    ) from exc
+                raise
+            except BaseException:
+                self._rollback()
+                raise
+
+    # ----------------------------------------------------------------- writing
+
+    def append(
+        self,
+        *,
+        kind: Kind,
+        badge: str,
+        clock: ClockState,
+        flags: Iterable[str] = (),
+        wall_ns: int | None = None,
+        boot_id: str | None = None,
+        boot_ns: int | None = None,
+    ) -> SignedEvent:
+        """Record one tap durably and return it signed. Raises :class:`OutboxFull` when full.
+
+        The stamps default to now; pass them to record the moment of the read rather than of
+        the write. When this returns, the event has been committed with a full sync.
+        """
+        check_badge(badge)  # an event that could not be decoded later must never be stored
+        wall = clock_mod.wall_ns() if wall_ns is None else wall_ns
+        boot = clock_mod.boot_id() if boot_id is None else boot_id
+        bns = clock_mod.boot_ns() if boot_ns is None else boot_ns
+        flag_tuple = tuple(sorted(set(map(str, flags))))
+
+        def work(db: sqlite3.Connection) -> SignedEvent:
+            last_seq, last_digest = db.execute(
+                "SELECT last_seq, last_digest FROM head WHERE id = 1"
+            ).fetchone()
+            event = Event(
+                terminal_id=self._terminal_id,
+                workplace=self._workplace,
+                seq=last_seq + 1,
+                prev_hash=bytes(last_digest),
+                event_id=uuid.uuid4().hex,
+                kind=Kind(kind),
+                badge=badge,
+                wall_ns=wall,
+                boot_id=boot,
+                boot_ns=bns,
+                clock=clock,
+                flags=flag_tuple,
+            )
+            signed = sign_event(event, self._signer)
+            env = signed.envelope
+            digest = signed.digest
+            db.execute(
+                "INSERT INTO events (seq, event_id, badge, kind, body, alg, kid, sig, digest,"
+                " wall_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (event.seq, event.event_id, badge, str(event.kind), env.body, env.alg,
+                 env.kid, env.sig, digest, wall),
+            )  # fmt: skip
+            db.execute(
+                "UPDATE head SET last_seq = ?, last_digest = ? WHERE id = 1", (event.seq, digest)
+            )
+            db.execute(
+                "INSERT INTO badge_state (badge, kind, seq) VALUES (?, ?, ?) ON CONFLICT(badge)"
+                " DO UPDATE SET kind = excluded.kind, seq = excluded.seq",
+                (badge, str(event.kind), event.seq),
+            )
+            return signed
+
+        return self._write(work)
+
+    def mark_delivered(self, seqs: Iterable[int]) -> int:
+        """Mark events delivered: call only on the gateway's end-to-end ack. Idempotent.
+
+        Returns how many events changed from pending to delivered.
+        """
+        wanted = sorted({int(s) for s in seqs})
+        if not wanted:
+            return 0
+        now = clock_mod.wall_ns()
+
+        def work(db: sqlite3.Connection) -> int:
+            changed = 0
+            for i in range(0, len(wanted), _CHUNK):
+                chunk = wanted[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                cur = db.execute(
+                    f"UPDATE events SET state = 'delivered', delivered_at = ? "
+                    f"WHERE state = 'pending' AND seq IN ({marks})",
+                    (now, *chunk),
+                )
+                changed += cur.rowcount
+            return changed
+
+        return self._write(work)
+
+    def record_verdict(self, seq: int, outcome: Outcome, reason: str) -> None:
+        """Keep the NSSO's verdict on an event, to show the worker on their next tap."""
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE events SET verdict = ?, verdict_reason = ?, verdict_shown = 0 "
+                "WHERE seq = ?",
+                (str(Outcome(outcome)), reason, int(seq)),
+            )
+
+        self._write(work)
+
+    def last_verdict_for(self, badge: str) -> Verdict | None:
+        """The newest verdict on this badge's events not shown yet, and mark them all shown.
+
+        Called when the worker taps again: the answer is shown once, then not again.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT seq, verdict, verdict_reason FROM events WHERE badge = ? "
+                "AND verdict IS NOT NULL AND verdict_shown = 0 ORDER BY seq DESC LIMIT 1",
+                (badge,),
+            ).fetchone()
+            if row is None:
+                return None
+
+            def work(db: sqlite3.Connection) -> None:
+                db.execute(
+                    "UPDATE events SET verdict_shown = 1 WHERE badge = ? "
+                    "AND verdict IS NOT NULL AND verdict_shown = 0",
+                    (badge,),
+                )
+
+            # Showing it again next time is harmless; the tap matters more than the mark.
+            with contextlib.suppress(OutboxFull):
+                self._write(work)
+            return Verdict(seq=row[0], outcome=Outcome(row[1]), reason=row[2] or "")
+
+    def prune_delivered(self, *, older_than_ns: int, batch: int = 500) -> int:
+        """Delete delivered events whose ack is older than ``older_than_ns`` (wall clock).
+
+        Works from the oldest event up and stops at the first one that must stay (unsent, or
+        delivered too recently), so the held history stays one unbroken tail of the chain.
+        Each batch is its own short transaction followed by an incremental vacuum, so a tap is
+        never held up for long. Returns the number of events deleted.
+        """
+        deleted = 0
+        while True:
+
+            def work(db: sqlite3.Connection) -> tuple[int, bool]:
+                rows = db.execute(
+                    "SELECT seq, state, delivered_at, digest FROM events ORDER BY seq LIMIT ?",
+                    (batch,),
+                ).fetchall()
+                prunable = []
+                for seq, state, delivered_at, digest in rows:
+                    if state != DELIVERED or delivered_at is None or delivered_at >= older_than_ns:
+                        break
+                    prunable.append((seq, digest))
+                if not prunable:
+                    return 0, True
+                last_seq, last_digest = prunable[-1]
+                db.execute("DELETE FROM events WHERE seq <= ?", (last_seq,))
+                db.execute(
+                    "UPDATE head SET pruned_seq = ?, pruned_digest = ? WHERE id = 1",
+                    (last_seq, last_digest),
+                )
+                return len(prunable), len(prunable) < len(rows) or len(rows) < batch
+
+            count, done = self._write(work)
+            deleted += count
+            if count:
+                with self._lock:
+                    self._db.execute(f"PRAGMA incremental_vacuum({max(batch // 4, 16)})")
+            if done:
+                return deleted
+
+    # ----------------------------------------------------------------- reading
+
+    def unsent(self, *, after_seq: int = 0, limit: int = 500) -> list[SignedEvent]:
+        """Pending events with ``seq > after_seq``, oldest first, at most ``limit``."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE state = 'pending' AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (int(after_seq), int(limit)),
+            ).fetchall()
+        return [_signed(r) for r in rows]
+
+    def stats(self) -> OutboxStats:
+        """Queue depth, oldest unsent wall time, last seq, rows held: a few index lookups."""
+        with self._lock:
+            last_seq, pending, total = self._db.execute(
+                "SELECT last_seq, pending, total FROM head WHERE id = 1"
+            ).fetchone()
+            oldest = self._db.execute(
+                "SELECT wall_ns FROM events WHERE state = 'pending' ORDER BY seq LIMIT 1"
+            ).fetchone()
+        return OutboxStats(
+            depth=pending,
+            oldest_unsent_wall_ns=oldest[0] if oldest else None,
+            last_seq=last_seq,
+            total=total,
+        )
+
+    def events(self, *, from_seq: int = 1) -> Iterator[SignedEvent]:
+        """Every event still held from ``from_seq`` on, in order (read page by page)."""
+        after = int(from_seq) - 1
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT 1000",
+                    (after,),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield _signed(row)
+            after = rows[-1][0]
+
+    def checkpoint(self) -> tuple[int, bytes]:
+        """``(first_seq, prev_hash)`` where the held history starts (after any pruning)."""
+        with self._lock:
+            pruned_seq, pruned_digest = self._db.execute(
+                "SELECT pruned_seq, pruned_digest FROM head WHERE id = 1"
+            ).fetchone()
+        return pruned_seq + 1, bytes(pruned_digest) if pruned_seq else GENESIS_HASH
+
+    def last_kinds(self) -> dict[str, Kind]:
+        """Each badge's last recorded kind: capture's state per worker, kept across restarts."""
+        with self._lock:
+            rows = self._db.execute("SELECT badge, kind FROM badge_state").fetchall()
+        return {badge: Kind(kind) for badge, kind in rows}
+
+    def verify(self, keys: dict[str, bytes]) -> int:
+        """Verify the held history's signatures and hash chain; returns the events checked."""
+        first_seq, prev = self.checkpoint()
+        return verify_chain(self.events(from_seq=first_seq), keys, prev_hash=prev,
+                            first_seq=first_seq)  # fmt: skip
+
+    def close(self) -> None:
+        """Close the database. Safe to call twice."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- verify-chain CLI
+
+
+class _ReadOnlyHistory:
+    """Read a held history without writing anything to the file (for offline verification)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        _check(self.conn, path)
+
+    def checkpoint(self) -> tuple[int, bytes]:
+        pruned_seq, pruned_digest = self.conn.execute(
+            "SELECT pruned_seq, pruned_digest FROM head WHERE id = 1"
+        ).fetchone()
+        return pruned_seq + 1, bytes(pruned_digest) if pruned_seq else GENESIS_HASH
+
+    def events(self, from_seq: int) -> Iterator[SignedEvent]:
+        cur = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE seq >= ? ORDER BY seq", (from_seq,)
+        )
+        for row in cur:
+            yield _signed(row)
+
+
+def verify_cli(argv: list[str]) -> int:
+    """``siteclock verify-chain --db PATH --public-key HEXFILE``: check a terminal's history."""
+    parser = argparse.ArgumentParser(
+        prog="siteclock verify-chain",
+        description="Verify the signatures and hash chain of a terminal's outbox, offline.",
+    )
+    parser.add_argument("--db", type=Path, required=True, help="the terminal's outbox.db")
+    parser.add_argument(
+        "--public-key", type=Path, required=True,
+        help="file holding the terminal's Ed25519 public key in hex",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    try:
+        public = bytes.fromhex(args.public_key.read_text().strip())
+    except (OSError, ValueError) as exc:
+        print(f"verify-chain: cannot read public key {args.public_key}: {exc}", file=sys.stderr)
+        return 2
+    if not args.db.is_file():
+        print(f"verify-chain: {args.db}: no such outbox file", file=sys.stderr)
+        return 2
+    try:
+        history = _ReadOnlyHistory(args.db)
+        first_seq, prev = history.checkpoint()
+        started = time.monotonic()
+        count = verify_chain(
+            history.events(first_seq), {key_id(public): public}, prev_hash=prev,
+            first_seq=first_seq,
+        )  # fmt: skip
+    except (OutboxCorrupt, sqlite3.Error) as exc:
+        print(f"verify-chain: {args.db}: cannot read: {exc}", file=sys.stderr)
+        return 2
+    except ChainBroken as exc:
+        print(f"BROKEN {args.db}: {exc}")
+        return 1
+    took = time.monotonic() - started
+    if count == 0:
+        print(f"OK {args.db}: no events held (history pruned through seq {first_seq - 1})")
+    else:
+        pruned = ", earlier events pruned" if first_seq > 1 else ""
+        print(
+            f"OK {args.db}: {count} events, seq {first_seq}..{first_seq + count - 1} signed and "
+            f"chained{pruned} ({took:.1f} s)"
+        )
+    return 0

@@ -1,0 +1,116 @@
+"""Test helper: the intake's ``inbox`` table, filled with real signed protocol events.
+
+The intake (another module) owns this table in production; the relay only reads it. Tests of
+the relay create it here with the same columns, and insert rows built from genuinely signed
+:mod:`siteclock.protocol` events, one hash chain per terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+
+from siteclock import protocol as p
+
+INBOX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox(
+  terminal TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL, digest BLOB NOT NULL,
+  body BLOB NOT NULL, alg TEXT NOT NULL, kid TEXT NOT NULL, sig BLOB NOT NULL,
+  workplace TEXT NOT NULL, kind TEXT NOT NULL, badge TEXT NOT NULL, wall_ns INTEGER NOT NULL,
+  flags TEXT NOT NULL, received_ns INTEGER NOT NULL,
+  PRIMARY KEY (terminal, seq));
+"""
+
+
+def create_inbox(db_path: Path | str) -> None:
+    db = sqlite3.connect(db_path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(INBOX_SCHEMA)
+    db.close()
+
+
+KEYS: dict[str, bytes] = {}
+"""Public keys of every test terminal, by key id (what the intake's terminal registry holds)."""
+
+
+class TerminalFeed:
+    """One terminal's signed, chained events."""
+
+    def __init__(self, terminal_id: str, workplace: str) -> None:
+        self.terminal_id = terminal_id
+        self.workplace = workplace
+        self.signer = p.Ed25519Signer.generate()
+        KEYS[self.signer.kid] = self.signer.public_key_bytes()
+        self.seq = 0
+        self.prev = p.GENESIS_HASH
+
+    def event(self, kind: p.Kind | str, badge: str, wall_ns: int) -> p.SignedEvent:
+        self.seq += 1
+        event = p.Event(
+            terminal_id=self.terminal_id,
+            workplace=self.workplace,
+            seq=self.seq,
+            prev_hash=self.prev,
+            event_id=uuid.uuid4().hex,
+            kind=p.Kind(kind),
+            badge=badge,
+            wall_ns=wall_ns,
+            boot_id="boot-1",
+            boot_ns=wall_ns % 10**12,
+            clock=p.ClockState(True, 1000, "test"),
+        )
+        signed = p.sign_event(event, self.signer)
+        self.prev = signed.digest
+        return signed
+
+
+def insert(db_path: Path | str, events: list[p.SignedEvent]) -> None:
+    """Store events as the intake would (signature checked first, as it does)."""
+    db = sqlite3.connect(db_path, timeout=30)
+    rows = []
+    for signed in events:
+        ev = signed.event
+        signed.verify(KEYS)
+        env = signed.envelope
+        rows.append(
+            (
+                ev.terminal_id,
+                ev.seq,
+                ev.event_id,
+                signed.digest,
+                env.body,
+                env.alg,
+                env.kid,
+                env.sig,
+                ev.workplace,
+                str(ev.kind),
+                ev.badge,
+                ev.wall_ns,
+                json.dumps(sorted(ev.flags)),
+                time.time_ns(),
+            )
+        )
+    with db:
+        db.executemany("INSERT INTO inbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    db.close()
+
+
+CYCLE = (p.Kind.IN, p.Kind.BREAK_START, p.Kind.BREAK_END, p.Kind.OUT)
+
+
+def make_events(
+    feeds: list[TerminalFeed], badges: list[str], count: int, *, start_ns: int | None = None
+) -> list[p.SignedEvent]:
+    """``count`` events round-robin over terminals and badges, one second apart (so no two
+    are the same declaration), each badge cycling in -> break -> out. Starts a day ago."""
+    start = start_ns if start_ns is not None else time.time_ns() - 86_400 * 10**9
+    out = []
+    for i in range(count):
+        feed = feeds[i % len(feeds)]
+        badge = badges[i % len(badges)]
+        kind = CYCLE[(i // len(badges)) % len(CYCLE)]
+        out.append(feed.event(kind, badge, start + i * 10**9))
+    return out

@@ -1,0 +1,211 @@
+"""A real Mosquitto for tests: started on a free port with the project's own generated config.
+
+The broker runs exactly the configuration ``siteclock broker-config`` writes (TLS listener,
+``$7$`` password file, ``%u`` ACL), so tests exercise what a site runs. It can be killed with
+SIGKILL and restarted on the same port to inject broker crashes.
+
+Example (inside a test module)::
+
+    @pytest.fixture
+    def broker(tmp_path):
+        with running_broker(tmp_path / "broker", terminals=["t-a", "t-b"]) as b:
+            yield b
+
+    creds = broker.credentials("t-a")      # username, password, password_file
+    broker.kill(); broker.start()          # crash and come back on the same port
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.broker import GATEWAY_USER, credential_path, write_site
+from gateway.config import MqttConfig
+from terminal.config import UplinkConfig
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+    password_file: Path
+
+
+class MosquittoBroker:
+    """One Mosquitto process and its generated directory (config, passwd, ACL, PKI)."""
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self, workdir: Path, *, terminals: Iterable[str] = (), persistence: bool = False
+    ) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.terminals = list(terminals)
+        self.persistence = persistence
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "mosquitto.log"
+        self._write()
+
+    def _write(self, revoke: Iterable[str] = ()) -> None:
+        files = write_site(
+            self.workdir,
+            hostnames=["127.0.0.1", "localhost"],
+            terminals=self.terminals,
+            revoke=revoke,
+            port=self.port,
+            bind_address=self.host,
+            persistence_dir=(self.workdir / "data") if self.persistence else None,
+            run_as_user="root" if os.geteuid() == 0 else None,
+        )
+        self.conf, self.ca_file = files.conf, files.pki.ca_cert
+        if self.persistence:
+            (self.workdir / "data").mkdir(exist_ok=True)
+
+    # ------------------------------------------------------------------ identities
+
+    def credentials(self, user: str) -> Credentials:
+        path = credential_path(self.workdir, user)
+        return Credentials(user, path.read_text().strip(), path)
+
+    @property
+    def gateway(self) -> Credentials:
+        return self.credentials(GATEWAY_USER)
+
+    def add_terminal(self, terminal_id: str) -> Credentials:
+        self.terminals.append(terminal_id)
+        self._write()
+        self.reload()
+        return self.credentials(terminal_id)
+
+    def revoke_terminal(self, terminal_id: str) -> None:
+        self.terminals.remove(terminal_id)
+        self._write(revoke=[terminal_id])
+        self.reload()
+
+    # ------------------------------------------------------------------ process
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        if self.running:
+            return
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            if wait_for_port(self.host, self.port, timeout=0.2):
+                return
+        raise RuntimeError(f"mosquitto did not start; log:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: the broker loses every in-memory session and queued message."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def reload(self) -> None:
+        if self.running and self.process is not None:
+            self.process.send_signal(signal.SIGHUP)
+            time.sleep(0.2)  # Mosquitto rereads the files in its main loop
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def running_broker(
+    workdir: Path, *, terminals: Iterable[str] = (), persistence: bool = False
+) -> Iterator[MosquittoBroker]:
+    broker = MosquittoBroker(workdir, terminals=terminals, persistence=persistence)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+# ---------------------------------------------------------------------- client configurations
+
+
+def terminal_config(broker: MosquittoBroker, terminal_id: str, **overrides: object) -> UplinkConfig:
+    """An ``UplinkConfig`` that connects ``terminal_id`` to this broker over TLS."""
+    creds = broker.credentials(terminal_id)
+    values: dict[str, object] = {
+        "host": broker.host,
+        "port": broker.port,
+        "tls": True,
+        "ca_file": broker.ca_file,
+        "username": terminal_id,
+        "password_file": creds.password_file,
+        "heartbeat_s": 5.0,
+        "resend_after_s": 2.0,
+    }
+    values.update(overrides)
+    return UplinkConfig(**values)  # type: ignore[arg-type]
+
+
+def gateway_config(broker: MosquittoBroker, **overrides: object) -> MqttConfig:
+    """The gateway's ``MqttConfig`` for this broker over TLS (a unique client id per call)."""
+    values: dict[str, object] = {
+        "host": broker.host,
+        "port": broker.port,
+        "tls": True,
+        "ca_file": broker.ca_file,
+        "username": GATEWAY_USER,
+        "password_file": broker.gateway.password_file,
+        "client_id": "gw-" + secrets.token_hex(4),
+        "keepalive_s": 10,
+    }
+    values.update(overrides)
+    return MqttConfig(**values)  # type: ignore[arg-type]
