@@ -12,12 +12,21 @@ Example ``/etc/siteclock/gateway.toml``::
     ca_file = "/etc/siteclock/broker/pki/ca.pem"
     password_file = "/etc/siteclock/broker/credentials/siteclock_gateway.password"
     share_group = "intake"       # several gateway processes share the load
+
+    [ciao]                       # without it the gateway stores and acks, but relays nothing
+    environment = "local-sim"    # or "simulation", or "production" (+ allow_production = true)
+    base_url = "http://127.0.0.1:8787"
+    client_id = "self_service_chaman_123_abc"
+    private_key = "/etc/siteclock/ciao-key.pem"
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from gateway.ciao.environments import CiaoConfig
+from gateway.relay import RelayConfig
 
 GATEWAY_USER = "siteclock_gateway"  # same as gateway.broker.GATEWAY_USER (no import: no cycle)
 
@@ -56,3 +65,13 @@ class GatewayConfig:
     gateway_keys_file: Path | None = None
     log_level: str = "INFO"
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    inss_key_file: Path | None = None
+    """The key that encrypts INSS numbers at rest (0600); default ``inss.key`` beside ``db``."""
+    roster_check_s: float = 5.0
+    """How often the gateway looks for registry changes to republish terminals' rosters."""
+    ciao: CiaoConfig | None = None
+    relay: RelayConfig = field(default_factory=RelayConfig)
+
+    @property
+    def inss_key_path(self) -> Path:
+        return self.inss_key_file or self.db.with_name("inss.key")

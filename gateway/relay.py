@@ -29,6 +29,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,7 +67,18 @@ class RelayConfig:
     max_attempts: int = 12  # submissions before an event is dead-lettered
     rescan_s: float = 60.0  # full inbox rescan period
     batch_limit: int | None = None  # default: the profile's
+    batches_per_turn: int = 10  # then polls, verdicts and alerts get their turn
     backoff: PolicyConfig = field(default_factory=lambda: PolicyConfig(max_wait_s=300.0))
+
+
+@dataclass
+class _Batch:
+    """One registerInBulk call: its rows, their items and their attempt counts."""
+
+    keys: list[tuple[str, int]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
+    attempts: dict[tuple[str, int], int] = field(default_factory=dict)
+    unresolved: int = 0
 
 
 def registration_date(wall_ns: int, precision: str = "seconds") -> str:
@@ -126,6 +138,8 @@ class Relay:
         self._last_alert_ns = 0
         self._carry: list[tuple[tuple[str, int], dict[str, Any]]] = []
         self._employers: dict[Any, tuple[dict[str, str], str]] = {}
+        # One thread for the POST in flight, so the next batch is prepared meanwhile.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ciao-post")
         self._registry_version = -1
         self._cache: dict[str, Resolved | None] = {}
         self._places: dict[str, Workplace | None] = {}
@@ -147,6 +161,7 @@ class Relay:
         self.client.shutdown.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._executor.shutdown(wait=True)
         if self._carry:
             with self._tx():
                 pass
@@ -222,19 +237,53 @@ class Relay:
         return self._cache[badge], self._places[workplace]
 
     def _submit(self) -> int:
+        """Submit queued batches, preparing the next one while the current POST is in flight.
+
+        The POST runs on a one-thread executor; meanwhile this thread reads, resolves, maps and
+        commits the next batch as "submitted" (with the previous results, in one transaction).
+        Both batches are "submitted" in the database before their POST leaves, so a crash at
+        any point leaves nothing that a restart would not search for first.
+        """
+        work = 0
+        in_flight: tuple[_Batch, Future[list[ItemResult]]] | None = None
+        for _ in range(self.config.batches_per_turn):
+            prepared = self._prepare()
+            if in_flight is not None:
+                try:
+                    work += self._finish(*in_flight)
+                except BaseException:
+                    if prepared is not None and prepared.keys:  # prepared, never sent
+                        self._requeue(
+                            prepared.keys, prepared.attempts, None, "not_sent", count_attempt=False
+                        )
+                    raise
+                in_flight = None
+            if prepared is None:
+                break
+            work += prepared.unresolved
+            if not prepared.keys:
+                continue
+            in_flight = (prepared, self._executor.submit(self.client.register, prepared.items))
+        if in_flight is not None:
+            work += self._finish(*in_flight)
+        if not work and self._carry:  # nothing to pair the last results with: commit them
+            with self._tx():
+                pass
+            work = 1
+        return work
+
+    def _prepare(self) -> _Batch | None:
+        """Read the next queued rows, map them to CIaO items, commit them as submitted."""
         now = self.clock_ns()
         rows = self.store.queued(now, self.batch_limit)
         if not rows:
-            if self._carry:  # nothing to pair the last results with: commit them alone
-                with self._tx():
-                    pass
-                return 1
-            return 0
+            return None
         # A row marked solo failed inside a batch without a named culprit: it goes alone.
         rows = rows[:1] if rows[0]["solo"] else [r for r in rows if not r["solo"]]
         self._refresh_cache()
-        batch: list[tuple[tuple[str, int], dict[str, Any], dict[str, Any]]] = []
+        batch = _Batch()
         unresolved: list[tuple[tuple[str, int], dict[str, Any]]] = []
+        columns_of: list[tuple[tuple[str, int], dict[str, Any]]] = []
         precision = self.profile.contract.timestamp_precision
         for row in rows:
             key = (row["terminal"], row["seq"])
@@ -256,37 +305,47 @@ class Relay:
             employer, employer_text = self._employer(worker)
             date = registration_date(row["wall_ns"], precision)
             ciao_type = self.profile.ciao_type(row["kind"])
-            item = {
-                "registrationDate": date,
-                "ssin": worker.inss.reveal(),
-                "type": ciao_type,
-                "employer": employer,
-                "placeOfWork": _place(place),
-                "contractualRelationshipReference": place.ref,
-            }
-            columns = {
-                "state": State.SUBMITTED,
-                "attempts": row["attempts"] + 1,
-                "worker_ref": worker.worker_ref,
-                "employer": employer_text,
-                "workplace": place.ref,
-                "reg_date": date,
-                "ciao_type": ciao_type,
-                "submitted_ns": now,
-                "updated_ns": now,
-            }
-            batch.append((key, item, columns))
+            batch.items.append(
+                {
+                    "registrationDate": date,
+                    "ssin": worker.inss.reveal(),
+                    "type": ciao_type,
+                    "employer": employer,
+                    "placeOfWork": _place(place),
+                    "contractualRelationshipReference": place.ref,
+                }
+            )
+            batch.keys.append(key)
+            batch.attempts[key] = row["attempts"] + 1
+            columns_of.append(
+                (
+                    key,
+                    {
+                        "state": State.SUBMITTED,
+                        "attempts": row["attempts"] + 1,
+                        "worker_ref": worker.worker_ref,
+                        "employer": employer_text,
+                        "workplace": place.ref,
+                        "reg_date": date,
+                        "ciao_type": ciao_type,
+                        "submitted_ns": now,
+                        "updated_ns": now,
+                    },
+                )
+            )
         # Commit "submitted" before the POST leaves: a crash now is seen as ambiguous later.
         with self._tx() as db:
             self.store.update_each(db, unresolved)
-            self.store.update_each(db, [(k, c) for k, _, c in batch])
+            self.store.update_each(db, columns_of)
         self.counters["unresolved"] += len(unresolved)
-        if not batch:
-            return len(unresolved)
-        keys = [k for k, _, _ in batch]
-        attempts = {k: c["attempts"] for k, _, c in batch}
+        batch.unresolved = len(unresolved)
+        return batch
+
+    def _finish(self, batch: _Batch, call: Future[list[ItemResult]]) -> int:
+        """Wait for one POST and record what it means for each of its items."""
+        keys, attempts = batch.keys, batch.attempts
         try:
-            results = self.client.register([item for _, item, _ in batch])
+            results = call.result()
         except AuthError as exc:
             self._requeue(keys, attempts, exc, "auth_error")
         except (Ambiguous, BadResponse) as exc:
@@ -307,7 +366,7 @@ class Relay:
             raise
         else:
             self._store_results(keys, results)
-        return len(batch) + len(unresolved)
+        return len(keys)
 
     def _store_results(self, keys: list[tuple[str, int]], results: list[ItemResult]) -> None:
         now = self.clock_ns()

@@ -8,6 +8,8 @@ each inbox key into ``registrations`` and walks it through these states::
        |          \\-> dead (permanent refusal, or too many attempts)
        \\-> unresolved (badge or workplace unknown; retried when the registry changes)
 
+    selftest (an installer's check tap, flagged ``selftest``: stored as evidence, never sent)
+
 ``submitted`` is written and committed *before* the POST leaves, so a relay killed mid-request
 finds ``submitted`` rows on restart and treats them as ambiguous: it searches CIaO before it
 sends them again. That, and never deleting a row, is how an event reaches CIaO exactly once.
@@ -36,6 +38,7 @@ class State(StrEnum):
     REGISTERED = "registered"  # final: valid
     REJECTED = "rejected"  # final: invalid, or not created
     DEAD = "dead"  # final: never accepted (permanent refusal); for the employer to see
+    SELFTEST = "selftest"  # an installer's check tap: kept, never registered with the NSSO
 
 
 FINAL = frozenset({State.REGISTERED, State.REJECTED, State.DEAD})
@@ -98,7 +101,8 @@ class RelayStore:
             with self.tx() as db:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO registrations(terminal, seq, state, created_ns, "
-                    "updated_ns) SELECT terminal, seq, 'queued', received_ns, ? FROM inbox "
+                    "updated_ns) SELECT terminal, seq, CASE WHEN flags LIKE '%\"selftest\"%' "
+                    "THEN 'selftest' ELSE 'queued' END, received_ns, ? FROM inbox "
                     "WHERE rowid > ?",
                     (now_ns, mark),
                 )

@@ -1,9 +1,16 @@
-"""``siteclock gateway --config PATH``: run the gateway's intake until SIGTERM/SIGINT.
+"""``siteclock gateway --config PATH``: run the gateway until SIGTERM/SIGINT.
 
-Opens the gateway's SQLite file (inbox + terminal registry), loads or creates the gateway's
-roster-signing key (0600) and writes its public half for terminals, then runs :class:`Intake`.
-The broker may be down at start: paho keeps retrying in the background, and terminals keep
-their events until the gateway acknowledges them, so nothing waits on anything.
+The gateway is three loops over one SQLite file:
+
+- the **intake** (:class:`gateway.intake.Intake`) verifies, stores and acknowledges events;
+- the **relay** (:class:`gateway.relay.Relay`, only when ``[ciao]`` is configured) registers each
+  stored event with CIaO exactly once and hands every final verdict back to the intake, which
+  publishes it on the terminal's ack topic;
+- the **roster** loop republishes each terminal's signed roster whenever the worker registry
+  changes (a new badge, a blocked one), so terminals greet workers by name.
+
+The broker or CIaO may be down at start: paho keeps reconnecting, the relay keeps retrying, and
+terminals keep their events until the gateway acknowledges them, so nothing waits on anything.
 """
 
 from __future__ import annotations
@@ -15,27 +22,119 @@ import sys
 import threading
 from pathlib import Path
 
+from gateway.ciao.auth import load_private_key
+from gateway.ciao.client import CiaoClient, Timeouts
+from gateway.ciao.environments import resolve
+from gateway.ciao.profile import load as load_profile
 from gateway.config import GatewayConfig
 from gateway.intake import Intake
+from gateway.registry import Registry
+from gateway.relay import Relay
 from gateway.roster import write_gateway_keys
 from gateway.store import Inbox
-from gateway.terminals import TerminalRegistry
+from gateway.terminals import ACTIVE, TerminalRegistry
 from siteclock import log as sclog
 from siteclock.config import ConfigError, load
 from siteclock.log import fields
+from siteclock.protocol import Verdict
 from terminal.identity import IdentityError, load_or_create
 
 log = logging.getLogger("siteclock.gateway")
 
 
-def build(cfg: GatewayConfig) -> Intake:
-    """Everything the intake needs, from the configuration; not yet connected."""
-    signer = load_or_create(cfg.signing_key_file)
-    if cfg.gateway_keys_file is not None:
-        write_gateway_keys(cfg.gateway_keys_file, [signer])
-    return Intake(
-        cfg.mqtt, inbox=Inbox(cfg.db), registry=TerminalRegistry(cfg.db), roster_signer=signer
-    )
+class Gateway:
+    """Intake, relay and roster publishing for one site, built from its configuration."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        signer = load_or_create(cfg.signing_key_file)
+        if cfg.gateway_keys_file is not None:
+            write_gateway_keys(cfg.gateway_keys_file, [signer])
+        self.terminals = TerminalRegistry(cfg.db)
+        self.intake = Intake(
+            cfg.mqtt, inbox=Inbox(cfg.db), registry=self.terminals, roster_signer=signer
+        )
+        self.registry = Registry(cfg.db, cfg.inss_key_path)
+        self._stop = threading.Event()
+        self.relay: Relay | None = None
+        if cfg.ciao is not None:
+            self.relay = Relay(
+                cfg.db, self._ciao_client(), self.registry,
+                on_verdict=self._send_verdict, config=cfg.relay,
+            )  # fmt: skip
+        self._roster_thread: threading.Thread | None = None
+        self._published: dict[str, tuple[int, str]] = {}
+
+    def _ciao_client(self) -> CiaoClient:
+        ciao = self.cfg.ciao
+        assert ciao is not None
+        return CiaoClient(
+            resolve(ciao, source="gateway config"),
+            client_id=ciao.client_id,
+            private_key_pem=load_private_key(ciao.private_key),
+            timeouts=Timeouts(ciao.connect_timeout_s, ciao.read_timeout_s),
+            profile=load_profile(ciao.profile),
+            policy=self.cfg.relay.backoff,
+            shutdown=self._stop,
+        )
+
+    def _send_verdict(self, terminal_id: str, verdict: Verdict) -> None:
+        self.intake.send_verdicts(terminal_id, [verdict])
+
+    # ----------------------------------------------------------------- rosters
+
+    def publish_rosters(self) -> int:
+        """Publish the roster of every active terminal whose roster changed. Returns how many."""
+        version = self.registry.version
+        sent = 0
+        for terminal_id in self.terminals.ids():
+            record = self.terminals.get(terminal_id)
+            if record is None or record.status != ACTIVE:
+                continue
+            if self._published.get(terminal_id) == (version, record.workplace):
+                continue
+            entries = self.registry.roster_for(record.workplace)
+            self.intake.publish_roster(terminal_id, entries)
+            self._published[terminal_id] = (version, record.workplace)
+            sent += 1
+        return sent
+
+    def _roster_loop(self) -> None:
+        while not self._stop.is_set():
+            if self.intake.connected:
+                try:
+                    sent = self.publish_rosters()
+                except Exception:  # one bad roster must not stop the others next time
+                    log.exception("roster publishing failed; retrying")
+                    sent = 0
+                if sent:
+                    log.info("rosters published", extra=fields(terminals=sent))
+            self._stop.wait(self.cfg.roster_check_s)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, *, wait_s: float | None = None) -> None:
+        self.intake.start(wait_s=wait_s)
+        if self.relay is not None:
+            self.relay.start()
+        self._roster_thread = threading.Thread(
+            target=self._roster_loop, name="rosters", daemon=True
+        )
+        self._roster_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.relay is not None:
+            self.relay.stop()
+        if self._roster_thread is not None:
+            self._roster_thread.join(timeout=5)
+        self.intake.stop()
+
+    def counters(self) -> dict[str, int]:
+        figures = {**self.intake.stats, **self.intake.counters}
+        if self.relay is not None:
+            figures |= {f"relay.{k}": v for k, v in self.relay.counters.items()}
+        return figures
 
 
 def cli(argv: list[str]) -> int:
@@ -49,17 +148,24 @@ def cli(argv: list[str]) -> int:
         return 2
     sclog.setup(cfg.log_level)
     try:
-        intake = build(cfg)
-    except (IdentityError, OSError) as exc:
+        gateway = Gateway(cfg)
+    except (IdentityError, ConfigError, OSError, ValueError) as exc:
         print(f"siteclock gateway: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    intake.start(wait_s=None)
-    log.info("gateway running", extra=fields(db=cfg.db, broker=f"{cfg.mqtt.host}:{cfg.mqtt.port}"))
+    gateway.start(wait_s=None)
+    log.info(
+        "gateway running",
+        extra=fields(
+            db=cfg.db,
+            broker=f"{cfg.mqtt.host}:{cfg.mqtt.port}",
+            relay="on" if gateway.relay else "off (no [ciao] section)",
+        ),
+    )
     while not stop.wait(60.0):
-        log.info("intake counters", extra=fields(**intake.stats, **intake.counters))
-    intake.stop()
+        log.info("gateway counters", extra=fields(**gateway.counters()))
+    gateway.stop()
     log.info("gateway stopped")
     return 0

@@ -175,16 +175,22 @@ class Feedback(CompositeDevice):
                 on, off, n = spec.buzzer
                 self.buzzer.beep(on * self._tempo, off * self._tempo, n=n, background=True)
             self.last_pattern = pattern
-            self._write_journal(pattern, seq, badge)
+            self._write_journal(pattern, seq, badge, lines)
         self._render(lines)
 
-    def _write_journal(self, pattern: str, seq: int | None, badge: str | None) -> None:
+    def _write_journal(
+        self, pattern: str, seq: int | None, badge: str | None, lines: list[str]
+    ) -> None:
         if self._journal is None:
             return
+        shown = " / ".join(line for line in lines if line)  # what the display says
         line = json.dumps(
-            {"pattern": pattern, "seq": seq, "badge": badge, "at_ns": time.monotonic_ns()},
+            {
+                "pattern": pattern, "seq": seq, "badge": badge, "text": shown,
+                "at_ns": time.monotonic_ns(), "wall_ns": time.time_ns(),
+            },
             separators=(",", ":"),
-        )
+        )  # fmt: skip
         try:
             self._journal.write(line + "\n")
             self._journal.flush()

@@ -1,0 +1,23 @@
+"""`make demo` is the README's first command: the whole site, end to end, must come out OK."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_runs_a_site_end_to_end(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "siteclock.cli", "demo", "--dir", str(tmp_path / "site")],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "OK: 6 of 6 enrolled taps have the NSSO's verdict" in out
+    assert "last: REJECTED RELATED DIMONA NOT OK" in out
+    assert "Already saved" in out  # the double tap was answered, not recorded
+    assert out.count("signed and chained") == 2
+    # the INSS numbers the demo enrols never reach a terminal's log
+    for log in (tmp_path / "site" / "logs").glob("t-*.log"):
+        assert "85073003" not in log.read_text()
