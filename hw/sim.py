@@ -178,14 +178,22 @@ class SimReader:
                         f"another process listens on {path}; stop it or pick another path"
                     )
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Bind and listen under a temporary name, then rename: the path appears only once it
+        # accepts connections, so a client that sees the file never gets "connection refused".
+        staging = f"{path}.{os.getpid()}.new"
         try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staging)
             os.fchmod(server.fileno(), self.mode)  # Linux creates the file with this mode
-            server.bind(path)
-            os.chmod(path, self.mode)  # exactly this mode, whatever the umask
+            server.bind(staging)
+            os.chmod(staging, self.mode)  # exactly this mode, whatever the umask
             server.listen(8)
+            os.rename(staging, path)
             server.setblocking(False)
         except OSError:
             server.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staging)
             raise
         log.info("simulated reader listening on %s", path)
         return server

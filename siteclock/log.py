@@ -28,19 +28,18 @@ def fields(**values: Any) -> dict[str, Any]:
     return {"fields": values}
 
 
-class RedactingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(str(record.msg))
-        if record.args:
-            record.args = tuple(redact(str(a)) for a in record.args)  # type: ignore[assignment]
-        extra = getattr(record, "fields", None)
-        if isinstance(extra, dict):
-            record.fields = {k: redact(str(v)) for k, v in extra.items()}
-        return True
-
-
 class KeyValueFormatter(logging.Formatter):
+    """One ``key=value`` line per record, with INSS-shaped numbers masked in the whole line.
+
+    Redacting the finished line (rather than mutating the record in a filter) leaves the record
+    intact for any other handler, and catches a number wherever it hides: message, arguments,
+    fields or traceback.
+    """
+
     def format(self, record: logging.LogRecord) -> str:
+        return redact(self._line(record))
+
+    def _line(self, record: logging.LogRecord) -> str:
         parts = [
             f"ts={self.formatTime(record, '%Y-%m-%dT%H:%M:%S')}",
             f"level={record.levelname.lower()}",
@@ -50,7 +49,7 @@ class KeyValueFormatter(logging.Formatter):
         for key, value in (getattr(record, "fields", None) or {}).items():
             parts.append(f"{key}={_quote(str(value))}")
         if record.exc_info:
-            parts.append(f"error={_quote(redact(self.formatException(record.exc_info)))}")
+            parts.append(f"error={_quote(self.formatException(record.exc_info))}")
         return " ".join(parts)
 
 
@@ -64,7 +63,6 @@ def setup(level: str | int = "INFO", stream: Any = None) -> None:
     """Configure the root logger once: key=value lines on stderr, INSS redacted."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(KeyValueFormatter())
-    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from siteclock.demo import WORKERS
+
 
 def test_demo_runs_a_site_end_to_end(tmp_path: Path) -> None:
     proc = subprocess.run(
@@ -18,6 +20,9 @@ def test_demo_runs_a_site_end_to_end(tmp_path: Path) -> None:
     assert "last: REJECTED RELATED DIMONA NOT OK" in out
     assert "Already saved" in out  # the double tap was answered, not recorded
     assert out.count("signed and chained") == 2
-    # the INSS numbers the demo enrols never reach a terminal's log
-    for log in (tmp_path / "site" / "logs").glob("t-*.log"):
-        assert "85073003" not in log.read_text()
+    # the INSS numbers the demo enrols never reach a log line, a terminal or the broker
+    logs = list((tmp_path / "site" / "logs").glob("*.log"))
+    assert len(logs) == 4
+    for log in logs:
+        text = log.read_text()
+        assert not [w.name for w in WORKERS if w.inss in text], log.name
