@@ -133,6 +133,7 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import signal
     import threading
 
     from provisioning.http import create_app, serve_tls
@@ -141,10 +142,18 @@ def _serve(args: argparse.Namespace) -> int:
     host, _, port = args.listen.rpartition(":")
     app = create_app(service, ca_pem=pki.ca_cert.read_text())
     server = serve_tls(app, host or "0.0.0.0", int(port), pki.server_cert, pki.server_key)
-    print(f"enrolment endpoint on https://{host or '0.0.0.0'}:{server.port}")
-    with contextlib.suppress(KeyboardInterrupt):
-        threading.Event().wait()
-    server.shutdown()
+    # Flushed: under systemd or a pipe, stdout is block-buffered and the line would not show.
+    print(f"enrolment endpoint on https://{host or '0.0.0.0'}:{server.port}", flush=True)
+    stop = threading.Event()
+    # systemd stops a service with SIGTERM: shut down as cleanly as on Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.shutdown()
+    print("enrolment endpoint stopped", flush=True)
     return 0
 
 
@@ -213,8 +222,9 @@ def _rotate(args: argparse.Namespace) -> int:
     from provisioning.installer import ServiceControl, rotate_key
 
     return rotate_key(
-        args.data_dir, gateway_url=args.gateway, service=ServiceControl(enabled=not args.no_service)
-    )
+        args.data_dir, gateway_url=args.gateway, drain_timeout_s=args.drain_timeout,
+        service=ServiceControl(enabled=not args.no_service),
+    )  # fmt: skip
 
 
 def _label(args: argparse.Namespace) -> int:
@@ -286,7 +296,11 @@ def provision_cli(argv: list[str]) -> int:
     rotate = sub.add_parser("rotate-key", help="replace this terminal's signing key")
     rotate.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     rotate.add_argument("--gateway", required=True)
-    rotate.add_argument("--no-service", action="store_true")
+    rotate.add_argument("--no-service", action="store_true", help="do not stop/start systemd")
+    rotate.add_argument(
+        "--drain-timeout", type=float, default=120.0,
+        help="seconds to wait for the old key's queued events to be delivered (then rerun)",
+    )  # fmt: skip
     rotate.set_defaults(func=_rotate)
 
     decom = sub.add_parser("decommission", help="disable a terminal and revoke its login")

@@ -61,6 +61,12 @@ GATEWAY_KEYS_FILE = "gateway-keys.json"
 LABEL_FILE = "label.svg"
 
 
+KEY_PROPAGATION_S = 5.5
+"""After a key is added, how long until every gateway process accepts events it signs: each
+caches a terminal's keys for ``gateway.intake.REGISTRY_TTL_S`` (5 s; a test keeps this above
+it). Not imported from there: the terminal side should not load the gateway's intake."""
+
+
 class ProvisioningError(Exception):
     """A provisioning step cannot go on; the message says what to do."""
 
@@ -479,6 +485,100 @@ def rebind(
     return 0
 
 
+@dataclass(frozen=True)
+class KeyFiles:
+    """The key files of a rotation, all next to ``terminal.key``.
+
+    ``current`` is what the terminal service signs with. ``new`` exists from the moment the
+    new key is made until the switch; ``old`` from the switch until the old key is revoked.
+    Which of them exist tells a rerun where an interrupted rotation stopped.
+    """
+
+    current: Path
+
+    @property
+    def new(self) -> Path:
+        return self.current.with_name(self.current.name + ".new")
+
+    @property
+    def old(self) -> Path:
+        return self.current.with_name(self.current.name + ".old")
+
+    def retired_public(self, kid: str) -> Path:
+        """Where a revoked key's public half is kept (``terminal.key.<kid>.pub``): evidence
+        it signed must still verify offline, with ``verify-chain`` or ``Outbox.verify``."""
+        return self.current.with_name(f"{self.current.name}.{kid}.pub")
+
+
+def _switch_keys(files: KeyFiles) -> None:
+    """Make the new key current, keeping the old one as ``terminal.key.old``.
+
+    ``terminal.key`` exists at every instant: the old key gets a second name (a hard link)
+    first, then the new key replaces ``terminal.key`` in one atomic rename. A terminal service
+    that finds no key file creates a fresh one, which the gateway does not know, so a gap
+    between two renames could cost every tap signed with that stray key. Safe to repeat.
+    """
+    if not files.old.exists():
+        os.link(files.current, files.old)
+    if files.new.exists():
+        os.replace(files.new, files.current)
+    fd = os.open(files.current.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the renames survive a power cut
+    finally:
+        os.close(fd)
+    # The public half that ``verify-chain --public-key`` and the label read follows the key.
+    identity.public_path(files.new).unlink(missing_ok=True)
+    _write_public_key(identity.public_path(files.current), identity.load(files.current))
+
+
+def _write_public_key(path: Path, signer: Any) -> None:
+    write_public(path, (signer.public_key_bytes().hex() + "\n").encode())
+
+
+def _old_key_pending(cfg: terminal_config.TerminalConfig, old_kid: str) -> int:
+    """How many events signed by ``old_kid`` are not acknowledged by the gateway yet.
+
+    Events are signed in sequence order and the key changes once, so the events of the old key
+    are the oldest pending ones: counting stops at the first event signed by another key.
+    """
+    from terminal.outbox import Outbox
+
+    signer = identity.load(cfg.key_path)  # the outbox wants one; nothing is signed here
+    with Outbox(
+        cfg.outbox_path, signer=signer, terminal_id=cfg.terminal_id, workplace=cfg.workplace
+    ) as box:
+        count, after = 0, 0
+        while page := box.unsent(after_seq=after, limit=500):
+            for signed in page:
+                if signed.envelope.kid != old_kid:
+                    return count
+                count += 1
+            after = page[-1].event.seq
+        return count
+
+
+def _wait_old_key_delivered(
+    cfg: terminal_config.TerminalConfig,
+    old_kid: str,
+    service: ServiceControl,
+    timeout_s: float,
+) -> int:
+    """Wait until nothing signed by ``old_kid`` is queued; returns what is still queued.
+
+    With the service managed here, the running terminal service delivers (it resends what the
+    old key signed, as it was signed). Without it (``--no-service``, no systemd) this command
+    delivers itself, as ``rebind`` does: the terminal service must then not be running.
+    """
+    if not service.enabled:
+        drain(cfg, timeout_s)
+        return _old_key_pending(cfg, old_kid)
+    deadline = time.monotonic() + timeout_s
+    while (left := _old_key_pending(cfg, old_kid)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
 def rotate_key(
     data_dir: Path,
     *,
@@ -487,39 +587,69 @@ def rotate_key(
     drain_timeout_s: float = 120.0,
     out: Callable[[str], None] = print,
 ) -> int:
-    """Replace the signing key with an overlap: add the new key, switch, deliver what the old
-    key signed, then revoke the old key. Rerun to finish if the queue did not drain in time."""
+    """Replace the signing key with an overlap (see :mod:`provisioning.lifecycle`).
+
+    1. a new key ``terminal.key.new`` is made here and registered at the gateway (signed by the
+       current key, and by the new key to prove possession); the old key stays valid;
+    2. the service is stopped, the new key becomes ``terminal.key`` (the old one is kept as
+       ``terminal.key.old``), the service is started again: new taps are signed by the new key;
+    3. the events the old key signed and that are still queued are delivered, as signed;
+    4. only then the old key is revoked (signed by the new key), its private half deleted and
+       its public half kept as ``terminal.key.<kid>.pub`` so its events still verify offline.
+
+    Interrupted anywhere (or the queue did not drain within ``drain_timeout_s``), the same
+    command run again resumes where it stopped. Returns 0 when rotated, 1 otherwise.
+    """
     service = service or ServiceControl()
     data_dir = Path(data_dir)
     cfg = terminal_config.load(data_dir / CONFIG_FILE)
     client = GatewayClient(gateway_url, data_dir / CA_FILE)
-    key_path, new_path = cfg.key_path, cfg.key_path.with_name(cfg.key_path.name + ".new")
-    old_path = cfg.key_path.with_name(cfg.key_path.name + ".old")
+    files = KeyFiles(cfg.key_path)
     try:
-        if not old_path.exists():
-            current = identity.load(key_path)
-            new = identity.load_or_create(new_path)
+        if not files.old.exists():
+            current = identity.load(files.current)
+            new = identity.load_or_create(files.new)  # a rerun registers the same new key
             client.keys(sign_key_request(cfg.terminal_id, current=current, add=new))
             out(f"new key {new.kid} registered; old key {current.kid} stays valid meanwhile")
+        if files.new.exists():  # not switched yet, or interrupted in the middle of the switch
+            # Each gateway process rereads a terminal's keys at most this often: a tap signed
+            # by the new key any sooner could be refused (and only resent much later).
+            out(f"waiting {KEY_PROPAGATION_S:.0f} s for every gateway process to know it")
+            time.sleep(KEY_PROPAGATION_S)
             service.stop()
-            os.replace(key_path, old_path)  # keep the old key until its events are delivered
-            os.replace(new_path, key_path)
-            service.start()
-        old = identity.load(old_path)
-        new = identity.load(key_path)
-        deadline = time.monotonic() + drain_timeout_s
-        while any(e.envelope.kid == old.kid for e in _pending(cfg)):
-            if time.monotonic() > deadline:
-                out(
-                    f"events signed by the old key {old.kid} are still queued; it stays valid. "
-                    "Run rotate-key again later to finish."
-                )
-                return 1
-            time.sleep(0.5)
+            try:
+                _switch_keys(files)
+            finally:
+                service.start()
+        old, new = identity.load(files.old), identity.load(files.current)
+        left = _wait_old_key_delivered(cfg, old.kid, service, drain_timeout_s)
+        if left:
+            out(
+                f"{left} event(s) signed by the old key {old.kid} are still queued; it stays "
+                "valid. Check the network, then run rotate-key again to finish."
+            )
+            return 1
         client.keys(sign_key_request(cfg.terminal_id, current=new, revoke_kid=old.kid))
     except GatewayError as exc:
-        out(f"FAILED: {exc}")
+        out(f"FAILED: {exc}; run rotate-key again to finish")
         return 1
-    old_path.unlink()
-    out(f"key rotated: now {new.kid}; old key {old.kid} revoked (its past events still verify)")
+    except (identity.IdentityError, OSError) as exc:
+        out(f"FAILED: key files in {files.current.parent}: {exc}")
+        return 1
+    _write_public_key(files.retired_public(old.kid), old)
+    files.old.unlink()  # the private half of a revoked key has no use left
+    _record_kid(data_dir, new.kid)
+    out(
+        f"key rotated: now {new.kid}; old key {old.kid} revoked (its events still verify with "
+        f"{files.retired_public(old.kid).name}). Reprint the label: siteclock provision label"
+    )
     return 0
+
+
+def _record_kid(data_dir: Path, kid: str) -> None:
+    """Keep the provisioning state's key id current (the label shows it)."""
+    state_path = data_dir / STATE_FILE
+    if state_path.exists():
+        raw = json.loads(state_path.read_text())
+        raw["kid"] = kid
+        _atomic_text(state_path, json.dumps(raw, indent=2) + "\n", 0o600)

@@ -306,6 +306,15 @@ class Lifecycle:
             raise EnrolmentRefused(
                 "revoke_self", "a key cannot revoke itself: sign with the new key", status=400
             )
+        record = self.terminals.get(req.terminal_id)
+        assert record is not None  # authenticated above
+        target = next((k for k in record.all_keys if k.kid == req.revoke_kid), None)
+        if target is None:
+            raise EnrolmentRefused(
+                "unknown_key", f"key {req.revoke_kid!r} is not a key of this terminal", status=400
+            )
+        if target.revoked_at_ns is not None:
+            return req.revoke_kid  # a repeated request (lost answer): already revoked
         self.terminals.revoke_key(req.terminal_id, req.revoke_kid)
         log.info("terminal key revoked", extra=fields(terminal=req.terminal_id, kid=req.revoke_kid))
         return req.revoke_kid

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Protocol
 
 import cbor2
@@ -179,12 +179,20 @@ def key_id(public_key: bytes) -> str:
     return hashlib.sha256(public_key).hexdigest()[:16]
 
 
+@lru_cache(maxsize=4096)
+def _ed25519_public_key(public_key: bytes) -> ed25519.Ed25519PublicKey:
+    """The key object for raw public key bytes, kept: a gateway checks thousands of events per
+    second from a few hundred keys, and rebuilding the object each time is wasted work.
+    Invalid bytes raise ``ValueError`` and are not kept."""
+    return ed25519.Ed25519PublicKey.from_public_bytes(public_key)
+
+
 class _Ed25519:
     name = "ed25519"
 
     def verify(self, public_key: bytes, signature: bytes, data: bytes) -> None:
         try:
-            ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
+            _ed25519_public_key(bytes(public_key)).verify(signature, data)
         except (InvalidSignature, ValueError) as exc:
             raise BadSignature("ed25519 signature does not verify") from exc
 

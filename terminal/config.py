@@ -30,7 +30,6 @@ A wrong file gives a :class:`~siteclock.config.ConfigError` that names the file 
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,12 +107,7 @@ class TerminalConfig:
 
 def load(path: Path | str) -> TerminalConfig:
     """Read and check a terminal configuration file. Raises ``ConfigError`` naming the key."""
-    try:
-        cfg = config_mod.load(path, TerminalConfig)
-    except ConfigError as exc:
-        if exc.key == "uplink":
-            _explain_uplink(path)
-        raise
+    cfg = config_mod.load(path, TerminalConfig)
     checks = (
         ("terminal_id", lambda: check_terminal_id(cfg.terminal_id)),
         ("workplace", lambda: check_workplace(cfg.workplace)),
@@ -132,18 +126,3 @@ def load(path: Path | str) -> TerminalConfig:
             if getattr(cfg.uplink, key) <= 0:
                 raise ConfigError(path, f"uplink.{key}", "must be positive")
     return cfg
-
-
-def _explain_uplink(path: Path | str) -> None:
-    """Re-read ``[uplink]`` alone so the error names the key inside it, not just the table.
-
-    (``siteclock.config`` reports an optional table's problem at the table's name.)
-    """
-    with open(path, "rb") as fh:
-        raw = tomllib.load(fh).get("uplink")
-    if isinstance(raw, dict):
-        try:
-            config_mod.from_mapping(raw, UplinkConfig, path=path)
-        except ConfigError as exc:
-            raise ConfigError(path, f"uplink.{exc.key}" if exc.key else "uplink",
-                              exc.problem) from None  # fmt: skip

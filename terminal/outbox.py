@@ -533,15 +533,19 @@ def verify_cli(argv: list[str]) -> int:
     )
     parser.add_argument("--db", type=Path, required=True, help="the terminal's outbox.db")
     parser.add_argument(
-        "--public-key", type=Path, required=True,
-        help="file holding the terminal's Ed25519 public key in hex",
+        "--public-key", type=Path, required=True, action="append",
+        help="file holding one of the terminal's Ed25519 public keys in hex; repeat it for"
+        " a history that spans a key rotation",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    try:
-        public = bytes.fromhex(args.public_key.read_text().strip())
-    except (OSError, ValueError) as exc:
-        print(f"verify-chain: cannot read public key {args.public_key}: {exc}", file=sys.stderr)
-        return 2
+    keys: dict[str, bytes] = {}
+    for path in args.public_key:
+        try:
+            public = bytes.fromhex(path.read_text().strip())
+        except (OSError, ValueError) as exc:
+            print(f"verify-chain: cannot read public key {path}: {exc}", file=sys.stderr)
+            return 2
+        keys[key_id(public)] = public
     if not args.db.is_file():
         print(f"verify-chain: {args.db}: no such outbox file", file=sys.stderr)
         return 2
@@ -550,7 +554,7 @@ def verify_cli(argv: list[str]) -> int:
         first_seq, prev = history.checkpoint()
         started = time.monotonic()
         count = verify_chain(
-            history.events(first_seq), {key_id(public): public}, prev_hash=prev,
+            history.events(first_seq), keys, prev_hash=prev,
             first_seq=first_seq,
         )  # fmt: skip
     except (OutboxCorrupt, sqlite3.Error) as exc:

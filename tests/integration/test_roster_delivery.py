@@ -1,0 +1,169 @@
+"""The roster reaches the right terminals, and only them.
+
+Real parts throughout: Mosquitto with the site's generated configuration (TLS, passwords,
+ACL), a running :class:`gateway.service.Gateway` (intake and roster loop, no relay), the
+employer's ``siteclock workers`` commands on the gateway's SQLite file, and two terminals, each
+its own outbox, :class:`terminal.uplink.Uplink` and :class:`terminal.capture.Capture`, bound
+to two different workplaces. A worker assigned to workplace 1 is greeted by name on terminal 1
+and unknown on terminal 2; blocking the badge reaches terminal 1 as a ``blocked`` answer.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from gateway.config import GatewayConfig
+from gateway.identifiers import enterprise_check_digits, inss_check_digits
+from gateway.service import Gateway
+from gateway.terminals import TerminalRegistry
+from hw.base import BadgeRead
+from provisioning.cli import workers_cli
+from siteclock.protocol import Ed25519Signer, Roster
+from terminal.capture import Capture, TapResult
+from terminal.outbox import Outbox
+from terminal.uplink import Uplink
+from tests.support.mosquitto import gateway_config, running_broker, terminal_config
+
+WP1, WP2 = "1Y1003SQ5VSSZ", "2Y1003SQ5VSSZ"
+T1, T2 = "t-roster-01", "t-roster-02"
+INSS = "850101123" + inss_check_digits("850101123")
+EMPLOYER = "04035742" + enterprise_check_digits("04035742")
+BADGE = "nfc-a:04A1B2C3"
+
+
+@dataclass
+class SiteTerminal:
+    outbox: Outbox
+    capture: Capture
+    uplink: Uplink
+    rosters: list[Roster] = field(default_factory=list)
+    """Every verified roster the uplink handed over, in order (what the test waits on)."""
+
+    def receive(self, roster: Roster) -> None:
+        self.rosters.append(roster)
+        self.capture.apply_roster(roster)
+
+    def roster_with(self, predicate: Callable[[Roster], bool]) -> Roster | None:
+        return next((r for r in reversed(self.rosters) if predicate(r)), None)
+
+    def tap(self, badge: str) -> TapResult:
+        return self.capture.tap(BadgeRead(badge, time.monotonic_ns()))
+
+
+@dataclass
+class Site:
+    db: Path
+    gateway: Gateway
+    terminals: dict[str, SiteTerminal]
+
+
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    with running_broker(tmp_path / "broker", terminals=[T1, T2]) as broker:
+        db = tmp_path / "gateway.db"
+        keys_file = tmp_path / "gateway-keys.json"
+        cfg = GatewayConfig(
+            db=db, signing_key_file=tmp_path / "gateway-signing.key",
+            gateway_keys_file=keys_file, mqtt=gateway_config(broker), roster_check_s=0.1,
+            ciao=None,
+        )  # fmt: skip
+        registry = TerminalRegistry(db)
+        terminals: dict[str, SiteTerminal] = {}
+        gateway = Gateway(cfg)  # writes the gateway's public key for the terminals
+        for terminal_id, workplace in ((T1, WP1), (T2, WP2)):
+            signer = Ed25519Signer.generate()
+            registry.register(terminal_id, workplace, public_key=signer.public_key_bytes())
+            box = Outbox(tmp_path / f"{terminal_id}.db", signer=signer,
+                         terminal_id=terminal_id, workplace=workplace)  # fmt: skip
+            capture = Capture(box)
+            uplink = Uplink(
+                terminal_config(broker, terminal_id, gateway_keys_file=keys_file),
+                terminal_id=terminal_id, outbox=box, status=dict,
+                on_roster=lambda r, t=terminal_id: terminals[t].receive(r),
+            )  # fmt: skip
+            terminals[terminal_id] = SiteTerminal(box, capture, uplink)
+            uplink.start()
+        gateway.start(wait_s=10.0)
+        try:
+            yield Site(db, gateway, terminals)
+        finally:
+            gateway.stop()
+            for t in terminals.values():
+                t.uplink.stop()
+                t.outbox.close()
+
+
+def workers(site: Site, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """``siteclock workers --db <gateway db> ...``; returns what it printed."""
+    code = workers_cli(["--db", str(site.db), *argv])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+def has_badge(*, blocked: bool) -> Callable[[Roster], bool]:
+    return lambda r: any(e.badge == BADGE and e.blocked is blocked for e in r.entries)
+
+
+def test_roster_follows_the_workplace_and_carries_blocks(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t1, t2 = site.terminals[T1], site.terminals[T2]
+    # Both terminals get their first (empty) roster: the badge is not yet known anywhere.
+    wait_for(lambda: t1.rosters and t2.rosters, "first rosters")
+    assert t1.tap(BADGE).pattern == "unknown_badge"
+
+    printed = workers(
+        site, capsys, "add", "--inss", INSS, "--name", "An Peeters", "--employer", EMPLOYER,
+        "--workplace", WP1,
+    )  # fmt: skip
+    match = re.search(r"worker (w-\S+) ", printed)
+    assert match, printed
+    worker = match.group(1)
+    assert INSS not in printed  # the employer's own tool never echoes the INSS
+    workers(site, capsys, "link-badge", "--worker", worker, "--uid", BADGE)
+
+    # Terminal 1 (workplace 1) greets the worker by name.
+    wait_for(lambda: t1.roster_with(has_badge(blocked=False)), "terminal 1 to get the badge")
+    greeted = t1.tap(BADGE)
+    assert greeted.pattern == "saved"
+    assert greeted.name == "An Peeters"
+    # Terminal 2 (workplace 2) gets a roster republished after that one, without the badge.
+    # (The gateway publishes in terminal order, with strictly increasing versions.)
+    linked = t1.roster_with(has_badge(blocked=False))
+    assert linked is not None
+    assert all(e.worker == worker for e in linked.entries)  # a reference and a name, no INSS
+    wait_for(lambda: t2.rosters[-1].version > linked.version, "terminal 2's republished roster")
+    assert not any(e.badge == BADGE for e in t2.rosters[-1].entries)
+    refused = t2.tap(BADGE)
+    assert refused.pattern == "unknown_badge"
+    assert refused.name is None
+
+    # The badge is lost and blocked: terminal 1 answers "blocked" (and still records the tap).
+    workers(site, capsys, "block-badge", BADGE)
+    wait_for(lambda: t1.roster_with(has_badge(blocked=True)), "the block to reach terminal 1")
+    blocked = t1.tap(BADGE)
+    assert blocked.pattern == "blocked"
+    assert blocked.signed is not None
+    assert "blocked_badge" in blocked.signed.event.flags
+
+    # Every tap reached the gateway, acknowledged; no INSS ever went into a terminal's outbox.
+    for term in (t1, t2):
+        wait_for(lambda term=term: term.outbox.stats().depth == 0, "taps acknowledged")
+        for path in term.outbox.path.parent.glob(term.outbox.path.name + "*"):  # with -wal
+            assert INSS.encode() not in path.read_bytes()
