@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sqlite3
 import stat
 import threading
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from gateway.identifiers import (
     normalize_inss,
     normalize_workplace,
 )
+from siteclock import sqlite
 from siteclock.protocol import RosterEntry, check_badge
 
 KEY_SIZE = 32
@@ -171,11 +171,7 @@ class Registry:
     def __init__(self, db_path: Path | str, key_path: Path | str) -> None:
         self._aead = AESGCM(load_or_create_key(key_path))
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        with self._lock:
-            self._db.executescript(_SCHEMA)
+        self._db = sqlite.connect(db_path, schema=_SCHEMA, busy_timeout_s=10.0)
 
     def close(self) -> None:
         with self._lock:
@@ -304,15 +300,9 @@ class Registry:
             return self._db.execute(sql, args).fetchone()
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(sql, args)
-                self._db.execute("UPDATE reg_meta SET value=value+1 WHERE key='version'")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, sqlite.immediate(self._db):
+            self._db.execute(sql, args)
+            self._db.execute("UPDATE reg_meta SET value=value+1 WHERE key='version'")
 
 
 __all__ = [

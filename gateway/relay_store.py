@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from siteclock import sqlite
 
 
 class State(StrEnum):
@@ -68,24 +70,14 @@ class RelayStore:
     """SQL for the relay. One connection, used by one thread at a time (the relay's)."""
 
     def __init__(self, db_path: Path | str) -> None:
-        self.db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA busy_timeout=10000")
-        self.db.executescript(SCHEMA)
+        self.db = sqlite.connect(db_path, schema=SCHEMA, busy_timeout_s=10.0)
 
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` write transaction on the relay's connection."""
+        return sqlite.immediate(self.db)
 
     # ------------------------------------------------------------------ intake
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from siteclock import sqlite
 from siteclock.protocol import Event, SignedEvent
 
 _SCHEMA = """
@@ -73,13 +74,7 @@ class Inbox:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
-        )
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
-        with self._lock:
-            self._conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+        self._conn = sqlite.connect(self.path, schema=_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -108,40 +103,33 @@ class Inbox:
         fsync covers many MQTT messages when a hundred terminals send single events.
         Results are in the order of ``items``."""
         results: list[PutResult] = []
-        with self._lock:
-            db = self._conn
-            db.execute("BEGIN IMMEDIATE")  # the write lock: nobody inserts between look and write
-            try:
-                held = self._held(db, items)
-                new_rows, alerts = [], []
-                for terminal, signed, ev in items:
-                    key, digest = (terminal, ev.seq), signed.digest
-                    if key not in held:
-                        held[key] = digest
-                        env = signed.envelope
-                        new_rows.append((
-                            terminal, ev.seq, ev.event_id, digest, env.body, env.alg, env.kid,
-                            env.sig, ev.workplace, str(ev.kind), ev.badge, ev.wall_ns,
-                            json.dumps(sorted(ev.flags)), received_ns,
-                        ))  # fmt: skip
-                        results.append(PutResult(ev.seq, PutStatus.STORED, terminal))
-                    elif held[key] == digest:
-                        results.append(PutResult(ev.seq, PutStatus.DUPLICATE, terminal))
-                    else:
-                        alerts.append((received_ns, terminal, ev.seq, "seq_conflict", held[key],
-                                       digest, signed.envelope.body))  # fmt: skip
-                        results.append(PutResult(ev.seq, PutStatus.CONFLICT, terminal))
-                db.executemany("INSERT INTO inbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", new_rows)
-                db.executemany(
-                    "INSERT INTO security_alerts(at_ns, terminal, seq, kind, stored_digest, "
-                    "offered_digest, offered_body) VALUES (?,?,?,?,?,?,?)",
-                    alerts,
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        # BEGIN IMMEDIATE takes the write lock: nobody inserts between look and write
+        with self._lock, sqlite.immediate(self._conn) as db:
+            held = self._held(db, items)
+            new_rows, alerts = [], []
+            for terminal, signed, ev in items:
+                key, digest = (terminal, ev.seq), signed.digest
+                if key not in held:
+                    held[key] = digest
+                    env = signed.envelope
+                    new_rows.append((
+                        terminal, ev.seq, ev.event_id, digest, env.body, env.alg, env.kid,
+                        env.sig, ev.workplace, str(ev.kind), ev.badge, ev.wall_ns,
+                        json.dumps(sorted(ev.flags)), received_ns,
+                    ))  # fmt: skip
+                    results.append(PutResult(ev.seq, PutStatus.STORED, terminal))
+                elif held[key] == digest:
+                    results.append(PutResult(ev.seq, PutStatus.DUPLICATE, terminal))
+                else:
+                    alerts.append((received_ns, terminal, ev.seq, "seq_conflict", held[key],
+                                   digest, signed.envelope.body))  # fmt: skip
+                    results.append(PutResult(ev.seq, PutStatus.CONFLICT, terminal))
+            db.executemany("INSERT INTO inbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", new_rows)
+            db.executemany(
+                "INSERT INTO security_alerts(at_ns, terminal, seq, kind, stored_digest, "
+                "offered_digest, offered_body) VALUES (?,?,?,?,?,?,?)",
+                alerts,
+            )
         return results
 
     @staticmethod

@@ -18,13 +18,13 @@ Example::
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from siteclock import sqlite
 from siteclock.protocol import ALGORITHMS, check_terminal_id, check_workplace, key_id
 
 _SCHEMA = """
@@ -75,13 +75,7 @@ class TerminalRegistry:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
-        )
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
-        with self._lock:
-            self._conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+        self._conn = sqlite.connect(self.path, schema=_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -106,19 +100,13 @@ class TerminalRegistry:
         check_terminal_id(terminal_id)
         check_workplace(workplace)
         now = time.time_ns()
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.execute(
-                    "INSERT INTO terminals(id, workplace, status, registered_ns) VALUES (?,?,?,?)",
-                    (terminal_id, workplace, ACTIVE, now),
-                )
-                kid = self._add_key(terminal_id, public_key, alg, valid_from_ns or now)
-                self._audit(terminal_id, "register", workplace=workplace, kid=kid)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._lock, sqlite.immediate(self._conn):
+            self._conn.execute(
+                "INSERT INTO terminals(id, workplace, status, registered_ns) VALUES (?,?,?,?)",
+                (terminal_id, workplace, ACTIVE, now),
+            )
+            kid = self._add_key(terminal_id, public_key, alg, valid_from_ns or now)
+            self._audit(terminal_id, "register", workplace=workplace, kid=kid)
         return kid
 
     def _add_key(self, terminal_id: str, public_key: bytes, alg: str, valid_from_ns: int) -> str:
@@ -134,15 +122,9 @@ class TerminalRegistry:
 
     def add_key(self, terminal_id: str, public_key: bytes, *, alg: str = "ed25519") -> str:
         """Rotation: a second key, valid from now; revoke the old one when the overlap ends."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                kid = self._add_key(terminal_id, public_key, alg, time.time_ns())
-                self._audit(terminal_id, "add_key", kid=kid)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._lock, sqlite.immediate(self._conn):
+            kid = self._add_key(terminal_id, public_key, alg, time.time_ns())
+            self._audit(terminal_id, "add_key", kid=kid)
         return kid
 
     def revoke_key(self, terminal_id: str, kid: str) -> None:

@@ -39,10 +39,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
-import os
 import secrets
-import signal
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -57,8 +54,10 @@ from gateway.broker import (
     read_password_file,
     write_password_file,
 )
+from gateway.broker import reload as reload_broker
 from gateway.terminals import ACTIVE, TerminalRegistry
 from provisioning.workplace import WorkplaceBinding, WorkplaceError, parse_reference
+from siteclock import sqlite
 from siteclock.log import fields
 from siteclock.protocol import (
     ALGORITHMS,
@@ -140,13 +139,7 @@ class TokenStore:
     def __init__(self, path: Path | str, *, clock: Callable[[], int] = time.time_ns) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=30.0
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        with self._lock:
-            self._db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+        self._db = sqlite.connect(path, schema=_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -201,25 +194,19 @@ class TokenStore:
         """
         digest = hash_token(token)
         now = self._clock()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT workplace, expires_ns, used_ns, used_by, used_kid FROM enrol_tokens "
-                    "WHERE token_hash = ?",
-                    (digest,),
-                ).fetchone()
-                first = self._check_claim(row, now, terminal_id, kid, workplace)
-                if first:
-                    self._db.execute(
-                        "UPDATE enrol_tokens SET used_ns=?, used_by=?, used_kid=? "
-                        "WHERE token_hash=? AND used_ns IS NULL",
-                        (now, terminal_id, kid, digest),
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, sqlite.immediate(self._db):
+            row = self._db.execute(
+                "SELECT workplace, expires_ns, used_ns, used_by, used_kid FROM enrol_tokens "
+                "WHERE token_hash = ?",
+                (digest,),
+            ).fetchone()
+            first = self._check_claim(row, now, terminal_id, kid, workplace)
+            if first:
+                self._db.execute(
+                    "UPDATE enrol_tokens SET used_ns=?, used_by=?, used_kid=? "
+                    "WHERE token_hash=? AND used_ns IS NULL",
+                    (now, terminal_id, kid, digest),
+                )
         return first
 
     @staticmethod
@@ -255,8 +242,7 @@ def pid_file_reloader(pid_file: Path) -> Callable[[], None]:
     """Reload a Mosquitto whose pid is in ``pid_file`` (its ``pid_file`` setting) by SIGHUP."""
 
     def reload() -> None:
-        pid = int(Path(pid_file).read_text().strip())
-        os.kill(pid, signal.SIGHUP)
+        reload_broker(int(Path(pid_file).read_text().strip()))
 
     return reload
 
@@ -305,17 +291,49 @@ class BrokerAccounts:
 # --------------------------------------------------------------------------- requests
 
 
-def _b64(data: bytes) -> str:
+# Parsing shared by every request a terminal sends (enrolment here, rebind and keys in
+# provisioning.lifecycle): anything malformed is an ``EnrolmentRefused("malformed", ...)`` with
+# HTTP status 400 that says which field is wrong.
+
+
+def b64(data: bytes) -> str:
+    """Bytes as base64 text, for a JSON request or answer."""
     return base64.b64encode(data).decode()
 
 
-def _unb64(value: Any, what: str) -> bytes:
+def unb64(value: Any, what: str) -> bytes:
+    """The bytes of base64 text ``value`` (the field named ``what``), or a 400 refusal."""
     if not isinstance(value, str):
         raise EnrolmentRefused("malformed", f"{what} must be base64 text", status=400)
     try:
         return base64.b64decode(value, validate=True)
     except ValueError:
         raise EnrolmentRefused("malformed", f"{what} is not valid base64", status=400) from None
+
+
+def request_map(raw: Any) -> dict[str, Any]:
+    """A request's decoded JSON body, refused unless it is an object."""
+    if not isinstance(raw, dict):
+        raise EnrolmentRefused("malformed", "request body must be a JSON object", status=400)
+    return raw
+
+
+def request_terminal_id(raw: dict[str, Any]) -> str:
+    """The request's valid ``terminal_id``, or a 400 refusal."""
+    try:
+        return check_terminal_id(raw.get("terminal_id"))  # type: ignore[arg-type]
+    except ProtocolError as exc:
+        raise EnrolmentRefused("malformed", str(exc), status=400) from None
+
+
+def request_binding(raw: dict[str, Any]) -> tuple[str, WorkplaceBinding]:
+    """The request's valid ``terminal_id`` and ``workplace`` binding, or a 400 refusal
+    (the workplace is checked first, so its error is the one reported when both are wrong)."""
+    try:
+        binding = WorkplaceBinding.from_map(raw.get("workplace"))  # type: ignore[arg-type]
+    except (WorkplaceError, ProtocolError) as exc:
+        raise EnrolmentRefused("malformed", str(exc), status=400) from None
+    return request_terminal_id(raw), binding
 
 
 def signed_bytes(purpose: str, body: Mapping[str, Any]) -> bytes:
@@ -361,20 +379,15 @@ class EnrolmentRequest:
             "token": self.token,
             "terminal_id": self.terminal_id,
             "workplace": self.workplace.to_map(),
-            "public_key": _b64(self.public_key),
+            "public_key": b64(self.public_key),
             "alg": self.alg,
-            "signature": _b64(self.signature),
+            "signature": b64(self.signature),
         }
 
     @classmethod
     def from_json(cls, raw: Any) -> EnrolmentRequest:
-        if not isinstance(raw, dict):
-            raise EnrolmentRefused("malformed", "request body must be a JSON object", status=400)
-        try:
-            binding = WorkplaceBinding.from_map(raw.get("workplace"))  # type: ignore[arg-type]
-            terminal_id = check_terminal_id(raw.get("terminal_id"))  # type: ignore[arg-type]
-        except (WorkplaceError, ProtocolError) as exc:
-            raise EnrolmentRefused("malformed", str(exc), status=400) from None
+        raw = request_map(raw)
+        terminal_id, binding = request_binding(raw)
         token, alg = raw.get("token"), raw.get("alg", "ed25519")
         if not isinstance(token, str) or not isinstance(alg, str):
             raise EnrolmentRefused("malformed", "token and alg must be text", status=400)
@@ -382,9 +395,9 @@ class EnrolmentRequest:
             token=token,
             terminal_id=terminal_id,
             workplace=binding,
-            public_key=_unb64(raw.get("public_key"), "public_key"),
+            public_key=unb64(raw.get("public_key"), "public_key"),
             alg=alg,
-            signature=_unb64(raw.get("signature"), "signature"),
+            signature=unb64(raw.get("signature"), "signature"),
         )
 
 

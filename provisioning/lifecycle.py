@@ -22,7 +22,6 @@ Every request a terminal makes here is signed with one of its registered, unrevo
 
 from __future__ import annotations
 
-import base64
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -33,29 +32,24 @@ from provisioning.enrolment import (
     EnrolmentRefused,
     EnrolmentResult,
     EnrolmentService,
+    b64,
     hash_token,
+    request_binding,
+    request_map,
+    request_terminal_id,
     signed_bytes,
+    unb64,
     verify_proof,
 )
-from provisioning.workplace import WorkplaceBinding, WorkplaceError
+from provisioning.workplace import WorkplaceBinding
 from siteclock.log import fields
-from siteclock.protocol import ProtocolError, check_terminal_id, key_id
+from siteclock.protocol import key_id
 
 log = logging.getLogger("siteclock.provisioning.lifecycle")
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def _unb64(raw: dict[str, Any], name: str) -> bytes:
-    value = raw.get(name)
-    try:
-        if not isinstance(value, str):
-            raise ValueError
-        return base64.b64decode(value, validate=True)
-    except ValueError:
-        raise EnrolmentRefused("malformed", f"{name} must be base64 text", status=400) from None
+    return unb64(raw.get(name), name)
 
 
 def _text(raw: dict[str, Any], name: str) -> str:
@@ -108,18 +102,13 @@ class RebindRequest:
             "reason": self.reason,
             "confirm": self.confirm,
             "kid": self.kid,
-            "signature": _b64(self.signature),
+            "signature": b64(self.signature),
         }
 
     @classmethod
     def from_json(cls, raw: Any) -> RebindRequest:
-        if not isinstance(raw, dict):
-            raise EnrolmentRefused("malformed", "request body must be a JSON object", status=400)
-        try:
-            binding = WorkplaceBinding.from_map(raw.get("workplace"))  # type: ignore[arg-type]
-            terminal_id = check_terminal_id(raw.get("terminal_id"))  # type: ignore[arg-type]
-        except (WorkplaceError, ProtocolError) as exc:
-            raise EnrolmentRefused("malformed", str(exc), status=400) from None
+        raw = request_map(raw)
+        terminal_id, binding = request_binding(raw)
         return cls(
             terminal_id,
             _text(raw, "token"),
@@ -162,21 +151,17 @@ class KeyRequest:
             "terminal_id": self.terminal_id,
             "action": self.action,
             "kid": self.kid,
-            "public_key": _b64(self.public_key),
+            "public_key": b64(self.public_key),
             "alg": self.alg,
             "revoke_kid": self.revoke_kid,
-            "signature": _b64(self.signature),
-            "new_signature": _b64(self.new_signature),
+            "signature": b64(self.signature),
+            "new_signature": b64(self.new_signature),
         }
 
     @classmethod
     def from_json(cls, raw: Any) -> KeyRequest:
-        if not isinstance(raw, dict):
-            raise EnrolmentRefused("malformed", "request body must be a JSON object", status=400)
-        try:
-            terminal_id = check_terminal_id(raw.get("terminal_id"))  # type: ignore[arg-type]
-        except ProtocolError as exc:
-            raise EnrolmentRefused("malformed", str(exc), status=400) from None
+        raw = request_map(raw)
+        terminal_id = request_terminal_id(raw)
         action = _text(raw, "action")
         if action not in ("add", "revoke"):
             raise EnrolmentRefused("malformed", "action must be 'add' or 'revoke'", status=400)

@@ -309,8 +309,7 @@ class CiaoClient:
             )
             items = body.get("items") if isinstance(body, dict) else None
             if not isinstance(items, list):
-                self.stats["bad_response.unexpected_shape"] += 1
-                raise BadResponse(
+                raise self._bad_response(
                     "search answer has no items list",
                     kind="unexpected_shape",
                     after_send=False,
@@ -419,8 +418,7 @@ class CiaoClient:
             return body
         problem_type = body.get("type") if isinstance(body, dict) else None
         if problem_type not in KNOWN_PROBLEMS:
-            self.stats["bad_response.unknown_problem"] += 1
-            raise BadResponse(
+            raise self._bad_response(
                 f"HTTP {status} with unknown problem type",
                 kind="unknown_problem",
                 after_send=False,
@@ -430,12 +428,19 @@ class CiaoClient:
         detail = str(body.get("detail") or body.get("title") or short)[:200]
         raise Permanent(detail, reason=short, status=status, issues=body.get("issues") or ())
 
+    def _bad_response(
+        self, message: str, *, kind: str, after_send: bool, status: int
+    ) -> BadResponse:
+        """Count an answer we cannot use under ``bad_response.<kind>`` and return the error to
+        raise: every bad answer is both counted and raised, never one without the other."""
+        self.stats[f"bad_response.{kind}"] += 1
+        return BadResponse(message, kind=kind, after_send=after_send, status=status)
+
     def _json(self, resp: requests.Response, *, after_send: bool) -> Any:
         ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype not in ("application/json", "application/problem+json"):
             kind = "html" if "html" in ctype or resp.content.lstrip()[:1] == b"<" else "not_json"
-            self.stats[f"bad_response.{kind}"] += 1
-            raise BadResponse(
+            raise self._bad_response(
                 f"HTTP {resp.status_code} answered {ctype or 'no content type'}",
                 kind=kind,
                 after_send=after_send,
@@ -444,8 +449,7 @@ class CiaoClient:
         try:
             return json.loads(resp.content)
         except (UnicodeDecodeError, json.JSONDecodeError):
-            self.stats["bad_response.malformed_json"] += 1
-            raise BadResponse(
+            raise self._bad_response(
                 f"HTTP {resp.status_code} body is not valid JSON",
                 kind="malformed_json",
                 after_send=after_send,
@@ -482,8 +486,7 @@ class CiaoClient:
             )
         value, expires = body.get("access_token"), body.get("expires_in")
         if not isinstance(value, str) or not isinstance(expires, int | float) or expires <= 0:
-            self.stats["bad_response.token_shape"] += 1
-            raise BadResponse(
+            raise self._bad_response(
                 "token answer lacks access_token/expires_in",
                 kind="token_shape",
                 after_send=False,
@@ -496,8 +499,7 @@ class CiaoClient:
     def _parse_results(self, body: Any, count: int) -> list[ItemResult]:
         items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(items, list) or len(items) != count:
-            self.stats["bad_response.unexpected_shape"] += 1
-            raise BadResponse(
+            raise self._bad_response(
                 f"registerInBulk answered {len(items) if isinstance(items, list) else 'no'} "
                 f"results for {count} items",
                 kind="unexpected_shape",
@@ -525,8 +527,7 @@ class CiaoClient:
                 reasons = _texts(refused.get("reasons") or refused.get("errors"))
                 results.append(ItemResult(False, reasons=reasons or ("not created",)))
             else:
-                self.stats["bad_response.unexpected_shape"] += 1
-                raise BadResponse(
+                raise self._bad_response(
                     "a registerInBulk result is neither created nor notCreated",
                     kind="unexpected_shape",
                     after_send=True,
@@ -539,8 +540,7 @@ class CiaoClient:
 
     def _parse_registration(self, raw: Any) -> Registration:
         if not isinstance(raw, dict) or "id" not in raw or "validity" not in raw:
-            self.stats["bad_response.unexpected_shape"] += 1
-            raise BadResponse(
+            raise self._bad_response(
                 "registration lacks id/validity",
                 kind="unexpected_shape",
                 after_send=False,

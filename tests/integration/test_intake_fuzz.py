@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import cbor2
@@ -46,21 +46,13 @@ from tests.support.mosquitto import (
     running_broker,
     terminal_config,
 )
+from tests.support.waiting import wait_until
 
 WORKPLACE = "1Y1003SQ5VSSZ"
 OTHER_WORKPLACE = "2B2003SQ5VSSZ"
 CLOCK = ClockState(synced=True, maxerror_us=2000, source="test")
 BAD_PER_KIND = 1200  # 9 kinds -> 10,800 hostile payloads
 GOOD_BEFORE, GOOD_DURING = 50, 150
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def make_event(
@@ -193,7 +185,7 @@ def test_hostile_payloads_are_counted_and_every_good_event_stored(
             box.append(kind=Kind.IN, badge="nfc-a:01", clock=CLOCK) for _ in range(GOOD_BEFORE)
         ]
         uplink.wake()
-        assert wait_until(lambda: box.stats().depth == 0)
+        assert wait_until(lambda: box.stats().depth == 0, timeout=60)
         hostile = hostile_payloads(rng, signer, first)
         total = sum(len(v) for v in hostile.values())
         assert total >= 10_000

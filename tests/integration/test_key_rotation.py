@@ -16,10 +16,11 @@ rotation with both public keys. A second rotation runs as ``siteclock provision 
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,19 +52,15 @@ from terminal import identity
 from terminal.clock import read_clock
 from terminal.outbox import Outbox, verify_cli
 from terminal.service import Terminal
+from tests.support import waiting
 from tests.support.mosquitto import MosquittoBroker, gateway_config, running_broker
 
 WP = "1Y1003SQ5VSSZ"
 TID = "t-rotate-01"
 
 
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+# this module's ceiling for a condition to come true (tests.support.waiting)
+wait_for = functools.partial(waiting.wait_for, timeout=20.0)
 
 
 class InProcessService(ServiceControl):

@@ -32,32 +32,13 @@ from hw import sim
 from siteclock.protocol import verify_chain
 from terminal import identity
 from terminal.outbox import Outbox
+from tests.support.terminal_files import write_terminal_config
 
 pytestmark = pytest.mark.slow
 
 ROUNDS = 50
 BURST = 12
 RECORDED = {"saved", "unknown_badge", "blocked"}
-
-
-def write_config(root: Path) -> Path:
-    path = root / "terminal.toml"
-    path.write_text(
-        f"""
-terminal_id = "t-kill"
-workplace = "ABCDEFGH12345"
-data_dir = "{root / 'data'}"
-
-[reader]
-spec = "sim:{root / 't.sock'}"
-repeat_window_s = 0.0
-
-[feedback]
-journal = "{root / 'journal.jsonl'}"
-pin_factory = "mock"
-"""
-    )
-    return path
 
 
 def answered(journal: Path) -> list[dict]:
@@ -106,7 +87,8 @@ def test_sigkill_never_loses_a_saved_tap_nor_reissues_a_seq(tmp_path: Path) -> N
     seed = int(os.environ.get("KILL_SEED", random.randrange(2**32)))
     print(f"KILL_SEED={seed}")
     rng = random.Random(seed)
-    cfg, sock, journal = write_config(tmp_path), tmp_path / "t.sock", tmp_path / "journal.jsonl"
+    sock, journal = tmp_path / "t.sock", tmp_path / "journal.jsonl"
+    cfg = write_terminal_config(tmp_path, terminal_id="t-kill", socket=sock, repeat_window_s=0.0)
     log = tmp_path / "terminal.log"
     seen: dict[int, bytes] = {}  # seq -> digest, across every restart
     landed = {"before any commit": 0, "between commit and answer": 0, "after answers": 0}

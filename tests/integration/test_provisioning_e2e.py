@@ -44,6 +44,7 @@ from terminal import config as terminal_config
 from terminal import identity
 from terminal.service import Terminal
 from tests.support.mosquitto import running_broker
+from tests.support.waiting import wait_for
 
 WP1, WP2 = "1Y1003SQ5VSSZ", "2Y1003SQ5VSSZ"
 COORDS = "50.8503, 4.3517"
@@ -60,16 +61,6 @@ class Site:
     registry: TerminalRegistry
     service: EnrolmentService
     pid_file: Path
-
-
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from terminal.capture import Capture, TapResult
 from terminal.outbox import Outbox
 from terminal.uplink import Uplink
 from tests.support.mosquitto import gateway_config, running_broker, terminal_config
+from tests.support.waiting import wait_for
 
 WP1, WP2 = "1Y1003SQ5VSSZ", "2Y1003SQ5VSSZ"
 T1, T2 = "t-roster-01", "t-roster-02"
@@ -61,15 +62,6 @@ class Site:
     db: Path
     gateway: Gateway
     terminals: dict[str, SiteTerminal]
-
-
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ GPIO is the only thing mocked (gpiozero MockFactory), because it cannot exist he
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -27,28 +28,25 @@ from terminal import config as config_mod
 from terminal import identity
 from terminal.outbox import Outbox
 from terminal.service import Terminal, cli
+from tests.support import waiting
+from tests.support.terminal_files import write_terminal_config
 
 ANA, BOB = "sim:0A0A", "sim:0B0B"
 
 
-def write_config(root: Path, *, data_dir: Path | None = None, extra: str = "") -> Path:
-    path = root / "terminal.toml"
-    path.write_text(
-        f"""
-terminal_id = "t-0001"
-workplace = "ABCDEFGH12345"
-data_dir = "{data_dir or root / 'data'}"
-{extra}
-[reader]
-spec = "sim:{root / 'taps.sock'}"
-repeat_window_s = 0.5
+# this module's ceiling for a condition to come true (tests.support.waiting)
+wait_for = functools.partial(waiting.wait_for, timeout=10.0)
 
-[feedback]
-journal = "{root / 'journal.jsonl'}"
-pin_factory = "mock"
-"""
+
+def write_config(root: Path, *, data_dir: Path | None = None, extra: str = "") -> Path:
+    return write_terminal_config(
+        root,
+        terminal_id="t-0001",
+        socket=root / "taps.sock",
+        repeat_window_s=0.5,
+        data_dir=data_dir,
+        extra=extra,
     )
-    return path
 
 
 def journal(root: Path) -> list[dict]:
@@ -56,16 +54,6 @@ def journal(root: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(x) for x in path.read_text().splitlines() if x.endswith("}")]
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

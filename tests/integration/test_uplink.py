@@ -41,19 +41,11 @@ from tests.support.mosquitto import (
     running_broker,
     terminal_config,
 )
+from tests.support.waiting import wait_until
 
 WORKPLACE = "1Y1003SQ5VSSZ"
 CLOCK = ClockState(synced=True, maxerror_us=2000, source="test")
 TERMINALS = ["t-alpha", "t-beta"]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture

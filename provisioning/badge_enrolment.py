@@ -1,0 +1,107 @@
+"""Link a badge by tapping it on a terminal already on the wall ("enrolment mode").
+
+The employer names a worker and a terminal, and the worker taps their new badge there. Nothing
+has to be sent to the terminal first: a terminal records every badge its roster does not know
+(flagged ``unknown_badge``, answered "saved, badge not yet known") and forwards it, so the
+gateway sees the tap in its inbox within a second. The next such tap at that terminal after the
+command started is the badge to link.
+
+That tap is an enrolment, not an attendance registration, and must never reach the NSSO. Its
+relay row is therefore claimed as ``enrolment`` *before* the badge is linked: until the link
+exists the relay cannot resolve the badge, and once the row is claimed the relay skips it
+(:meth:`gateway.relay.Relay` re-checks each row's state in the transaction that marks a batch
+submitted). The tap stays in the inbox as evidence of the enrolment.
+
+Example::
+
+    badge = link_next_tap(db, workers, worker_ref="w-ana", terminal_id="t-lobby",
+                          since_ns=time.time_ns(), timeout_s=120)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.relay_store import RelayStore, State
+from provisioning.workers import WorkerError, Workers
+from siteclock.protocol import Flag, check_terminal_id
+
+POLL_S = 0.2
+
+
+def _next_unknown_tap(db: sqlite3.Connection, terminal_id: str, since_ns: int) -> tuple | None:
+    try:
+        return db.execute(
+            "SELECT seq, badge FROM inbox WHERE terminal=? AND received_ns>=? AND flags LIKE ? "
+            "ORDER BY seq LIMIT 1",
+            (terminal_id, since_ns, f'%"{Flag.UNKNOWN_BADGE}"%'),
+        ).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None  # the gateway has not stored anything yet
+        raise
+
+
+def _claim(db: sqlite3.Connection, terminal_id: str, seq: int) -> None:
+    """Mark the enrolment tap so the relay never registers it as attendance."""
+    now = time.time_ns()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(
+            "INSERT INTO registrations(terminal, seq, state, last_error, created_ns, updated_ns) "
+            "VALUES (?, ?, ?, 'badge enrolment tap, not attendance', ?, ?) "
+            "ON CONFLICT(terminal, seq) DO UPDATE SET state=excluded.state, "
+            "last_error=excluded.last_error, updated_ns=excluded.updated_ns "
+            "WHERE state IN (?, ?)",
+            (terminal_id, seq, State.ENROLMENT, now, now, State.QUEUED, State.UNRESOLVED),
+        )
+        (state,) = db.execute(
+            "SELECT state FROM registrations WHERE terminal=? AND seq=?", (terminal_id, seq)
+        ).fetchone()
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    if state != State.ENROLMENT:
+        raise WorkerError(
+            f"tap {terminal_id}#{seq} was already handled as attendance ({state}); "
+            "tap the badge again"
+        )
+
+
+def link_next_tap(
+    db_path: Path,
+    workers: Workers,
+    *,
+    worker_ref: str,
+    terminal_id: str,
+    since_ns: int,
+    timeout_s: float = 120.0,
+    on_waiting: Callable[[], None] | None = None,
+) -> str:
+    """Wait for an unknown badge tapped on ``terminal_id`` after ``since_ns``; link it to
+    ``worker_ref``. Returns the badge. Raises :class:`WorkerError` on timeout or conflict."""
+    check_terminal_id(terminal_id)
+    if workers.registry.worker(worker_ref) is None:
+        raise WorkerError(f"no worker {worker_ref!r}; add the worker first")
+    RelayStore(db_path).close()  # make sure the relay's table exists, relay running or not
+    db = sqlite3.connect(db_path, isolation_level=None, timeout=30.0)
+    try:
+        if on_waiting is not None:
+            on_waiting()
+        deadline = time.monotonic() + timeout_s
+        while (found := _next_unknown_tap(db, terminal_id, since_ns)) is None:
+            if time.monotonic() > deadline:
+                raise WorkerError(
+                    f"no new badge was tapped on {terminal_id} within {timeout_s:.0f} s; "
+                    "check that the terminal is online, then run the command again"
+                )
+            time.sleep(POLL_S)
+        seq, badge = found
+        _claim(db, terminal_id, seq)
+    finally:
+        db.close()
+    return workers.link_badge(badge, worker_ref)

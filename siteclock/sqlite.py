@@ -1,0 +1,82 @@
+"""One way to open the gateway's SQLite files, and one way to write to them.
+
+The gateway's inbox, terminal registry, worker registry, relay table and enrolment tokens all
+live in SQLite files that several threads (and sometimes processes: the relay reads the inbox
+by SQL) share. They all want the same settings, and a store that forgot one of them would
+quietly lose the durability the effectively-once chain rests on (reference/reliability.md):
+
+* ``journal_mode=WAL``: readers never block the writer, and a crash leaves a consistent file;
+* ``synchronous=FULL``: a ``COMMIT`` has reached the disk before we acknowledge anything;
+* a busy timeout, so a second writer waits for the lock instead of failing at once;
+* ``isolation_level=None``: we say ``BEGIN IMMEDIATE`` ourselves (:func:`immediate`), so the
+  write lock is taken before we read what we are about to decide on;
+* ``check_same_thread=False``: each store guards its one connection with its own lock.
+
+The terminal's outbox (``terminal/outbox.py``) opens its file itself: it needs more pragmas
+(``auto_vacuum`` before WAL, ``foreign_keys``, a ``quick_check``) and its own error types.
+
+Example::
+
+    conn = connect(tmp / "gateway.db", schema="CREATE TABLE IF NOT EXISTS t(x INTEGER);")
+    with immediate(conn):
+        conn.execute("INSERT INTO t VALUES (1)")
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+
+
+def connect(
+    path: Path | str, *, schema: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+) -> sqlite3.Connection:
+    """Open ``path`` in WAL with ``synchronous=FULL`` and create ``schema`` in it.
+
+    ``schema`` is a script of idempotent statements (``CREATE ... IF NOT EXISTS``,
+    ``INSERT OR IGNORE``); it runs in one ``BEGIN IMMEDIATE`` transaction, so two processes
+    opening a new file at once never see half a schema. ``busy_timeout_s`` is how long a
+    statement waits for another connection's write lock before ``database is locked``.
+
+    The connection is in autocommit mode: wrap writes that belong together in
+    :func:`immediate`. On any error the connection is closed before the error propagates.
+    """
+    conn = sqlite3.connect(
+        str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+    )
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        # executescript commits any open transaction first, so BEGIN goes in the script itself
+        conn.executescript(f"BEGIN IMMEDIATE;{schema}COMMIT;")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: ``BEGIN IMMEDIATE``, then ``COMMIT``, or ``ROLLBACK`` on error.
+
+    ``IMMEDIATE`` takes the write lock at the start, so what the block reads cannot change
+    before it writes. Any exception (also a failed ``COMMIT``) rolls back and propagates.
+    The caller holds whatever thread lock guards ``conn``.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+__all__ = ["DEFAULT_BUSY_TIMEOUT_S", "connect", "immediate"]
