@@ -334,7 +334,17 @@ class Relay:
                 )
             )
         # Commit "submitted" before the POST leaves: a crash now is seen as ambiguous later.
+        # Rows read as queued may have been claimed since (a badge-enrolment tap): re-check in
+        # this transaction and leave those alone, so a claim always wins over the relay.
         with self._tx() as db:
+            queued = self.store.still_queued(db, [*batch.keys, *(k for k, _ in unresolved)])
+            if len(queued) < len(batch.keys) + len(unresolved):
+                kept = [i for i, key in enumerate(batch.keys) if key in queued]
+                batch.items = [batch.items[i] for i in kept]
+                batch.keys = [batch.keys[i] for i in kept]
+                columns_of = [columns_of[i] for i in kept]
+                unresolved = [(key, values) for key, values in unresolved if key in queued]
+                self.counters["claimed_before_submit"] += 1
             self.store.update_each(db, unresolved)
             self.store.update_each(db, columns_of)
         self.counters["unresolved"] += len(unresolved)

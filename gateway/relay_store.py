@@ -9,6 +9,7 @@ each inbox key into ``registrations`` and walks it through these states::
        \\-> unresolved (badge or workplace unknown; retried when the registry changes)
 
     selftest (an installer's check tap, flagged ``selftest``: stored as evidence, never sent)
+    enrolment (claimed by the employer as a badge-enrolment tap: evidence, never sent)
 
 ``submitted`` is written and committed *before* the POST leaves, so a relay killed mid-request
 finds ``submitted`` rows on restart and treats them as ambiguous: it searches CIaO before it
@@ -41,6 +42,7 @@ class State(StrEnum):
     REJECTED = "rejected"  # final: invalid, or not created
     DEAD = "dead"  # final: never accepted (permanent refusal); for the employer to see
     SELFTEST = "selftest"  # an installer's check tap: kept, never registered with the NSSO
+    ENROLMENT = "enrolment"  # a badge-enrolment tap (provisioning.badge_enrolment): never sent
 
 
 FINAL = frozenset({State.REGISTERED, State.REJECTED, State.DEAD})
@@ -161,6 +163,19 @@ class RelayStore:
     ) -> None:
         """Set the same columns to the same values on rows (inside :meth:`tx`)."""
         self.update_each(db, [(key, values) for key in keys])
+
+    def still_queued(
+        self, db: sqlite3.Connection, keys: Iterable[tuple[str, int]]
+    ) -> set[tuple[str, int]]:
+        """Which of ``keys`` are still ``queued`` (inside :meth:`tx`): another writer, such as
+        a badge enrolment, may have claimed a row since it was read."""
+        return {
+            (t, s)
+            for t, s in keys
+            if db.execute(
+                "SELECT 1 FROM registrations WHERE terminal=? AND seq=? AND state='queued'", (t, s)
+            ).fetchone()
+        }
 
     def update_each(
         self, db: sqlite3.Connection, updates: Iterable[tuple[tuple[str, int], dict[str, Any]]]

@@ -355,6 +355,18 @@ def _w_import(args: argparse.Namespace) -> int:
 def _w_link(args: argparse.Namespace) -> int:
     from provisioning.workers import read_badge
 
+    if args.at is not None:
+        import time
+
+        from provisioning.badge_enrolment import link_next_tap
+
+        badge = link_next_tap(
+            Path(args.db), _workers(args), worker_ref=args.worker, terminal_id=args.at,
+            since_ns=time.time_ns(), timeout_s=args.timeout,
+            on_waiting=lambda: print(f"tap the new badge on terminal {args.at} …", flush=True),
+        )  # fmt: skip
+        print(f"badge {badge} linked to {args.worker} (the enrolment tap is not sent to the NSSO)")
+        return 0
     uid = args.uid
     if uid is None:
         print(f"tap the badge on the reader {args.tap} …")
@@ -402,6 +414,10 @@ def workers_cli(argv: list[str]) -> int:
     how = link.add_mutually_exclusive_group(required=True)
     how.add_argument("--uid", help="the badge UID, e.g. 04A1B2C3")
     how.add_argument("--tap", help="reader spec in enrolment mode, e.g. tty:AMA0:pn532")
+    how.add_argument(
+        "--at", metavar="TERMINAL",
+        help="the next new badge tapped on this terminal (already on the wall, online)",
+    )  # fmt: skip
     link.add_argument("--timeout", type=float, default=60.0)
     link.set_defaults(func=_w_link)
     block = sub.add_parser("block-badge", help="block a lost badge")

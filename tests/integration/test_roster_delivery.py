@@ -11,6 +11,8 @@ and unknown on terminal 2; blocking the badge reaches terminal 1 as a ``blocked`
 from __future__ import annotations
 
 import re
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -159,3 +161,46 @@ def test_roster_follows_the_workplace_and_carries_blocks(
         wait_for(lambda term=term: term.outbox.stats().depth == 0, "taps acknowledged")
         for path in term.outbox.path.parent.glob(term.outbox.path.name + "*"):  # with -wal
             assert INSS.encode() not in path.read_bytes()
+
+
+def test_a_badge_is_linked_by_tapping_it_on_a_terminal(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t1 = site.terminals[T1]
+    wait_for(lambda: t1.rosters, "first roster")
+    printed = workers(
+        site, capsys, "add", "--inss", INSS, "--name", "An Peeters", "--employer", EMPLOYER,
+        "--workplace", WP1,
+    )  # fmt: skip
+    worker = re.search(r"worker (w-\S+) ", printed).group(1)  # type: ignore[union-attr]
+
+    result: dict[str, int] = {}
+    argv = ["--db", str(site.db), "link-badge", "--worker", worker, "--at", T1, "--timeout", "20"]
+    waiting = threading.Thread(target=lambda: result.update(code=workers_cli(argv)))
+    waiting.start()
+    time.sleep(0.5)  # the employer runs the command, then the worker taps
+    assert t1.tap(BADGE).pattern == "unknown_badge"
+    waiting.join(timeout=30)
+    assert result == {"code": 0}
+    assert f"badge {BADGE} linked to {worker}" in capsys.readouterr().out
+
+    # The enrolment tap is kept as evidence but claimed: the relay will never send it.
+    with sqlite3.connect(site.db) as db:
+        state = db.execute(
+            "SELECT state FROM registrations WHERE terminal=? AND seq=1", (T1,)
+        ).fetchone()
+    assert state == ("enrolment",)
+    # The roster follows: the next tap is greeted by name.
+    wait_for(lambda: t1.roster_with(has_badge(blocked=False)), "terminal 1 to get the badge")
+    assert t1.tap(BADGE).name == "An Peeters"
+
+
+def test_linking_waits_only_so_long(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    printed = workers(
+        site, capsys, "add", "--inss", INSS, "--name", "An Peeters", "--employer", EMPLOYER,
+    )  # fmt: skip
+    worker = re.search(r"worker (w-\S+) ", printed).group(1)  # type: ignore[union-attr]
+    code = workers_cli(["--db", str(site.db), "link-badge", "--worker", worker, "--at", T2,
+                        "--timeout", "0.5"])  # fmt: skip
+    assert code != 0
+    assert f"no new badge was tapped on {T2}" in capsys.readouterr().err
