@@ -14,6 +14,11 @@ none / ``out``          ``in``              ``break_start`` + odd_sequence
 ``break_start``         ``break_end``       ``break_end``
 ======================  ==================  ================================
 
+A site without break keys may configure **break windows** instead (``capture.break_windows``,
+e.g. ``["12:00-13:00"]``, local time): a worker who is working and taps inside a window starts a
+break, and their next tap ends it. The worker's tap is the same either way; the gateway maps a
+break start to CIaO ``out`` and its end to ``in``, exactly as the law describes a rest break.
+
 A badge missing from the roster is recorded with ``unknown_badge`` ("saved, badge not yet
 known"); a blocked one with ``blocked_badge``; an unsynchronised clock adds ``clock_unsynced``.
 A repeat read (same badge within the repeat window) records nothing and answers ``repeat``.
@@ -30,11 +35,12 @@ Example::
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,6 +60,32 @@ from terminal.clock import read_clock
 from terminal.outbox import Outbox, OutboxError, OutboxFull
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakWindow:
+    """A daily span of local time in which a working worker's tap starts a break."""
+
+    start: dt.time
+    end: dt.time
+
+    @classmethod
+    def parse(cls, text: str) -> BreakWindow:
+        """``"12:00-13:30"`` -> BreakWindow; a clear ``ValueError`` otherwise."""
+        try:
+            first, last = (dt.time.fromisoformat(part.strip()) for part in text.split("-"))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a window like '12:00-13:30'") from None
+        if not first < last:
+            raise ValueError(f"{text!r} ends before it starts")
+        return cls(first, last)
+
+    def __contains__(self, moment: dt.time) -> bool:
+        return self.start <= moment < self.end
+
+
+def _local_time() -> dt.time:
+    return dt.datetime.now().time()
 
 
 class BreakKey(Protocol):
@@ -93,6 +125,8 @@ class Capture:
     :param feedback: a :class:`terminal.feedback.Feedback` (or None: results only).
     :param break_key: the break key (gpiozero ``Button``), None when the site has none.
     :param clock: returns the clock's trust now (``terminal.clock.read_clock``).
+    :param break_windows: daily spans of local time in which a working worker's tap starts a
+        break (sites without a break key); ``local_time`` returns the time of day (tests).
     :param on_disk_full: called with True when a tap could not be recorded for lack of space,
         and with False at the next tap that could; health turns it into an alert.
     """
@@ -105,8 +139,12 @@ class Capture:
         break_key: BreakKey | None = None,
         clock: Callable[[], ClockState] = read_clock,
         on_disk_full: Callable[[bool], None] | None = None,
+        break_windows: Sequence[BreakWindow] = (),
+        local_time: Callable[[], dt.time] = _local_time,
     ) -> None:
         self._outbox = outbox
+        self._break_windows = tuple(break_windows)
+        self._local_time = local_time
         self._feedback = feedback
         self._break_key = break_key
         self._clock = clock
@@ -152,8 +190,12 @@ class Capture:
             flags.append(Flag.UNKNOWN_BADGE)
         elif entry.blocked:
             flags.append(Flag.BLOCKED_BADGE)
+        last = self._last.get(badge)
         held = bool(self._break_key is not None and self._break_key.is_pressed)
-        kind, odd = next_kind(self._last.get(badge), held)
+        if not held and self._break_windows and last in (Kind.IN, Kind.BREAK_END):
+            now = self._local_time()
+            held = any(now in window for window in self._break_windows)
+        kind, odd = next_kind(last, held)
         if odd:
             flags.append(Flag.ODD_SEQUENCE)
         clock = self._clock()

@@ -36,6 +36,7 @@ from pathlib import Path
 from siteclock import config as config_mod
 from siteclock.config import ConfigError
 from siteclock.protocol import ProtocolError, check_terminal_id, check_workplace
+from terminal.capture import BreakWindow
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,9 @@ class FeedbackConfig:
 @dataclass(frozen=True)
 class CaptureConfig:
     break_pin: int | str | None = None
-    """GPIO of a break key; without one, breaks are not offered (in/out only)."""
+    """GPIO of a break key; without one (and without windows), taps are in/out only."""
+    break_windows: list[str] = field(default_factory=list)
+    """Local-time spans such as ``"12:00-13:00"``: a working worker's tap there starts a break."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,11 @@ def load(path: Path | str) -> TerminalConfig:
             check()
         except ProtocolError as exc:
             raise ConfigError(path, key, str(exc)) from None
+    for i, window in enumerate(cfg.capture.break_windows):
+        try:
+            BreakWindow.parse(window)
+        except ValueError as exc:
+            raise ConfigError(path, f"capture.break_windows[{i}]", str(exc)) from None
     if cfg.evidence_days < 1:
         raise ConfigError(path, "evidence_days", "must be at least 1")
     if cfg.reader.repeat_window_s < 0:

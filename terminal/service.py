@@ -40,7 +40,7 @@ from siteclock.config import ConfigError
 from siteclock.log import fields
 from terminal import config as config_mod
 from terminal import identity
-from terminal.capture import Capture
+from terminal.capture import BreakWindow, Capture
 from terminal.config import TerminalConfig
 from terminal.feedback import Feedback
 from terminal.health import Health
@@ -149,6 +149,7 @@ class Terminal:
         self.capture = Capture(
             self.outbox, feedback=self.feedback, break_key=break_key,
             on_disk_full=self.health.disk_full,
+            break_windows=[BreakWindow.parse(w) for w in config.capture.break_windows],
         )  # fmt: skip
         self._reader = reader
         self._stopping = threading.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from siteclock.protocol import (
     Roster,
     RosterEntry,
 )
-from terminal.capture import Capture, next_kind
+from terminal.capture import BreakWindow, Capture, next_kind
 from terminal.outbox import Outbox, OutboxFull
 
 SYNCED = ClockState(synced=True, maxerror_us=20_000, source="adjtimex")
@@ -229,3 +230,39 @@ def test_storage_error_is_refused_not_swallowed(outbox) -> None:
     result = cap.tap(read(ANA))
     assert (result.pattern, result.detail) == ("refused", "storage error")
     assert fb.calls == [("refused", "storage error")]
+
+
+# --------------------------------------------------------------------------- break windows
+
+
+def test_break_window_parsing_says_what_is_wrong() -> None:
+    window = BreakWindow.parse("12:00-13:30")
+    assert dt.time(12, 0) in window
+    assert dt.time(13, 30) not in window
+    for bad in ("12:00", "noon-13:00", "13:00-12:00"):
+        with pytest.raises(ValueError, match=repr(bad)):
+            BreakWindow.parse(bad)
+
+
+def test_a_tap_inside_a_break_window_starts_and_ends_a_break(tmp_path) -> None:
+    now = [dt.time(8, 0)]
+    signer = Ed25519Signer.generate()
+    box = Outbox(tmp_path / "o.db", signer=signer, terminal_id="t-win", workplace="ABCDEFGH12345")
+    capture = Capture(
+        box, clock=lambda: ClockState(True, 1000, "test"),
+        break_windows=[BreakWindow.parse("12:00-13:00")], local_time=lambda: now[0],
+    )  # fmt: skip
+
+    def tap_at(hour: int, minute: int) -> str:
+        now[0] = dt.time(hour, minute)
+        result = capture.tap(BadgeRead("nfc-a:0A0B0C0D", time.monotonic_ns()))
+        assert result.signed is not None
+        assert Flag.ODD_SEQUENCE not in result.signed.event.flags
+        return str(result.signed.event.kind)
+
+    assert [tap_at(8, 0), tap_at(12, 5), tap_at(12, 50), tap_at(16, 0)] == [
+        "in", "break_start", "break_end", "out",
+    ]  # fmt: skip
+    # someone who is not working and taps in the window simply starts work
+    assert tap_at(12, 30) == "in"
+    box.close()

@@ -72,6 +72,10 @@ def test_uplink_is_optional(tmp_path) -> None:
         (GOOD.replace('"ABCDEFGH12345"', '"SHORT"'), "workplace"),
         (GOOD + "\nevidence_days = 0\n", None),  # after a table: becomes uplink.evidence_days
         (GOOD.replace("port = 8884", "port = 8884\nheartbeat_s = 0"), "uplink.heartbeat_s"),
+        (
+            GOOD.replace("break_pin = 5", 'break_windows = ["12:00-13:00", "noon"]'),
+            "capture.break_windows[1]",
+        ),
     ],
 )
 def test_broken_files_name_the_key_and_the_file(tmp_path, text, key) -> None:
