@@ -75,6 +75,10 @@ VERIFY_SPLIT_MIN = 8
 """With fewer signatures than this in a group, the worker checks them all itself: waking the
 helper thread costs tens of microseconds, and at such low rates nothing needs the speed."""
 REGISTRY_TTL_S = 5.0
+KEY_REFRESH_S = 1.0
+"""A key id the cached entry does not know makes the intake reread the registry, at most this
+often per terminal: a key added by a rotation is accepted within a second, and a terminal
+sending made-up key ids cannot turn every message into a registry query."""
 LOG_FIRST_PER_REASON = 20  # then one line per 1000, so a flood cannot fill the disk
 
 
@@ -381,6 +385,13 @@ class Intake:
         except ProtocolError as exc:
             self._reject(exc.reason, terminal)
             return Handled(terminal), None, []
+        if any(s.envelope.kid not in verifier.keys for s in batch):
+            fresher = self._verifier(terminal, max_age_s=KEY_REFRESH_S)
+            if fresher is None or fresher.record.status != ACTIVE:
+                self._reject("unknown_terminal" if fresher is None else "terminal_disabled",
+                             terminal)  # fmt: skip
+                return Handled(terminal), None, []
+            verifier = fresher
         kept = []
         for signed in batch:
             if signed.envelope.kid in verifier.revoked:
@@ -439,12 +450,13 @@ class Intake:
             handled.good.append((signed, event))
         return handled
 
-    def _verifier(self, terminal: str) -> _Verifier | None:
+    def _verifier(self, terminal: str, *, max_age_s: float = REGISTRY_TTL_S) -> _Verifier | None:
         """The registry entry and its usable keys, cached for :data:`REGISTRY_TTL_S`: a
-        revocation or rebinding takes effect within that time without a query per message."""
+        revocation or rebinding takes effect within that time without a query per message.
+        ``max_age_s`` asks for a fresher entry (a key id the cache does not know)."""
         now = time.monotonic()
         cached = self._verifiers.get(terminal)
-        if cached is not None and now - cached[0] < REGISTRY_TTL_S:
+        if cached is not None and now - cached[0] < max_age_s:
             return cached[1]
         record = self.registry.get(terminal)
         verifier = None if record is None else _Verifier(record, record.keys, record.revoked_kids)

@@ -61,10 +61,11 @@ GATEWAY_KEYS_FILE = "gateway-keys.json"
 LABEL_FILE = "label.svg"
 
 
-KEY_PROPAGATION_S = 5.5
-"""After a key is added, how long until every gateway process accepts events it signs: each
-caches a terminal's keys for ``gateway.intake.REGISTRY_TTL_S`` (5 s; a test keeps this above
-it). Not imported from there: the terminal side should not load the gateway's intake."""
+KEY_PROPAGATION_S = 1.5
+"""After a key is added, how long until every gateway process accepts events it signs: an
+intake that meets a key id it does not know rereads the registry, at most every
+``gateway.intake.KEY_REFRESH_S`` (1 s; a test keeps this above it). Not imported from there:
+the terminal side should not load the gateway's intake."""
 
 
 class ProvisioningError(Exception):
@@ -614,7 +615,7 @@ def rotate_key(
         if files.new.exists():  # not switched yet, or interrupted in the middle of the switch
             # Each gateway process rereads a terminal's keys at most this often: a tap signed
             # by the new key any sooner could be refused (and only resent much later).
-            out(f"waiting {KEY_PROPAGATION_S:.0f} s for every gateway process to know it")
+            out(f"waiting {KEY_PROPAGATION_S:.1f} s for every gateway process to know it")
             time.sleep(KEY_PROPAGATION_S)
             service.stop()
             try:

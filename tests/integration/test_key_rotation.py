@@ -28,7 +28,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gateway.config import GatewayConfig, MqttConfig
-from gateway.intake import REGISTRY_TTL_S, Intake
+from gateway.intake import KEY_REFRESH_S, Intake
 from gateway.service import Gateway
 from gateway.store import Inbox
 from gateway.terminals import TerminalRegistry
@@ -172,9 +172,9 @@ def kids_in_outbox(box: Outbox) -> list[str]:
     return [e.envelope.kid for e in box.events()]
 
 
-def test_rotation_waits_out_the_gateways_key_cache() -> None:
+def test_rotation_waits_out_the_gateways_key_refresh() -> None:
     # A tap signed by the new key before the gateway rereads the keys would be refused.
-    assert KEY_PROPAGATION_S > REGISTRY_TTL_S
+    assert KEY_PROPAGATION_S > KEY_REFRESH_S
 
 
 def test_rotation_overlaps_keys_delivers_old_events_then_revokes(
