@@ -9,6 +9,8 @@ Each turn of :meth:`Relay.run_once`:
 3. submits one batch of ``queued`` rows in (terminal, seq) order, up to the profile's limit:
    badge -> worker and employer through the registry, kind -> CIaO type (a break starts with
    ``out`` and ends with ``in``), ``wall_ns`` -> ``registrationDate`` (RFC 3339, UTC, ``Z``);
+   an event tapped before the terminal's clock was synced is dated from a later sync point of
+   the same boot, or held up to ``unsynced_hold_s`` for one (DESIGN decision 4);
 4. retries ``unresolved`` rows when the registry changed;
 5. polls ``pending`` registrations by id until their validity is final;
 6. hands each final verdict to ``on_verdict(terminal, Verdict)`` (the gateway publishes it to
@@ -50,7 +52,7 @@ from gateway.ciao.policy import PolicyConfig
 from gateway.registry import EmployerKind, Registry, Resolved, Workplace
 from gateway.relay_store import FINAL, RelayStore, State
 from siteclock.log import fields, redact
-from siteclock.protocol import Outcome, Verdict
+from siteclock.protocol import Event, Outcome, ProtocolError, Verdict
 
 log = logging.getLogger("siteclock.relay")
 
@@ -69,6 +71,14 @@ class RelayConfig:
     batch_limit: int | None = None  # default: the profile's
     batches_per_turn: int = 10  # then polls, verdicts and alerts get their turn
     backoff: PolicyConfig = field(default_factory=lambda: PolicyConfig(max_wait_s=300.0))
+    # A clock_unsynced event waits this long (from its arrival) for a sync point of its boot,
+    # then goes with the terminal's own time and a note for the employer to review.
+    unsynced_hold_s: float = 600.0
+    unsynced_recheck_s: float = 10.0  # how often a held event looks for a sync point again
+
+
+WAITING_FOR_SYNC = "waiting for a clock sync"
+NEVER_SYNCED = "clock never synced in this boot: terminal time used"
 
 
 @dataclass
@@ -79,6 +89,15 @@ class _Batch:
     items: list[dict[str, Any]] = field(default_factory=list)
     attempts: dict[tuple[str, int], int] = field(default_factory=dict)
     unresolved: int = 0
+
+
+def corrected_wall_ns(event_boot_ns: int, sync_wall_ns: int, sync_boot_ns: int) -> int:
+    """The true time of a tap from a synced reading of the same boot (docs/protocol.md).
+
+    The boot-time clock runs steadily through an NTP step, so the distance between the tap and
+    the sync point on it is the distance in real time.
+    """
+    return sync_wall_ns - (sync_boot_ns - event_boot_ns)
 
 
 def registration_date(wall_ns: int, precision: str = "seconds") -> str:
@@ -283,6 +302,7 @@ class Relay:
         self._refresh_cache()
         batch = _Batch()
         unresolved: list[tuple[tuple[str, int], dict[str, Any]]] = []
+        held: list[tuple[tuple[str, int], dict[str, Any]]] = []
         columns_of: list[tuple[tuple[str, int], dict[str, Any]]] = []
         precision = self.profile.contract.timestamp_precision
         for row in rows:
@@ -302,8 +322,12 @@ class Relay:
                     )
                 )
                 continue
+            wall_ns, clock_columns = self._clock_of(row, now)
+            if wall_ns is None:  # clock_unsynced, no sync point yet: stays queued for now
+                held.append((key, clock_columns))
+                continue
             employer, employer_text = self._employer(worker)
-            date = registration_date(row["wall_ns"], precision)
+            date = registration_date(wall_ns, precision)
             ciao_type = self.profile.ciao_type(row["kind"])
             batch.items.append(
                 {
@@ -330,6 +354,7 @@ class Relay:
                         "ciao_type": ciao_type,
                         "submitted_ns": now,
                         "updated_ns": now,
+                        **clock_columns,
                     },
                 )
             )
@@ -337,19 +362,69 @@ class Relay:
         # Rows read as queued may have been claimed since (a badge-enrolment tap): re-check in
         # this transaction and leave those alone, so a claim always wins over the relay.
         with self._tx() as db:
-            queued = self.store.still_queued(db, [*batch.keys, *(k for k, _ in unresolved)])
-            if len(queued) < len(batch.keys) + len(unresolved):
+            queued = self.store.still_queued(
+                db, [*batch.keys, *(k for k, _ in unresolved), *(k for k, _ in held)]
+            )
+            if len(queued) < len(batch.keys) + len(unresolved) + len(held):
                 kept = [i for i, key in enumerate(batch.keys) if key in queued]
                 batch.items = [batch.items[i] for i in kept]
                 batch.keys = [batch.keys[i] for i in kept]
                 columns_of = [columns_of[i] for i in kept]
                 unresolved = [(key, values) for key, values in unresolved if key in queued]
+                held = [(key, values) for key, values in held if key in queued]
                 self.counters["claimed_before_submit"] += 1
             self.store.update_each(db, unresolved)
+            self.store.update_each(db, held)
             self.store.update_each(db, columns_of)
         self.counters["unresolved"] += len(unresolved)
+        self.counters["clock_held"] += len(held)
         batch.unresolved = len(unresolved)
         return batch
+
+    def _clock_of(self, row: Any, now: int) -> tuple[int | None, dict[str, Any]]:
+        """The time to submit for a queued row and the clock columns to record with it.
+
+        Only ``clock_unsynced`` events carry a body in the row (see ``RelayStore.queued``);
+        every other event is its terminal's own time, at the cost of one ``None`` check.
+        ``(None, columns)`` means "hold it": the columns keep the row queued a little longer.
+        """
+        body = row["unsynced_body"]
+        terminal_ns = row["wall_ns"]
+        if body is None:
+            return terminal_ns, {}
+        try:
+            event = Event.from_bytes(body)
+        except ProtocolError:
+            # The intake verified this body, so this is a bug or a damaged file; holding it
+            # would not help, and the employer should still see the tap.
+            self.counters["clock_body_unreadable"] += 1
+            note = "event body unreadable: terminal time used"
+            return terminal_ns, {"terminal_wall_ns": terminal_ns, "clock_note": note}
+        sync = self.store.sync_point(row["terminal"], event.boot_id)
+        if sync is not None:
+            corrected = corrected_wall_ns(event.boot_ns, *sync)
+            if corrected > 0:  # a nonsense point (e.g. a bad boot_ns) is no sync point
+                self.counters["clock_corrected"] += 1
+                shift = (corrected - terminal_ns) / 1e9
+                return corrected, {
+                    "terminal_wall_ns": terminal_ns,
+                    "corrected_wall_ns": corrected,
+                    "clock_note": f"corrected by {shift:+.3f} s from a clock sync in the same boot",
+                }
+        hold_until = row["created_ns"] + int(self.config.unsynced_hold_s * 1e9)
+        if now < hold_until:
+            recheck = now + int(self.config.unsynced_recheck_s * 1e9)
+            return None, {
+                "next_try_ns": min(recheck, hold_until),
+                "last_error": WAITING_FOR_SYNC,
+                "updated_ns": now,
+            }
+        self.counters["clock_never_synced"] += 1
+        return terminal_ns, {
+            "terminal_wall_ns": terminal_ns,
+            "corrected_wall_ns": None,
+            "clock_note": NEVER_SYNCED,
+        }
 
     def _finish(self, batch: _Batch, call: Future[list[ItemResult]]) -> int:
         """Wait for one POST and record what it means for each of its items."""

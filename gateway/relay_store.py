@@ -17,6 +17,12 @@ sends them again. That, and never deleting a row, is how an event reaches CIaO e
 
 The row keeps what was submitted (worker reference, employer, workplace, date, type; never the
 INSS) so the search after an ambiguous failure asks for exactly that registration.
+
+An event tapped with an unsynchronised clock (flag ``clock_unsynced``) is dated by the relay
+from the terminal's next synced heartbeat of the same boot (table ``clock_sync``, written by
+:class:`gateway.terminals.TerminalRegistry`). Its row then also keeps the terminal's own time
+(``terminal_wall_ns``), the time submitted (``corrected_wall_ns``, NULL when none could be
+computed) and why (``clock_note``), so the employer can see and review what was changed.
 """
 
 from __future__ import annotations
@@ -67,12 +73,37 @@ CREATE INDEX IF NOT EXISTS registrations_unnotified ON registrations(notified, s
 CREATE TABLE IF NOT EXISTS relay_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
+# Columns added after the first release: a database created before them gets them at open.
+# All nullable, so existing rows stay valid and older relays reading ``*`` are unaffected.
+ADDED_COLUMNS = {
+    "terminal_wall_ns": "INTEGER",  # the terminal's time of a clock_unsynced event
+    "corrected_wall_ns": "INTEGER",  # the time submitted instead (NULL: terminal time used)
+    "clock_note": "TEXT",  # why, in words, for the employer's review
+}
+
+UNSYNCED_LIKE = '%"clock_unsynced"%'
+"""``inbox.flags`` is a JSON list of text: this LIKE finds the flag without parsing JSON."""
+
 
 class RelayStore:
     """SQL for the relay. One connection, used by one thread at a time (the relay's)."""
 
     def __init__(self, db_path: Path | str) -> None:
         self.db = sqlite.connect(db_path, schema=SCHEMA, busy_timeout_s=10.0)
+        try:
+            self._add_columns()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _add_columns(self) -> None:
+        """Bring an older ``registrations`` table up to date (idempotent; one writer at a time,
+        so two relays opening the same old file never both add a column)."""
+        with self.tx() as db:
+            have = {row[1] for row in db.execute("PRAGMA table_info(registrations)")}
+            for name, kind in ADDED_COLUMNS.items():
+                if name not in have:
+                    db.execute(f"ALTER TABLE registrations ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -123,13 +154,33 @@ class RelayStore:
         self.db.row_factory = sqlite3.Row
         try:
             return self.db.execute(
-                "SELECT r.terminal, r.seq, r.solo, r.attempts, i.kind, i.badge, i.workplace, "
-                "i.wall_ns FROM registrations r JOIN inbox i USING (terminal, seq) "
+                "SELECT r.terminal, r.seq, r.solo, r.attempts, r.created_ns, i.kind, i.badge, "
+                "i.workplace, i.wall_ns, "
+                # The signed body only for clock_unsynced events: the rest never pay for it.
+                "CASE WHEN i.flags LIKE ? THEN i.body END AS unsynced_body "
+                "FROM registrations r JOIN inbox i USING (terminal, seq) "
                 "WHERE r.state='queued' AND r.next_try_ns<=? ORDER BY r.terminal, r.seq LIMIT ?",
-                (now_ns, limit),
+                (UNSYNCED_LIKE, now_ns, limit),
             ).fetchall()
         finally:
             self.db.row_factory = None
+
+    def sync_point(self, terminal: str, boot_id: str) -> tuple[int, int] | None:
+        """(wall_ns, boot_ns) of the latest synced heartbeat of a terminal's boot, if any.
+
+        The table belongs to the terminal registry; a gateway that never recorded a heartbeat
+        may not have it yet, which means "no sync point".
+        """
+        try:
+            row = self.db.execute(
+                "SELECT wall_ns, boot_ns FROM clock_sync WHERE terminal=? AND boot_id=?",
+                (terminal, boot_id),
+            ).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table: clock_sync" in str(exc):
+                return None
+            raise
+        return (row[0], row[1]) if row else None
 
     def rows(self, where: str, args: Sequence[Any] = (), limit: int = 1000) -> list[sqlite3.Row]:
         self.db.row_factory = sqlite3.Row

@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS terminal_keys(
   PRIMARY KEY (terminal, kid));
 CREATE TABLE IF NOT EXISTS terminal_audit(
   at_ns INTEGER NOT NULL, terminal TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clock_sync(
+  terminal TEXT NOT NULL, boot_id TEXT NOT NULL, wall_ns INTEGER NOT NULL,
+  boot_ns INTEGER NOT NULL, maxerror_us INTEGER NOT NULL, received_ns INTEGER NOT NULL,
+  PRIMARY KEY (terminal, boot_id));
 """
 
 ACTIVE = "active"
@@ -67,6 +71,40 @@ class TerminalRecord:
     @property
     def revoked_kids(self) -> frozenset[str]:
         return frozenset(k.kid for k in self.all_keys if k.revoked_at_ns is not None)
+
+
+@dataclass(frozen=True)
+class SyncPoint:
+    """One synced clock reading of a terminal's boot: ``wall_ns`` was true at ``boot_ns``.
+
+    With it the gateway dates a tap taken earlier in the same boot with an unsynced clock:
+    ``wall_ns - (boot_ns - event.boot_ns)`` (docs/protocol.md, "Clock correction").
+    """
+
+    terminal_id: str
+    boot_id: str
+    wall_ns: int
+    boot_ns: int
+    maxerror_us: int
+    received_ns: int
+
+
+def _sync_point_of(status: dict[str, Any]) -> tuple[str, int, int, int] | None:
+    """(boot_id, wall_ns, boot_ns, maxerror_us) of a heartbeat whose clock is synced, else None.
+
+    Anything missing or of the wrong type means "no sync point": a heartbeat is still
+    recorded for the dashboard, it just cannot date other events.
+    """
+    clock = status.get("clock")
+    if not isinstance(clock, dict) or clock.get("synced") is not True:
+        return None
+    boot_id, wall_ns, boot_ns = status.get("boot_id"), status.get("wall_ns"), status.get("boot_ns")
+    maxerror = clock.get("maxerror_us")
+    if not isinstance(boot_id, str) or not 1 <= len(boot_id) <= 64:
+        return None
+    if type(wall_ns) is not int or type(boot_ns) is not int or wall_ns <= 0 or boot_ns < 0:
+        return None
+    return boot_id, wall_ns, boot_ns, maxerror if type(maxerror) is int else -1
 
 
 class TerminalRegistry:
@@ -161,12 +199,39 @@ class TerminalRegistry:
             self._audit(terminal_id, "status", status=status)
 
     def record_heartbeat(self, terminal_id: str, status: dict[str, Any]) -> None:
-        """Keep the last heartbeat a terminal published (for the dashboard and clock repair)."""
-        with self._lock:
+        """Keep the last heartbeat a terminal published (for the dashboard and clock repair).
+
+        A heartbeat taken with a synced clock is also kept as the sync point of its boot
+        (see :meth:`sync_point`); an unsynced one never is: its wall time proves nothing.
+        """
+        now = time.time_ns()
+        point = _sync_point_of(status)
+        with self._lock, sqlite.immediate(self._conn):
             self._conn.execute(
                 "UPDATE terminals SET last_status = ?, last_status_ns = ? WHERE id = ?",
-                (json.dumps(status, sort_keys=True), time.time_ns(), terminal_id),
+                (json.dumps(status, sort_keys=True), now, terminal_id),
             )
+            if point is not None:
+                boot_id, wall_ns, boot_ns, maxerror_us = point
+                # The latest point of a boot wins: a later sync has the kernel's best estimate.
+                # Heartbeats may arrive out of order (QoS 1 redelivery), hence the boot_ns test.
+                self._conn.execute(
+                    "INSERT INTO clock_sync VALUES (?,?,?,?,?,?) "
+                    "ON CONFLICT(terminal, boot_id) DO UPDATE SET wall_ns=excluded.wall_ns, "
+                    "boot_ns=excluded.boot_ns, maxerror_us=excluded.maxerror_us, "
+                    "received_ns=excluded.received_ns WHERE excluded.boot_ns >= boot_ns",
+                    (terminal_id, boot_id, wall_ns, boot_ns, maxerror_us, now),
+                )
+
+    def sync_point(self, terminal_id: str, boot_id: str) -> SyncPoint | None:
+        """The latest synced clock reading of one boot of a terminal, if it sent one."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT wall_ns, boot_ns, maxerror_us, received_ns FROM clock_sync "
+                "WHERE terminal = ? AND boot_id = ?",
+                (terminal_id, boot_id),
+            ).fetchone()
+        return SyncPoint(terminal_id, boot_id, *row) if row else None
 
     def last_heartbeat(self, terminal_id: str) -> dict[str, Any] | None:
         with self._lock:

@@ -217,6 +217,9 @@ private_key = "{ciao_key}"
 idle_s = 0.1
 poll_interval_s = 0.5
 ambiguous_settle_s = 1.0
+# The demo's terminals use this machine's clock, which may never be NTP-synced: do not hold
+# their taps waiting for a sync that will not come (a site keeps the default).
+unsynced_hold_s = 0.0
 """)
 
     # Two terminals bound to the workplace, each with its own key and broker password.

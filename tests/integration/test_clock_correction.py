@@ -1,0 +1,239 @@
+"""DESIGN decision 4: the gateway dates taps taken before the terminal's clock was synced.
+
+A terminal flags such a tap ``clock_unsynced`` and keeps its boot id and boot-time clock. When
+a later heartbeat of the same boot carries a synced clock, the intake keeps it as a sync point
+and the relay submits ``sync.wall_ns - (sync.boot_ns - event.boot_ns)`` to CIaO. Without one,
+the relay holds the event for ``unsynced_hold_s``, then sends the terminal's own time with a
+note for the employer.
+
+Real parts throughout: the gateway's SQLite file, the terminal registry, the intake, the relay
+and the CIaO simulator over HTTP, with genuinely signed events.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.ciao.sim import SimServer
+from gateway.config import MqttConfig
+from gateway.intake import Intake
+from gateway.relay import NEVER_SYNCED, WAITING_FOR_SYNC, registration_date
+from gateway.relay_store import ADDED_COLUMNS, SCHEMA, RelayStore
+from gateway.store import Inbox
+from gateway.terminals import TerminalRegistry
+from siteclock import protocol as p
+from tests.support.ciao import CLIENT_ID, WORKPLACE, World, make_world, rsa_pair
+from tests.support.inbox import TerminalFeed, insert
+
+S = 10**9
+TRUE_START = 1_736_926_200 * S  # 2025-01-15T07:30:00Z: when the terminal really booted
+RTC_START = 1_735_689_540 * S  # 2024-12-31T23:59:00Z: what its unsynced clock said then
+
+
+@pytest.fixture
+def sim() -> Iterator[SimServer]:
+    with SimServer(validation_delay_s=0.05, seed=11) as server:
+        server.register_client(CLIENT_ID, rsa_pair()[1])
+        yield server
+
+
+def tap(
+    feed: TerminalFeed, badge: str, *, boot_id: str, boot_ns: int, synced: bool, kind: str = "in"
+) -> p.SignedEvent:
+    """A signed tap on ``feed``'s chain, ``boot_ns`` after boot, with a true or a wrong clock."""
+    feed.seq += 1
+    event = p.Event(
+        terminal_id=feed.terminal_id,
+        workplace=feed.workplace,
+        seq=feed.seq,
+        prev_hash=feed.prev,
+        event_id=uuid.uuid4().hex,
+        kind=p.Kind(kind),
+        badge=badge,
+        wall_ns=(TRUE_START if synced else RTC_START) + boot_ns,
+        boot_id=boot_id,
+        boot_ns=boot_ns,
+        clock=p.ClockState(synced, 1000 if synced else -1, "test"),
+        flags=() if synced else (p.Flag.CLOCK_UNSYNCED,),
+    )
+    signed = p.sign_event(event, feed.signer)
+    feed.prev = signed.digest
+    return signed
+
+
+def heartbeat(*, boot_id: str, boot_ns: int, synced: bool, wall_ns: int) -> dict[str, Any]:
+    """A status payload as ``terminal/health.py`` publishes it (the fields this feature reads)."""
+    return {
+        "state": "online",
+        "clock": p.ClockState(synced, 2000 if synced else -1, "test").to_map(),
+        "boot_id": boot_id,
+        "boot_ns": boot_ns,
+        "wall_ns": wall_ns,
+        "queue_depth": 0,
+    }
+
+
+class Clock:
+    """The relay's clock: real time plus a shift the test moves forward."""
+
+    def __init__(self) -> None:
+        self.shift_ns = 0
+
+    def __call__(self) -> int:
+        return time.time_ns() + self.shift_ns
+
+
+def world_with_clock(tmp_path: Path, sim: SimServer, **options: object) -> tuple[World, Clock]:
+    world = make_world(tmp_path, sim, workers=2, **options)
+    clock = Clock()
+    world.relay.clock_ns = clock  # type: ignore[attr-defined]
+    return world, clock
+
+
+def registry_for(world: World, feed: TerminalFeed) -> TerminalRegistry:
+    registry = TerminalRegistry(world.db)  # the same gateway file, as in production
+    registry.register(feed.terminal_id, WORKPLACE, public_key=feed.signer.public_key_bytes())
+    return registry
+
+
+def test_unsynced_tap_is_dated_from_a_later_sync_of_its_boot(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    world, clock = world_with_clock(tmp_path, sim, unsynced_hold_s=600.0, unsynced_recheck_s=1.0)
+    feed = TerminalFeed("t-clock-01", WORKPLACE)
+    registry = registry_for(world, feed)
+    early = tap(feed, world.people[0].badge, boot_id="boot-A", boot_ns=5 * S, synced=False)
+    on_time = tap(feed, world.people[1].badge, boot_id="boot-A", boot_ns=90 * S, synced=True)
+    insert(world.db, [early, on_time])
+
+    for _ in range(5):  # the synced tap goes at once; the unsynced one waits for a sync
+        world.relay.run_once()  # type: ignore[attr-defined]
+    held = world.relay.store.get(feed.terminal_id, 1)  # type: ignore[attr-defined]
+    assert held["state"] == "queued"
+    assert held["last_error"] == WAITING_FOR_SYNC
+    assert [r["ssin"] for r in sim.registrations()] == [world.people[1].inss]
+
+    # NTP synced at 60 s after boot; the terminal says so in its next heartbeat.
+    registry.record_heartbeat(
+        feed.terminal_id,
+        heartbeat(boot_id="boot-A", boot_ns=60 * S, synced=True, wall_ns=TRUE_START + 60 * S),
+    )
+    clock.shift_ns = 2 * S  # past the recheck
+    world.run_until_final()
+
+    dates = {r["ssin"]: r["registrationDate"] for r in sim.registrations()}
+    assert dates[world.people[0].inss] == registration_date(TRUE_START + 5 * S)
+    assert dates[world.people[1].inss] == registration_date(TRUE_START + 90 * S)
+    row = world.relay.store.get(feed.terminal_id, 1)  # type: ignore[attr-defined]
+    assert row["terminal_wall_ns"] == RTC_START + 5 * S
+    assert row["corrected_wall_ns"] == TRUE_START + 5 * S
+    shift_s = (TRUE_START - RTC_START) / S
+    assert row["clock_note"] == f"corrected by +{shift_s:.3f} s from a clock sync in the same boot"
+    untouched = world.relay.store.get(feed.terminal_id, 2)  # type: ignore[attr-defined]
+    assert untouched["reg_date"] == registration_date(TRUE_START + 90 * S)
+    assert (untouched["terminal_wall_ns"], untouched["clock_note"]) == (None, None)
+    assert world.relay.counters["clock_corrected"] == 1  # type: ignore[attr-defined]
+
+
+def test_without_a_sync_of_its_boot_the_tap_is_held_then_sent_with_terminal_time(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    world, clock = world_with_clock(tmp_path, sim, unsynced_hold_s=30.0, unsynced_recheck_s=5.0)
+    feed = TerminalFeed("t-clock-02", WORKPLACE)
+    registry = registry_for(world, feed)
+    insert(world.db, [tap(feed, world.people[0].badge, boot_id="boot-A", boot_ns=5 * S,
+                          synced=False)])  # fmt: skip
+    # A synced point of another boot, and an unsynced one of this boot: neither may be used.
+    registry.record_heartbeat(
+        feed.terminal_id,
+        heartbeat(boot_id="boot-B", boot_ns=60 * S, synced=True, wall_ns=TRUE_START + 60 * S),
+    )
+    registry.record_heartbeat(
+        feed.terminal_id,
+        heartbeat(boot_id="boot-A", boot_ns=60 * S, synced=False, wall_ns=RTC_START + 60 * S),
+    )
+
+    for shift_s in (0, 6, 12, 29):  # rechecked while the hold lasts, never sent
+        clock.shift_ns = shift_s * S
+        world.relay.run_once()  # type: ignore[attr-defined]
+        row = world.relay.store.get(feed.terminal_id, 1)  # type: ignore[attr-defined]
+        assert (row["state"], row["last_error"], row["attempts"]) == ("queued", WAITING_FOR_SYNC, 0)
+    assert sim.registrations() == []
+
+    clock.shift_ns = 31 * S  # the hold is over
+    world.run_until_final()
+
+    [record] = sim.registrations()
+    assert record["registrationDate"] == registration_date(RTC_START + 5 * S)
+    row = world.relay.store.get(feed.terminal_id, 1)  # type: ignore[attr-defined]
+    assert row["state"] == "registered"
+    assert row["clock_note"] == NEVER_SYNCED
+    assert (row["terminal_wall_ns"], row["corrected_wall_ns"]) == (RTC_START + 5 * S, None)
+    assert world.relay.counters["clock_never_synced"] == 1  # type: ignore[attr-defined]
+
+
+def test_intake_keeps_synced_heartbeats_as_sync_points_and_ignores_unsynced(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "gateway.db"
+    signer = p.Ed25519Signer.generate()
+    registry = TerminalRegistry(db)
+    registry.register("t-clock-03", WORKPLACE, public_key=signer.public_key_bytes())
+    intake = Intake(MqttConfig(), inbox=Inbox(db), registry=registry)  # never connected
+    status = p.topic("t-clock-03", p.Channel.STATUS)
+
+    def send(**fields: Any) -> None:
+        intake.handle(status, p.encode_status(heartbeat(**fields)))
+
+    send(boot_id="boot-A", boot_ns=10 * S, synced=False, wall_ns=RTC_START + 10 * S)
+    assert registry.sync_point("t-clock-03", "boot-A") is None
+    assert registry.last_heartbeat("t-clock-03")["boot_ns"] == 10 * S  # still recorded
+
+    send(boot_id="boot-A", boot_ns=60 * S, synced=True, wall_ns=TRUE_START + 60 * S)
+    send(boot_id="boot-A", boot_ns=30 * S, synced=True, wall_ns=TRUE_START + 30 * S)  # late
+    send(boot_id="boot-A", boot_ns=90 * S, synced=False, wall_ns=RTC_START + 90 * S)
+    point = registry.sync_point("t-clock-03", "boot-A")
+    assert point is not None
+    assert (point.wall_ns, point.boot_ns, point.maxerror_us) == (TRUE_START + 60 * S, 60 * S, 2000)
+    assert registry.sync_point("t-clock-03", "boot-B") is None
+    assert intake.stats["heartbeats"] == 4
+
+    # The relay reads the same point from the same file.
+    relay_store = RelayStore(db)
+    try:
+        assert relay_store.sync_point("t-clock-03", "boot-A") == (TRUE_START + 60 * S, 60 * S)
+        assert relay_store.sync_point("t-clock-03", "boot-B") is None
+    finally:
+        relay_store.close()
+
+
+def test_an_older_relay_database_gets_the_clock_columns(tmp_path: Path) -> None:
+    db_path = tmp_path / "gateway.db"
+    old = sqlite3.connect(db_path)
+    old.executescript(SCHEMA)  # the table as released before the clock columns
+    assert not set(ADDED_COLUMNS) & {r[1] for r in old.execute("PRAGMA table_info(registrations)")}
+    old.execute(
+        "INSERT INTO registrations(terminal, seq, state, created_ns, updated_ns) "
+        "VALUES ('t-old', 1, 'registered', 1, 1)"
+    )
+    old.commit()
+    old.close()
+
+    for _ in range(2):  # opening twice must not add the columns twice
+        store = RelayStore(db_path)
+        row = store.get("t-old", 1)
+        store.close()
+    assert row is not None
+    assert row["state"] == "registered"
+    assert (row["terminal_wall_ns"], row["corrected_wall_ns"], row["clock_note"]) == (
+        None,
+        None,
+        None,
+    )
