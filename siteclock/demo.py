@@ -277,7 +277,7 @@ def _relay_states(db: Path) -> dict[tuple[str, int], sqlite3.Row]:
     try:
         rows = con.execute(
             "SELECT i.terminal, i.seq, i.kind, i.badge, i.flags, r.state, r.ciao_id, "
-            "r.validity, r.remarks, r.last_error, r.notified FROM inbox i "
+            "r.validity, r.remarks, r.last_error, r.notified, r.clock_note FROM inbox i "
             "LEFT JOIN registrations r USING (terminal, seq) ORDER BY i.received_ns"
         ).fetchall()
     except sqlite3.OperationalError:
@@ -363,6 +363,11 @@ def report(site: Site, configs: dict[str, Path], say) -> bool:  # type: ignore[n
             verdict += " (badge not enrolled: the employer must link it)"
         say(f"  {tid:<8} {seq:>3}  {row['kind']:<11} {who:<14} {'stored':<8} "
             f"{row['ciao_id'] or '-':<8} {verdict}")  # fmt: skip
+
+    notes = sorted({r["clock_note"] for r in states.values() if r["clock_note"]})
+    if notes:
+        say("  clock: taps made before this machine's clock was NTP-synced are flagged; "
+            "the gateway says: " + "; ".join(notes))  # fmt: skip
 
     records = site.sim.registrations() if site.sim else []
     say(f"\nThe NSSO simulator holds {len(records)} registrations "
