@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,24 +47,12 @@ def tap(
     feed: TerminalFeed, badge: str, *, boot_id: str, boot_ns: int, synced: bool, kind: str = "in"
 ) -> p.SignedEvent:
     """A signed tap on ``feed``'s chain, ``boot_ns`` after boot, with a true or a wrong clock."""
-    feed.seq += 1
-    event = p.Event(
-        terminal_id=feed.terminal_id,
-        workplace=feed.workplace,
-        seq=feed.seq,
-        prev_hash=feed.prev,
-        event_id=uuid.uuid4().hex,
-        kind=p.Kind(kind),
-        badge=badge,
-        wall_ns=(TRUE_START if synced else RTC_START) + boot_ns,
-        boot_id=boot_id,
-        boot_ns=boot_ns,
+    return feed.event(
+        kind, badge, (TRUE_START if synced else RTC_START) + boot_ns,
+        boot_id=boot_id, boot_ns=boot_ns,
         clock=p.ClockState(synced, 1000 if synced else -1, "test"),
         flags=() if synced else (p.Flag.CLOCK_UNSYNCED,),
-    )
-    signed = p.sign_event(event, feed.signer)
-    feed.prev = signed.digest
-    return signed
+    )  # fmt: skip
 
 
 def heartbeat(*, boot_id: str, boot_ns: int, synced: bool, wall_ns: int) -> dict[str, Any]:

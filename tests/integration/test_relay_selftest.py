@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -18,14 +17,8 @@ def test_selftest_tap_is_kept_but_never_sent(tmp_path: Path) -> None:
         world = make_world(tmp_path, sim, workers=1)
         feed = TerminalFeed("term-self-01", WORKPLACE)
         badge = world.people[0].badge
-        check = feed.event(p.Kind.IN, badge, time.time_ns())
-        flagged = dataclasses.replace(check.event, flags=(p.Flag.SELFTEST,))
-        selftest = p.sign_event(flagged, feed.signer)
+        selftest = feed.event(p.Kind.IN, badge, time.time_ns(), flags=(p.Flag.SELFTEST,))
         real = feed.event(p.Kind.IN, badge, time.time_ns())
-        # the self-test tap is seq 1; re-chain the real one onto it
-        real = p.sign_event(
-            dataclasses.replace(real.event, prev_hash=selftest.digest), feed.signer
-        )
         insert(world.db, [selftest, real])
 
         for _ in range(50):

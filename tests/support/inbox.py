@@ -47,7 +47,18 @@ class TerminalFeed:
         self.seq = 0
         self.prev = p.GENESIS_HASH
 
-    def event(self, kind: p.Kind | str, badge: str, wall_ns: int) -> p.SignedEvent:
+    def event(
+        self,
+        kind: p.Kind | str,
+        badge: str,
+        wall_ns: int,
+        *,
+        boot_id: str = "boot-1",
+        boot_ns: int | None = None,
+        clock: p.ClockState = p.ClockState(True, 1000, "test"),  # noqa: B008 - frozen value
+        flags: tuple[str, ...] = (),
+    ) -> p.SignedEvent:
+        """The next signed event on this terminal's chain (synced clock unless told)."""
         self.seq += 1
         event = p.Event(
             terminal_id=self.terminal_id,
@@ -58,9 +69,10 @@ class TerminalFeed:
             kind=p.Kind(kind),
             badge=badge,
             wall_ns=wall_ns,
-            boot_id="boot-1",
-            boot_ns=wall_ns % 10**12,
-            clock=p.ClockState(True, 1000, "test"),
+            boot_id=boot_id,
+            boot_ns=wall_ns % 10**12 if boot_ns is None else boot_ns,
+            clock=clock,
+            flags=flags,
         )
         signed = p.sign_event(event, self.signer)
         self.prev = signed.digest
