@@ -51,6 +51,7 @@ from gateway.ciao.client import (
 from gateway.ciao.policy import PolicyConfig
 from gateway.registry import EmployerKind, Registry, Resolved, Workplace
 from gateway.relay_store import FINAL, RelayStore, State
+from gateway.terminals import TerminalRegistry
 from siteclock.log import fields, redact
 from siteclock.protocol import Event, Outcome, ProtocolError, Verdict
 
@@ -150,6 +151,8 @@ class Relay:
         self.batch_limit = self.config.batch_limit or self.profile.contract.batch_limit
         self.clock_ns = clock_ns
         self.store = RelayStore(db_path)
+        # Sync points live with the terminals (written from heartbeats); read them there.
+        self.terminals = TerminalRegistry(db_path)
         self.counters: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -185,6 +188,7 @@ class Relay:
             with self._tx():
                 pass
         self.store.close()
+        self.terminals.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -400,9 +404,9 @@ class Relay:
             self.counters["clock_body_unreadable"] += 1
             note = "event body unreadable: terminal time used"
             return terminal_ns, {"terminal_wall_ns": terminal_ns, "clock_note": note}
-        sync = self.store.sync_point(row["terminal"], event.boot_id)
+        sync = self.terminals.sync_point(row["terminal"], event.boot_id)
         if sync is not None:
-            corrected = corrected_wall_ns(event.boot_ns, *sync)
+            corrected = corrected_wall_ns(event.boot_ns, sync.wall_ns, sync.boot_ns)
             if corrected > 0:  # a nonsense point (e.g. a bad boot_ns) is no sync point
                 self.counters["clock_corrected"] += 1
                 shift = (corrected - terminal_ns) / 1e9

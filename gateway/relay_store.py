@@ -165,23 +165,6 @@ class RelayStore:
         finally:
             self.db.row_factory = None
 
-    def sync_point(self, terminal: str, boot_id: str) -> tuple[int, int] | None:
-        """(wall_ns, boot_ns) of the latest synced heartbeat of a terminal's boot, if any.
-
-        The table belongs to the terminal registry; a gateway that never recorded a heartbeat
-        may not have it yet, which means "no sync point".
-        """
-        try:
-            row = self.db.execute(
-                "SELECT wall_ns, boot_ns FROM clock_sync WHERE terminal=? AND boot_id=?",
-                (terminal, boot_id),
-            ).fetchone()
-        except sqlite3.OperationalError as exc:
-            if "no such table: clock_sync" in str(exc):
-                return None
-            raise
-        return (row[0], row[1]) if row else None
-
     def rows(self, where: str, args: Sequence[Any] = (), limit: int = 1000) -> list[sqlite3.Row]:
         self.db.row_factory = sqlite3.Row
         try:
@@ -220,13 +203,16 @@ class RelayStore:
     ) -> set[tuple[str, int]]:
         """Which of ``keys`` are still ``queued`` (inside :meth:`tx`): another writer, such as
         a badge enrolment, may have claimed a row since it was read."""
-        return {
-            (t, s)
-            for t, s in keys
-            if db.execute(
-                "SELECT 1 FROM registrations WHERE terminal=? AND seq=? AND state='queued'", (t, s)
-            ).fetchone()
-        }
+        keys = list(keys)
+        if not keys:
+            return set()
+        wanted = ",".join("(?,?)" for _ in keys)
+        found = db.execute(
+            f"SELECT terminal, seq FROM registrations WHERE state='queued' "
+            f"AND (terminal, seq) IN (VALUES {wanted})",
+            [v for key in keys for v in key],
+        )
+        return {(terminal, seq) for terminal, seq in found}
 
     def update_each(
         self, db: sqlite3.Connection, updates: Iterable[tuple[tuple[str, int], dict[str, Any]]]

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from gateway.ciao.sim import SimServer
+from gateway.relay_store import RelayStore
 from provisioning.badge_enrolment import link_next_tap
 from provisioning.workers import Workers, load_or_create_ref_key
 from siteclock import protocol as p
@@ -45,3 +46,18 @@ def test_enrolment_tap_is_never_sent_but_later_taps_are(tmp_path: Path) -> None:
         assert world.relay.store.get("term-enrol-01", 2)["state"] == "registered"
         assert len(sim.registrations()) == 1
         assert [v.seq for _, v in world.verdicts] == [2]
+
+
+def test_the_relay_sees_which_rows_are_still_queued(tmp_path: Path) -> None:
+    store = RelayStore(tmp_path / "gateway.db")
+    with store.tx() as db:
+        for seq, state in ((1, "queued"), (2, "enrolment"), (3, "queued"), (4, "submitted")):
+            db.execute(
+                "INSERT INTO registrations(terminal, seq, state, created_ns, updated_ns) "
+                "VALUES ('t-a', ?, ?, 0, 0)",
+                (seq, state),
+            )
+        keys = [("t-a", 1), ("t-a", 2), ("t-a", 3), ("t-a", 4), ("t-b", 1)]
+        assert store.still_queued(db, keys) == {("t-a", 1), ("t-a", 3)}
+        assert store.still_queued(db, []) == set()
+    store.close()

@@ -192,13 +192,6 @@ def test_intake_keeps_synced_heartbeats_as_sync_points_and_ignores_unsynced(
     assert registry.sync_point("t-clock-03", "boot-B") is None
     assert intake.stats["heartbeats"] == 4
 
-    # The relay reads the same point from the same file.
-    relay_store = RelayStore(db)
-    try:
-        assert relay_store.sync_point("t-clock-03", "boot-A") == (TRUE_START + 60 * S, 60 * S)
-        assert relay_store.sync_point("t-clock-03", "boot-B") is None
-    finally:
-        relay_store.close()
 
 
 def test_an_older_relay_database_gets_the_clock_columns(tmp_path: Path) -> None:
