@@ -32,9 +32,9 @@ from siteclock.protocol import Flag, check_terminal_id
 POLL_S = 0.2
 
 
-def _next_unknown_tap(db: sqlite3.Connection, terminal_id: str, since_ns: int) -> tuple | None:
+def _next_unknown_tap(store: RelayStore, terminal_id: str, since_ns: int) -> tuple | None:
     try:
-        return db.execute(
+        return store.db.execute(
             "SELECT seq, badge FROM inbox WHERE terminal=? AND received_ns>=? AND flags LIKE ? "
             "ORDER BY seq LIMIT 1",
             (terminal_id, since_ns, f'%"{Flag.UNKNOWN_BADGE}"%'),
@@ -45,11 +45,10 @@ def _next_unknown_tap(db: sqlite3.Connection, terminal_id: str, since_ns: int) -
         raise
 
 
-def _claim(db: sqlite3.Connection, terminal_id: str, seq: int) -> None:
+def _claim(store: RelayStore, terminal_id: str, seq: int) -> None:
     """Mark the enrolment tap so the relay never registers it as attendance."""
     now = time.time_ns()
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with store.tx() as db:
         db.execute(
             "INSERT INTO registrations(terminal, seq, state, last_error, created_ns, updated_ns) "
             "VALUES (?, ?, ?, 'badge enrolment tap, not attendance', ?, ?) "
@@ -61,10 +60,6 @@ def _claim(db: sqlite3.Connection, terminal_id: str, seq: int) -> None:
         (state,) = db.execute(
             "SELECT state FROM registrations WHERE terminal=? AND seq=?", (terminal_id, seq)
         ).fetchone()
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     if state != State.ENROLMENT:
         raise WorkerError(
             f"tap {terminal_id}#{seq} was already handled as attendance ({state}); "
@@ -87,13 +82,12 @@ def link_next_tap(
     check_terminal_id(terminal_id)
     if workers.registry.worker(worker_ref) is None:
         raise WorkerError(f"no worker {worker_ref!r}; add the worker first")
-    RelayStore(db_path).close()  # make sure the relay's table exists, relay running or not
-    db = sqlite3.connect(db_path, isolation_level=None, timeout=30.0)
+    store = RelayStore(db_path)  # its table exists from here on, relay running or not
     try:
         if on_waiting is not None:
             on_waiting()
         deadline = time.monotonic() + timeout_s
-        while (found := _next_unknown_tap(db, terminal_id, since_ns)) is None:
+        while (found := _next_unknown_tap(store, terminal_id, since_ns)) is None:
             if time.monotonic() > deadline:
                 raise WorkerError(
                     f"no new badge was tapped on {terminal_id} within {timeout_s:.0f} s; "
@@ -101,7 +95,7 @@ def link_next_tap(
                 )
             time.sleep(POLL_S)
         seq, badge = found
-        _claim(db, terminal_id, seq)
+        _claim(store, terminal_id, seq)
     finally:
-        db.close()
+        store.close()
     return workers.link_badge(badge, worker_ref)
