@@ -373,12 +373,8 @@ class Intake:
         if channel is not Channel.EVENTS:
             self._reject("bad_topic", terminal)
             return Handled(terminal), None, []
-        verifier = self._verifier(terminal)
+        verifier = self._active_verifier(terminal)
         if verifier is None:
-            self._reject("unknown_terminal", terminal)
-            return Handled(terminal), None, []
-        if verifier.record.status != ACTIVE:
-            self._reject("terminal_disabled", terminal)
             return Handled(terminal), None, []
         try:
             batch = decode_batch(payload)
@@ -386,12 +382,9 @@ class Intake:
             self._reject(exc.reason, terminal)
             return Handled(terminal), None, []
         if any(s.envelope.kid not in verifier.keys for s in batch):
-            fresher = self._verifier(terminal, max_age_s=KEY_REFRESH_S)
-            if fresher is None or fresher.record.status != ACTIVE:
-                self._reject("unknown_terminal" if fresher is None else "terminal_disabled",
-                             terminal)  # fmt: skip
+            verifier = self._active_verifier(terminal, max_age_s=KEY_REFRESH_S)
+            if verifier is None:
                 return Handled(terminal), None, []
-            verifier = fresher
         kept = []
         for signed in batch:
             if signed.envelope.kid in verifier.revoked:
@@ -449,6 +442,20 @@ class Intake:
                 continue
             handled.good.append((signed, event))
         return handled
+
+    def _active_verifier(
+        self, terminal: str, *, max_age_s: float = REGISTRY_TTL_S
+    ) -> _Verifier | None:
+        """The verifier of a registered, active terminal; otherwise the refusal is counted
+        and None returned."""
+        verifier = self._verifier(terminal, max_age_s=max_age_s)
+        if verifier is None:
+            self._reject("unknown_terminal", terminal)
+        elif verifier.record.status != ACTIVE:
+            self._reject("terminal_disabled", terminal)
+        else:
+            return verifier
+        return None
 
     def _verifier(self, terminal: str, *, max_age_s: float = REGISTRY_TTL_S) -> _Verifier | None:
         """The registry entry and its usable keys, cached for :data:`REGISTRY_TTL_S`: a
