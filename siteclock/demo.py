@@ -306,7 +306,13 @@ def run_day(site: Site, configs: dict[str, Path], say) -> None:  # type: ignore[
     root = site.root
     ana, bram, chloe = WORKERS
     say("\nMorning: the first shift arrives")
-    _wait_for(lambda: (site.check_alive(), _terminals_online(root))[1], 20, "terminals online")
+    registry = TerminalRegistry(configs["db"])
+    try:
+        _wait_for(
+            lambda: (site.check_alive(), _terminals_online(registry))[1], 20, "terminals online"
+        )
+    finally:
+        registry.close()
     time.sleep(1.5)  # the gateway publishes rosters every 0.5 s; let them land
     _tap(root, "t-lobby", ana.badge, ana.name, say)
     _tap(root, "t-lobby", ana.badge, ana.name + " again", say)  # a nervous double tap
@@ -324,14 +330,9 @@ def run_day(site: Site, configs: dict[str, Path], say) -> None:  # type: ignore[
     time.sleep(1.0)  # let the last verdicts reach the terminals' outboxes
 
 
-def _terminals_online(root: Path) -> bool:
+def _terminals_online(registry: TerminalRegistry) -> bool:
     """True once both terminals have reported ``online`` to the gateway."""
-    db = root / "gateway" / "gateway.db"
-    registry = TerminalRegistry(db)
-    try:
-        beats = [registry.last_heartbeat(t) for t in TERMINALS]
-    finally:
-        registry.close()
+    beats = [registry.last_heartbeat(t) for t in TERMINALS]
     return all(b and b.get("state") == "online" for b in beats)
 
 
