@@ -35,6 +35,7 @@ from tenacity import (
     stop_after_attempt,
     stop_after_delay,
     wait_exponential_jitter,
+    wait_random_exponential,
 )
 from tenacity.nap import sleep_using_event
 from tenacity.stop import stop_base
@@ -94,8 +95,13 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_retryable_read(exc: BaseException) -> bool:
-    """For idempotent reads: anything but a permanent refusal (or a programming error)."""
-    return hasattr(exc, "permanent") and not getattr(exc, "permanent", True)
+    """For idempotent reads: anything but a permanent refusal, refused credentials (asking
+    again will not change the answer) or a programming error."""
+    return (
+        hasattr(exc, "permanent")
+        and not getattr(exc, "permanent", True)
+        and not getattr(exc, "auth", False)
+    )
 
 
 class RetryStats:
@@ -151,6 +157,20 @@ def backoff(config: PolicyConfig) -> wait_base:
     return wait_exponential_jitter(
         multiplier=config.initial_wait_s, max=config.max_wait_s, jitter=config.jitter_s
     )
+
+
+def requeue_wait(config: PolicyConfig) -> wait_base:
+    """How long a requeued row waits: "full jitter" exponential backoff, capped at
+    ``max_wait_s``, so a backlog that failed together does not come back together."""
+    return wait_random_exponential(multiplier=config.initial_wait_s, max=config.max_wait_s)
+
+
+def delay_for_attempt(wait: wait_base, attempt: int) -> float:
+    """Ask a tenacity wait strategy for the delay after ``attempt`` failures, outside a
+    Retrying loop (the relay keeps its attempt counts in the database, not on a stack)."""
+    state = RetryCallState(None, None, (), {})
+    state.attempt_number = max(1, attempt)
+    return float(wait(state))
 
 
 def make_retrying(

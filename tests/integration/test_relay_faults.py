@@ -85,8 +85,8 @@ def test_unresolved_badge_waits_for_the_registry(tmp_path: Path, sim: SimServer)
     for _ in range(5):
         world.relay.run_once()
     row = world.relay.store.get("term-unres-01", 1)
-    assert row["state"] == "unresolved"
-    assert row["last_error"] == "badge unknown or blocked"
+    assert row["state"] == "unknown_badge"
+    assert row["last_error"] == "badge unknown: no worker is linked to it"
     assert world.verdicts == []
     assert sim.registrations() == []
 

@@ -131,7 +131,7 @@ class World:
             self.relay.run_once()  # type: ignore[attr-defined]
             counts = self.relay.store.counts()  # type: ignore[attr-defined]
             total = sum(counts.values())
-            final = sum(counts.get(s, 0) for s in ("registered", "rejected", "dead"))
+            final = sum(counts.get(s, 0) for s in ("registered", "rejected", "refused"))
             notified = self.relay.store.db.execute(  # type: ignore[attr-defined]
                 "SELECT count(*) FROM registrations WHERE notified=1"
             ).fetchone()[0]
