@@ -107,6 +107,7 @@ class Faults:
     token_retry_after_s: int = 2
     refuse_credentials: bool = False  # the token endpoint answers 401 invalid_client
     refused_query_params: tuple[str, ...] = ()  # search parameters answered with a 400
+    api_forbidden: bool = False  # every API request gets 403 missingPermission
 
     def __post_init__(self) -> None:
         if self.bad_body is not None and self.bad_body not in BAD_BODIES:
@@ -473,9 +474,13 @@ class Sim:
             client_id, problem = self._authenticate(arrived)
             if problem is not None:
                 return problem
+            if state.faults.api_forbidden:
+                state.stats["fault.403"] += 1
+                return _problem(403, "missingPermission", "Missing permission")
             with state.lock:
                 state.arrivals.append((client_id, arrived))
                 state.api_requests += 1
+                state.stats[f"api.{handler.__name__.lstrip('_')}"] += 1
                 plan = self._plan(commits)
                 if plan == "429":
                     faults = state.faults

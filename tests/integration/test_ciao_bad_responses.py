@@ -9,7 +9,6 @@ exactly once, and the failure counted under its own name.
 from __future__ import annotations
 
 import json
-
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,7 +90,8 @@ def test_permanent_refusal_ends_only_the_named_item(tmp_path: Path, sim: SimServ
     # The issue that names the field is kept, not only the title.
     assert "item.placeOfWork.address.postCode" in refused["last_error"]
     problem = json.loads(refused["problem"])
-    assert problem["status"] == 400 and problem["type"].endswith("badRequest")
+    assert problem["status"] == 400
+    assert problem["type"].endswith("badRequest")
     assert [i["name"] for i in problem["issues"]] == ["item.placeOfWork.address.postCode"]
     assert world.relay.counters["permanent.badRequest"] == 1
     [(terminal, verdict)] = [(t, v) for t, v in world.verdicts if v.outcome is Outcome.REJECTED]

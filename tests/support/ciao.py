@@ -142,7 +142,13 @@ class World:
 
 
 def make_world(
-    tmp_path: Path, sim: object, *, workers: int = 10, read_s: float = 1.0, **relay_options: object
+    tmp_path: Path,
+    sim: object,
+    *,
+    workers: int = 10,
+    read_s: float = 1.0,
+    policy: PolicyConfig = FAST_POLICY,
+    **relay_options: object,
 ) -> World:
     from gateway.relay import Relay, RelayConfig
     from tests.support.inbox import create_inbox
@@ -152,7 +158,7 @@ def make_world(
     registry = Registry(db, tmp_path / "inss.key")
     people = populate(registry, workers)
     verdicts: list[tuple[str, object]] = []
-    client = client_for(sim.url, read_s=read_s)  # type: ignore[attr-defined]
+    client = client_for(sim.url, read_s=read_s, policy=policy)  # type: ignore[attr-defined]
     config = RelayConfig(**{**FAST_RELAY, **relay_options})  # type: ignore[arg-type]
     relay = Relay(
         db,
