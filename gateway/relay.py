@@ -341,6 +341,8 @@ class Relay:
         Both batches are "submitted" in the database before their POST leaves, so a crash at
         any point leaves nothing that a restart would not search for first.
         """
+        if self._told_to_wait():
+            return 0
         work = 0
         in_flight: tuple[_Batch, Future[list[ItemResult]]] | None = None
         for _ in range(self.config.batches_per_turn):
@@ -749,7 +751,14 @@ class Relay:
 
     # ------------------------------------------------------------------ reconcile
 
+    def _told_to_wait(self) -> bool:
+        """CIaO's last Retry-After has not passed: no call would leave, so prepare none (the
+        turn stays free for verdicts and alerts, and no batch is marked submitted in vain)."""
+        return self.client.not_before > self.client.clock()
+
     def _reconcile(self) -> int:
+        if self._told_to_wait():
+            return 0
         now = self.clock_ns()
         rows = self.store.rows("state='ambiguous' AND next_try_ns<=?", (now,), 500)
         if not rows:
@@ -931,6 +940,8 @@ class Relay:
     def _poll(self) -> int:
         """Look up due pending registrations: one search per (employer, workplace) and date
         range, at most ``poll_calls_per_turn`` calls; by id when the search is refused."""
+        if self._told_to_wait():
+            return 0
         now = self.clock_ns()
         rows = self.store.rows(
             "state='pending' AND next_try_ns<=? ORDER BY next_try_ns",

@@ -80,6 +80,17 @@ BAD_BODIES = ("malformed_json", "html", "unexpected_fields", "unknown_problem")
 
 
 @dataclass(frozen=True)
+class Outage:
+    """A window of the simulator's clock in which every request answers ``status``."""
+
+    start: float
+    end: float
+    status: int = 503
+    retry_after_s: int | None = None
+    token_endpoint: bool = True  # False: the token endpoint keeps working (API-only outage)
+
+
+@dataclass(frozen=True)
 class Faults:
     """What the simulator does wrong, on purpose. Rates are probabilities per API request;
     bursts count down one per API request. Defaults: a well-behaved service."""
@@ -98,11 +109,9 @@ class Faults:
     bad_body: str | None = None  # one of BAD_BODIES, for the next bad_body_count registers
     bad_body_count: int = 0
     token_ttl_s: int | None = None  # overrides the profile's token lifetime
-    # An outage: every request (token endpoint too) before ``outage_until`` (sim clock) gets
-    # ``outage_status``, with Retry-After ``outage_retry_after_s`` when set. See Sim.outage.
-    outage_until: float = 0.0
-    outage_status: int = 503
-    outage_retry_after_s: int | None = None
+    # Outages: every request (token endpoint too) inside a window gets its status, with its
+    # Retry-After when set. Scheduled by Sim.outage.
+    outages: tuple[Outage, ...] = ()
     token_unavailable: int = 0  # the next N token requests get 503 with Retry-After
     token_retry_after_s: int = 2
     refuse_credentials: bool = False  # the token endpoint answers 401 invalid_client
@@ -148,6 +157,17 @@ class Throttle:
     client_id: str
     issued_at: float
     retry_at: float
+
+
+def _outage_at(faults: Faults, now: float, *, token: bool = False) -> Outage | None:
+    return next(
+        (
+            o
+            for o in faults.outages
+            if o.start <= now < o.end and (o.token_endpoint or not token)
+        ),
+        None,
+    )
 
 
 def _employer_key(employer: dict[str, Any]) -> str:
@@ -294,15 +314,21 @@ class Sim:
             return self.state.faults
 
     def outage(
-        self, duration_s: float, *, status: int = 503, retry_after_s: int | None = None
+        self,
+        duration_s: float,
+        *,
+        status: int = 503,
+        retry_after_s: int | None = None,
+        after_s: float = 0.0,
+        token_endpoint: bool = True,
     ) -> Faults:
         """Every request, token endpoint included, answers ``status`` for ``duration_s`` seconds
-        of the simulator's clock from now (with Retry-After when ``retry_after_s`` is set)."""
-        return self.set_faults(
-            outage_until=self.state.clock() + duration_s,
-            outage_status=status,
-            outage_retry_after_s=retry_after_s,
-        )
+        of the simulator's clock, starting ``after_s`` from now (with Retry-After when
+        ``retry_after_s`` is set). Outages add up: schedule several for phases.
+        ``token_endpoint=False`` leaves the token endpoint up (only the API is down)."""
+        start = self.state.clock() + after_s
+        window = Outage(start, start + duration_s, status, retry_after_s, token_endpoint)
+        return self.set_faults(outages=(*self.state.faults.outages, window))
 
     def set_reference_data(
         self,
@@ -440,8 +466,9 @@ class Sim:
             now = state.clock()
             state.arrivals.append((client_id, now))
             f = state.faults
-            if now < f.outage_until:
-                status, wait = f.outage_status, f.outage_retry_after_s
+            outage = _outage_at(f, now, token=True)
+            if outage is not None:
+                status, wait = outage.status, outage.retry_after_s
             elif f.token_unavailable > 0:
                 state.faults = dataclasses.replace(f, token_unavailable=f.token_unavailable - 1)
                 status, wait = 503, f.token_retry_after_s
@@ -555,18 +582,18 @@ class Sim:
         caller is named by its token when it has a valid one (to check Retry-After)."""
         state = self.state
         with state.lock:
-            f = state.faults
-            if now >= f.outage_until:
+            outage = _outage_at(state.faults, now)
+            if outage is None:
                 return None
             header = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             client_id = state.tokens.get(header, ("", 0.0))[0]
             state.arrivals.append((client_id, now))
             headers = {}
-            if f.outage_retry_after_s is not None:
-                state.throttles.append(Throttle(client_id, now, now + f.outage_retry_after_s))
-                headers["Retry-After"] = str(f.outage_retry_after_s)
-            state.stats[f"fault.outage.{f.outage_status}"] += 1
-            status = f.outage_status
+            if outage.retry_after_s is not None:
+                state.throttles.append(Throttle(client_id, now, now + outage.retry_after_s))
+                headers["Retry-After"] = str(outage.retry_after_s)
+            state.stats[f"fault.outage.{outage.status}"] += 1
+            status = outage.status
         name = "serviceUnavailable" if status == 503 else "internalServerError"
         return _problem(status, name, "Service unavailable", headers=headers)
 
