@@ -128,3 +128,14 @@ def test_before_sleep_counts_and_logs_without_payload(caplog: pytest.LogCaptureF
     assert record.fields["operation"] == "register"
     assert secret not in caplog.text
     assert secret not in str(record.fields)
+
+
+def test_requeue_backoff_is_jittered_and_capped() -> None:
+    from gateway.ciao.policy import delay_for_attempt, requeue_wait
+
+    wait = requeue_wait(PolicyConfig(initial_wait_s=1.0, max_wait_s=300.0))
+    late = [delay_for_attempt(wait, 30) for _ in range(50)]
+    assert all(0 <= d <= 300.0 for d in late)
+    assert len({round(d, 6) for d in late}) > 40  # spread out, not all at the cap
+    early = [delay_for_attempt(wait, 1) for _ in range(50)]
+    assert max(early) <= 2.0
