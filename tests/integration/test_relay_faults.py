@@ -14,7 +14,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,8 +33,7 @@ from tests.support.ciao import (
     write_private_key,
 )
 from tests.support.inbox import TerminalFeed, insert, make_events
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.relay_proc import spawn_relay
 
 
 @pytest.fixture
@@ -159,23 +157,7 @@ BATCH = 50
 
 
 def _spawn_relay(tmp_path: Path, sim: SimServer, key_file: Path) -> subprocess.Popen[bytes]:
-    args = {
-        "db": str(tmp_path / "gateway.db"),
-        "key": str(tmp_path / "inss.key"),
-        "url": sim.url,
-        "private_key": str(key_file),
-        "read_s": 0.4,
-        "batch_limit": BATCH,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.relay_proc", json.dumps(args)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == b"started"
-    return proc
+    return spawn_relay(tmp_path, sim.url, key_file, read_s=0.4, batch_limit=BATCH)
 
 
 def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]

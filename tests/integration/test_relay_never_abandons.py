@@ -17,7 +17,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,9 +43,9 @@ from tests.support.ciao import (
     write_private_key,
 )
 from tests.support.inbox import TerminalFeed, insert, make_events
+from tests.support.relay_proc import spawn_relay
 from tests.support.waiting import wait_for, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 # A client that gives up fast, so the relay sees many failed attempts in a few seconds (the old
 # relay dead-lettered after 12 of them).
 IMPATIENT = PolicyConfig(
@@ -163,23 +162,7 @@ def test_token_endpoint_retry_after_holds_every_next_call(sim: SimServer) -> Non
 
 
 def _spawn_relay(tmp_path: Path, sim: SimServer, key_file: Path) -> subprocess.Popen[bytes]:
-    args = {
-        "db": str(tmp_path / "gateway.db"),
-        "key": str(tmp_path / "inss.key"),
-        "url": sim.url,
-        "private_key": str(key_file),
-        "read_s": 1.0,
-        "batch_limit": 50,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.relay_proc", json.dumps(args)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == b"started"
-    return proc
+    return spawn_relay(tmp_path, sim.url, key_file, read_s=1.0, batch_limit=50)
 
 
 def test_a_restarted_relay_honours_the_retry_after_of_the_one_before(
