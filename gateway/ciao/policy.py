@@ -151,6 +151,10 @@ class PolicyConfig:
     initial_wait_s: float = 1.0
     max_wait_s: float = 60.0
     jitter_s: float = 1.0
+    # A Retry-After longer than this is not waited inside the call: the failure goes back to
+    # the caller (the relay), which keeps its rows queued, raises its alert at once and stays
+    # free for verdicts meanwhile. The client still sends nothing before that instant.
+    max_inline_retry_after_s: float = 5.0
 
 
 def backoff(config: PolicyConfig) -> wait_base:
@@ -188,8 +192,13 @@ def make_retrying(
         stop = stop | stop_when_set(shutdown)
         if sleep is None:
             sleep = sleep_using_event(shutdown)
+    def worth_waiting(exc: BaseException) -> bool:
+        retry_after = getattr(exc, "retry_after", None)
+        too_long = retry_after is not None and retry_after > config.max_inline_retry_after_s
+        return predicate(exc) and not too_long
+
     return Retrying(
-        retry=retry_if_exception(predicate),
+        retry=retry_if_exception(worth_waiting),
         wait=wait_retry_after_or(backoff(config)),
         stop=stop,
         sleep=sleep or time.sleep,

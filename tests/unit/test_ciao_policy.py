@@ -139,3 +139,13 @@ def test_requeue_backoff_is_jittered_and_capped() -> None:
     assert len({round(d, 6) for d in late}) > 40  # spread out, not all at the cap
     early = [delay_for_attempt(wait, 1) for _ in range(50)]
     assert max(early) <= 2.0
+
+
+def test_a_long_retry_after_goes_back_to_the_caller_instead_of_blocking_it() -> None:
+    sleeps: list[float] = []
+    policy = submit_policy(CFG, sleep=sleeps.append)
+    fn = Flaky(Transient("503", retry_after=CFG.max_inline_retry_after_s + 1))
+    with pytest.raises(Transient):
+        policy(fn)
+    assert fn.calls == 1
+    assert sleeps == []
