@@ -794,6 +794,10 @@ class Relay:
             ssin = worker.inss.reveal()
             hits = [h for h in hits if not h.ssin or h.ssin == ssin]
             found += self._adopt(members, hits)
+        if UNRECONCILED in self._alerts and not self.store.rows(
+            "state='needs_review' OR search_refused_ns IS NOT NULL", (), 1
+        ):
+            self._answered(UNRECONCILED)  # searches work again and nobody waits for a person
         return len(rows) + found
 
     def _search(
@@ -896,6 +900,7 @@ class Relay:
                         "updated_ns": now,
                         "next_try_ns": now,
                         "final_ns": now if state in FINAL else None,
+                        "search_refused_ns": None,
                     },
                 )
             )

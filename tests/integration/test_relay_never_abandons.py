@@ -291,6 +291,7 @@ def test_an_unreconcilable_event_goes_to_a_person_and_is_never_resubmitted_blind
     world.run_until_final(timeout=20)
     assert world.relay.store.counts() == {"registered": 2}
     assert exactly_once_report(sim.registrations()) == (2, [])
+    assert world.relay.store.open_alerts() == {}
 
 
 # --------------------------------------------------------------------------- problem details
