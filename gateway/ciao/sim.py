@@ -117,6 +117,7 @@ class Faults:
     refuse_credentials: bool = False  # the token endpoint answers 401 invalid_client
     refused_query_params: tuple[str, ...] = ()  # search parameters answered with a 400
     api_forbidden: bool = False  # every API request gets 403 missingPermission
+    api_token_refused: bool = False  # every API request gets 401 invalidAccessToken
 
     def __post_init__(self) -> None:
         if self.bad_body is not None and self.bad_body not in BAD_BODIES:
@@ -599,6 +600,14 @@ class Sim:
 
     def _authenticate(self, now: float) -> tuple[str, Response | None]:
         header = request.headers.get("Authorization", "")
+        if self.state.faults.api_token_refused:
+            self.state.stats["fault.401"] += 1
+            return "", _problem(
+                401,
+                "invalidAccessToken",
+                "Invalid access token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
         if not header.startswith("Bearer "):
             self.state.stats["auth.missing"] += 1
             return "", _problem(

@@ -215,6 +215,7 @@ def test_a_restarted_relay_honours_the_retry_after_of_the_one_before(
     [
         ({"refuse_credentials": True}, "credentials refused by the token endpoint since "),
         ({"api_forbidden": True}, "credentials refused by the API since "),
+        ({"api_token_refused": True}, "credentials refused by the API since "),
     ],
 )
 def test_refused_credentials_keep_events_queued_until_fixed(
@@ -231,7 +232,8 @@ def test_refused_credentials_keep_events_queued_until_fixed(
     assert world.relay.store.counts() == {"queued": 5}
     assert world.verdicts == []
     assert world.relay.store.open_alerts()["credentials"].startswith(words)
-    sim.set_faults(refuse_credentials=False, api_forbidden=False)  # the employer fixes it
+    # The employer fixes it.
+    sim.set_faults(refuse_credentials=False, api_forbidden=False, api_token_refused=False)
     world.run_until_final(timeout=20)
     assert world.relay.store.counts() == {"registered": 5}
     assert world.relay.store.open_alerts() == {}
