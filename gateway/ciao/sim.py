@@ -600,14 +600,6 @@ class Sim:
 
     def _authenticate(self, now: float) -> tuple[str, Response | None]:
         header = request.headers.get("Authorization", "")
-        if self.state.faults.api_token_refused:
-            self.state.stats["fault.401"] += 1
-            return "", _problem(
-                401,
-                "invalidAccessToken",
-                "Invalid access token",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
         if not header.startswith("Bearer "):
             self.state.stats["auth.missing"] += 1
             return "", _problem(
@@ -615,8 +607,8 @@ class Sim:
             )
         with self.state.lock:
             entry = self.state.tokens.get(header.removeprefix("Bearer ").strip())
-        if entry is None:
-            self.state.stats["auth.invalid"] += 1
+        if entry is None or self.state.faults.api_token_refused:
+            self.state.stats["fault.401" if entry else "auth.invalid"] += 1
             return "", _problem(
                 401,
                 "invalidAccessToken",
