@@ -257,6 +257,11 @@ class Registry:
             badge,
         )
 
+    def badge_blocked(self, badge: str) -> bool:
+        """True when the badge is enrolled but blocked (the relay tells it from "unknown")."""
+        row = self._one("SELECT active FROM reg_badges WHERE badge=?", (badge,))
+        return row is not None and not row[0]
+
     def worker(self, ref: str) -> Resolved | None:
         """A worker by pseudonymous reference (the relay's search after an ambiguous POST)."""
         return self._worker("FROM reg_workers w WHERE w.ref=?", ref)

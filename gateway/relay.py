@@ -5,20 +5,28 @@ Each turn of :meth:`Relay.run_once`:
 
 1. takes new inbox rows in as ``queued``;
 2. reconciles ``ambiguous`` rows: searches CIaO for each (worker, employer, workplace, date)
-   and adopts a registration found there; only the ones not found go back to ``queued``;
+   and adopts a registration found there; only the ones not found go back to ``queued``. A
+   search parameter the service refuses is dropped and filtered here instead; a row whose
+   search stays refused for ``review_after_s`` goes to ``needs_review`` for a person;
 3. submits one batch of ``queued`` rows in (terminal, seq) order, up to the profile's limit:
    badge -> worker and employer through the registry, kind -> CIaO type (a break starts with
    ``out`` and ends with ``in``), ``wall_ns`` -> ``registrationDate`` (RFC 3339, UTC, ``Z``);
    an event tapped before the terminal's clock was synced is dated from a later sync point of
    the same boot, or held up to ``unsynced_hold_s`` for one (DESIGN decision 4);
-4. retries ``unresolved`` rows when the registry changed;
-5. polls ``pending`` registrations by id until their validity is final;
+4. retries rows waiting for the registry (unknown or blocked badge, unknown workplace) when
+   the registry changed;
+5. polls ``pending`` registrations by search (employer, workplace, date range), at most
+   ``poll_calls_per_turn`` calls a turn so polling never holds up submission;
 6. hands each final verdict to ``on_verdict(terminal, Verdict)`` (the gateway publishes it to
    the terminal), and raises an alert for any event still without a verdict after
    ``verdict_timeout_s``.
 
 A POST is never repeated blindly: anything that may have reached CIaO (timeout after sending,
 dropped connection, a 5xx, a garbled 200, a relay killed mid-request) is searched for first.
+Nothing that could still succeed is given up: outages, 429s and refused credentials keep rows
+queued with a capped, jittered backoff and open an alert naming the cause (``relay_alerts``),
+closed when CIaO answers again. Only a 400 naming an item ends it (``refused``, with the whole
+problem details kept on the row). Every Retry-After is persisted, so a restart honours it.
 Failures are counted in :attr:`Relay.counters`; no row is ever deleted.
 """
 
@@ -46,11 +54,13 @@ from gateway.ciao.client import (
     CiaoError,
     ItemResult,
     Permanent,
+    Registration,
     ShuttingDown,
+    describe_problem,
 )
-from gateway.ciao.policy import PolicyConfig
+from gateway.ciao.policy import PolicyConfig, delay_for_attempt, requeue_wait
 from gateway.registry import EmployerKind, Registry, Resolved, Workplace
-from gateway.relay_store import FINAL, RelayStore, State
+from gateway.relay_store import FINAL, WAITING_FOR_REGISTRY, RelayStore, State
 from gateway.terminals import TerminalRegistry
 from siteclock.log import fields, redact
 from siteclock.protocol import Event, Outcome, ProtocolError, Verdict
@@ -64,13 +74,17 @@ class RelayConfig:
 
     idle_s: float = 1.0  # pause when a turn found nothing to do
     poll_interval_s: float = 10.0  # between two lookups of a pending registration
-    poll_batch: int = 200  # lookups per turn
+    poll_batch: int = 500  # pending rows looked at per turn
+    poll_calls_per_turn: int = 4  # searches (or lookups) per turn: submission goes first
     ambiguous_settle_s: float = 30.0  # wait before searching: let a slow commit land first
+    # An ambiguous row whose search CIaO keeps refusing goes to a person after this long.
+    review_after_s: float = 3600.0
     verdict_timeout_s: float = 4 * 3600.0  # alert when an event has no final verdict by then
-    max_attempts: int = 12  # submissions before an event is dead-lettered
     rescan_s: float = 60.0  # full inbox rescan period
     batch_limit: int | None = None  # default: the profile's
     batches_per_turn: int = 10  # then polls, verdicts and alerts get their turn
+    # Requeue backoff: full-jitter exponential from initial_wait_s, capped at max_wait_s. Also
+    # the client's retry policy (gateway.service). There is no attempt limit on purpose.
     backoff: PolicyConfig = field(default_factory=lambda: PolicyConfig(max_wait_s=300.0))
     # A clock_unsynced event waits this long (from its arrival) for a sync point of its boot,
     # then goes with the terminal's own time and a note for the employer to review.
@@ -80,6 +94,25 @@ class RelayConfig:
 
 WAITING_FOR_SYNC = "waiting for a clock sync"
 NEVER_SYNCED = "clock never synced in this boot: terminal time used"
+BADGE_UNKNOWN = "badge unknown: no worker is linked to it"
+BADGE_BLOCKED = "badge blocked by the employer"
+WORKPLACE_UNKNOWN = "workplace unknown: the Declaration of Works is not in the registry"
+
+# Alert causes (relay_alerts.cause) and how each one reads.
+UNREACHABLE = "unreachable"
+CREDENTIALS = "credentials"
+THROTTLED = "throttled"
+REFUSING = "refusing"
+UNRECONCILED = "unreconciled"
+ALERT_TEXT = {
+    UNREACHABLE: "CIaO unreachable since {since}",
+    CREDENTIALS: "credentials refused by {where} since {since}",
+    THROTTLED: "CIaO rate-limiting us (429) since {since}",
+    REFUSING: "CIaO refuses our requests since {since}",
+    UNRECONCILED: "search refused by CIaO since {since}: events wait for a person",
+}
+# Query parameters the relay can do without, by filtering the answers itself.
+DROPPABLE_SEARCH = ("ssin", "date_from", "date_to", "page", "page_size")
 
 
 @dataclass
@@ -116,6 +149,38 @@ def _instant(value: str) -> datetime | None:
     except (TypeError, ValueError):
         return None
     return moment.astimezone(UTC) if moment.tzinfo else None
+
+
+def _since(now_ns: int) -> str:
+    return datetime.fromtimestamp(now_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def ciao_item(
+    worker: Resolved, place: Workplace, employer: dict[str, str], date: str, ciao_type: str
+) -> dict[str, Any]:
+    """One stored event as a CIaO registerInBulk item (the only place an item is built)."""
+    return {
+        "registrationDate": date,
+        "ssin": worker.inss.reveal(),
+        "type": ciao_type,
+        "employer": employer,
+        "placeOfWork": _place(place),
+        "contractualRelationshipReference": place.ref,
+    }
+
+
+def item_problem(problem: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """The problem details as they concern item ``index`` of a batch: the issues naming it
+    (renamed ``items[0]...`` -> the item's own fields) and the ones naming no item."""
+    prefix = f"items[{index}]"
+    issues = []
+    for issue in problem.get("issues") or ():
+        name = str(issue.get("name", ""))
+        if name.startswith(prefix):
+            issues.append({**issue, "name": "item" + name[len(prefix) :]})
+        elif not name.startswith("items["):
+            issues.append(dict(issue))
+    return {**problem, "issues": issues}
 
 
 def _employer_json(resolved: Resolved) -> dict[str, str]:
@@ -165,6 +230,15 @@ class Relay:
         self._registry_version = -1
         self._cache: dict[str, Resolved | None] = {}
         self._places: dict[str, Workplace | None] = {}
+        self._wait = requeue_wait(self.config.backoff)
+        self._search_omit: frozenset[str] = frozenset()  # parameters CIaO refused
+        self._alerts = self.store.open_alerts()
+        # A Retry-After outlives the process: honour the one a previous run was given, and
+        # persist each new one the moment the client learns it.
+        saved = self.store.not_before_ns()
+        if saved:
+            client.honour_not_before(saved / 1e9)
+        client.on_not_before = lambda instant: self.store.save_not_before(int(instant * 1e9))
         recovered = self.store.recover_submitted(self.clock_ns())
         if recovered:
             self.counters["recovered_submitted"] += recovered
@@ -267,6 +341,8 @@ class Relay:
         Both batches are "submitted" in the database before their POST leaves, so a crash at
         any point leaves nothing that a restart would not search for first.
         """
+        if self._told_to_wait():
+            return 0
         work = 0
         in_flight: tuple[_Batch, Future[list[ItemResult]]] | None = None
         for _ in range(self.config.batches_per_turn):
@@ -313,12 +389,12 @@ class Relay:
             key = (row["terminal"], row["seq"])
             worker, place = self._lookup(row["badge"], row["workplace"])
             if worker is None or place is None:
-                reason = "badge unknown or blocked" if worker is None else "workplace unknown"
+                state, reason = self._why_unresolved(row["badge"], worker)
                 unresolved.append(
                     (
                         key,
                         {
-                            "state": State.UNRESOLVED,
+                            "state": state,
                             "last_error": reason,
                             "registry_version": self._registry_version,
                             "updated_ns": now,
@@ -327,22 +403,13 @@ class Relay:
                 )
                 continue
             wall_ns, clock_columns = self._clock_of(row, now)
-            if wall_ns is None:  # clock_unsynced, no sync point yet: stays queued for now
+            if wall_ns is None:  # clock_unsynced, no sync point yet: held for now
                 held.append((key, clock_columns))
                 continue
             employer, employer_text = self._employer(worker)
             date = registration_date(wall_ns, precision)
-            ciao_type = self.profile.ciao_type(row["kind"])
-            batch.items.append(
-                {
-                    "registrationDate": date,
-                    "ssin": worker.inss.reveal(),
-                    "type": ciao_type,
-                    "employer": employer,
-                    "placeOfWork": _place(place),
-                    "contractualRelationshipReference": place.ref,
-                }
-            )
+            ciao_type = self._ciao_type(row)
+            batch.items.append(ciao_item(worker, place, employer, date, ciao_type))
             batch.keys.append(key)
             batch.attempts[key] = row["attempts"] + 1
             columns_of.append(
@@ -385,6 +452,18 @@ class Relay:
         batch.unresolved = len(unresolved)
         return batch
 
+    def _why_unresolved(self, badge: str, worker: Resolved | None) -> tuple[State, str]:
+        """Which registry gap holds a row: each has its own state and reason."""
+        if worker is not None:
+            return State.UNKNOWN_WORKPLACE, WORKPLACE_UNKNOWN
+        if self.registry.badge_blocked(badge):
+            return State.BLOCKED_BADGE, BADGE_BLOCKED
+        return State.UNKNOWN_BADGE, BADGE_UNKNOWN
+
+    def _ciao_type(self, row: Any) -> str:
+        """The CIaO ``type`` of a stored event (a break starts with out and ends with in)."""
+        return self.profile.ciao_type(row["kind"])
+
     def _clock_of(self, row: Any, now: int) -> tuple[int | None, dict[str, Any]]:
         """The time to submit for a queued row and the clock columns to record with it.
 
@@ -419,6 +498,7 @@ class Relay:
         if now < hold_until:
             recheck = now + int(self.config.unsynced_recheck_s * 1e9)
             return None, {
+                "state": State.AWAITING_CLOCK_SYNC,
                 "next_try_ns": min(recheck, hold_until),
                 "last_error": WAITING_FOR_SYNC,
                 "updated_ns": now,
@@ -436,7 +516,7 @@ class Relay:
         try:
             results = call.result()
         except AuthError as exc:
-            self._requeue(keys, attempts, exc, "auth_error")
+            self._requeue(keys, attempts, exc, f"auth.{exc.reason}")
         except (Ambiguous, BadResponse) as exc:
             if isinstance(exc, BadResponse) and not exc.after_send:
                 self._requeue(keys, attempts, exc, f"bad_response.{exc.kind}")
@@ -454,6 +534,7 @@ class Relay:
             self._mark_ambiguous(keys, exc)
             raise
         else:
+            self._answered()
             self._store_results(keys, results)
         return len(keys)
 
@@ -512,18 +593,20 @@ class Relay:
         *,
         count_attempt: bool = True,
     ) -> None:
-        """Back to ``queued`` with a backoff; dead-letter a row that ran out of attempts."""
+        """Back to ``queued`` with a jittered backoff (or the Retry-After), however many
+        attempts it took: a failure that is not an answer about the item never ends it."""
         now = self.clock_ns()
         self.counters[counter] += 1
         error = _describe(exc) if exc else counter
+        if exc is not None:
+            self._trouble(exc, now)
         retry_after = getattr(exc, "retry_after", None)
         updates = []
         for key in keys:
             tries = attempts[key]
-            if count_attempt and tries >= self.config.max_attempts:
-                updates.append((key, self._dead(error, now)))
-                continue
-            delay = retry_after if retry_after is not None else self._backoff_s(tries)
+            delay = self._backoff_s(tries)
+            if retry_after is not None:
+                delay = max(delay, float(retry_after))
             updates.append(
                 (
                     key,
@@ -540,19 +623,51 @@ class Relay:
             self.store.update_each(db, updates)
         log.warning("relay batch requeued", extra=fields(reason=counter, items=len(keys)))
 
-    def _dead(self, error: str, now: int) -> dict[str, Any]:
-        self.counters["dead"] += 1
-        return {"state": State.DEAD, "last_error": error, "final_ns": now, "updated_ns": now}
-
     def _backoff_s(self, attempts: int) -> float:
-        cfg = self.config.backoff
-        return min(cfg.initial_wait_s * 2 ** max(0, attempts - 1), cfg.max_wait_s)
+        return delay_for_attempt(self._wait, attempts)
+
+    # ------------------------------------------------------------------ alerts by cause
+
+    def _trouble(self, exc: BaseException, now: int) -> None:
+        """Open the alert that names why CIaO did not answer (once, until it recovers)."""
+        if isinstance(exc, ShuttingDown):
+            return
+        reason = str(getattr(exc, "reason", ""))
+        where = "the token endpoint" if reason.startswith("auth_") else "the API"
+        if isinstance(exc, AuthError) or reason == "token_rejected":
+            cause = CREDENTIALS
+        elif reason == "rate_limited":
+            cause = THROTTLED
+        elif isinstance(exc, Permanent):
+            cause = REFUSING
+        else:
+            cause = UNREACHABLE
+        self._raise(cause, now, _describe(exc), where=where)
+
+    def _raise(self, cause: str, now: int, error: str, **words: str) -> None:
+        if cause in self._alerts:
+            return
+        message = ALERT_TEXT[cause].format(since=_since(now), **words) + f" ({error})"
+        if self.store.raise_alert(cause, message, now):
+            self.counters[f"alert.{cause}"] += 1
+            log.error("relay alert", extra=fields(cause=cause, alert=message))
+        self._alerts[cause] = message
+
+    def _answered(self, *causes: str) -> None:
+        """CIaO answered: close the alerts about not being answered."""
+        for cause in causes or (UNREACHABLE, CREDENTIALS, THROTTLED, REFUSING):
+            if cause not in self._alerts:
+                continue
+            message = self._alerts.pop(cause)
+            self.store.clear_alert(cause, self.clock_ns())
+            log.warning("relay alert cleared", extra=fields(cause=cause, was=message))
 
     def _mark_ambiguous(self, keys: list[tuple[str, int]], exc: BaseException) -> None:
         now = self.clock_ns()
         self.counters["ambiguous"] += 1
         if isinstance(exc, BadResponse):
             self.counters[f"bad_response.{exc.kind}"] += 1
+        self._trouble(exc, now)
         settle = now + int(self.config.ambiguous_settle_s * 1e9)
         with self._tx() as db:
             self.store.update(
@@ -561,6 +676,7 @@ class Relay:
                 state=State.AMBIGUOUS,
                 last_error=_describe(exc),
                 next_try_ns=settle,
+                ambiguous_ns=now,
                 updated_ns=now,
             )
         log.warning(
@@ -571,18 +687,36 @@ class Relay:
     def _refused(
         self, keys: list[tuple[str, int]], attempts: Mapping[tuple[str, int], int], exc: Permanent
     ) -> None:
-        """A permanent 4xx: dead-letter the items it names; the others go again (one by one
-        when the refusal names none, so one bad item cannot sink its neighbours)."""
+        """A 400 ends the items it names (``refused``, with their part of the problem); the
+        others go again (one by one when it names none, so one bad item cannot sink its
+        neighbours). Any other refusal (404, 413...) is about the request, not the items:
+        they stay queued and an alert says CIaO refuses us."""
+        if exc.status != 400:
+            self._requeue(keys, attempts, exc, f"refused.{exc.reason}")
+            return
         now = self.clock_ns()
-        error = _describe(exc)
+        self._answered()
         self.counters[f"permanent.{exc.reason}"] += 1
-        named = {keys[i] for i in exc.item_indexes if i < len(keys)}
+        named = {keys[i]: i for i in exc.item_indexes if i < len(keys)}
         if not named and len(keys) == 1:
-            named = set(keys)
+            named = {keys[0]: 0}
         updates = []
         for key in keys:
             if key in named:
-                updates.append((key, self._dead(error, now)))
+                problem = item_problem(exc.problem, named[key])
+                self.counters["refused"] += 1
+                updates.append(
+                    (
+                        key,
+                        {
+                            "state": State.REFUSED,
+                            "last_error": redact(describe_problem(problem))[:500],
+                            "problem": json.dumps(problem),
+                            "final_ns": now,
+                            "updated_ns": now,
+                        },
+                    )
+                )
             elif named:
                 updates.append(
                     (
@@ -598,16 +732,33 @@ class Relay:
                 updates.append(
                     (
                         key,
-                        {"state": State.QUEUED, "solo": 1, "updated_ns": now, "last_error": error},
+                        {
+                            "state": State.QUEUED,
+                            "solo": 1,
+                            "updated_ns": now,
+                            "last_error": _describe(exc),
+                        },
                     )
                 )
         with self._tx() as db:
             self.store.update_each(db, updates)
-        log.warning("relay batch refused", extra=fields(reason=exc.reason, dead=len(named)))
+        log.warning(
+            "relay batch refused",
+            extra=fields(
+                reason=exc.reason, refused=len(named), problem=describe_problem(exc.problem)
+            ),
+        )
 
     # ------------------------------------------------------------------ reconcile
 
+    def _told_to_wait(self) -> bool:
+        """CIaO's last Retry-After has not passed: no call would leave, so prepare none (the
+        turn stays free for verdicts and alerts, and no batch is marked submitted in vain)."""
+        return self.client.not_before > self.client.clock()
+
     def _reconcile(self) -> int:
+        if self._told_to_wait():
+            return 0
         now = self.clock_ns()
         rows = self.store.rows("state='ambiguous' AND next_try_ns<=?", (now,), 500)
         if not rows:
@@ -621,27 +772,98 @@ class Relay:
             keys = [(r["terminal"], r["seq"]) for r in members]
             if worker is None or not employer:
                 # Nothing was recorded as submitted (or the worker is gone): cannot search.
-                self._requeue_after_search(keys, members, "worker unknown at reconcile")
+                self._requeue_after_search(keys, "worker unknown at reconcile")
                 continue
             dates = sorted(r["reg_date"] for r in members)
             try:
-                hits = self.client.search(
-                    employer=json.loads(employer),
-                    workplace=workplace,
-                    date_from=dates[0],
-                    date_to=dates[-1],
-                    ssin=worker.inss.reveal(),
-                )
+                hits = self._search(json.loads(employer), workplace, dates, worker.inss.reveal())
             except ShuttingDown:
                 raise
+            except Permanent as exc:
+                self._search_refused(members, exc, now)
+                continue
             except CiaoError as exc:
                 self.counters[f"search_failed.{exc.reason}"] += 1
+                self._trouble(exc, now)
                 retry = now + int(self._backoff_s(2) * 1e9)
                 with self._tx() as db:
                     self.store.update(db, keys, next_try_ns=retry, last_error=_describe(exc))
                 continue
+            self._answered(UNREACHABLE, CREDENTIALS, THROTTLED)
+            # Refused filters were dropped: keep only this worker's registrations.
+            ssin = worker.inss.reveal()
+            hits = [h for h in hits if not h.ssin or h.ssin == ssin]
             found += self._adopt(members, hits)
+        if UNRECONCILED in self._alerts and not self.store.rows(
+            "state='needs_review' OR search_refused_ns IS NOT NULL", (), 1
+        ):
+            self._answered(UNRECONCILED)  # searches work again and nobody waits for a person
         return len(rows) + found
+
+    def _search(
+        self, employer: dict[str, str], workplace: str, dates: list[str], ssin: str | None
+    ) -> list[Registration]:
+        """Search CIaO, leaving out parameters it refused before. A 400 naming a query
+        parameter we can do without drops it (we filter the answers ourselves) and asks
+        again; a refusal of anything else is raised."""
+        names = self.profile.search
+        droppable = {getattr(names, n) for n in DROPPABLE_SEARCH}
+        while True:
+            try:
+                return self.client.search(
+                    employer=employer,
+                    workplace=workplace,
+                    date_from=dates[0],
+                    date_to=dates[-1],
+                    ssin=ssin,
+                    omit=self._search_omit,
+                )
+            except Permanent as exc:
+                refused = {
+                    str(i.get("name"))
+                    for i in exc.issues
+                    if i.get("in") == "query" and str(i.get("name")) in droppable
+                }
+                if exc.status != 400 or not refused or refused <= self._search_omit:
+                    raise
+                self._search_omit |= refused
+                self.counters["search_parameter_dropped"] += len(refused)
+                log.warning(
+                    "CIaO refused search parameters: searching without them",
+                    extra=fields(parameters=",".join(sorted(refused))),
+                )
+
+    def _search_refused(self, members: list[Any], exc: Permanent, now: int) -> None:
+        """The search itself is refused and no fallback is left: the rows wait (never
+        resubmitted blind) and, after ``review_after_s``, go to a person."""
+        self.counters[f"search_refused.{exc.reason}"] += 1
+        error = _describe(exc)
+        review_after = int(self.config.review_after_s * 1e9)
+        retry = now + int(self._backoff_s(3) * 1e9)
+        updates = []
+        for row in members:
+            since = row["search_refused_ns"] or now
+            values: dict[str, Any] = {
+                "search_refused_ns": since,
+                "last_error": f"search refused: {error}",
+                "problem": json.dumps(exc.problem),
+                "updated_ns": now,
+            }
+            if now - since >= review_after:
+                values.update(state=State.NEEDS_REVIEW, final_ns=None)
+                self.counters["needs_review"] += 1
+            else:
+                values["next_try_ns"] = retry
+            updates.append(((row["terminal"], row["seq"]), values))
+        with self._tx() as db:
+            self.store.update_each(db, updates)
+        self._raise(UNRECONCILED, now, error)
+        reviewed = sum(1 for _, v in updates if v.get("state") == State.NEEDS_REVIEW)
+        if reviewed:
+            log.error(
+                "events need a person: CIaO refuses the search that would reconcile them",
+                extra=fields(events=reviewed, problem=describe_problem(exc.problem)),
+            )
 
     def _adopt(self, members: list[Any], hits: list[Any]) -> int:
         """Match ambiguous rows to registrations CIaO already has; requeue the rest."""
@@ -678,6 +900,7 @@ class Relay:
                         "updated_ns": now,
                         "next_try_ns": now,
                         "final_ns": now if state in FINAL else None,
+                        "search_refused_ns": None,
                     },
                 )
             )
@@ -686,86 +909,139 @@ class Relay:
         self.counters["reconciled_found"] += len(adopted)
         if missing:
             keys = [(r["terminal"], r["seq"]) for r in missing]
-            self._requeue_after_search(keys, missing, "not found after ambiguous submit")
+            self._requeue_after_search(keys, "not found after ambiguous submit")
         return len(adopted)
 
-    def _requeue_after_search(self, keys: list[tuple[str, int]], rows: list[Any], why: str) -> None:
+    def _requeue_after_search(self, keys: list[tuple[str, int]], why: str) -> None:
         self.counters["reconciled_missing"] += len(keys)
         now = self.clock_ns()
-        updates = []
-        for key, row in zip(keys, rows, strict=True):
-            if row["attempts"] >= self.config.max_attempts:
-                updates.append((key, self._dead(f"{why}; {row['last_error']}", now)))
-            else:
-                updates.append(
-                    (
-                        key,
-                        {
-                            "state": State.QUEUED,
-                            "next_try_ns": now,
-                            "updated_ns": now,
-                            "last_error": why,
-                        },
-                    )
-                )
         with self._tx() as db:
-            self.store.update_each(db, updates)
+            self.store.update(
+                db,
+                keys,
+                state=State.QUEUED,
+                next_try_ns=now,
+                updated_ns=now,
+                last_error=why,
+                search_refused_ns=None,
+            )
 
     # ------------------------------------------------------------------ unresolved
 
     def _retry_unresolved(self) -> int:
         version = self.registry.version
-        if not self.store.rows("state='unresolved' AND registry_version<>?", (version,), 1):
+        waiting = ",".join(f"'{s}'" for s in WAITING_FOR_REGISTRY)
+        if not self.store.rows(f"state IN ({waiting}) AND registry_version<>?", (version,), 1):
             return 0
         with self._tx() as db:
             return db.execute(
-                "UPDATE registrations SET state='queued', next_try_ns=0 "
-                "WHERE state='unresolved' AND registry_version<>?",
+                f"UPDATE registrations SET state='queued', next_try_ns=0 "
+                f"WHERE state IN ({waiting}) AND registry_version<>?",
                 (version,),
             ).rowcount
 
     # ------------------------------------------------------------------ poll
 
     def _poll(self) -> int:
+        """Look up due pending registrations: one search per (employer, workplace) and date
+        range, at most ``poll_calls_per_turn`` calls; by id when the search is refused."""
+        if self._told_to_wait():
+            return 0
         now = self.clock_ns()
         rows = self.store.rows(
             "state='pending' AND next_try_ns<=? ORDER BY next_try_ns",
             (now,),
             self.config.poll_batch,
         )
-        updates = []
+        if not rows:
+            return 0
+        groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        for row in rows:
+            groups[(row["employer"] or "", row["workplace"] or "")].append(row)
+        updates: list[tuple[tuple[str, int], dict[str, Any]]] = []
         later = now + int(self.config.poll_interval_s * 1e9)
+        calls = self.config.poll_calls_per_turn
+        looked = 0
         try:
-            for row in rows:
-                key = (row["terminal"], row["seq"])
-                try:
-                    reg = self.client.get(row["ciao_id"])
-                except ShuttingDown:
-                    raise
-                except CiaoError as exc:
-                    self.counters[f"poll_failed.{exc.reason}"] += 1
-                    updates.append((key, {"next_try_ns": later, "updated_ns": now}))
-                    continue
-                state = self._state_for(reg.validity)
-                values: dict[str, Any] = {
-                    "validity": reg.validity,
-                    "remarks": reg.remarks,
-                    "next_try_ns": later,
-                    "updated_ns": now,
-                }
-                if state in FINAL:
-                    values.update(state=state, final_ns=self.clock_ns())
-                updates.append((key, values))
+            for (employer, workplace), members in groups.items():
+                if calls <= 0:
+                    break
+                members.sort(key=lambda r: r["reg_date"] or "")
+                found, used = self._poll_group(employer, workplace, members, calls)
+                calls -= used
+                for row in members:
+                    key = (row["terminal"], row["seq"])
+                    reg = found.get(row["ciao_id"])
+                    if reg is None:
+                        if row["ciao_id"] in found:  # asked, but no answer: next time
+                            updates.append((key, {"next_try_ns": later, "updated_ns": now}))
+                            looked += 1
+                        continue
+                    looked += 1
+                    updates.append((key, self._polled(reg, later, now)))
         finally:
             if updates:
                 with self._tx() as db:
                     self.store.update_each(db, updates)
-        return len(rows)
+        return looked
+
+    def _poll_group(
+        self, employer: str, workplace: str, members: list[Any], calls: int
+    ) -> tuple[dict[str, Registration | None], int]:
+        """Registrations of ``members`` by id (None: asked and failed) and calls used."""
+        ids = {row["ciao_id"] for row in members}
+        names = self.profile.search
+        by_search = (
+            employer and workplace and not ({names.date_from, names.date_to} & self._search_omit)
+        )
+        if by_search:
+            try:
+                dates = [members[0]["reg_date"], members[-1]["reg_date"]]
+                hits = self._search(json.loads(employer), workplace, dates, None)
+            except ShuttingDown:
+                raise
+            except CiaoError as exc:
+                self.counters[f"poll_failed.{exc.reason}"] += 1
+                if not isinstance(exc, Permanent):
+                    self._trouble(exc, self.clock_ns())
+                    return dict.fromkeys(ids), 1
+            else:
+                self._answered(UNREACHABLE, CREDENTIALS, THROTTLED)
+                self.counters["poll_search"] += 1
+                return {h.id: h for h in hits if h.id in ids} | {
+                    i: None for i in ids if i not in {h.id for h in hits}
+                }, 1
+        # No usable search: one lookup per id, within the turn's budget.
+        found: dict[str, Registration | None] = {}
+        for row in members[:calls]:
+            try:
+                found[row["ciao_id"]] = self.client.get(row["ciao_id"])
+            except ShuttingDown:
+                raise
+            except CiaoError as exc:
+                self.counters[f"poll_failed.{exc.reason}"] += 1
+                found[row["ciao_id"]] = None
+        self.counters["poll_lookup"] += len(found)
+        return found, max(1, len(found))
+
+    def _polled(self, reg: Registration, later: int, now: int) -> dict[str, Any]:
+        state = self._state_for(reg.validity)
+        values: dict[str, Any] = {
+            "validity": reg.validity,
+            "remarks": reg.remarks,
+            "next_try_ns": later,
+            "updated_ns": now,
+        }
+        if state in FINAL:
+            values.update(state=state, final_ns=self.clock_ns())
+        return values
 
     # ------------------------------------------------------------------ verdicts and alerts
 
     def _notify(self) -> int:
-        rows = self.store.rows("notified=0 AND state IN ('registered','rejected','dead')", (), 500)
+        rows = self.store.rows(
+            "notified=0 AND state IN ('registered','rejected','refused')", (), 500
+        )
         done = []
         for row in rows:
             verdict = self._verdict(row)
@@ -787,8 +1063,8 @@ class Relay:
         if row["state"] == State.REGISTERED:
             return Verdict(row["seq"], Outcome.REGISTERED, "")
         remarks = json.loads(row["remarks"] or "[]")
-        if row["state"] == State.DEAD:
-            reason = f"not sent: {row['last_error']}"
+        if row["state"] == State.REFUSED:
+            reason = f"refused by CIaO: {row['last_error']}"
         else:
             reason = "; ".join(remarks) or row["last_error"] or "rejected"
         return Verdict(row["seq"], Outcome.REJECTED, redact(reason)[:200])
@@ -800,7 +1076,8 @@ class Relay:
         self._last_alert_ns = now
         cutoff = now - int(self.config.verdict_timeout_s * 1e9)
         rows = self.store.rows(
-            "state IN ('queued','unresolved','submitted','ambiguous','pending') "
+            "state IN ('queued','unknown_badge','blocked_badge','unknown_workplace',"
+            "'awaiting_clock_sync','submitted','ambiguous','pending') "
             "AND created_ns<? AND alerted=0",
             (cutoff,),
             1000,

@@ -5,8 +5,15 @@ each inbox key into ``registrations`` and walks it through these states::
 
     queued -> submitted -> pending -> registered | rejected
        |          |  \\-> ambiguous -> (found) pending | (not found) queued
-       |          \\-> dead (permanent refusal, or too many attempts)
-       \\-> unresolved (badge or workplace unknown; retried when the registry changes)
+       |          |                 \\-> needs_review (search refused for too long: a person
+       |          |                     decides; never resubmitted blind)
+       |          \\-> refused (a 400 naming this item: it can never be accepted as it is)
+       |-> unknown_badge | blocked_badge | unknown_workplace (retried when the registry changes)
+       \\-> awaiting_clock_sync (clock_unsynced, waiting for a sync point; then queued)
+
+Nothing else ends a row: outages, 429s, refused credentials keep it ``queued`` with a backoff,
+however long they last. ``siteclock relay requeue`` puts a refused, needs_review or unresolved
+row back (audited in ``relay_requeues``).
 
     selftest (an installer's check tap, flagged ``selftest``: stored as evidence, never sent)
     enrolment (claimed by the employer as a badge-enrolment tap: evidence, never sent)
@@ -40,18 +47,37 @@ from siteclock import sqlite
 
 class State(StrEnum):
     QUEUED = "queued"
-    UNRESOLVED = "unresolved"
+    UNKNOWN_BADGE = "unknown_badge"  # no worker linked to this badge (yet)
+    BLOCKED_BADGE = "blocked_badge"  # the badge is blocked by the employer
+    UNKNOWN_WORKPLACE = "unknown_workplace"  # the registry lacks the Declaration of Works
+    AWAITING_CLOCK_SYNC = "awaiting_clock_sync"  # clock_unsynced, held for a sync point
     SUBMITTED = "submitted"
     AMBIGUOUS = "ambiguous"
+    NEEDS_REVIEW = "needs_review"  # could not be reconciled in time: a person decides
     PENDING = "pending"  # created at CIaO, validity pending
     REGISTERED = "registered"  # final: valid
     REJECTED = "rejected"  # final: invalid, or not created
-    DEAD = "dead"  # final: never accepted (permanent refusal); for the employer to see
+    REFUSED = "refused"  # final: a 400 named this item; the employer fixes it and requeues
     SELFTEST = "selftest"  # an installer's check tap: kept, never registered with the NSSO
     ENROLMENT = "enrolment"  # a badge-enrolment tap (provisioning.badge_enrolment): never sent
 
+    # The tap of a badge nobody linked: the name badge enrolment claims such taps under.
+    UNRESOLVED = "unknown_badge"
 
-FINAL = frozenset({State.REGISTERED, State.REJECTED, State.DEAD})
+
+FINAL = frozenset({State.REGISTERED, State.REJECTED, State.REFUSED})
+WAITING_FOR_REGISTRY = (State.UNKNOWN_BADGE, State.BLOCKED_BADGE, State.UNKNOWN_WORKPLACE)
+SENDABLE = (State.QUEUED, State.AWAITING_CLOCK_SYNC)
+REQUEUE_TARGET = {
+    State.REFUSED: State.QUEUED,
+    State.QUEUED: State.QUEUED,  # sooner: forget its backoff
+    State.UNKNOWN_BADGE: State.QUEUED,
+    State.BLOCKED_BADGE: State.QUEUED,
+    State.UNKNOWN_WORKPLACE: State.QUEUED,
+    # May already be at CIaO: back to the search, never straight to a POST.
+    State.NEEDS_REVIEW: State.AMBIGUOUS,
+}
+"""What ``siteclock relay requeue`` may put back, and where to."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS registrations(
@@ -71,6 +97,13 @@ CREATE INDEX IF NOT EXISTS registrations_state ON registrations(state, terminal,
 CREATE INDEX IF NOT EXISTS registrations_ciao_id ON registrations(ciao_id);
 CREATE INDEX IF NOT EXISTS registrations_unnotified ON registrations(notified, state);
 CREATE TABLE IF NOT EXISTS relay_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS relay_alerts(
+  cause TEXT PRIMARY KEY, message TEXT NOT NULL, since_ns INTEGER NOT NULL,
+  cleared_ns INTEGER, raised INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS relay_requeues(
+  at_ns INTEGER NOT NULL, terminal TEXT NOT NULL, seq INTEGER NOT NULL,
+  from_state TEXT NOT NULL, to_state TEXT NOT NULL, last_error TEXT NOT NULL,
+  selection TEXT NOT NULL);
 """
 
 # Columns added after the first release: a database created before them gets them at open.
@@ -79,7 +112,14 @@ ADDED_COLUMNS = {
     "terminal_wall_ns": "INTEGER",  # the terminal's time of a clock_unsynced event
     "corrected_wall_ns": "INTEGER",  # the time submitted instead (NULL: terminal time used)
     "clock_note": "TEXT",  # why, in words, for the employer's review
+    "problem": "TEXT",  # the last problem details (JSON: status, type, title, detail, issues)
+    "ambiguous_ns": "INTEGER",  # when the row became ambiguous
+    "search_refused_ns": "INTEGER",  # first time the search for it was refused (400)
+    "requeued_ns": "INTEGER",  # last ``siteclock relay requeue`` of the row
 }
+
+NOT_BEFORE_KEY = "ciao_not_before_ns"
+"""``relay_meta`` key: the latest Retry-After instant (wall ns), so a restart honours it too."""
 
 UNSYNCED_LIKE = '%"clock_unsynced"%'
 """``inbox.flags`` is a JSON list of text: this LIKE finds the flag without parsing JSON."""
@@ -89,6 +129,7 @@ class RelayStore:
     """SQL for the relay. One connection, used by one thread at a time (the relay's)."""
 
     def __init__(self, db_path: Path | str) -> None:
+        self.path = str(db_path)
         self.db = sqlite.connect(db_path, schema=SCHEMA, busy_timeout_s=10.0)
         try:
             self._add_columns()
@@ -159,7 +200,8 @@ class RelayStore:
                 # The signed body only for clock_unsynced events: the rest never pay for it.
                 "CASE WHEN i.flags LIKE ? THEN i.body END AS unsynced_body "
                 "FROM registrations r JOIN inbox i USING (terminal, seq) "
-                "WHERE r.state='queued' AND r.next_try_ns<=? ORDER BY r.terminal, r.seq LIMIT ?",
+                "WHERE r.state IN ('queued','awaiting_clock_sync') AND r.next_try_ns<=? "
+                "ORDER BY r.terminal, r.seq LIMIT ?",
                 (UNSYNCED_LIKE, now_ns, limit),
             ).fetchall()
         finally:
@@ -190,6 +232,145 @@ class RelayStore:
         found = self.rows("terminal=? AND seq=?", (terminal, seq), 1)
         return found[0] if found else None
 
+    # ------------------------------------------------------------------ Retry-After
+
+    def not_before_ns(self) -> int:
+        row = self.db.execute("SELECT value FROM relay_meta WHERE key=?", (NOT_BEFORE_KEY,))
+        found = row.fetchone()
+        return int(found[0]) if found else 0
+
+    def save_not_before(self, instant_ns: int) -> None:
+        """Persist a Retry-After instant at once, from whichever thread learnt it (its own
+        short connection: the relay's may be inside a transaction on another thread)."""
+        con = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        try:
+            con.execute(
+                "INSERT INTO relay_meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                "value=max(value, excluded.value)",
+                (NOT_BEFORE_KEY, instant_ns),
+            )
+        finally:
+            con.close()
+
+    # ------------------------------------------------------------------ alerts
+
+    def raise_alert(self, cause: str, message: str, now_ns: int) -> bool:
+        """Open an alert for ``cause`` (True when it was not open already)."""
+        with self.tx() as db:
+            row = db.execute(
+                "SELECT cleared_ns FROM relay_alerts WHERE cause=?", (cause,)
+            ).fetchone()
+            if row is not None and row[0] is None:
+                return False
+            db.execute(
+                "INSERT INTO relay_alerts(cause, message, since_ns) VALUES (?, ?, ?) "
+                "ON CONFLICT(cause) DO UPDATE SET message=excluded.message, "
+                "since_ns=excluded.since_ns, cleared_ns=NULL, raised=raised+1",
+                (cause, message, now_ns),
+            )
+            return True
+
+    def clear_alert(self, cause: str, now_ns: int) -> str | None:
+        """Close the open alert for ``cause``; its message, or None when none was open."""
+        with self.tx() as db:
+            row = db.execute(
+                "SELECT message FROM relay_alerts WHERE cause=? AND cleared_ns IS NULL", (cause,)
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE relay_alerts SET cleared_ns=? WHERE cause=?", (now_ns, cause))
+            return str(row[0])
+
+    def open_alerts(self) -> dict[str, str]:
+        """Open alerts: cause -> message."""
+        return dict(
+            self.db.execute("SELECT cause, message FROM relay_alerts WHERE cleared_ns IS NULL")
+        )
+
+    # ------------------------------------------------------------------ requeue
+
+    def select(
+        self,
+        *,
+        keys: Sequence[tuple[str, int]] = (),
+        worker: str | None = None,
+        terminal: str | None = None,
+        state: str | None = None,
+        limit: int = 100_000,
+    ) -> list[sqlite3.Row]:
+        """Rows matching every given criterion (``worker``: a worker reference or a badge)."""
+        where: list[str] = ["1"]
+        args: list[Any] = []
+        if keys:
+            where.append("(r.terminal, r.seq) IN (VALUES " + ",".join("(?,?)" for _ in keys) + ")")
+            args += [v for key in keys for v in key]
+        if worker:
+            clause = "r.worker_ref=? OR i.badge=?"
+            args += [worker, worker]
+            if self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='reg_badges'"
+            ).fetchone():
+                clause += " OR i.badge IN (SELECT badge FROM reg_badges WHERE worker_ref=?)"
+                args.append(worker)
+            where.append(f"({clause})")
+        if terminal:
+            where.append("r.terminal=?")
+            args.append(terminal)
+        if state:
+            where.append("r.state=?")
+            args.append(state)
+        self.db.row_factory = sqlite3.Row
+        try:
+            return self.db.execute(
+                "SELECT r.*, i.badge, i.kind FROM registrations r "
+                "LEFT JOIN inbox i USING (terminal, seq) "
+                f"WHERE {' AND '.join(where)} ORDER BY r.terminal, r.seq LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        finally:
+            self.db.row_factory = None
+
+    def requeue(self, rows: Sequence[sqlite3.Row], selection: str, now_ns: int) -> int:
+        """Put rows back on their way (see :data:`REQUEUE_TARGET`), each audited in
+        ``relay_requeues``. Rows in other states are left alone. Returns how many moved."""
+        moved = 0
+        with self.tx() as db:
+            for row in rows:
+                target = REQUEUE_TARGET.get(State(row["state"]))
+                if target is None:
+                    continue
+                changed = db.execute(
+                    "UPDATE registrations SET state=?, next_try_ns=0, attempts=0, solo=0, "
+                    "final_ns=NULL, notified=0, alerted=0, search_refused_ns=NULL, "
+                    "ambiguous_ns=CASE WHEN ?='ambiguous' THEN ? ELSE ambiguous_ns END, "
+                    "requeued_ns=?, updated_ns=? WHERE terminal=? AND seq=? AND state=?",
+                    (
+                        target,
+                        target,
+                        now_ns,
+                        now_ns,
+                        now_ns,
+                        row["terminal"],
+                        row["seq"],
+                        row["state"],
+                    ),
+                ).rowcount
+                if changed:
+                    db.execute(
+                        "INSERT INTO relay_requeues VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            now_ns,
+                            row["terminal"],
+                            row["seq"],
+                            row["state"],
+                            target,
+                            row["last_error"],
+                            selection,
+                        ),
+                    )
+                    moved += changed
+        return moved
+
     # ------------------------------------------------------------------ updates
 
     def update(
@@ -201,14 +382,15 @@ class RelayStore:
     def still_queued(
         self, db: sqlite3.Connection, keys: Iterable[tuple[str, int]]
     ) -> set[tuple[str, int]]:
-        """Which of ``keys`` are still ``queued`` (inside :meth:`tx`): another writer, such as
+        """Which of ``keys`` are still sendable (inside :meth:`tx`): another writer, such as
         a badge enrolment, may have claimed a row since it was read."""
         keys = list(keys)
         if not keys:
             return set()
         wanted = ",".join("(?,?)" for _ in keys)
         found = db.execute(
-            f"SELECT terminal, seq FROM registrations WHERE state='queued' "
+            f"SELECT terminal, seq FROM registrations "
+            f"WHERE state IN ('queued','awaiting_clock_sync') "
             f"AND (terminal, seq) IN (VALUES {wanted})",
             [v for key in keys for v in key],
         )

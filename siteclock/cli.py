@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("siteclock.demo:cli", "run a whole simulated site end to end and show what happened"),
     "terminal": ("terminal.service:cli", "run a badge terminal"),
     "gateway": ("gateway.service:cli", "run the gateway: intake, relay to CIaO, verdicts"),
+    "relay": ("gateway.relay_cli:cli", "employer: show relayed events, requeue fixed ones"),
     "ciao-sim": ("gateway.ciao.sim:cli", "run the local simulator of the NSSO CIaO service"),
     "broker-config": ("gateway.broker:cli", "write the Mosquitto configuration for a site"),
     "provision": ("provisioning.cli:provision_cli", "installer: bring a terminal live on a site"),

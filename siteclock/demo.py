@@ -289,9 +289,10 @@ def _relay_states(db: Path) -> dict[tuple[str, int], sqlite3.Row]:
 
 def _settled(db: Path, expected: int) -> bool:
     rows = _relay_states(db)
-    final = {"registered", "rejected", "dead", "unresolved"}
+    waiting = {"unknown_badge", "blocked_badge", "unknown_workplace"}  # for the employer
+    final = {"registered", "rejected", "refused"} | waiting
     return len(rows) >= expected and all(
-        r["state"] in final and (r["state"] == "unresolved" or r["notified"]) for r in rows.values()
+        r["state"] in final and (r["state"] in waiting or r["notified"]) for r in rows.values()
     )
 
 
@@ -360,7 +361,7 @@ def report(site: Site, configs: dict[str, Path], say) -> bool:  # type: ignore[n
         verdict = row["state"] or "queued"
         if row["state"] == "rejected":
             verdict += ": " + "; ".join(json.loads(row["remarks"] or "[]"))
-        elif row["state"] == "unresolved":
+        elif row["state"] == "unknown_badge":
             verdict += " (badge not enrolled: the employer must link it)"
         say(f"  {tid:<8} {seq:>3}  {row['kind']:<11} {who:<14} {'stored':<8} "
             f"{row['ciao_id'] or '-':<8} {verdict}")  # fmt: skip

@@ -15,8 +15,14 @@ What a failure means is the whole point of this module, because CIaO has no idem
   page, a problem+json of an unknown type, a result list of the wrong shape). ``after_send``
   tells whether the server may have acted (a 200 with a garbled body) - then it is ambiguous too.
 * :class:`Permanent` - the server refused the request for a reason that retrying won't fix (a
-  400 with ``issues[]``, 403, 404). The relay dead-letters the items with the reason.
-  :class:`AuthError` is the permanent failure of the token request, not of any event.
+  400 with ``issues[]``, 404). Its :attr:`Permanent.problem` keeps the whole problem details
+  (status, type, title, detail, every issue). Only a 400 naming an item ends that item.
+* :class:`AuthError` - our credentials were refused (the token endpoint's ``invalid_client``,
+  a 403 on the API): a configuration problem, never an event's. The relay keeps events queued.
+
+Every ``Retry-After`` (API and token endpoint alike) sets a not-before instant on the client's
+clock; no request of any kind leaves before it, and :attr:`CiaoClient.on_not_before` lets the
+relay persist it so a restarted process does not call early either.
 
 Every counted state lands in :attr:`CiaoClient.stats`. Nothing here logs a payload.
 """
@@ -121,8 +127,9 @@ class BadResponse(CiaoError):
 
 
 class Permanent(CiaoError):
-    """Refused for good. ``issues`` holds the problem's issues[]; ``item_indexes`` the items
-    they name (``items[3].ssin`` -> 3), so the other items of a batch can go again."""
+    """Refused for good. ``problem`` is the problem details as received (status, type, title,
+    detail, issues); ``issues`` its issues[]; ``item_indexes`` the items they name
+    (``items[3].ssin`` -> 3), so the other items of a batch can go again."""
 
     permanent = True
     reason = "permanent"
@@ -134,9 +141,11 @@ class Permanent(CiaoError):
         reason: str,
         status: int | None,
         issues: Sequence[Mapping[str, Any]] = (),
+        problem: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(detail, reason=reason, status=status)
-        self.issues = list(issues)
+        self.issues = [dict(i) for i in issues if isinstance(i, Mapping)]
+        self.problem = whole_problem(problem or {}, status, self.issues)
         self.item_indexes = sorted(
             {
                 int(m.group(1))
@@ -147,8 +156,13 @@ class Permanent(CiaoError):
         )
 
 
-class AuthError(Permanent):
-    """The token endpoint refused our client assertion: a configuration problem, not an event's."""
+class AuthError(CiaoError):
+    """Our credentials were refused (token endpoint ``invalid_client``, API 403): a configuration
+    problem, not an event's. Not retried by the client (the answer will not change by itself),
+    not permanent for any event either: the relay keeps the events queued and raises an alert."""
+
+    auth = True
+    reason = "auth"
 
 
 class ShuttingDown(CiaoError):
@@ -190,6 +204,38 @@ class Registration:
     ssin: str = field(default="", repr=False)
 
 
+PROBLEM_FIELDS = ("status", "type", "title", "detail", "instance")
+ISSUE_FIELDS = ("type", "title", "in", "name", "value", "detail")
+
+
+def whole_problem(
+    body: Mapping[str, Any], status: int | None, issues: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The problem details to keep with a row: its standard fields and every issue's."""
+    problem = {k: body[k] for k in PROBLEM_FIELDS if body.get(k) is not None}
+    if status is not None:
+        problem.setdefault("status", status)
+    problem["issues"] = [
+        {k: issue[k] for k in ISSUE_FIELDS if issue.get(k) is not None} for issue in issues
+    ]
+    return problem
+
+
+def describe_problem(problem: Mapping[str, Any]) -> str:
+    """One line for people: title/detail, then each issue's place, title, detail and value."""
+    head = str(problem.get("detail") or problem.get("title") or problem.get("type") or "")
+    parts = [head] if head else []
+    for issue in problem.get("issues") or ():
+        where = str(issue.get("name", ""))
+        if issue.get("in") and issue.get("in") != "body":
+            where = f"{issue['in']} {where}".strip()
+        text = "; ".join(str(issue[k]) for k in ("title", "detail") if issue.get(k))
+        if "value" in issue:
+            text += f" (value {issue['value']!r})"
+        parts.append(f"{where}: {text}" if where else text)
+    return " | ".join(parts)
+
+
 def _texts(values: Any) -> tuple[str, ...]:
     """Remarks/reasons as text, whether the server sends strings or {code, description}."""
     if not isinstance(values, list):
@@ -223,6 +269,9 @@ class CiaoClient:
         shutdown: threading.Event | None = None,
         sleep: Callable[[float], None] | None = None,
         token_renew_margin_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        not_before: float = 0.0,
+        on_not_before: Callable[[float], None] | None = None,
     ) -> None:
         self.environment = environment
         self.profile = profile or load_profile()
@@ -240,10 +289,14 @@ class CiaoClient:
         )
         # One attempt per fetch: the token request runs inside the calling operation's retry
         # loop, so nesting a second loop here would multiply the attempts.
-        self.tokens = TokenCache(self._token_once, renew_margin_s=token_renew_margin_s)
+        self.tokens = TokenCache(self._token_once, renew_margin_s=token_renew_margin_s, clock=clock)
+        self.clock = clock
         self._session = requests.Session()
         self._session.headers["Accept"] = "application/json, application/problem+json"
-        self._not_before = 0.0  # monotonic time before which we must not call (Retry-After)
+        # The instant (on ``clock``, wall time by default so it survives a restart) before which
+        # no request may leave: the latest Retry-After of any endpoint.
+        self._not_before = not_before
+        self.on_not_before = on_not_before
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -285,8 +338,13 @@ class CiaoClient:
         date_from: str,
         date_to: str,
         ssin: str | None = None,
+        omit: frozenset[str] = frozenset(),
     ) -> list[Registration]:
-        """Registrations of an employer at a workplace in a period (and of one worker)."""
+        """Registrations of an employer at a workplace in a period (and of one worker).
+
+        ``omit`` names query parameters not to send (ones the service refused); the caller
+        then filters what comes back itself.
+        """
         names = self.profile.search
         params: dict[str, Any] = {
             names.workplace: workplace,
@@ -300,10 +358,13 @@ class CiaoClient:
             params[names.foreign_vat_number] = employer["foreignVatNumber"]
         if ssin:
             params[names.ssin] = ssin
+        params = {k: v for k, v in params.items() if k not in omit}
+        page_size = params.get(names.page_size, names.max_page_size)
         found: list[Registration] = []
         page = 1
         while True:
-            params[names.page] = page
+            if names.page not in omit:
+                params[names.page] = page
             body = self._call(
                 read_policy, "GET", self.profile.api_path("search"), op="search", params=params
             )
@@ -317,8 +378,10 @@ class CiaoClient:
                 )
             found += [self._parse_registration(i) for i in items]
             total = body.get("total")
-            done = len(items) < names.max_page_size or (
-                isinstance(total, int) and len(found) >= total
+            done = (
+                len(items) < page_size
+                or names.page in omit
+                or (isinstance(total, int) and len(found) >= total)
             )
             if done or not items:
                 return found
@@ -351,10 +414,34 @@ class CiaoClient:
                 return self._send(method, path, post=post, json_body=json_body, params=params)
         raise AssertionError("unreachable: reraise=True")  # pragma: no cover
 
+    @property
+    def not_before(self) -> float:
+        """No request leaves before this instant (``clock`` seconds): the last Retry-After."""
+        return self._not_before
+
+    def honour_not_before(self, instant: float) -> None:
+        """No request before ``instant`` (``clock`` seconds): a Retry-After a previous process
+        was given and persisted."""
+        with self._lock:
+            self._not_before = max(self._not_before, instant)
+
+    def _defer(self, wait_s: float | None) -> None:
+        """Remember a Retry-After (of any endpoint) and hand the instant to whoever persists it."""
+        if wait_s is None:
+            return
+        with self._lock:
+            until = max(self._not_before, self.clock() + wait_s)
+            changed = until > self._not_before
+            self._not_before = until
+        if changed and self.on_not_before is not None:
+            self.on_not_before(until)
+
     def _await_turn(self) -> None:
         """Honour a Retry-After even across calls: no request before ``_not_before``."""
-        while (delay := self._not_before - time.monotonic()) > 0:
-            if self.shutdown.wait(delay):
+        while (delay := self._not_before - self.clock()) > 0:
+            if self._sleep is not None:
+                self._sleep(delay)
+            elif self.shutdown.wait(delay):
                 raise ShuttingDown("stopping while waiting for Retry-After")
         if self.shutdown.is_set():
             raise ShuttingDown("stopping")
@@ -401,18 +488,13 @@ class CiaoClient:
             return_error = Transient("access token refused", reason="token_rejected", status=401)
             return_error.retry_after = 0.0
             raise return_error
+        wait = self._retry_after(resp)
         if status in (429, 503):
-            wait = retry_after_seconds(resp.headers.get("Retry-After"))
-            if wait is None:
-                wait = _body_retry_after(resp)
-            if wait is not None:
-                with self._lock:
-                    self._not_before = max(self._not_before, time.monotonic() + wait)
             reason = "rate_limited" if status == 429 else "unavailable"
             raise Transient(f"HTTP {status}", reason=reason, status=status, retry_after=wait)
         if status >= 500:
             cls = Ambiguous if post else Transient
-            raise cls(f"HTTP {status}", reason=f"http_{status}", status=status)
+            raise cls(f"HTTP {status}", reason=f"http_{status}", status=status, retry_after=wait)
         body = self._json(resp, after_send=post and status < 300)
         if status < 300:
             return body
@@ -425,8 +507,29 @@ class CiaoClient:
                 status=status,
             )
         short = str(problem_type).removeprefix(PROBLEM_PREFIX)
-        detail = str(body.get("detail") or body.get("title") or short)[:200]
-        raise Permanent(detail, reason=short, status=status, issues=body.get("issues") or ())
+        issues = body.get("issues") if isinstance(body.get("issues"), list) else ()
+        if status == 403:
+            raise AuthError(
+                f"HTTP 403 {short}: credentials lack the right", reason=short, status=status
+            )
+        problem = whole_problem(body, status, issues)
+        raise Permanent(
+            describe_problem(problem)[:500],
+            reason=short,
+            status=status,
+            issues=issues,
+            problem=body,
+        )
+
+    def _retry_after(self, resp: requests.Response) -> float | None:
+        """The answer's Retry-After (header, or the body's ``retryAfterSec``), remembered."""
+        if resp.status_code < 400:
+            return None
+        wait = retry_after_seconds(resp.headers.get("Retry-After"), now=self.clock)
+        if wait is None and resp.status_code in (429, 503):
+            wait = _body_retry_after(resp)
+        self._defer(wait)
+        return wait
 
     def _bad_response(
         self, message: str, *, kind: str, after_send: bool, status: int
@@ -468,8 +571,8 @@ class CiaoClient:
             )
         except requests.RequestException as exc:
             raise self._transport_error(exc, post=False) from None
+        wait = self._retry_after(resp)
         if resp.status_code == 429 or resp.status_code >= 500:
-            wait = retry_after_seconds(resp.headers.get("Retry-After"))
             raise Transient(
                 f"token HTTP {resp.status_code}",
                 status=resp.status_code,
@@ -482,7 +585,9 @@ class CiaoClient:
             self.stats["token.refused"] += 1
             log.error("ciao token refused", extra=fields(status=resp.status_code, error=error))
             raise AuthError(
-                f"token endpoint refused: {error}", reason=f"auth_{error}", status=resp.status_code
+                f"credentials refused by the token endpoint: {error}",
+                reason=f"auth_{error}",
+                status=resp.status_code,
             )
         value, expires = body.get("access_token"), body.get("expires_in")
         if not isinstance(value, str) or not isinstance(expires, int | float) or expires <= 0:

@@ -35,6 +35,7 @@ from tenacity import (
     stop_after_attempt,
     stop_after_delay,
     wait_exponential_jitter,
+    wait_random_exponential,
 )
 from tenacity.nap import sleep_using_event
 from tenacity.stop import stop_base
@@ -94,8 +95,13 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_retryable_read(exc: BaseException) -> bool:
-    """For idempotent reads: anything but a permanent refusal (or a programming error)."""
-    return hasattr(exc, "permanent") and not getattr(exc, "permanent", True)
+    """For idempotent reads: anything but a permanent refusal, refused credentials (asking
+    again will not change the answer) or a programming error."""
+    return (
+        hasattr(exc, "permanent")
+        and not getattr(exc, "permanent", True)
+        and not getattr(exc, "auth", False)
+    )
 
 
 class RetryStats:
@@ -145,12 +151,30 @@ class PolicyConfig:
     initial_wait_s: float = 1.0
     max_wait_s: float = 60.0
     jitter_s: float = 1.0
+    # A Retry-After longer than this is not waited inside the call: the failure goes back to
+    # the caller (the relay), which keeps its rows queued, raises its alert at once and stays
+    # free for verdicts meanwhile. The client still sends nothing before that instant.
+    max_inline_retry_after_s: float = 5.0
 
 
 def backoff(config: PolicyConfig) -> wait_base:
     return wait_exponential_jitter(
         multiplier=config.initial_wait_s, max=config.max_wait_s, jitter=config.jitter_s
     )
+
+
+def requeue_wait(config: PolicyConfig) -> wait_base:
+    """How long a requeued row waits: "full jitter" exponential backoff, capped at
+    ``max_wait_s``, so a backlog that failed together does not come back together."""
+    return wait_random_exponential(multiplier=config.initial_wait_s, max=config.max_wait_s)
+
+
+def delay_for_attempt(wait: wait_base, attempt: int) -> float:
+    """Ask a tenacity wait strategy for the delay after ``attempt`` failures, outside a
+    Retrying loop (the relay keeps its attempt counts in the database, not on a stack)."""
+    state = RetryCallState(None, None, (), {})
+    state.attempt_number = max(1, attempt)
+    return float(wait(state))
 
 
 def make_retrying(
@@ -168,8 +192,13 @@ def make_retrying(
         stop = stop | stop_when_set(shutdown)
         if sleep is None:
             sleep = sleep_using_event(shutdown)
+    def worth_waiting(exc: BaseException) -> bool:
+        retry_after = getattr(exc, "retry_after", None)
+        too_long = retry_after is not None and retry_after > config.max_inline_retry_after_s
+        return predicate(exc) and not too_long
+
     return Retrying(
-        retry=retry_if_exception(predicate),
+        retry=retry_if_exception(worth_waiting),
         wait=wait_retry_after_or(backoff(config)),
         stop=stop,
         sleep=sleep or time.sleep,

@@ -44,6 +44,7 @@ class Contract:
     token_ttl_s: int
     assertion_ttl_s: int
     assertion_max_ttl_s: int
+    address_fields: tuple[str, ...] = ("postCode", "municipalityName")
 
     def __post_init__(self) -> None:
         if self.timestamp_precision not in ("seconds", "milliseconds"):
@@ -99,6 +100,11 @@ class Profile:
         if self.contract.accept_any_type_casing:
             values |= {v.upper() for v in values} | {v.lower() for v in values}
         return frozenset(values)
+
+    @property
+    def address_fields(self) -> tuple[str, ...]:
+        """The fields a ``placeOfWork.address`` must hold (coordinates need none)."""
+        return self.contract.address_fields
 
     @property
     def final_validities(self) -> frozenset[str]:

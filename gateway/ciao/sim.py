@@ -15,16 +15,25 @@ against the same rules the real service is believed to apply:
   valid, or invalid with SOAP-style remarks derived from reference data the test sets up
   (unknown Declaration of Works, employer not on it, unknown INSS, duplicate, Dimona not OK).
 * Faults (:class:`Faults`): latency, 5xx bursts, 429 storms with Retry-After, dropped
-  connections, a commit followed by a hang past the client's timeout (or a drop), and bad bodies.
+  connections, a commit followed by a hang past the client's timeout (or a drop), bad bodies,
+  an outage for a given time (:meth:`Sim.outage`: 5xx on every endpoint, the token endpoint
+  included, optionally with Retry-After), a token endpoint answering 503 with Retry-After, a
+  refused client credential (401 ``invalid_client``) and refused search parameters (400 with a
+  Belgif problem naming the parameter). Strictness that the profile sets: the casing of
+  ``type`` and the fields a ``placeOfWork`` address needs; the search refuses any query
+  parameter it does not know.
 
-It also keeps its own record - every registration, every 429 with the moment it allowed a retry,
-every request's arrival - so a test can prove "exactly once" and "Retry-After honoured" from
-the server's side. :class:`SimServer` runs it in-process on loopback with real HTTP.
+It also keeps its own record - every registration, every answer that carried a Retry-After
+(429, 503, token endpoint included) with the moment it allowed a retry, every request's arrival
+- so a test can prove "exactly once" and "Retry-After honoured" from the server's side.
+Its time is ``clock`` (monotonic seconds by default): a benchmark injects a compressed clock.
+:class:`SimServer` runs it in-process on loopback with real HTTP.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import dataclasses
 import heapq
@@ -71,6 +80,17 @@ BAD_BODIES = ("malformed_json", "html", "unexpected_fields", "unknown_problem")
 
 
 @dataclass(frozen=True)
+class Outage:
+    """A window of the simulator's clock in which every request answers ``status``."""
+
+    start: float
+    end: float
+    status: int = 503
+    retry_after_s: int | None = None
+    token_endpoint: bool = True  # False: the token endpoint keeps working (API-only outage)
+
+
+@dataclass(frozen=True)
 class Faults:
     """What the simulator does wrong, on purpose. Rates are probabilities per API request;
     bursts count down one per API request. Defaults: a well-behaved service."""
@@ -89,6 +109,15 @@ class Faults:
     bad_body: str | None = None  # one of BAD_BODIES, for the next bad_body_count registers
     bad_body_count: int = 0
     token_ttl_s: int | None = None  # overrides the profile's token lifetime
+    # Outages: every request (token endpoint too) inside a window gets its status, with its
+    # Retry-After when set. Scheduled by Sim.outage.
+    outages: tuple[Outage, ...] = ()
+    token_unavailable: int = 0  # the next N token requests get 503 with Retry-After
+    token_retry_after_s: int = 2
+    refuse_credentials: bool = False  # the token endpoint answers 401 invalid_client
+    refused_query_params: tuple[str, ...] = ()  # search parameters answered with a 400
+    api_forbidden: bool = False  # every API request gets 403 missingPermission
+    api_token_refused: bool = False  # every API request gets 401 invalidAccessToken
 
     def __post_init__(self) -> None:
         if self.bad_body is not None and self.bad_body not in BAD_BODIES:
@@ -123,11 +152,23 @@ class SimRegistration:
 
 @dataclass(frozen=True)
 class Throttle:
-    """One 429: who, when (monotonic), and the earliest moment it allowed a retry."""
+    """One answer with a Retry-After (429, 503, token endpoint too): who, when (sim clock), and
+    the earliest moment it allowed the next request."""
 
     client_id: str
     issued_at: float
     retry_at: float
+
+
+def _outage_at(faults: Faults, now: float, *, token: bool = False) -> Outage | None:
+    return next(
+        (
+            o
+            for o in faults.outages
+            if o.start <= now < o.end and (o.token_endpoint or not token)
+        ),
+        None,
+    )
 
 
 def _employer_key(employer: dict[str, Any]) -> str:
@@ -152,8 +193,16 @@ def _utc(value: str) -> str:
 class SimState:
     """Everything the simulator knows; all access under one lock."""
 
-    def __init__(self, profile: Profile, *, validation_delay_s: float, seed: int) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        validation_delay_s: float,
+        seed: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.profile = profile
+        self.clock = clock
         self.validation_delay_s = validation_delay_s
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
@@ -179,7 +228,7 @@ class SimState:
 
     def settle(self, now: float | None = None) -> None:
         """Turn due pending registrations into a final validity (call with the lock held)."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         while self._due and self._due[0][0] <= now:
             _, reg_id = heapq.heappop(self._due)
             reg = self.registrations[reg_id]
@@ -209,7 +258,7 @@ class SimState:
         return remarks
 
     def create(self, item: dict[str, Any], client_id: str) -> SimRegistration:
-        now = time.monotonic()
+        now = self.clock()
         reg = SimRegistration(
             id=self.next_id,
             item=item,
@@ -242,9 +291,12 @@ class Sim:
         validation_delay_s: float = 0.5,
         seed: int = 0,
         audience: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.profile = profile or load_profile()
-        self.state = SimState(self.profile, validation_delay_s=validation_delay_s, seed=seed)
+        self.state = SimState(
+            self.profile, validation_delay_s=validation_delay_s, seed=seed, clock=clock
+        )
         self.audience = audience
         self.app = self._build_app()
 
@@ -261,6 +313,23 @@ class Sim:
             base = faults if faults is not None else self.state.faults
             self.state.faults = dataclasses.replace(base, **changes)
             return self.state.faults
+
+    def outage(
+        self,
+        duration_s: float,
+        *,
+        status: int = 503,
+        retry_after_s: int | None = None,
+        after_s: float = 0.0,
+        token_endpoint: bool = True,
+    ) -> Faults:
+        """Every request, token endpoint included, answers ``status`` for ``duration_s`` seconds
+        of the simulator's clock, starting ``after_s`` from now (with Retry-After when
+        ``retry_after_s`` is set). Outages add up: schedule several for phases.
+        ``token_endpoint=False`` leaves the token endpoint up (only the API is down)."""
+        start = self.state.clock() + after_s
+        window = Outage(start, start + duration_s, status, retry_after_s, token_endpoint)
+        return self.set_faults(outages=(*self.state.faults.outages, window))
 
     def set_reference_data(
         self,
@@ -294,15 +363,22 @@ class Sim:
             return list(self.state.throttles)
 
     def retry_after_violations(self) -> list[tuple[Throttle, float]]:
-        """Requests that came back before the Retry-After they were given: (429, arrival)."""
+        """Requests (API or token) that came back before a Retry-After they were given:
+        (the answer with the Retry-After, the early arrival)."""
         with self.state.lock:
             arrivals, throttles = list(self.state.arrivals), list(self.state.throttles)
-        return [
-            (t, at)
-            for t in throttles
-            for client, at in arrivals
-            if client == t.client_id and t.issued_at < at < t.retry_at
-        ]
+        by_client: dict[str, list[float]] = defaultdict(list)
+        for client, at in arrivals:
+            by_client[client].append(at)
+        for times in by_client.values():
+            times.sort()
+        found = []
+        for t in throttles:
+            times = by_client.get(t.client_id, [])
+            start = bisect.bisect_right(times, t.issued_at)
+            end = bisect.bisect_left(times, t.retry_at)
+            found += [(t, at) for at in times[start:end]]
+        return found
 
     @property
     def stats(self) -> Counter[str]:
@@ -335,6 +411,9 @@ class Sim:
 
     def _token(self) -> Response:
         form, state = request.form, self.state
+        refusal = self._token_fault(form.get("client_assertion", ""))
+        if refusal is not None:
+            return refusal
         if form.get("grant_type") != "client_credentials":
             return _oauth_error(400, "unsupported_grant_type", "only client_credentials")
         if form.get("client_assertion_type") != ASSERTION_TYPE:
@@ -373,9 +452,42 @@ class Sim:
             state.jtis.add(claims["jti"])
             ttl = state.faults.token_ttl_s or self.profile.contract.token_ttl_s
             token = secrets.token_urlsafe(32)
-            state.tokens[token] = (client_id, time.monotonic() + ttl)
+            state.tokens[token] = (client_id, state.clock() + ttl)
             state.stats["token.issued"] += 1
         return _json(200, {"access_token": token, "token_type": "Bearer", "expires_in": ttl})
+
+    def _token_fault(self, assertion: str) -> Response | None:
+        """Record the token request's arrival; answer it with a fault when one is set."""
+        state = self.state
+        try:
+            client_id = str(jwt.decode(assertion, options={"verify_signature": False})["iss"])
+        except (jwt.InvalidTokenError, KeyError):
+            client_id = ""
+        with state.lock:
+            now = state.clock()
+            state.arrivals.append((client_id, now))
+            f = state.faults
+            outage = _outage_at(f, now, token=True)
+            if outage is not None:
+                status, wait = outage.status, outage.retry_after_s
+            elif f.token_unavailable > 0:
+                state.faults = dataclasses.replace(f, token_unavailable=f.token_unavailable - 1)
+                status, wait = 503, f.token_retry_after_s
+            elif f.refuse_credentials:
+                state.stats["token.refused.fault"] += 1
+                return _oauth_error(401, "invalid_client", "client credentials refused")
+            else:
+                return None
+            headers = {}
+            if wait is not None:
+                state.throttles.append(Throttle(client_id, now, now + wait))
+                headers["Retry-After"] = str(wait)
+        state.stats[f"token.fault.{status}"] += 1
+        return _json(
+            status,
+            {"error": "temporarily_unavailable", "error_description": "token service down"},
+            headers=headers,
+        )
 
     # ------------------------------------------------------------------ API pipeline
 
@@ -383,20 +495,25 @@ class Sim:
         self, handler: Callable[[str, dict[str, Any]], Response], commits: bool
     ) -> Callable[..., Response]:
         def view(**kwargs: Any) -> Response:
-            state, arrived = self.state, time.monotonic()
+            state, arrived = self.state, self.state.clock()
+            outage = self._outage(arrived)
+            if outage is not None:
+                return outage
             client_id, problem = self._authenticate(arrived)
             if problem is not None:
                 return problem
+            if state.faults.api_forbidden:
+                state.stats["fault.403"] += 1
+                return _problem(403, "missingPermission", "Missing permission")
             with state.lock:
                 state.arrivals.append((client_id, arrived))
                 state.api_requests += 1
+                state.stats[f"api.{handler.__name__.lstrip('_')}"] += 1
                 plan = self._plan(commits)
                 if plan == "429":
                     faults = state.faults
                     state.throttles.append(
-                        Throttle(
-                            client_id, time.monotonic(), time.monotonic() + faults.retry_after_s
-                        )
+                        Throttle(client_id, arrived, arrived + faults.retry_after_s)
                     )
             if plan == "429":
                 state.stats["fault.429"] += 1
@@ -461,6 +578,26 @@ class Sim:
         view.__name__ = handler.__name__
         return view
 
+    def _outage(self, now: float) -> Response | None:
+        """During an outage every API request fails before anything else is looked at. The
+        caller is named by its token when it has a valid one (to check Retry-After)."""
+        state = self.state
+        with state.lock:
+            outage = _outage_at(state.faults, now)
+            if outage is None:
+                return None
+            header = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            client_id = state.tokens.get(header, ("", 0.0))[0]
+            state.arrivals.append((client_id, now))
+            headers = {}
+            if outage.retry_after_s is not None:
+                state.throttles.append(Throttle(client_id, now, now + outage.retry_after_s))
+                headers["Retry-After"] = str(outage.retry_after_s)
+            state.stats[f"fault.outage.{outage.status}"] += 1
+            status = outage.status
+        name = "serviceUnavailable" if status == 503 else "internalServerError"
+        return _problem(status, name, "Service unavailable", headers=headers)
+
     def _authenticate(self, now: float) -> tuple[str, Response | None]:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
@@ -470,8 +607,8 @@ class Sim:
             )
         with self.state.lock:
             entry = self.state.tokens.get(header.removeprefix("Bearer ").strip())
-        if entry is None:
-            self.state.stats["auth.invalid"] += 1
+        if entry is None or self.state.faults.api_token_refused:
+            self.state.stats["fault.401" if entry else "auth.invalid"] += 1
             return "", _problem(
                 401,
                 "invalidAccessToken",
@@ -597,8 +734,17 @@ class Sim:
             )
         if not isinstance(item["ssin"], str) or not re.fullmatch(r"\d{11}", item["ssin"]):
             issues.append(_issue("schemaViolation", "ssin must be 11 digits", f"{at}.ssin"))
-        if item["type"] not in self.profile.accepted_types():
-            issues.append(_issue("schemaViolation", "unknown type", f"{at}.type", item["type"]))
+        accepted = self.profile.accepted_types()
+        if item["type"] not in accepted:
+            issues.append(
+                _issue(
+                    "schemaViolation",
+                    "unknown type",
+                    f"{at}.type",
+                    item["type"],
+                    detail="type must be one of " + ", ".join(sorted(accepted)),
+                )
+            )
         employer = item["employer"]
         ok_employer = (
             isinstance(employer, dict)
@@ -627,14 +773,8 @@ class Sim:
                 )
             )
         place = item.get("placeOfWork")
-        if place is not None and not _valid_place(place):
-            issues.append(
-                _issue(
-                    "schemaViolation",
-                    "placeOfWork needs coordinates or address",
-                    f"{at}.placeOfWork",
-                )
-            )
+        if place is not None:
+            issues += _place_issues(place, f"{at}.placeOfWork", self.profile.address_fields)
         return issues
 
     def _lookup(self, client_id: str, kwargs: dict[str, Any]) -> Response:
@@ -648,6 +788,21 @@ class Sim:
 
     def _search(self, client_id: str, _: dict[str, Any]) -> Response:
         names, args = self.profile.search, request.args
+        known = {getattr(names, f.name) for f in dataclasses.fields(names)} - {names.max_page_size}
+        refused = [
+            _issue(
+                "unknownParameter",
+                "Unknown query parameter",
+                name,
+                where="query",
+                detail=f"{name} is not a parameter of this search",
+            )
+            for name in args
+            if name not in known or name in self.state.faults.refused_query_params
+        ]
+        if refused:
+            self.state.stats["search.refused_parameter"] += 1
+            return _bad_request(refused)
         employer = args.get(names.enterprise_number) or args.get(names.foreign_vat_number)
         workplace = args.get(names.workplace)
         start, end = _parse_time(args.get(names.date_from)), _parse_time(args.get(names.date_to))
@@ -706,11 +861,19 @@ def _problem(
 
 
 def _issue(
-    kind: str, title: str, name: str, value: Any = None, *, where: str = "body"
+    kind: str,
+    title: str,
+    name: str,
+    value: Any = None,
+    *,
+    where: str = "body",
+    detail: str | None = None,
 ) -> dict[str, Any]:
     issue = {"type": ISSUE + kind, "title": title, "in": where, "name": name}
     if value is not None and not name.endswith("ssin"):  # never echo an INSS
         issue["value"] = value
+    if detail is not None:
+        issue["detail"] = detail
     return issue
 
 
@@ -724,21 +887,33 @@ def _oauth_error(status: int, error: str, description: str) -> Response:
     return _json(status, {"error": error, "error_description": description})
 
 
-def _valid_place(place: Any) -> bool:
-    if not isinstance(place, dict):
-        return False
-    coords, address = place.get("coordinates"), place.get("address")
+def _place_issues(place: Any, at: str, address_fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    """What is wrong with a placeOfWork: coordinates in range, or an address with every field
+    the profile requires (each missing field is its own issue, named)."""
+    coords = place.get("coordinates") if isinstance(place, dict) else None
+    address = place.get("address") if isinstance(place, dict) else None
     if isinstance(coords, dict):
         lat, lon = coords.get("latitude"), coords.get("longitude")
-        return (
+        if (
             isinstance(lat, int | float)
             and isinstance(lon, int | float)
             and -90 <= lat <= 90
             and -180 <= lon <= 180
+        ):
+            return []
+        return [_issue("schemaViolation", "coordinates out of range", f"{at}.coordinates")]
+    if not isinstance(address, dict):
+        return [_issue("schemaViolation", "placeOfWork needs coordinates or address", at)]
+    return [
+        _issue(
+            "schemaViolation",
+            "required",
+            f"{at}.address.{name}",
+            detail=f"an address needs {', '.join(address_fields)}",
         )
-    return isinstance(address, dict) and all(
-        isinstance(address.get(k), str) for k in ("postCode", "municipalityName")
-    )
+        for name in address_fields
+        if not (isinstance(address.get(name), str) and address[name].strip())
+    ]
 
 
 def _drop() -> Response:

@@ -27,7 +27,7 @@ def test_enrolment_tap_is_never_sent_but_later_taps_are(tmp_path: Path) -> None:
         tap = feed.event(p.Kind.IN, new_badge, time.time_ns(), flags=(p.Flag.UNKNOWN_BADGE,))
         insert(world.db, [tap])
         world.relay.run_once()  # the relay sees an unknown badge first
-        assert world.relay.store.get("term-enrol-01", 1)["state"] == "unresolved"
+        assert world.relay.store.get("term-enrol-01", 1)["state"] == "unknown_badge"
 
         badge = link_next_tap(
             world.db, workers, worker_ref=world.people[0].worker_ref,

@@ -8,6 +8,7 @@ exactly once, and the failure counted under its own name.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def test_bad_body_is_counted_and_no_event_is_lost_or_doubled(
         assert relay.counters["reconciled_missing"] == EVENTS
 
 
-def test_permanent_refusal_dead_letters_only_the_named_item(tmp_path: Path, sim: SimServer) -> None:
+def test_permanent_refusal_ends_only_the_named_item(tmp_path: Path, sim: SimServer) -> None:
     world = make_world(tmp_path, sim, workers=3)
     # A second workplace whose address the service finds incomplete (no postCode).
     world.registry.add_workplace("2Y1003SQ5VSSZ", address={"municipalityName": "Gent"})
@@ -83,12 +84,17 @@ def test_permanent_refusal_dead_letters_only_the_named_item(tmp_path: Path, sim:
     world.run_until_final()
 
     store = world.relay.store
-    assert store.counts() == {"registered": 4, "dead": 1}
-    dead = store.get("term-bad-02", 1)
-    assert dead["state"] == "dead"
-    assert "badRequest" in dead["last_error"]
+    assert store.counts() == {"registered": 4, "refused": 1}
+    refused = store.get("term-bad-02", 1)
+    assert refused["state"] == "refused"
+    # The issue that names the field is kept, not only the title.
+    assert "item.placeOfWork.address.postCode" in refused["last_error"]
+    problem = json.loads(refused["problem"])
+    assert problem["status"] == 400
+    assert problem["type"].endswith("badRequest")
+    assert [i["name"] for i in problem["issues"]] == ["item.placeOfWork.address.postCode"]
     assert world.relay.counters["permanent.badRequest"] == 1
     [(terminal, verdict)] = [(t, v) for t, v in world.verdicts if v.outcome is Outcome.REJECTED]
     assert terminal == "term-bad-02"
-    assert verdict.reason.startswith("not sent: badRequest")
+    assert verdict.reason.startswith("refused by CIaO:")
     assert len(sim.registrations()) == 4

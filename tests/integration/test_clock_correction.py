@@ -103,7 +103,7 @@ def test_unsynced_tap_is_dated_from_a_later_sync_of_its_boot(
     for _ in range(5):  # the synced tap goes at once; the unsynced one waits for a sync
         world.relay.run_once()  # type: ignore[attr-defined]
     held = world.relay.store.get(feed.terminal_id, 1)  # type: ignore[attr-defined]
-    assert held["state"] == "queued"
+    assert held["state"] == "awaiting_clock_sync"
     assert held["last_error"] == WAITING_FOR_SYNC
     assert [r["ssin"] for r in sim.registrations()] == [world.people[1].inss]
 
@@ -151,7 +151,11 @@ def test_without_a_sync_of_its_boot_the_tap_is_held_then_sent_with_terminal_time
         clock.shift_ns = shift_s * S
         world.relay.run_once()  # type: ignore[attr-defined]
         row = world.relay.store.get(feed.terminal_id, 1)  # type: ignore[attr-defined]
-        assert (row["state"], row["last_error"], row["attempts"]) == ("queued", WAITING_FOR_SYNC, 0)
+        assert (row["state"], row["last_error"], row["attempts"]) == (
+            "awaiting_clock_sync",
+            WAITING_FOR_SYNC,
+            0,
+        )
     assert sim.registrations() == []
 
     clock.shift_ns = 31 * S  # the hold is over

@@ -131,7 +131,7 @@ class World:
             self.relay.run_once()  # type: ignore[attr-defined]
             counts = self.relay.store.counts()  # type: ignore[attr-defined]
             total = sum(counts.values())
-            final = sum(counts.get(s, 0) for s in ("registered", "rejected", "dead"))
+            final = sum(counts.get(s, 0) for s in ("registered", "rejected", "refused"))
             notified = self.relay.store.db.execute(  # type: ignore[attr-defined]
                 "SELECT count(*) FROM registrations WHERE notified=1"
             ).fetchone()[0]
@@ -142,7 +142,13 @@ class World:
 
 
 def make_world(
-    tmp_path: Path, sim: object, *, workers: int = 10, read_s: float = 1.0, **relay_options: object
+    tmp_path: Path,
+    sim: object,
+    *,
+    workers: int = 10,
+    read_s: float = 1.0,
+    policy: PolicyConfig = FAST_POLICY,
+    **relay_options: object,
 ) -> World:
     from gateway.relay import Relay, RelayConfig
     from tests.support.inbox import create_inbox
@@ -152,7 +158,7 @@ def make_world(
     registry = Registry(db, tmp_path / "inss.key")
     people = populate(registry, workers)
     verdicts: list[tuple[str, object]] = []
-    client = client_for(sim.url, read_s=read_s)  # type: ignore[attr-defined]
+    client = client_for(sim.url, read_s=read_s, policy=policy)  # type: ignore[attr-defined]
     config = RelayConfig(**{**FAST_RELAY, **relay_options})  # type: ignore[arg-type]
     relay = Relay(
         db,

@@ -2,11 +2,13 @@
 
 ``python -m tests.support.relay_proc '<json>'`` with keys db, key, url, private_key, read_s,
 batch_limit. Runs until killed; verdicts are recorded in the database only.
+:func:`spawn_relay` starts one and returns once it is running.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +16,31 @@ from pathlib import Path
 from gateway.registry import Registry
 from gateway.relay import Relay, RelayConfig
 from tests.support.ciao import FAST_RELAY, client_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn_relay(
+    tmp_path: Path, url: str, key_file: Path, *, read_s: float, batch_limit: int
+) -> subprocess.Popen[bytes]:
+    """A relay process on ``tmp_path``'s gateway.db and inss.key, talking to ``url``."""
+    args = {
+        "db": str(tmp_path / "gateway.db"),
+        "key": str(tmp_path / "inss.key"),
+        "url": url,
+        "private_key": str(key_file),
+        "read_s": read_s,
+        "batch_limit": batch_limit,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.relay_proc", json.dumps(args)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"started"
+    return proc
 
 
 def main(argv: list[str]) -> int:

@@ -128,3 +128,24 @@ def test_before_sleep_counts_and_logs_without_payload(caplog: pytest.LogCaptureF
     assert record.fields["operation"] == "register"
     assert secret not in caplog.text
     assert secret not in str(record.fields)
+
+
+def test_requeue_backoff_is_jittered_and_capped() -> None:
+    from gateway.ciao.policy import delay_for_attempt, requeue_wait
+
+    wait = requeue_wait(PolicyConfig(initial_wait_s=1.0, max_wait_s=300.0))
+    late = [delay_for_attempt(wait, 30) for _ in range(50)]
+    assert all(0 <= d <= 300.0 for d in late)
+    assert len({round(d, 6) for d in late}) > 40  # spread out, not all at the cap
+    early = [delay_for_attempt(wait, 1) for _ in range(50)]
+    assert max(early) <= 2.0
+
+
+def test_a_long_retry_after_goes_back_to_the_caller_instead_of_blocking_it() -> None:
+    sleeps: list[float] = []
+    policy = submit_policy(CFG, sleep=sleeps.append)
+    fn = Flaky(Transient("503", retry_after=CFG.max_inline_retry_after_s + 1))
+    with pytest.raises(Transient):
+        policy(fn)
+    assert fn.calls == 1
+    assert sleeps == []
