@@ -22,7 +22,8 @@ from siteclock.protocol import (
     Roster,
     RosterEntry,
 )
-from terminal.capture import BreakWindow, Capture, next_kind
+from terminal.capture import BreakWindow, Capture
+from terminal.direction import LastTap, decide
 from terminal.outbox import Outbox, OutboxFull
 
 SYNCED = ClockState(synced=True, maxerror_us=20_000, source="adjtimex")
@@ -40,13 +41,13 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def saved(self, name, verdict, *, seq=None, badge=None):
+    def saved(self, name, verdict, *, seq=None, badge=None, kind=None):
         self.calls.append(("saved", name, verdict, seq))
 
-    def unknown_badge(self, *, seq=None, badge=None):
+    def unknown_badge(self, *, seq=None, badge=None, kind=None):
         self.calls.append(("unknown_badge", seq))
 
-    def blocked(self, name=None, *, seq=None, badge=None):
+    def blocked(self, name=None, *, seq=None, badge=None, kind=None):
         self.calls.append(("blocked", name, seq))
 
     def repeat(self, *, badge=None):
@@ -186,6 +187,12 @@ def test_bad_badge_from_a_reader_is_refused_and_counted(outbox) -> None:
     assert cap.tap(read("garbage")).pattern == "refused"
     assert cap.counters["refused"] == 1
     assert outbox.stats().last_seq == 0
+
+
+def next_kind(last: Kind | None, held: bool) -> tuple[Kind, bool]:
+    """The inferred kind after ``last`` (a moment earlier) and whether it is odd."""
+    decision = decide(LastTap(last, 0) if last else None, now_ns=1, break_wanted=held)
+    return decision.kind, Flag.ODD_SEQUENCE in decision.flags
 
 
 @pytest.mark.parametrize(
