@@ -51,6 +51,7 @@ from gateway.ciao.client import (
 from gateway.ciao.policy import PolicyConfig
 from gateway.registry import EmployerKind, Registry, Resolved, Workplace
 from gateway.relay_store import FINAL, RelayStore, State
+from gateway.sequence import SequenceCheck
 from gateway.terminals import TerminalRegistry
 from siteclock.log import fields, redact
 from siteclock.protocol import Event, Outcome, ProtocolError, Verdict
@@ -154,6 +155,7 @@ class Relay:
         # Sync points live with the terminals (written from heartbeats); read them there.
         self.terminals = TerminalRegistry(db_path)
         self.counters: Counter[str] = Counter()
+        self.sequence = SequenceCheck(self.store.db, counters=self.counters)  # docs/direction.md
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_scan_ns = 0
@@ -303,6 +305,7 @@ class Relay:
             return None
         # A row marked solo failed inside a batch without a named culprit: it goes alone.
         rows = rows[:1] if rows[0]["solo"] else [r for r in rows if not r["solo"]]
+        rows = self.sequence.start_batch(rows)  # each worker's taps in time order
         self._refresh_cache()
         batch = _Batch()
         unresolved: list[tuple[tuple[str, int], dict[str, Any]]] = []
@@ -332,7 +335,8 @@ class Relay:
                 continue
             employer, employer_text = self._employer(worker)
             date = registration_date(wall_ns, precision)
-            ciao_type = self.profile.ciao_type(row["kind"])
+            kind = self.sequence.decide(row, worker_ref=worker.worker_ref, wall_ns=wall_ns)
+            ciao_type = self.profile.ciao_type(kind)
             batch.items.append(
                 {
                     "registrationDate": date,
@@ -380,6 +384,7 @@ class Relay:
             self.store.update_each(db, unresolved)
             self.store.update_each(db, held)
             self.store.update_each(db, columns_of)
+            self.sequence.commit(db, batch.keys, now)
         self.counters["unresolved"] += len(unresolved)
         self.counters["clock_held"] += len(held)
         batch.unresolved = len(unresolved)
