@@ -76,8 +76,9 @@ class Issue:
     LATE = "late"  # a later tap of this worker had already been relayed
 
 
-SITE_DAY_WINDOW_NS = 24 * NS_PER_HOUR
-"""How far back the site view in a roster reaches, from the site's newest tap."""
+SITE_DAY_WINDOW_NS = 48 * NS_PER_HOUR
+"""How far back the site view in a roster reaches, from the site's newest tap: past a shift gap
+and a night, so a terminal sees yesterday's ``in`` and flags the ``out`` that is missing."""
 
 
 def ciao_direction(kind: Kind) -> str:
@@ -363,7 +364,7 @@ class SiteDay:
         return count, newest
 
     def day(self, workplace: str) -> list[DayEntry]:
-        """Each worker's newest tap on the workplace within a day of the site's newest tap,
+        """Each worker's newest tap on the workplace within two days of the site's newest tap,
         with the terminal's own kind when the sequence agreed with it (so a break stays a
         break), else the CIaO type that was sent."""
         (newest,) = self.db.execute(
