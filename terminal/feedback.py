@@ -272,6 +272,8 @@ class Feedback(CompositeDevice):
     def close(self) -> None:
         """Turn everything off and release the pins, display and journal. Safe to repeat."""
         super().close()
-        if self._journal is not None:
-            self._journal.close()
+        # getattr: gpiozero also closes an object whose __init__ failed (a bad language)
+        journal = getattr(self, "_journal", None)
+        if journal is not None:
+            journal.close()
             self._journal = None
