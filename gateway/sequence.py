@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import sys
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -399,3 +400,44 @@ class SiteDay:
             {**dict(zip(names, row, strict=True)), "issues": row[7].split(",")}
             for row in db.execute(sql + " ORDER BY wall_ns, terminal, seq", args)
         ]
+
+
+# --------------------------------------------------------------------------- the employer's list
+
+ADVICE = {
+    Issue.CORRECTED: "the terminal guessed the other way; check the day, correct if needed",
+    Issue.TWO_IN: "an entry reader saw two `in`: an `out` is missing between them",
+    Issue.OUT_WITHOUT_IN: "an exit reader saw an `out` with no `in` before it",
+    Issue.MISSING_OUT: "the shift before this tap has no `out`: ask the worker, then correct",
+    Issue.LATE: "a later tap had already been sent: check the order, correct if needed",
+}
+
+
+def cli(argv: list[str]) -> int:
+    """``siteclock sequence-issues --db gateway.db``: the taps the employer must look at."""
+    import argparse
+    import datetime as dt
+
+    parser = argparse.ArgumentParser(
+        prog="siteclock sequence-issues",
+        description="List the attendance taps whose in/out sequence needs the employer "
+        "(docs/direction.md). Worker references only: no INSS is shown.",
+    )
+    parser.add_argument("--db", type=Path, required=True, help="the gateway's SQLite file")
+    parser.add_argument("--workplace", help="only this Declaration of Works reference")
+    args = parser.parse_args(argv)
+    if not args.db.exists():
+        print(f"siteclock sequence-issues: {args.db}: no such file", file=sys.stderr)
+        return 2
+    day = SiteDay(args.db)
+    try:
+        found = SiteDay.issues_of(day.db, args.workplace)
+    finally:
+        day.close()
+    for item in found:
+        moment = dt.datetime.fromtimestamp(item["wall_ns"] / 1e9, dt.UTC)
+        print(f"{moment:%Y-%m-%d %H:%M:%S}Z {item['workplace']} {item['worker_ref']:<12} "
+              f"{item['terminal']}#{item['seq']} tapped {item['kind']}, sent {item['sent']}: "
+              + "; ".join(f"{i} ({ADVICE.get(i, '?')})" for i in item["issues"]))  # fmt: skip
+    print(f"{len(found)} tap(s) to review")
+    return 0

@@ -160,3 +160,18 @@ def test_the_site_view_is_each_workers_newest_tap(gw) -> None:
                              DayEntry("w-bob", Kind.OUT, T0 + 2 * H)]  # fmt: skip
     assert day.day("ZZZZZZZZ12345") == []
     day.close()
+
+
+def test_the_employer_lists_what_to_resolve_without_any_inss(gw, capsys) -> None:
+    from siteclock.cli import main
+
+    lobby = TerminalFeed("t-lobby", SITE)
+    taps = [lobby.event(Kind.IN, BOB, T0), lobby.event(Kind.IN, BOB, T0 + 20 * H)]
+    insert(gw.db, taps)
+    gw.relay(taps)
+    assert main(["sequence-issues", "--db", str(gw.db)]) == 0
+    out = capsys.readouterr().out
+    assert "w-bob" in out
+    assert "t-lobby#2 tapped in, sent in: missing_out" in out
+    assert "1 tap(s) to review" in out
+    assert make_inss(2) not in out
