@@ -112,12 +112,16 @@ def judge(
 ) -> Judgement:
     """The CIaO type a tap gets after ``prior``, and the issues it raises. Pure."""
     issues: list[str] = []
-    if prior is not None and rule.new_shift(prior.wall_ns, wall_ns):
+    # The terminal's `missing_out` also ends a shift: its own rule (e.g. a new calendar day) is
+    # the site's setting, which the gateway's default rule may not know.
+    if prior is not None and (
+        rule.new_shift(prior.wall_ns, wall_ns) or Flag.MISSING_OUT in flags
+    ):
         if prior.ciao_type == "in":
             issues.append(Issue.MISSING_OUT)
         prior = None
-    elif Flag.MISSING_OUT in flags and (prior is None or prior.ciao_type == "out"):
-        # The terminal saw a shift end the gateway cannot: keep its word for the employer.
+    elif Flag.MISSING_OUT in flags:
+        # The terminal knew of an `in` the gateway never decided: keep its word for the employer.
         issues.append(Issue.MISSING_OUT)
     expected = "out" if prior is not None and prior.ciao_type == "in" else "in"
     tapped = ciao_direction(kind)
@@ -171,6 +175,7 @@ class SequenceCheck:
     rule: ShiftRule = field(default_factory=ShiftRule)
     _batch: dict[tuple[str, int], _Decided] = field(default_factory=dict)
     _inbox: dict[tuple[str, int], tuple[frozenset[str], int]] = field(default_factory=dict)
+    _badges: dict[str, list[str]] = field(default_factory=dict)  # per batch: links may change
     _indexed: bool = False
 
     def __post_init__(self) -> None:
@@ -196,6 +201,7 @@ class SequenceCheck:
         query, and return the rows in time order: a worker's taps are decided oldest first."""
         self._index_inbox()
         self._batch.clear()
+        self._badges.clear()
         self._inbox = dict(self._read_inbox([(r["terminal"], r["seq"]) for r in rows]))
         return sorted(rows, key=lambda r: (r["wall_ns"], r["terminal"], r["seq"]))
 
@@ -308,15 +314,24 @@ class SequenceCheck:
         since = (
             prior.wall_ns if prior is not None else wall_ns - 2 * int(self.rule.gap_h * NS_PER_HOUR)
         )
+        badges = self._badges.get(worker_ref)
+        if badges is None:
+            sql = "SELECT badge FROM reg_badges WHERE worker_ref=?"
+            found = self.db.execute(sql, (worker_ref,))
+            badges = self._badges[worker_ref] = [b for (b,) in found]
+        if not badges:
+            return []
+        marks = ",".join("?" * len(badges))
+        # badge IN (...) first, so the (badge, wall_ns) index answers: no scan of the inbox
         rows = self.db.execute(
             "SELECT i.terminal, i.seq, i.kind, i.wall_ns, i.flags FROM inbox i "
-            "JOIN reg_badges b ON b.badge = i.badge AND b.worker_ref = ? "
             "LEFT JOIN registrations r ON r.terminal = i.terminal AND r.seq = i.seq "
             "LEFT JOIN worker_sequence s ON s.terminal = i.terminal AND s.seq = i.seq "
-            "WHERE i.workplace = ? AND i.wall_ns > ? AND i.wall_ns <= ? AND s.terminal IS NULL "
+            f"WHERE i.badge IN ({marks}) AND i.wall_ns > ? AND i.wall_ns <= ? "
+            "AND i.workplace = ? AND s.terminal IS NULL "
             "AND coalesce(r.state, 'queued') NOT IN ('selftest', 'enrolment') "
             "ORDER BY i.wall_ns, i.terminal, i.seq",
-            (worker_ref, workplace, since, wall_ns),
+            (*badges, since, wall_ns, workplace),
         ).fetchall()
         taps = []
         for terminal, seq, kind, tap_ns, text in rows:

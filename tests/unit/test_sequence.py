@@ -39,6 +39,10 @@ RULE = ShiftRule()
         (Prior("in", T0 - 20 * H), Kind.OUT, (), "in", (Issue.MISSING_OUT, Issue.CORRECTED)),
         (Prior("in", T0 - 20 * H), Kind.IN, (Flag.MISSING_OUT,), "in", (Issue.MISSING_OUT,)),
         (Prior("out", T0 - 20 * H), Kind.IN, (), "in", ()),
+        (Prior("out", T0 - 20 * H), Kind.IN, (Flag.MISSING_OUT,), "in", ()),  # it was there
+        # a terminal whose shift ends at midnight: its word ends the shift at the gateway too
+        (Prior("in", T0 - 3 * H), Kind.IN, (Flag.MISSING_OUT,), "in", (Issue.MISSING_OUT,)),
+        (None, Kind.IN, (Flag.MISSING_OUT,), "in", (Issue.MISSING_OUT,)),
     ],
 )
 def test_judge_table(prior, kind, flags, sent, issues) -> None:
