@@ -53,9 +53,10 @@ from siteclock.protocol import (
     SignedEvent,
     Verdict,
 )
+from siteclock.shift import ShiftRule
 from terminal import clock as clock_mod
 from terminal.clock import read_clock
-from terminal.direction import Direction, ShiftRule, WorkerStates, decide, state_key
+from terminal.direction import Direction, WorkerStates, decide, state_key
 from terminal.outbox import Outbox, OutboxError, OutboxFull
 
 log = logging.getLogger(__name__)

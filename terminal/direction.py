@@ -80,7 +80,7 @@ def decide(
         last.wall_ns, now_ns
     ):
         flags.append(Flag.MISSING_OUT)
-        last = None
+        last, break_wanted = None, False  # a new shift starts with `in`, key or no key
     elif last is not None and last.kind is Kind.OUT and rule.new_shift(last.wall_ns, now_ns):
         last = None
     previous = last.kind if last is not None else None

@@ -19,6 +19,8 @@ def test_an_in_more_than_a_shift_ago_starts_a_new_shift_and_flags_the_missing_ou
     assert decide(forgot, now_ns=NOON) == Decision(Kind.IN, (Flag.MISSING_OUT,))
     on_break = LastTap(Kind.BREAK_START, NOON - 15 * H)  # left during a break, never came back
     assert decide(on_break, now_ns=NOON).flags == (Flag.MISSING_OUT,)
+    # arriving inside a break window (or with the key held) still starts the shift with `in`
+    assert decide(forgot, now_ns=NOON, break_wanted=True).kind is Kind.IN
     # within the gap it is the same shift: the worker goes out
     assert decide(LastTap(Kind.IN, NOON - 13 * H), now_ns=NOON).kind is Kind.OUT
     # an `out` long ago is simply a new day: nothing is missing
