@@ -39,7 +39,7 @@ from gateway.terminals import ACTIVE, TerminalRegistry
 from siteclock import log as sclog
 from siteclock.config import ConfigError, load
 from siteclock.log import fields
-from siteclock.protocol import Verdict
+from siteclock.protocol import DayEntry, Verdict
 from terminal.identity import IdentityError, load_or_create
 
 log = logging.getLogger("siteclock.gateway")
@@ -94,15 +94,22 @@ class Gateway:
         if publisher is None:
             raise RuntimeError("intake was built without a roster signer")
         sent = 0
+        versions: dict[str, tuple[int, int]] = {}  # each asked once per workplace
+        days: dict[str, list[DayEntry]] = {}
         for terminal_id in self.terminals.ids():
             record = self.terminals.get(terminal_id)
             if record is None or record.status != ACTIVE:
                 continue
-            seen = (version, record.workplace, self.site_day.version(record.workplace))
+            place = record.workplace
+            if place not in versions:
+                versions[place] = self.site_day.version(place)
+            seen = (version, place, versions[place])
             if self._published.get(terminal_id) == seen:
                 continue
-            entries = self.registry.roster_for(record.workplace)
-            publisher.publish_roster(terminal_id, entries, self.site_day.day(record.workplace))
+            if place not in days:
+                days[place] = self.site_day.day(place)
+            entries = self.registry.roster_for(place)
+            publisher.publish_roster(terminal_id, entries, days[place])
             self._published[terminal_id] = seen
             sent += 1
         return sent
