@@ -97,10 +97,11 @@ def grow(path: Path, signer: Ed25519Signer, target: int) -> None:
                 rows,
             )
             db.execute("UPDATE head SET last_seq = ?, last_digest = ?", (seq, prev))
-            db.execute(
-                "INSERT OR REPLACE INTO badge_state (badge, kind, seq) "
-                "SELECT badge, kind, seq FROM events WHERE seq > ? ORDER BY seq",
-                (seq - len(rows),),
+            db.execute(  # each tap's worker state, as capture keeps it (unknown badges)
+                "INSERT OR REPLACE INTO worker_state (workplace, worker, kind, wall_ns, seq) "
+                "SELECT ?, 'badge:' || badge, kind, wall_ns, seq FROM events WHERE seq > ? "
+                "ORDER BY seq",
+                (WORKPLACE, seq - len(rows)),
             )
             db.execute("COMMIT")
     db.execute(

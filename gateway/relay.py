@@ -61,6 +61,7 @@ from gateway.ciao.client import (
 from gateway.ciao.policy import PolicyConfig, delay_for_attempt, requeue_wait
 from gateway.registry import EmployerKind, Registry, Resolved, Workplace
 from gateway.relay_store import FINAL, WAITING_FOR_REGISTRY, RelayStore, State
+from gateway.sequence import SequenceCheck
 from gateway.terminals import TerminalRegistry
 from siteclock.log import fields, redact
 from siteclock.protocol import Event, Outcome, ProtocolError, Verdict
@@ -219,6 +220,7 @@ class Relay:
         # Sync points live with the terminals (written from heartbeats); read them there.
         self.terminals = TerminalRegistry(db_path)
         self.counters: Counter[str] = Counter()
+        self.sequence = SequenceCheck(self.store.db, counters=self.counters)  # docs/direction.md
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_scan_ns = 0
@@ -379,6 +381,7 @@ class Relay:
             return None
         # A row marked solo failed inside a batch without a named culprit: it goes alone.
         rows = rows[:1] if rows[0]["solo"] else [r for r in rows if not r["solo"]]
+        rows = self.sequence.start_batch(rows)  # each worker's taps in time order
         self._refresh_cache()
         batch = _Batch()
         unresolved: list[tuple[tuple[str, int], dict[str, Any]]] = []
@@ -408,7 +411,8 @@ class Relay:
                 continue
             employer, employer_text = self._employer(worker)
             date = registration_date(wall_ns, precision)
-            ciao_type = self._ciao_type(row)
+            kind = self.sequence.decide(row, worker_ref=worker.worker_ref, wall_ns=wall_ns)
+            ciao_type = self.profile.ciao_type(kind)
             batch.items.append(ciao_item(worker, place, employer, date, ciao_type))
             batch.keys.append(key)
             batch.attempts[key] = row["attempts"] + 1
@@ -447,6 +451,7 @@ class Relay:
             self.store.update_each(db, unresolved)
             self.store.update_each(db, held)
             self.store.update_each(db, columns_of)
+            self.sequence.commit(db, batch.keys, now)
         self.counters["unresolved"] += len(unresolved)
         self.counters["clock_held"] += len(held)
         batch.unresolved = len(unresolved)
@@ -459,10 +464,6 @@ class Relay:
         if self.registry.badge_blocked(badge):
             return State.BLOCKED_BADGE, BADGE_BLOCKED
         return State.UNKNOWN_BADGE, BADGE_UNKNOWN
-
-    def _ciao_type(self, row: Any) -> str:
-        """The CIaO ``type`` of a stored event (a break starts with out and ends with in)."""
-        return self.profile.ciao_type(row["kind"])
 
     def _clock_of(self, row: Any, now: int) -> tuple[int | None, dict[str, Any]]:
         """The time to submit for a queued row and the clock columns to record with it.

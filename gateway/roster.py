@@ -30,6 +30,7 @@ from gateway.pki import write_public
 from siteclock.log import INSS_PATTERN
 from siteclock.protocol import (
     Channel,
+    DayEntry,
     Roster,
     RosterEntry,
     Signer,
@@ -75,12 +76,22 @@ class RosterPublisher:
             self._last_version = max(time.time_ns(), self._last_version + 1)
             return self._last_version
 
-    def build(self, terminal_id: str, entries: Iterable[RosterEntry]) -> tuple[Roster, bytes]:
-        roster = Roster(terminal_id, self._next_version(), check_entries(entries))
+    def build(
+        self,
+        terminal_id: str,
+        entries: Iterable[RosterEntry],
+        day: Iterable[DayEntry] = (),
+    ) -> tuple[Roster, bytes]:
+        roster = Roster(terminal_id, self._next_version(), check_entries(entries), tuple(day))
         return roster, encode_roster(roster, self._signer)
 
-    def publish_roster(self, terminal_id: str, entries: Iterable[RosterEntry]) -> Roster:
-        """Publish (retained, QoS 1) the full roster for one terminal; returns what was sent."""
-        roster, payload = self.build(terminal_id, entries)
+    def publish_roster(
+        self, terminal_id: str, entries: Iterable[RosterEntry], day: Iterable[DayEntry] = ()
+    ) -> Roster:
+        """Publish (retained, QoS 1) the full roster for one terminal; returns what was sent.
+
+        ``day`` is the site view (each worker's last relayed tap on the workplace) from
+        :class:`gateway.sequence.SiteDay`: how a terminal learns the site's other taps."""
+        roster, payload = self.build(terminal_id, entries, day)
         self._client.publish(topic(terminal_id, Channel.CONFIG), payload, qos=1, retain=True)
         return roster

@@ -7,7 +7,9 @@ The gateway is three loops over one SQLite file:
   stored event with CIaO exactly once and hands every final verdict back to the intake, which
   publishes it on the terminal's ack topic;
 - the **roster** loop republishes each terminal's signed roster whenever the worker registry
-  changes (a new badge, a blocked one), so terminals greet workers by name.
+  changes (a new badge, a blocked one), so terminals greet workers by name, and whenever the
+  relay decided a tap on its workplace: the roster carries the site view (each worker's last
+  tap, :class:`gateway.sequence.SiteDay`), so every terminal of a site knows the others' taps.
 
 The broker or CIaO may be down at start: paho keeps reconnecting, the relay keeps retrying, and
 terminals keep their events until the gateway acknowledges them, so nothing waits on anything.
@@ -31,12 +33,13 @@ from gateway.intake import Intake
 from gateway.registry import Registry
 from gateway.relay import Relay
 from gateway.roster import write_gateway_keys
+from gateway.sequence import SiteDay
 from gateway.store import Inbox
 from gateway.terminals import ACTIVE, TerminalRegistry
 from siteclock import log as sclog
 from siteclock.config import ConfigError, load
 from siteclock.log import fields
-from siteclock.protocol import Verdict
+from siteclock.protocol import DayEntry, Verdict
 from terminal.identity import IdentityError, load_or_create
 
 log = logging.getLogger("siteclock.gateway")
@@ -63,7 +66,8 @@ class Gateway:
                 on_verdict=self._send_verdict, config=cfg.relay,
             )  # fmt: skip
         self._roster_thread: threading.Thread | None = None
-        self._published: dict[str, tuple[int, str]] = {}
+        self.site_day = SiteDay(cfg.db)
+        self._published: dict[str, tuple[int, str, tuple[int, int]]] = {}
 
     def _ciao_client(self) -> CiaoClient:
         ciao = self.cfg.ciao
@@ -86,16 +90,27 @@ class Gateway:
     def publish_rosters(self) -> int:
         """Publish the roster of every active terminal whose roster changed. Returns how many."""
         version = self.registry.version
+        publisher = self.intake.roster
+        if publisher is None:
+            raise RuntimeError("intake was built without a roster signer")
         sent = 0
+        versions: dict[str, tuple[int, int]] = {}  # each asked once per workplace
+        days: dict[str, list[DayEntry]] = {}
         for terminal_id in self.terminals.ids():
             record = self.terminals.get(terminal_id)
             if record is None or record.status != ACTIVE:
                 continue
-            if self._published.get(terminal_id) == (version, record.workplace):
+            place = record.workplace
+            if place not in versions:
+                versions[place] = self.site_day.version(place)
+            seen = (version, place, versions[place])
+            if self._published.get(terminal_id) == seen:
                 continue
-            entries = self.registry.roster_for(record.workplace)
-            self.intake.publish_roster(terminal_id, entries)
-            self._published[terminal_id] = (version, record.workplace)
+            if place not in days:
+                days[place] = self.site_day.day(place)
+            entries = self.registry.roster_for(place)
+            publisher.publish_roster(terminal_id, entries, days[place])
+            self._published[terminal_id] = seen
             sent += 1
         return sent
 
@@ -129,6 +144,7 @@ class Gateway:
         if self._roster_thread is not None:
             self._roster_thread.join(timeout=5)
         self.intake.stop()
+        self.site_day.close()
 
     def counters(self) -> dict[str, int]:
         figures = {**self.intake.stats, **self.intake.counters}

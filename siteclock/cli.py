@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "provision": ("provisioning.cli:provision_cli", "installer: bring a terminal live on a site"),
     "workers": ("provisioning.cli:workers_cli", "employer: enrol workers and badges"),
     "verify-chain": ("terminal.outbox:verify_cli", "verify a terminal's signed history offline"),
+    "sequence-issues": ("gateway.sequence:cli", "employer: taps whose in/out sequence needs you"),
 }
 
 

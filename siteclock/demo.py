@@ -323,10 +323,11 @@ def run_day(site: Site, configs: dict[str, Path], say) -> None:  # type: ignore[
     say("  ... waiting for the NSSO's verdicts")
     _wait_for(lambda: (site.check_alive(), _settled(configs["db"], 4))[1], 60, "verdicts")
     time.sleep(max(0.0, REPEAT_WINDOW_S - 1.0))
-    say("\nEnd of the shift: each tap out shows the NSSO's word on the tap in")
+    say("\nEnd of the shift: each tap out shows the NSSO's word on the tap in; Bram leaves by the "
+        "roof, which knows from the gateway that he came in at the lobby")  # fmt: skip
     _tap(root, "t-lobby", ana.badge, ana.name, say)
     _tap(root, "t-roof", chloe.badge, chloe.name, say)
-    _tap(root, "t-lobby", bram.badge, bram.name, say)
+    _tap(root, "t-roof", bram.badge, bram.name, say)
     _wait_for(lambda: (site.check_alive(), _settled(configs["db"], 7))[1], 60, "verdicts")
     time.sleep(1.0)  # let the last verdicts reach the terminals' outboxes
 

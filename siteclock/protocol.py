@@ -357,6 +357,16 @@ class Flag(StrEnum):
     CLOCK_UNSYNCED = "clock_unsynced"  # wall time not confirmed by NTP at the tap
     BLOCKED_BADGE = "blocked_badge"  # in the roster but blocked by the employer when tapped
     SELFTEST = "selftest"  # the installer's check tap: stored and acked, never sent to the NSSO
+    # Direction (docs/direction.md). Added in place: an older gateway stores them as text.
+    DIRECTION_GUESS = "direction_guess"  # decided without the site's view (terminal offline)
+    FIXED_DIRECTION = "fixed_direction"  # an entry or exit reader: the kind is its config
+    MISSING_OUT = "missing_out"  # a new shift began while the last one had no `out`
+
+
+NON_ATTENDANCE_FLAGS = frozenset({Flag.SELFTEST})
+"""An event with one of these flags is not an attendance tap: it never changes anyone's state.
+(A badge-enrolment tap is always of a badge the terminal does not know yet, so it only ever
+touches that unknown badge's own state, never a worker's; the gateway claims it by hand.)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -646,20 +656,35 @@ class RosterEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class DayEntry:
+    """The gateway's view of one worker's last attendance tap on the workplace, from every
+    terminal of the site: ``kind`` is ``in`` or ``out`` as relayed, ``wall_ns`` its time.
+    Terminals use it to decide the direction of that worker's next tap (docs/direction.md)."""
+
+    worker: str
+    kind: Kind
+    wall_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class Roster:
     terminal_id: str
     version: int
     entries: tuple[RosterEntry, ...]
+    day: tuple[DayEntry, ...] = ()
+    """Site state, added after version 1 shipped: an optional ``day`` key that older terminals
+    ignore (they read only the keys they know), so old and new parse each other's rosters."""
 
     def to_body(self) -> bytes:
-        return canonical(
-            {
-                "v": PROTOCOL_VERSION,
-                "terminal": self.terminal_id,
-                "version": self.version,
-                "entries": [[e.badge, e.worker, e.name, e.blocked] for e in self.entries],
-            }
-        )
+        body: dict[str, Any] = {
+            "v": PROTOCOL_VERSION,
+            "terminal": self.terminal_id,
+            "version": self.version,
+            "entries": [[e.badge, e.worker, e.name, e.blocked] for e in self.entries],
+        }
+        if self.day:
+            body["day"] = [[d.worker, str(d.kind), d.wall_ns] for d in self.day]
+        return canonical(body)
 
     @classmethod
     def from_body(cls, body: bytes) -> Roster:
@@ -671,9 +696,17 @@ class Roster:
                 RosterEntry(check_badge(b), str(w), str(n), bool(blk))
                 for b, w, n, blk in raw["entries"]
             )
-            return cls(check_terminal_id(raw["terminal"]), int(raw["version"]), entries)
+            day = tuple(_day_entry(item) for item in raw.get("day", ()))
+            return cls(check_terminal_id(raw["terminal"]), int(raw["version"]), entries, day)
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedMessage(f"roster is malformed: {exc}") from None
+
+
+def _day_entry(item: Any) -> DayEntry:
+    worker, kind, wall_ns = item
+    if not isinstance(worker, str) or type(wall_ns) is not int or wall_ns < 0:
+        raise ValueError(f"day entry {item!r} is not [worker, kind, wall_ns]")
+    return DayEntry(worker, Kind(kind), wall_ns)
 
 
 def encode_roster(roster: Roster, signer: Signer) -> bytes:

@@ -1,18 +1,15 @@
 """Turn a badge read into a recorded event: decide the kind, flag what looks odd, never refuse.
 
-The worker does not choose ``in`` or ``out``; the terminal infers it from that badge's last
-recorded kind (kept in the outbox, so it survives restarts and pruning). A break key, when the
-site has one, asks for a break. The law wants every tap registered in real time, so a tap is
-never refused for a *state* reason: what looks wrong is recorded with a :class:`Flag` for the
-employer to review (DESIGN "Buttons or keys"):
-
-======================  ==================  ================================
-last kind               no key              break key held
-======================  ==================  ================================
-none / ``out``          ``in``              ``break_start`` + odd_sequence
-``in`` / ``break_end``  ``out``             ``break_start``
-``break_start``         ``break_end``       ``break_end``
-======================  ==================  ================================
+The worker does not choose ``in`` or ``out``: :mod:`terminal.direction` decides it from the
+worker's last attendance tap on this workplace, whichever is newer of this terminal's own taps
+(kept in the outbox, so it survives restarts and pruning, per workplace so a rebind starts
+clean) and the site's view the gateway sends with the roster (taps at the site's other
+terminals). A break key, when the site has one, asks for a break; ``capture.direction`` can fix
+the terminal to ``in`` or ``out`` (entry and exit readers). The law wants every tap registered
+in real time, so a tap is never refused for a *state* reason: what looks wrong is recorded with
+a :class:`Flag` for the employer to review (docs/direction.md has the whole table). A tap made
+while the terminal is offline is flagged ``direction_guess``; one a shift after the worker's
+last ``in`` starts with ``in`` and is flagged ``missing_out``.
 
 A site without break keys may configure **break windows** instead (``capture.break_windows``,
 e.g. ``["12:00-13:00"]``, local time): a worker who is working and taps inside a window starts a
@@ -56,7 +53,10 @@ from siteclock.protocol import (
     SignedEvent,
     Verdict,
 )
+from siteclock.shift import ShiftRule
+from terminal import clock as clock_mod
 from terminal.clock import read_clock
+from terminal.direction import Direction, WorkerStates, decide, state_key
 from terminal.outbox import Outbox, OutboxError, OutboxFull
 
 log = logging.getLogger(__name__)
@@ -106,16 +106,10 @@ class TapResult:
     verdict: Verdict | None = None
     detail: str = ""
 
-
-def next_kind(last: Kind | None, break_held: bool) -> tuple[Kind, bool]:
-    """The kind of the next tap and whether the sequence is odd. Pure: see the module table."""
-    on_break = last is Kind.BREAK_START
-    working = last in (Kind.IN, Kind.BREAK_END)
-    if on_break:
-        return Kind.BREAK_END, False
-    if break_held:
-        return Kind.BREAK_START, not working
-    return (Kind.OUT, False) if working else (Kind.IN, False)
+    @property
+    def kind(self) -> Kind | None:
+        """The direction recorded (None when nothing was)."""
+        return self.signed.event.kind if self.signed is not None else None
 
 
 class Capture:
@@ -129,6 +123,12 @@ class Capture:
         break (sites without a break key); ``local_time`` returns the time of day (tests).
     :param on_disk_full: called with True when a tap could not be recorded for lack of space,
         and with False at the next tap that could; health turns it into an alert.
+    :param direction: ``inferred`` (default), or ``in``/``out`` for a fixed entry/exit reader.
+    :param shift: when a worker's last ``in`` belongs to an earlier shift.
+    :param site_view: True while the terminal has the site's view (its uplink is connected);
+        an inferred tap without it is flagged ``direction_guess``. None: never flagged (a
+        terminal built without an uplink, as in unit tests of other things).
+    :param wall_ns: the wall clock (nanoseconds); tests inject one to replay a day.
     """
 
     def __init__(
@@ -141,8 +141,16 @@ class Capture:
         on_disk_full: Callable[[bool], None] | None = None,
         break_windows: Sequence[BreakWindow] = (),
         local_time: Callable[[], dt.time] = _local_time,
+        direction: Direction = Direction.INFERRED,
+        shift: ShiftRule = ShiftRule(),  # noqa: B008 - frozen, shared safely
+        site_view: Callable[[], bool] | None = None,
+        wall_ns: Callable[[], int] = clock_mod.wall_ns,
     ) -> None:
         self._outbox = outbox
+        self._direction = Direction(direction)
+        self._shift = shift
+        self._site_view = site_view
+        self._wall_ns = wall_ns
         self._break_windows = tuple(break_windows)
         self._local_time = local_time
         self._feedback = feedback
@@ -150,7 +158,7 @@ class Capture:
         self._clock = clock
         self._on_disk_full = on_disk_full
         self._lock = threading.Lock()
-        self._last: dict[str, Kind] = outbox.last_kinds()
+        self._states = WorkerStates(outbox.worker_states())
         # Replaced whole by apply_roster (one assignment, atomic for readers); None = no
         # roster received yet, so every badge is "not yet known".
         self._roster: dict[str, RosterEntry] | None = None
@@ -164,12 +172,18 @@ class Capture:
                      extra=fields(version=roster.version, current=self.roster_version))  # fmt: skip
             return False
         self._roster = {entry.badge: entry for entry in roster.entries}
+        with self._lock:  # not while a tap is being decided
+            self._states.apply_site(roster.day)
         self.roster_version = roster.version
         log.info("roster applied", extra=fields(version=roster.version, badges=len(self._roster)))
         return True
 
     def last_kind(self, badge: str) -> Kind | None:
-        return self._last.get(badge)
+        """The kind of the last attendance tap known for this badge's worker on the site."""
+        roster = self._roster
+        entry = roster.get(badge) if roster is not None else None
+        last = self._states.last(state_key(entry.worker if entry else None, badge))
+        return last.kind if last is not None else None
 
     def tap(self, read: BadgeRead) -> TapResult:
         """Record one read (unless it is a repeat) and give the worker the matching answer."""
@@ -190,20 +204,28 @@ class Capture:
             flags.append(Flag.UNKNOWN_BADGE)
         elif entry.blocked:
             flags.append(Flag.BLOCKED_BADGE)
-        last = self._last.get(badge)
+        key = state_key(entry.worker if entry is not None else None, badge)
+        last = self._states.last(key)
+        wall = self._wall_ns()
         held = bool(self._break_key is not None and self._break_key.is_pressed)
-        if not held and self._break_windows and last in (Kind.IN, Kind.BREAK_END):
+        if not held and self._break_windows and last is not None and last.kind in (
+            Kind.IN, Kind.BREAK_END,
+        ):
             now = self._local_time()
             held = any(now in window for window in self._break_windows)
-        kind, odd = next_kind(last, held)
-        if odd:
-            flags.append(Flag.ODD_SEQUENCE)
+        guess = self._site_view is not None and not self._site_view()
+        decision = decide(last, now_ns=wall, break_wanted=held, direction=self._direction,
+                          rule=self._shift, guess=guess)  # fmt: skip
+        kind = decision.kind
+        flags.extend(decision.flags)
         clock = self._clock()
         if not clock.synced:
             flags.append(Flag.CLOCK_UNSYNCED)
         try:
             verdict = self._outbox.last_verdict_for(badge)
-            signed = self._outbox.append(kind=kind, badge=badge, clock=clock, flags=flags)
+            signed = self._outbox.append(
+                kind=kind, badge=badge, clock=clock, flags=flags, wall_ns=wall, state_key=key
+            )
         except OutboxFull as exc:
             log.error("tap refused: outbox full", extra=fields(error=exc))
             if self._on_disk_full is not None:
@@ -218,7 +240,7 @@ class Capture:
             return TapResult("refused", badge, detail="storage error")
         if self._on_disk_full is not None:
             self._on_disk_full(False)
-        self._last[badge] = kind
+        self._states.record(key, kind, wall)
         name = entry.name if entry is not None else None
         if entry is None:
             pattern = "unknown_badge"
@@ -235,11 +257,11 @@ class Capture:
             return
         seq = result.signed.event.seq if result.signed is not None else None
         if result.pattern == "saved":
-            fb.saved(result.name, result.verdict, seq=seq, badge=result.badge)
+            fb.saved(result.name, result.verdict, seq=seq, badge=result.badge, kind=result.kind)
         elif result.pattern == "unknown_badge":
-            fb.unknown_badge(seq=seq, badge=result.badge)
+            fb.unknown_badge(seq=seq, badge=result.badge, kind=result.kind)
         elif result.pattern == "blocked":
-            fb.blocked(result.name, seq=seq, badge=result.badge)
+            fb.blocked(result.name, seq=seq, badge=result.badge, kind=result.kind)
         elif result.pattern == "repeat":
             fb.repeat(badge=result.badge)
         else:

@@ -16,8 +16,13 @@ Everything an installer sets on a terminal lives in one file, usually
     buzzer_pin = 17
     display = "ssd1306:1:0x3C"           # optional
 
+    language = "nl"                      # display words: en (default), nl, fr, de
+
     [capture]
     break_pin = 5                        # optional break key
+    direction = "inferred"               # or "in" / "out": an entry or exit reader
+    shift_gap_h = 14.0                   # a tap this long after the last `in` starts a shift
+    shift_calendar_day = false           # true: a new local day also starts a new shift
 
     [uplink]                             # optional: without it the terminal records offline
     host = "gateway.example.be"
@@ -37,6 +42,8 @@ from siteclock import config as config_mod
 from siteclock.config import ConfigError
 from siteclock.protocol import ProtocolError, check_terminal_id, check_workplace
 from terminal.capture import BreakWindow
+from terminal.direction import Direction
+from terminal.messages import LANGUAGES
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,9 @@ class FeedbackConfig:
     """A file that gets one JSON line per feedback given (demo and tests)."""
     pin_factory: str | None = None
     """``mock`` to run without GPIO (demo, tests); None lets gpiozero choose (lgpio on a Pi)."""
+    language: str = "en"
+    """The display's words: ``en``, ``nl``, ``fr`` or ``de``; set the same on all of a site's
+    terminals (terminal.messages)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,14 @@ class CaptureConfig:
     """GPIO of a break key; without one (and without windows), taps are in/out only."""
     break_windows: list[str] = field(default_factory=list)
     """Local-time spans such as ``"12:00-13:00"``: a working worker's tap there starts a break."""
+    direction: str = "inferred"
+    """``inferred`` from the worker's day on the site, or fixed: ``in`` (entry reader or
+    turnstile) or ``out`` (exit). Fixed-direction taps are flagged ``fixed_direction``."""
+    shift_gap_h: float = 14.0
+    """A tap more than this many hours after the worker's last tap starts a new shift with
+    ``in``; a missing ``out`` before it is flagged ``missing_out`` for the employer."""
+    shift_calendar_day: bool = False
+    """Also start a new shift at the first tap of a new local calendar day."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,12 @@ def load(path: Path | str) -> TerminalConfig:
             check()
         except ProtocolError as exc:
             raise ConfigError(path, key, str(exc)) from None
+    if cfg.capture.direction not in {d.value for d in Direction}:
+        raise ConfigError(path, "capture.direction", "must be 'inferred', 'in' or 'out'")
+    if cfg.capture.shift_gap_h <= 0:
+        raise ConfigError(path, "capture.shift_gap_h", "must be positive")
+    if cfg.feedback.language not in LANGUAGES:
+        raise ConfigError(path, "feedback.language", f"must be one of {', '.join(LANGUAGES)}")
     for i, window in enumerate(cfg.capture.break_windows):
         try:
             BreakWindow.parse(window)

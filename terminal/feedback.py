@@ -4,23 +4,29 @@
 one method per pattern, so every answer the terminal can give is named in one place and each
 is told apart by eye and ear:
 
-=================  ==========================  ==================================
-pattern            LEDs                        buzzer
-=================  ==========================  ==================================
-``saved``          green, one long flash       one short beep
-``repeat``         green, two quick flashes    silent
-``unknown_badge``  green once + red twice      two beeps
-``blocked``        green once + red three x    three beeps
-``refused``        red, three long flashes     three long beeps
-``reader_fault``   red, slow blink until fixed silent
-=================  ==========================  ==================================
+===================  ==========================  ==================================
+pattern              LEDs                        buzzer
+===================  ==========================  ==================================
+``saved`` (IN)       green, one long flash       one short beep
+``saved`` (OUT)      green, two long flashes     one long beep
+``saved`` (BREAK)    green, three quick flashes  two short beeps
+``repeat``           green, two quick flashes    silent
+``unknown_badge``    green once + red twice      two beeps
+``blocked``          green once + red three x    three beeps
+``refused``          red, three long flashes     three long beeps
+``reader_fault``     red, slow blink until fixed silent
+===================  ==========================  ==================================
+
+The display shows the direction first, in big words the worker cannot miss (IN / OUT / BREAK,
+in the site's language: :mod:`terminal.messages`), then the name and the word on the last tap.
 
 Patterns run in gpiozero's background threads (``blink``/``beep`` with ``n=``), so a method
 returns at once and a new pattern cuts the previous one short. ``saved`` must only be called
 once the outbox COMMIT has returned (capture's job): green means the tap is on the disk.
 
 The optional journal is a file to which every pattern appends one JSON line
-(``{"pattern", "seq", "badge", "at_ns"}``, ``at_ns`` from ``time.monotonic_ns()``) and flushes:
+(``{"pattern", "seq", "badge", "text", "direction", "at_ns"}``, ``at_ns`` from
+``time.monotonic_ns()``, ``direction`` ``in``/``out``/``break`` or null) and flushes:
 the demo prints it and the kill test checks that every tap answered ``saved`` is in the outbox.
 
 Example::
@@ -42,7 +48,8 @@ from typing import IO, Any
 from gpiozero import LED, Buzzer, CompositeDevice
 
 from siteclock.log import fields
-from siteclock.protocol import Outcome, Verdict
+from siteclock.protocol import Kind, Outcome, Verdict
+from terminal.messages import words
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +65,26 @@ class Pattern:
 
 
 PATTERNS: dict[str, Pattern] = {
-    "saved": Pattern(green=(0.6, 0.1, 1), buzzer=(0.08, 0.05, 1)),
+    "saved": Pattern(green=(0.6, 0.1, 1), buzzer=(0.08, 0.05, 1)),  # IN
+    "saved_out": Pattern(green=(0.4, 0.15, 2), buzzer=(0.5, 0.1, 1)),
+    "saved_break": Pattern(green=(0.1, 0.1, 3), buzzer=(0.08, 0.08, 2)),
     "repeat": Pattern(green=(0.08, 0.08, 2)),
     "unknown_badge": Pattern(green=(0.6, 0.1, 1), red=(0.1, 0.1, 2), buzzer=(0.08, 0.08, 2)),
     "blocked": Pattern(green=(0.6, 0.1, 1), red=(0.15, 0.15, 3), buzzer=(0.08, 0.08, 3)),
     "refused": Pattern(red=(0.5, 0.2, 3), buzzer=(0.4, 0.2, 3)),
     "reader_fault": Pattern(red=(0.1, 0.9, None)),
 }
+
+SIGNALS = {Kind.OUT: "saved_out", Kind.BREAK_START: "saved_break"}
+"""The LED and buzzer pattern of a saved tap by direction (``saved`` for IN and back from a
+break); unknown and blocked badges keep their own warning patterns."""
+
+
+def direction_word(kind: Kind | None) -> str | None:
+    """``in`` / ``out`` / ``break`` for the journal (the display uses the site's language)."""
+    if kind is None:
+        return None
+    return "break" if kind is Kind.BREAK_START else "out" if kind is Kind.OUT else "in"
 
 
 class Feedback(CompositeDevice):
@@ -77,6 +97,7 @@ class Feedback(CompositeDevice):
     :param display: a luma device (``luma.oled.device.ssd1306``, ``luma.core.device.dummy``).
     :param journal: a file to append one JSON line per pattern to (for demos and tests).
     :param tempo: multiplies every duration; tests use a small value to run fast.
+    :param language: the display's language: ``en`` (default), ``nl``, ``fr`` or ``de``.
     """
 
     def __init__(
@@ -89,7 +110,9 @@ class Feedback(CompositeDevice):
         display: Any = None,
         journal: Path | None = None,
         tempo: float = 1.0,
+        language: str = "en",
     ) -> None:
+        self._words = words(language)  # before any pin is claimed: a bad name fails cleanly
         super().__init__(
             green=LED(green_pin, pin_factory=pin_factory),
             red=LED(red_pin, pin_factory=pin_factory),
@@ -104,8 +127,18 @@ class Feedback(CompositeDevice):
             open(journal, "a", encoding="utf-8") if journal is not None else None  # noqa: SIM115
         )
         self.last_pattern: str | None = None
+        self.last_signal: str | None = None
+        """The LED/buzzer pattern last run: ``saved_out`` where the journal says ``saved``."""
 
     # ----------------------------------------------------------------- patterns
+
+    def _headline(self, kind: Kind | None, text: str) -> list[str]:
+        """The direction, then what happened: ``["OUT", "saved"]``."""
+        w = self._words
+        head = w.direction(kind)
+        return [f"{head} - {text}" if head else text] + (
+            [w.back_from_break] if kind is Kind.BREAK_END else []
+        )
 
     def saved(
         self,
@@ -114,38 +147,51 @@ class Feedback(CompositeDevice):
         *,
         seq: int | None = None,
         badge: str | None = None,
+        kind: Kind | None = None,
     ) -> None:
-        """The tap is committed. Greets by name and shows the NSSO's word on the previous tap."""
-        lines = ["Saved", name or ""]
+        """The tap is committed. Shows its direction, greets by name and gives the word on the
+        previous tap (registered, or refused: see the employer, who has the reason)."""
+        w = self._words
+        lines = [*self._headline(kind, w.saved), name or ""]
         if verdict is not None:
             if verdict.outcome is Outcome.REGISTERED:
-                lines.append("last: registered")
+                lines.append(w.last_registered)
             else:
-                lines.append(f"last: REJECTED {verdict.reason}".strip())
-        self._show("saved", lines, seq=seq, badge=badge)
+                lines += [w.last_rejected, w.see_employer]
+        self._show("saved", lines, seq=seq, badge=badge, kind=kind,
+                   signal=SIGNALS.get(kind, "saved") if kind is not None else "saved")  # fmt: skip
 
     def repeat(self, *, badge: str | None = None) -> None:
         """The same badge again within the repeat window: already saved, nothing new recorded."""
-        self._show("repeat", ["Already saved"], badge=badge)
+        self._show("repeat", [self._words.already_saved], badge=badge)
 
-    def unknown_badge(self, *, seq: int | None = None, badge: str | None = None) -> None:
+    def unknown_badge(
+        self, *, seq: int | None = None, badge: str | None = None, kind: Kind | None = None
+    ) -> None:
         """Saved, but the badge is not in the roster yet: the employer must enrol it."""
-        self._show("unknown_badge", ["Saved", "badge not yet known"], seq=seq, badge=badge)
+        lines = [*self._headline(kind, self._words.saved), self._words.badge_unknown]
+        self._show("unknown_badge", lines, seq=seq, badge=badge, kind=kind)
 
     def blocked(
-        self, name: str | None = None, *, seq: int | None = None, badge: str | None = None
+        self,
+        name: str | None = None,
+        *,
+        seq: int | None = None,
+        badge: str | None = None,
+        kind: Kind | None = None,
     ) -> None:
         """Saved, but the badge is blocked in the roster: the worker must see the employer."""
-        self._show("blocked", ["Saved", name or "", "badge blocked:", "see employer"],
-                   seq=seq, badge=badge)  # fmt: skip
+        w = self._words
+        lines = [*self._headline(kind, w.saved), name or "", w.badge_blocked, w.see_employer]
+        self._show("blocked", lines, seq=seq, badge=badge, kind=kind)
 
     def refused(self, reason: str, *, badge: str | None = None) -> None:
         """The tap was NOT recorded (e.g. disk full). Red, loud, and honest."""
-        self._show("refused", ["NOT SAVED", reason, "use paper sheet"], badge=badge)
+        self._show("refused", [self._words.not_saved, reason, self._words.use_paper], badge=badge)
 
     def reader_fault(self, detail: str) -> None:
         """The reader is gone; red blinks slowly until :meth:`reader_ok`."""
-        self._show("reader_fault", ["Reader fault", detail])
+        self._show("reader_fault", [self._words.reader_fault, detail])
 
     def reader_ok(self) -> None:
         """The reader is back: stop the fault blink and clear the display."""
@@ -153,14 +199,22 @@ class Feedback(CompositeDevice):
             if self.last_pattern == "reader_fault":
                 self.red.off()
                 self.last_pattern = None
-        self._render(["Ready"])
+        self._render([self._words.ready])
 
     # ----------------------------------------------------------------- machinery
 
     def _show(
-        self, pattern: str, lines: list[str], *, seq: int | None = None, badge: str | None = None
+        self,
+        pattern: str,
+        lines: list[str],
+        *,
+        seq: int | None = None,
+        badge: str | None = None,
+        kind: Kind | None = None,
+        signal: str | None = None,
     ) -> None:
-        spec = PATTERNS[pattern]
+        """Run the LED/buzzer ``signal`` (default: the pattern's own), journal ``pattern``."""
+        spec = PATTERNS[signal or pattern]
         with self._lock:
             self._check_open()
             for device, blink in ((self.green, spec.green), (self.red, spec.red)):
@@ -175,11 +229,17 @@ class Feedback(CompositeDevice):
                 on, off, n = spec.buzzer
                 self.buzzer.beep(on * self._tempo, off * self._tempo, n=n, background=True)
             self.last_pattern = pattern
-            self._write_journal(pattern, seq, badge, lines)
+            self.last_signal = signal or pattern
+            self._write_journal(pattern, seq, badge, lines, direction_word(kind))
         self._render(lines)
 
     def _write_journal(
-        self, pattern: str, seq: int | None, badge: str | None, lines: list[str]
+        self,
+        pattern: str,
+        seq: int | None,
+        badge: str | None,
+        lines: list[str],
+        direction: str | None,
     ) -> None:
         if self._journal is None:
             return
@@ -187,7 +247,7 @@ class Feedback(CompositeDevice):
         line = json.dumps(
             {
                 "pattern": pattern, "seq": seq, "badge": badge, "text": shown,
-                "at_ns": time.monotonic_ns(),
+                "direction": direction, "at_ns": time.monotonic_ns(),
             },
             separators=(",", ":"),
         )  # fmt: skip
@@ -212,6 +272,8 @@ class Feedback(CompositeDevice):
     def close(self) -> None:
         """Turn everything off and release the pins, display and journal. Safe to repeat."""
         super().close()
-        if self._journal is not None:
-            self._journal.close()
+        # getattr: gpiozero also closes an object whose __init__ failed (a bad language)
+        journal = getattr(self, "_journal", None)
+        if journal is not None:
+            journal.close()
             self._journal = None

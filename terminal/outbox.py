@@ -131,11 +131,17 @@ CREATE TABLE IF NOT EXISTS head (
     total INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO head VALUES (1, 0, zeroblob(32), 0, zeroblob(32), 0, 0);
--- Each badge's last kind survives pruning: capture infers the next kind from it.
-CREATE TABLE IF NOT EXISTS badge_state (
-    badge TEXT PRIMARY KEY,
+-- Each worker's last attendance tap on each workplace survives pruning and restarts: capture
+-- decides the next direction from it (terminal.direction). Keyed by workplace so a rebind
+-- starts clean; only attendance taps write it (never a self-test). An older file may still
+-- hold the table badge_state this replaced; nothing reads it any more.
+CREATE TABLE IF NOT EXISTS worker_state (
+    workplace TEXT NOT NULL,
+    worker TEXT NOT NULL,
     kind TEXT NOT NULL,
-    seq INTEGER NOT NULL
+    wall_ns INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (workplace, worker)
 ) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS events_count_insert AFTER INSERT ON events BEGIN
     UPDATE head SET total = total + 1, pending = pending + (NEW.state = 'pending') WHERE id = 1;
@@ -270,11 +276,14 @@ class Outbox:
         wall_ns: int | None = None,
         boot_id: str | None = None,
         boot_ns: int | None = None,
+        state_key: str | None = None,
     ) -> SignedEvent:
         """Record one tap durably and return it signed. Raises :class:`OutboxFull` when full.
 
         The stamps default to now; pass them to record the moment of the read rather than of
         the write. When this returns, the event has been committed with a full sync.
+        ``state_key`` names the worker whose state this tap moves (see :meth:`worker_states`),
+        in the same transaction; None (a self-test, any non-attendance tap) moves nobody's.
         """
         check_badge(badge)  # an event that could not be decoded later must never be stored
         wall = clock_mod.wall_ns() if wall_ns is None else wall_ns
@@ -312,11 +321,12 @@ class Outbox:
             db.execute(
                 "UPDATE head SET last_seq = ?, last_digest = ? WHERE id = 1", (event.seq, digest)
             )
-            db.execute(
-                "INSERT INTO badge_state (badge, kind, seq) VALUES (?, ?, ?) ON CONFLICT(badge)"
-                " DO UPDATE SET kind = excluded.kind, seq = excluded.seq",
-                (badge, str(event.kind), event.seq),
-            )
+            if state_key is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO worker_state (workplace, worker, kind, wall_ns, seq)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (self._workplace, state_key, str(event.kind), wall, event.seq),
+                )
             return signed
 
         return self._write(work)
@@ -474,11 +484,16 @@ class Outbox:
             ).fetchone()
         return pruned_seq + 1, bytes(pruned_digest) if pruned_seq else GENESIS_HASH
 
-    def last_kinds(self) -> dict[str, Kind]:
-        """Each badge's last recorded kind: capture's state per worker, kept across restarts."""
+    def worker_states(self) -> dict[str, tuple[Kind, int]]:
+        """Each worker's last attendance tap here, ``{key: (kind, wall_ns)}``, for this
+        terminal's *current* workplace only: after a rebind the old site's states are not
+        read, so every worker starts the new site clean."""
         with self._lock:
-            rows = self._db.execute("SELECT badge, kind FROM badge_state").fetchall()
-        return {badge: Kind(kind) for badge, kind in rows}
+            rows = self._db.execute(
+                "SELECT worker, kind, wall_ns FROM worker_state WHERE workplace = ?",
+                (self._workplace,),
+            ).fetchall()
+        return {worker: (Kind(kind), wall_ns) for worker, kind, wall_ns in rows}
 
     def verify(self, keys: dict[str, bytes]) -> int:
         """Verify the held history's signatures and hash chain; returns the events checked."""

@@ -38,10 +38,12 @@ from hw.repeat import mark_repeats
 from siteclock import log as log_mod
 from siteclock.config import ConfigError
 from siteclock.log import fields
+from siteclock.shift import ShiftRule
 from terminal import config as config_mod
 from terminal import identity
 from terminal.capture import BreakWindow, Capture
 from terminal.config import TerminalConfig
+from terminal.direction import Direction
 from terminal.feedback import Feedback
 from terminal.health import Health
 from terminal.outbox import Outbox, OutboxError
@@ -139,6 +141,7 @@ class Terminal:
             self.feedback = Feedback(
                 fb.green_pin, fb.red_pin, fb.buzzer_pin,
                 pin_factory=factory, display=_display(fb.display), journal=fb.journal,
+                language=fb.language,
             )  # fmt: skip
             if config.capture.break_pin is not None:
                 break_key = Button(config.capture.break_pin, pin_factory=factory)
@@ -150,6 +153,10 @@ class Terminal:
             self.outbox, feedback=self.feedback, break_key=break_key,
             on_disk_full=self.health.disk_full,
             break_windows=[BreakWindow.parse(w) for w in config.capture.break_windows],
+            direction=Direction(config.capture.direction),
+            shift=ShiftRule(config.capture.shift_gap_h, config.capture.shift_calendar_day),
+            # Without a connected uplink the terminal lacks the site's view: its taps guess.
+            site_view=lambda: self.uplink is not None and self.uplink.connected,
         )  # fmt: skip
         self._reader = reader
         self._stopping = threading.Event()

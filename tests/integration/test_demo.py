@@ -17,7 +17,10 @@ def test_demo_runs_a_site_end_to_end(tmp_path: Path) -> None:
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert "OK: 6 of 6 enrolled taps have the NSSO's verdict" in out
-    assert "last: REJECTED RELATED DIMONA NOT OK" in out
+    assert "last: REJECTED / see employer" in out  # the worker's words, not the NSSO's code
+    assert "rejected: RELATED DIMONA NOT OK" in out  # the employer's view keeps the reason
+    # in at the lobby, out at the roof: the roof learned the direction through the gateway
+    assert "t-roof   Bram Claes     saved         OUT - saved / Bram Claes" in out
     assert "Already saved" in out  # the double tap was answered, not recorded
     assert out.count("signed and chained") == 2
     # the INSS numbers the demo enrols never reach a log line, a terminal or the broker

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hw.base import BadgeRead
 from siteclock.protocol import (
     ClockState,
+    DayEntry,
     Ed25519Signer,
     Flag,
     Kind,
@@ -22,7 +23,8 @@ from siteclock.protocol import (
     Roster,
     RosterEntry,
 )
-from terminal.capture import BreakWindow, Capture, next_kind
+from terminal.capture import BreakWindow, Capture
+from terminal.direction import Direction, LastTap, decide
 from terminal.outbox import Outbox, OutboxFull
 
 SYNCED = ClockState(synced=True, maxerror_us=20_000, source="adjtimex")
@@ -40,13 +42,13 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def saved(self, name, verdict, *, seq=None, badge=None):
+    def saved(self, name, verdict, *, seq=None, badge=None, kind=None):
         self.calls.append(("saved", name, verdict, seq))
 
-    def unknown_badge(self, *, seq=None, badge=None):
+    def unknown_badge(self, *, seq=None, badge=None, kind=None):
         self.calls.append(("unknown_badge", seq))
 
-    def blocked(self, name=None, *, seq=None, badge=None):
+    def blocked(self, name=None, *, seq=None, badge=None, kind=None):
         self.calls.append(("blocked", name, seq))
 
     def repeat(self, *, badge=None):
@@ -188,6 +190,12 @@ def test_bad_badge_from_a_reader_is_refused_and_counted(outbox) -> None:
     assert outbox.stats().last_seq == 0
 
 
+def next_kind(last: Kind | None, held: bool) -> tuple[Kind, bool]:
+    """The inferred kind after ``last`` (a moment earlier) and whether it is odd."""
+    decision = decide(LastTap(last, 0) if last else None, now_ns=1, break_wanted=held)
+    return decision.kind, Flag.ODD_SEQUENCE in decision.flags
+
+
 @pytest.mark.parametrize(
     ("last", "held", "expected"),
     [
@@ -266,3 +274,101 @@ def test_a_tap_inside_a_break_window_starts_and_ends_a_break(tmp_path) -> None:
     # someone who is not working and taps in the window simply starts work
     assert tap_at(12, 30) == "in"
     box.close()
+
+
+# --------------------------------------------------------------------------- direction (issue 8)
+
+H = 3600 * 10**9
+MORNING = 1_780_000_000 * 10**9  # any fixed moment: the taps' wall clock is injected
+
+
+def at_clock(outbox, moment: list[int], **options) -> Capture:
+    cap = Capture(outbox, clock=lambda: SYNCED, wall_ns=lambda: moment[0], **options)
+    cap.apply_roster(ROSTER)
+    return cap
+
+
+def test_a_selftest_tap_never_becomes_the_workers_in(outbox) -> None:
+    # what provisioning.selftest records with the worker's real badge, before the service runs
+    outbox.append(kind=Kind.IN, badge=ANA, clock=SYNCED, flags=[Flag.SELFTEST])
+    cap, _, _ = make(outbox)
+    assert cap.tap(read(ANA)).signed.event.kind is Kind.IN
+
+
+def test_an_enrolment_tap_of_a_new_badge_does_not_move_the_workers_state(outbox) -> None:
+    cap, _, _ = make(outbox)
+    enrolment = cap.tap(read(BOB))  # Bob's new badge, not in the roster yet: linked by this tap
+    assert enrolment.pattern == "unknown_badge"
+    assert cap.apply_roster(Roster("t-0001", 4, (RosterEntry(BOB, "w-2", "Bob"),)))
+    first = cap.tap(read(BOB))
+    assert (first.name, first.signed.event.kind) == ("Bob", Kind.IN)
+
+
+def test_a_rebind_starts_every_worker_clean(tmp_path) -> None:
+    signer = Ed25519Signer.generate()
+    old = Outbox(tmp_path / "o.db", signer=signer, terminal_id="t-0001", workplace="ABCDEFGH12345")
+    make(old)[0].tap(read(ANA))  # in, on the old site
+    old.close()
+    new = Outbox(tmp_path / "o.db", signer=signer, terminal_id="t-0001", workplace="ZZZZZZZZ12345")
+    assert make(new)[0].tap(read(ANA)).signed.event.kind is Kind.IN
+    new.close()
+
+
+def test_the_site_view_in_the_roster_carries_other_terminals_taps(outbox) -> None:
+    moment = [MORNING]
+    cap = at_clock(outbox, moment)
+    # Ana tapped in at the lobby at 07:00; this is the roof terminal at noon
+    cap.apply_roster(Roster("t-0001", 4, ROSTER.entries, (DayEntry("w-1", Kind.IN, MORNING),)))
+    moment[0] = MORNING + 5 * H
+    assert cap.tap(read(ANA)).signed.event.kind is Kind.OUT
+    # and back at the lobby she taps in again: the lobby learns the roof's `out` the same way
+    lobby_box = Outbox(outbox.path.with_name("lobby.db"), signer=Ed25519Signer.generate(),
+                       terminal_id="t-0002", workplace="ABCDEFGH12345")  # fmt: skip
+    lobby = at_clock(lobby_box, moment)
+    moment[0] = MORNING
+    assert lobby.tap(read(ANA)).signed.event.kind is Kind.IN
+    roof_out = DayEntry("w-1", Kind.OUT, MORNING + 5 * H)
+    lobby.apply_roster(Roster("t-0002", 5, ROSTER.entries, (roof_out,)))
+    moment[0] = MORNING + 6 * H
+    assert lobby.tap(read(ANA)).signed.event.kind is Kind.IN
+    lobby_box.close()
+
+
+def test_yesterdays_forgotten_out_starts_today_with_in_and_is_flagged(outbox) -> None:
+    moment = [MORNING]
+    cap = at_clock(outbox, moment)
+    assert cap.tap(read(ANA)).signed.event.kind is Kind.IN
+    moment[0] = MORNING + 24 * H
+    today = cap.tap(read(ANA)).signed.event
+    assert today.kind is Kind.IN
+    assert Flag.MISSING_OUT in today.flags
+
+
+def test_offline_taps_are_flagged_as_guesses(outbox) -> None:
+    online = [True]
+    cap = at_clock(outbox, [MORNING], site_view=lambda: online[0])
+    assert Flag.DIRECTION_GUESS not in cap.tap(read(ANA)).signed.event.flags
+    online[0] = False
+    assert Flag.DIRECTION_GUESS in cap.tap(read(ANA)).signed.event.flags
+
+
+def test_an_exit_reader_always_records_out(outbox) -> None:
+    cap = at_clock(outbox, [MORNING], direction=Direction.OUT)
+    taps = [cap.tap(read(ANA)).signed.event for _ in range(2)]
+    assert [t.kind for t in taps] == [Kind.OUT, Kind.OUT]
+    assert all(Flag.FIXED_DIRECTION in t.flags for t in taps)
+    assert Flag.ODD_SEQUENCE in taps[0].flags  # an `out` with no `in`: for the employer
+
+
+def test_feedback_is_told_the_direction(outbox) -> None:
+    seen = []
+
+    class Journal(Recorder):
+        def saved(self, name, verdict, *, seq=None, badge=None, kind=None):
+            seen.append(kind)
+
+    cap = Capture(outbox, feedback=Journal(), clock=lambda: SYNCED)
+    cap.apply_roster(ROSTER)
+    cap.tap(read(ANA))
+    cap.tap(read(ANA))
+    assert seen == [Kind.IN, Kind.OUT]

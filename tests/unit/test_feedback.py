@@ -11,7 +11,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from luma.core.device import dummy
 
-from siteclock.protocol import Outcome, Verdict
+from siteclock.protocol import Kind, Outcome, Verdict
 from terminal.feedback import PATTERNS, Feedback
 
 GREEN, RED, BUZZER = 27, 22, 17
@@ -124,3 +124,50 @@ def test_close_is_safe_twice_and_turns_everything_off(feedback, pins) -> None:
     feedback.close()
     feedback.close()
     assert feedback.closed
+
+
+# --------------------------------------------------------------------------- direction (issue 8)
+
+
+def test_in_out_and_break_look_and_sound_different(feedback, pins) -> None:
+    seen = {
+        kind: run_pattern(pins, lambda k=kind: feedback.saved("Ana", None, seq=1, kind=k))
+        for kind in (Kind.IN, Kind.OUT, Kind.BREAK_START)
+    }
+    assert seen == {Kind.IN: (1, 0, 1), Kind.OUT: (2, 0, 1), Kind.BREAK_START: (3, 0, 2)}
+    others = {(0, 3, 3), (2, 0, 0), (1, 2, 2), (1, 3, 3)}  # refused, repeat, unknown, blocked
+    assert not set(seen.values()) & others
+    assert feedback.last_pattern == "saved"  # the journal's name stays what readers expect
+    assert feedback.last_signal == "saved_break"
+
+
+@pytest.mark.parametrize(
+    ("language", "came_in", "went_out", "on_break"),
+    [
+        ("en", "IN - saved", "OUT - saved", "BREAK - saved"),
+        ("nl", "IN - opgeslagen", "UIT - opgeslagen", "PAUZE - opgeslagen"),
+        ("fr", "ENTRÉE - enregistré", "SORTIE - enregistré", "PAUSE - enregistré"),
+        ("de", "KOMMEN - gespeichert", "GEHEN - gespeichert", "PAUSE - gespeichert"),
+    ],
+)
+def test_the_display_says_the_direction_in_the_sites_language(
+    pins, tmp_path, language, came_in, went_out, on_break
+) -> None:
+    journal = tmp_path / "journal.jsonl"
+    fb = Feedback(GREEN, RED, BUZZER, pin_factory=pins, journal=journal, tempo=TEMPO,
+                  language=language)  # fmt: skip
+    for kind in (Kind.IN, Kind.OUT, Kind.BREAK_START):
+        fb.saved("Ana", Verdict(1, Outcome.REJECTED, "RELATED DIMONA NOT OK"), seq=2, kind=kind)
+    fb.close()
+    lines = [json.loads(x) for x in journal.read_text().splitlines()]
+    assert [x["text"].split(" / ")[0] for x in lines] == [came_in, went_out, on_break]
+    assert [x["direction"] for x in lines] == ["in", "out", "break"]
+    assert all(len(part) <= 21 for x in lines for part in x["text"].split(" / "))
+    # the worker is told to see the employer, not the NSSO's code for why
+    assert not any("DIMONA" in x["text"] for x in lines)
+
+
+def test_an_unknown_language_is_refused_before_any_pin_is_taken(pins) -> None:
+    with pytest.raises(ValueError, match="'es' is not one of de, en, fr, nl"):
+        Feedback(GREEN, RED, BUZZER, pin_factory=pins, language="es")
+    Feedback(GREEN, RED, BUZZER, pin_factory=pins).close()  # the pins are still free

@@ -148,15 +148,22 @@ def test_verdicts_are_shown_once_newest_first(fresh_box: Outbox) -> None:
     assert fresh_box.last_verdict_for("sim:0B") == Verdict(2, Outcome.REGISTERED, "")
 
 
-def test_last_kinds_survive_reopen(tmp_path: Path, signer) -> None:
+def test_worker_states_survive_reopen_and_belong_to_the_workplace(
+    tmp_path: Path, signer
+) -> None:
     box = open_box(tmp_path / "o.db", signer)
-    tap(box, badge="sim:0A", kind=Kind.IN)
-    tap(box, badge="sim:0A", kind=Kind.BREAK_START)
-    tap(box, badge="sim:0B", kind=Kind.IN)
+    tap(box, badge="sim:0A", kind=Kind.IN, wall_ns=10, state_key="w-a")
+    tap(box, badge="sim:0A", kind=Kind.BREAK_START, wall_ns=20, state_key="w-a")
+    tap(box, badge="sim:0B", kind=Kind.IN, wall_ns=30, state_key="w-b")
+    tap(box, badge="sim:0B", kind=Kind.IN, wall_ns=40, flags=["selftest"])  # moves nobody
     box.close()
     box = open_box(tmp_path / "o.db", signer)
-    assert box.last_kinds() == {"sim:0A": Kind.BREAK_START, "sim:0B": Kind.IN}
+    assert box.worker_states() == {"w-a": (Kind.BREAK_START, 20), "w-b": (Kind.IN, 30)}
     box.close()
+    # The same file after a rebind: the old site's states are not the new site's.
+    rebound = Outbox(tmp_path / "o.db", signer=signer, terminal_id=TID, workplace="ZZZZZZZZ12345")
+    assert rebound.worker_states() == {}
+    rebound.close()
 
 
 def test_corrupt_file_raises_and_is_left_untouched(tmp_path: Path, signer) -> None:

@@ -187,6 +187,28 @@ def test_roster_is_verified_and_forgeries_refused():
         p.decode_roster(forged, {SIGNER.kid: gateway.public_key_bytes()})
 
 
+def test_the_site_view_rides_in_the_roster_and_old_rosters_still_parse():
+    entries = (p.RosterEntry("nfc-a:04A1B2C3", "w-7f3a", "Ana P."),)
+    day = (p.DayEntry("w-7f3a", p.Kind.BREAK_START, 1_780_000_000 * 10**9),)
+    with_day = p.Roster("term-01", 4, entries, day)
+    assert p.Roster.from_body(with_day.to_body()) == with_day
+    # a roster without a site view is byte for byte what version 1 terminals always got
+    old_body = cbor2.dumps(
+        {"v": 1, "terminal": "term-01", "version": 3,
+         "entries": [["nfc-a:04A1B2C3", "w-7f3a", "Ana P.", False]]},
+        canonical=True,
+    )  # fmt: skip
+    assert p.Roster("term-01", 3, entries).to_body() == old_body
+    assert p.Roster.from_body(old_body).day == ()
+    # what an older terminal reads of a new roster: the keys it knows, the same entries
+    raw = cbor2.loads(with_day.to_body())
+    assert [tuple(e) for e in raw["entries"]] == [("nfc-a:04A1B2C3", "w-7f3a", "Ana P.", False)]
+    for bad in ([["w-1", "sideways", 5]], [["w-1", "in", -1]], [["w-1", "in"]], [[7, "in", 5]]):
+        body = cbor2.dumps({**raw, "day": bad}, canonical=True)
+        with pytest.raises(p.MalformedMessage):
+            p.Roster.from_body(body)
+
+
 def test_topics_name_one_terminal_and_one_channel():
     t = p.topic("term-01", p.Channel.EVENTS)
     assert t == "siteclock/v1/term-01/events"

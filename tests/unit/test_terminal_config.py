@@ -56,6 +56,15 @@ def test_good_file_loads_with_defaults(tmp_path) -> None:
     assert cfg.outbox_path == Path("/var/lib/siteclock/outbox.db")
 
 
+def test_direction_shift_and_language_are_site_settings(tmp_path) -> None:
+    default = load(write(tmp_path, GOOD))
+    assert (default.capture.direction, default.feedback.language) == ("inferred", "en")
+    text = GOOD.replace("break_pin = 5", 'direction = "out"\nshift_calendar_day = true')
+    cfg = load(write(tmp_path, text.replace("green_pin = 27", 'language = "fr"')))
+    assert (cfg.capture.direction, cfg.capture.shift_calendar_day) == ("out", True)
+    assert cfg.feedback.language == "fr"
+
+
 def test_uplink_is_optional(tmp_path) -> None:
     text = GOOD.split("[uplink]")[0]
     assert load(write(tmp_path, text)).uplink is None
@@ -76,6 +85,9 @@ def test_uplink_is_optional(tmp_path) -> None:
             GOOD.replace("break_pin = 5", 'break_windows = ["12:00-13:00", "noon"]'),
             "capture.break_windows[1]",
         ),
+        (GOOD.replace("break_pin = 5", 'direction = "sideways"'), "capture.direction"),
+        (GOOD.replace("break_pin = 5", "shift_gap_h = 0"), "capture.shift_gap_h"),
+        (GOOD.replace("green_pin = 27", 'language = "es"'), "feedback.language"),
     ],
 )
 def test_broken_files_name_the_key_and_the_file(tmp_path, text, key) -> None:

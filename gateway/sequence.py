@@ -1,0 +1,458 @@
+"""Each worker's sequence on a worksite, across all its terminals, checked before relaying.
+
+A terminal decides a tap's direction from what it knows (its own taps, the site view it got
+with its roster); the gateway sees every terminal of the site and checks again, in the order
+of the taps' times (the corrected time when the relay has one), before an event becomes a
+CIaO item. The rules (docs/direction.md has the table):
+
+* The worker's previous relayed tap on the workplace, in time order, says what comes next:
+  after an ``in`` an ``out``, otherwise an ``in``. A previous ``in`` more than a shift before
+  (:class:`siteclock.shift.ShiftRule`) belongs to an earlier shift: its ``out`` is missing
+  (issue ``missing_out``) and this tap starts the new shift.
+* A terminal that *inferred* the direction is corrected when the site's sequence says the
+  other way (issue ``direction_corrected``): the roof terminal that was offline and guessed
+  ``in`` is sent as ``out`` after the lobby's ``in``.
+* A terminal with a *fixed* direction (entry/exit reader) is believed; what does not fit is
+  sent as tapped and flagged ``two_in`` (an ``in`` after an ``in``) or ``out_without_in``.
+* A tap that arrives after a later tap of the same worker was already relayed (its terminal
+  was offline) is flagged ``late``: the later one already went to the NSSO as it was decided
+  then, and nothing is reordered or resent silently. The late tap is decided from the taps
+  before it; the employer resolves the rest with a correction.
+
+Every decision is kept in ``worker_sequence`` (same SQLite file, written in the relay's own
+transaction, so a decision exists exactly when its item was marked submitted). Issues are
+counted (``sequence.<issue>``), logged with the worker's pseudonymous reference (never the
+INSS), and listed by :meth:`SequenceCheck.issues` for the employer. The newest decision per
+worker is the site view the gateway puts in each terminal's roster (:meth:`SiteDay.day`).
+
+Example (inside the relay)::
+
+    check = SequenceCheck(store.db, counters=counters)
+    check.start_batch(rows)
+    kind = check.decide(row, worker_ref="w-17", wall_ns=wall)   # "in" or "out"
+    with store.tx() as db:
+        check.commit(db, submitted_keys)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import sys
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from siteclock import sqlite
+from siteclock.log import fields
+from siteclock.protocol import NON_ATTENDANCE_FLAGS, DayEntry, Flag, Kind
+from siteclock.shift import NS_PER_HOUR, ShiftRule
+
+log = logging.getLogger("siteclock.sequence")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS worker_sequence(
+  terminal TEXT NOT NULL, seq INTEGER NOT NULL,
+  workplace TEXT NOT NULL, worker_ref TEXT NOT NULL,
+  wall_ns INTEGER NOT NULL,          -- the tap's time as relayed (corrected when it was)
+  kind TEXT NOT NULL,                -- what the terminal recorded
+  ciao_type TEXT NOT NULL,           -- 'in' or 'out': what the sequence supports, sent
+  issues TEXT NOT NULL DEFAULT '',   -- comma-separated, for the employer; '' when none
+  decided_ns INTEGER NOT NULL,
+  PRIMARY KEY (terminal, seq));
+CREATE INDEX IF NOT EXISTS worker_sequence_day ON worker_sequence(workplace, worker_ref, wall_ns);
+"""
+
+
+class Issue:
+    """What the employer must look at (the ``issues`` column)."""
+
+    CORRECTED = "direction_corrected"  # an inferred direction the site's sequence overrode
+    TWO_IN = "two_in"  # a fixed entry reader's `in` after an `in`
+    OUT_WITHOUT_IN = "out_without_in"  # a fixed exit reader's `out` with no `in` before it
+    MISSING_OUT = "missing_out"  # a new shift began after an `in` without an `out`
+    LATE = "late"  # a later tap of this worker had already been relayed
+
+
+SITE_DAY_WINDOW_NS = 48 * NS_PER_HOUR
+"""How far back the site view in a roster reaches, from the site's newest tap: past a shift gap
+and a night, so a terminal sees yesterday's ``in`` and flags the ``out`` that is missing."""
+
+
+def ciao_direction(kind: Kind) -> str:
+    """The CIaO type a terminal kind stands for: a break starts with ``out``, ends with ``in``."""
+    return "in" if kind in (Kind.IN, Kind.BREAK_END) else "out"
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """The worker's relayed tap just before the one being decided."""
+
+    ciao_type: str
+    wall_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    ciao_type: str
+    issues: tuple[str, ...] = ()
+
+
+def judge(
+    prior: Prior | None,
+    *,
+    kind: Kind,
+    flags: Collection[str],
+    wall_ns: int,
+    rule: ShiftRule,
+    late: bool = False,
+) -> Judgement:
+    """The CIaO type a tap gets after ``prior``, and the issues it raises. Pure."""
+    issues: list[str] = []
+    # The terminal's `missing_out` also ends a shift: its own rule (e.g. a new calendar day) is
+    # the site's setting, which the gateway's default rule may not know.
+    if prior is not None and (
+        rule.new_shift(prior.wall_ns, wall_ns) or Flag.MISSING_OUT in flags
+    ):
+        if prior.ciao_type == "in":
+            issues.append(Issue.MISSING_OUT)
+        prior = None
+    elif Flag.MISSING_OUT in flags:
+        # The terminal knew of an `in` the gateway never decided: keep its word for the employer.
+        issues.append(Issue.MISSING_OUT)
+    expected = "out" if prior is not None and prior.ciao_type == "in" else "in"
+    tapped = ciao_direction(kind)
+    if tapped == expected:
+        chosen = tapped
+    elif Flag.FIXED_DIRECTION in flags:
+        chosen = tapped  # an entry/exit reader says what the worker did
+        issues.append(Issue.TWO_IN if tapped == "in" else Issue.OUT_WITHOUT_IN)
+    else:
+        chosen = expected
+        issues.append(Issue.CORRECTED)
+    if late:
+        issues.append(Issue.LATE)
+    return Judgement(chosen, tuple(issues))
+
+
+@dataclass
+class _Decided:
+    workplace: str
+    worker_ref: str
+    wall_ns: int
+    kind: str
+    ciao_type: str
+    issues: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Tap:
+    """An attendance tap of the worker not decided yet (still queued, unresolved, held)."""
+
+    key: tuple[str, int]
+    kind: Kind
+    wall_ns: int
+    flags: frozenset[str]
+
+
+@dataclass
+class SequenceCheck:
+    """Decides the CIaO type of each event the relay maps, from the worker's site sequence.
+
+    Uses the relay's connection (one thread). The decision does not depend on the order in
+    which the relay happens to take rows (it takes a backlog terminal by terminal): the
+    worker's taps are replayed in time order from the last decided one before this tap,
+    through every tap of theirs the gateway holds but has not decided yet, so a tap decided
+    early and one decided later agree. Decisions of the batch being prepared are held in
+    memory and written by :meth:`commit` inside the transaction that marks it submitted.
+    """
+
+    db: sqlite3.Connection
+    counters: Counter[str] = field(default_factory=Counter)
+    rule: ShiftRule = field(default_factory=ShiftRule)
+    _batch: dict[tuple[str, int], _Decided] = field(default_factory=dict)
+    _inbox: dict[tuple[str, int], tuple[frozenset[str], int]] = field(default_factory=dict)
+    _badges: dict[str, list[str]] = field(default_factory=dict)  # per batch: links may change
+    _indexed: bool = False
+
+    def __post_init__(self) -> None:
+        self.db.executescript(SCHEMA)
+        self._index_inbox()
+
+    def _index_inbox(self) -> None:
+        """A worker's taps are found by badge and time: the inbox needs that index (created
+        here, additively, because only this module asks that question)."""
+        if self._indexed:
+            return
+        try:
+            self.db.execute("CREATE INDEX IF NOT EXISTS inbox_badge_time ON inbox(badge, wall_ns)")
+            self._indexed = True
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+
+    # ----------------------------------------------------------------- the relay's calls
+
+    def start_batch(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Forget the last batch's decisions, read these rows' flags and arrival in one
+        query, and return the rows in time order: a worker's taps are decided oldest first."""
+        self._index_inbox()
+        self._batch.clear()
+        self._badges.clear()
+        self._inbox = dict(self._read_inbox([(r["terminal"], r["seq"]) for r in rows]))
+        return sorted(rows, key=lambda r: (r["wall_ns"], r["terminal"], r["seq"]))
+
+    def decide(self, row: Mapping[str, Any], *, worker_ref: str, wall_ns: int) -> str:
+        """The kind to send for ``row`` (``in`` or ``out``), decided once per event: a row
+        submitted again after a failure keeps its first decision."""
+        key = (row["terminal"], row["seq"])
+        kept = self._batch.get(key) or self._stored(key)
+        if kept is not None:
+            self._batch[key] = kept
+            return kept.ciao_type
+        workplace, kind = row["workplace"], Kind(row["kind"])
+        if key not in self._inbox:
+            self._inbox.update(self._read_inbox([key]))
+        flags, received_ns = self._inbox.get(key, (frozenset(), 0))
+        prior = self._prior(workplace, worker_ref, wall_ns, key)
+        for tap in self._undecided(workplace, worker_ref, prior, wall_ns, key):
+            step = judge(prior, kind=tap.kind, flags=tap.flags, wall_ns=tap.wall_ns,
+                         rule=self.rule)  # fmt: skip
+            prior = Prior(step.ciao_type, tap.wall_ns)
+        late = self._relayed_after(workplace, worker_ref, wall_ns, received_ns)
+        verdict = judge(prior, kind=kind, flags=flags, wall_ns=wall_ns, rule=self.rule, late=late)
+        self._batch[key] = _Decided(
+            workplace, worker_ref, wall_ns, str(kind), verdict.ciao_type, verdict.issues
+        )
+        for issue in verdict.issues:
+            self.counters[f"sequence.{issue}"] += 1
+        if verdict.issues:
+            log.warning(
+                "attendance sequence needs the employer",
+                extra=fields(terminal=key[0], seq=key[1], worker=worker_ref, kind=kind,
+                             sent=verdict.ciao_type, issues=",".join(verdict.issues)),
+            )  # fmt: skip
+        return verdict.ciao_type
+
+    def commit(self, db: sqlite3.Connection, keys: Iterable[tuple[str, int]], now_ns: int) -> None:
+        """Write the decisions of ``keys`` (the rows actually marked submitted) in the relay's
+        transaction; decisions of rows dropped from the batch are forgotten."""
+        rows = []
+        for key in keys:
+            d = self._batch.get(key)
+            if d is not None:
+                rows.append((*key, d.workplace, d.worker_ref, d.wall_ns, d.kind, d.ciao_type,
+                             ",".join(d.issues), now_ns))  # fmt: skip
+        db.executemany(
+            "INSERT OR IGNORE INTO worker_sequence(terminal, seq, workplace, worker_ref, wall_ns,"
+            " kind, ciao_type, issues, decided_ns) VALUES (?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+        self._batch.clear()
+
+    def issues(self, workplace: str | None = None) -> list[dict[str, Any]]:
+        """Every decision with an issue, oldest tap first: what the employer must resolve."""
+        return SiteDay.issues_of(self.db, workplace)
+
+    # ----------------------------------------------------------------- queries
+
+    def _read_inbox(
+        self, keys: list[tuple[str, int]]
+    ) -> Iterable[tuple[tuple[str, int], tuple[frozenset[str], int]]]:
+        for start in range(0, len(keys), 400):
+            chunk = keys[start : start + 400]
+            wanted = ",".join("(?,?)" for _ in chunk)
+            found = self.db.execute(
+                "SELECT terminal, seq, flags, received_ns FROM inbox "
+                f"WHERE (terminal, seq) IN (VALUES {wanted})",
+                [v for key in chunk for v in key],
+            )
+            for terminal, seq, text, received_ns in found:
+                yield (terminal, seq), (frozenset(json.loads(text)), received_ns)
+
+    def _stored(self, key: tuple[str, int]) -> _Decided | None:
+        row = self.db.execute(
+            "SELECT workplace, worker_ref, wall_ns, kind, ciao_type, issues FROM worker_sequence "
+            "WHERE terminal=? AND seq=?",
+            key,
+        ).fetchone()
+        if row is None:
+            return None
+        return _Decided(*row[:5], tuple(i for i in row[5].split(",") if i))
+
+    def _prior(
+        self, workplace: str, worker_ref: str, wall_ns: int, key: tuple[str, int]
+    ) -> Prior | None:
+        """The worker's newest *decided* tap at or before ``wall_ns`` (stored or this batch)."""
+        found = self.db.execute(
+            "SELECT ciao_type, wall_ns FROM worker_sequence WHERE workplace=? AND worker_ref=? "
+            "AND wall_ns<=? AND NOT (terminal=? AND seq=?) ORDER BY wall_ns DESC LIMIT 1",
+            (workplace, worker_ref, wall_ns, *key),
+        ).fetchone()
+        best = Prior(*found) if found is not None else None
+        for other, d in self._batch.items():
+            if other == key or d.workplace != workplace or d.worker_ref != worker_ref:
+                continue
+            if d.wall_ns <= wall_ns and (best is None or d.wall_ns >= best.wall_ns):
+                best = Prior(d.ciao_type, d.wall_ns)
+        return best
+
+    def _undecided(
+        self,
+        workplace: str,
+        worker_ref: str,
+        prior: Prior | None,
+        wall_ns: int,
+        key: tuple[str, int],
+    ) -> list[_Tap]:
+        """The worker's attendance taps between ``prior`` and ``wall_ns`` that the gateway
+        holds but has not decided (another terminal's backlog), oldest first. Self-test and
+        enrolment taps are not attendance and are left out."""
+        since = (
+            prior.wall_ns if prior is not None else wall_ns - 2 * int(self.rule.gap_h * NS_PER_HOUR)
+        )
+        badges = self._badges.get(worker_ref)
+        if badges is None:
+            sql = "SELECT badge FROM reg_badges WHERE worker_ref=?"
+            found = self.db.execute(sql, (worker_ref,))
+            badges = self._badges[worker_ref] = [b for (b,) in found]
+        if not badges:
+            return []
+        marks = ",".join("?" * len(badges))
+        # badge IN (...) first, so the (badge, wall_ns) index answers: no scan of the inbox
+        rows = self.db.execute(
+            "SELECT i.terminal, i.seq, i.kind, i.wall_ns, i.flags FROM inbox i "
+            "LEFT JOIN registrations r ON r.terminal = i.terminal AND r.seq = i.seq "
+            "LEFT JOIN worker_sequence s ON s.terminal = i.terminal AND s.seq = i.seq "
+            f"WHERE i.badge IN ({marks}) AND i.wall_ns > ? AND i.wall_ns <= ? "
+            "AND i.workplace = ? AND s.terminal IS NULL "
+            "AND coalesce(r.state, 'queued') NOT IN ('selftest', 'enrolment') "
+            "ORDER BY i.wall_ns, i.terminal, i.seq",
+            (*badges, since, wall_ns, workplace),
+        ).fetchall()
+        taps = []
+        for terminal, seq, kind, tap_ns, text in rows:
+            flags = frozenset(json.loads(text))
+            if (terminal, seq) == key or (terminal, seq) in self._batch:
+                continue
+            if flags & NON_ATTENDANCE_FLAGS:
+                continue
+            taps.append(_Tap((terminal, seq), Kind(kind), tap_ns, flags))
+        return taps
+
+    def _relayed_after(
+        self, workplace: str, worker_ref: str, wall_ns: int, received_ns: int
+    ) -> bool:
+        """True when a later tap of this worker had already been decided when this one
+        arrived at the gateway: it went to the NSSO without knowing of this tap."""
+        return (
+            self.db.execute(
+                "SELECT 1 FROM worker_sequence WHERE workplace=? AND worker_ref=? AND wall_ns>? "
+                "AND decided_ns<? LIMIT 1",
+                (workplace, worker_ref, wall_ns, received_ns),
+            ).fetchone()
+            is not None
+        )
+
+
+class SiteDay:
+    """Read side for the roster loop: each worker's newest decided tap per workplace.
+
+    Its own connection (the roster thread is not the relay's); the table is created if the
+    relay has not run yet, so a gateway without ``[ciao]`` publishes an empty site view.
+    """
+
+    def __init__(self, db_path: Path | str) -> None:
+        self.db = sqlite.connect(db_path, schema=SCHEMA, busy_timeout_s=10.0)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def version(self, workplace: str) -> tuple[int, int]:
+        """Changes whenever a decision for the workplace is added (cheap: index only)."""
+        count, newest = self.db.execute(
+            "SELECT count(*), coalesce(max(decided_ns), 0) FROM worker_sequence WHERE workplace=?",
+            (workplace,),
+        ).fetchone()
+        return count, newest
+
+    def day(self, workplace: str) -> list[DayEntry]:
+        """Each worker's newest tap on the workplace within two days of the site's newest tap,
+        with the terminal's own kind when the sequence agreed with it (so a break stays a
+        break), else the CIaO type that was sent."""
+        (newest,) = self.db.execute(
+            "SELECT max(wall_ns) FROM worker_sequence WHERE workplace=?", (workplace,)
+        ).fetchone()
+        if newest is None:
+            return []
+        rows = self.db.execute(
+            "SELECT worker_ref, kind, ciao_type, max(wall_ns) FROM worker_sequence "
+            "WHERE workplace=? AND wall_ns>=? GROUP BY worker_ref ORDER BY worker_ref",
+            (workplace, newest - SITE_DAY_WINDOW_NS),
+        ).fetchall()
+        day = []
+        for worker, kind, ciao_type, wall_ns in rows:
+            recorded = Kind(kind)
+            shown = recorded if ciao_direction(recorded) == ciao_type else Kind(ciao_type)
+            day.append(DayEntry(worker, shown, wall_ns))
+        return day
+
+    @staticmethod
+    def issues_of(db: sqlite3.Connection, workplace: str | None = None) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT terminal, seq, workplace, worker_ref, wall_ns, kind, ciao_type, issues "
+            "FROM worker_sequence WHERE issues<>''"
+        )
+        args: tuple[Any, ...] = ()
+        if workplace is not None:
+            sql += " AND workplace=?"
+            args = (workplace,)
+        names = ("terminal", "seq", "workplace", "worker_ref", "wall_ns", "kind", "sent", "issues")
+        return [
+            {**dict(zip(names, row, strict=True)), "issues": row[7].split(",")}
+            for row in db.execute(sql + " ORDER BY wall_ns, terminal, seq", args)
+        ]
+
+
+# --------------------------------------------------------------------------- the employer's list
+
+ADVICE = {
+    Issue.CORRECTED: "the terminal guessed the other way; check the day, correct if needed",
+    Issue.TWO_IN: "an entry reader saw two `in`: an `out` is missing between them",
+    Issue.OUT_WITHOUT_IN: "an exit reader saw an `out` with no `in` before it",
+    Issue.MISSING_OUT: "the shift before this tap has no `out`: ask the worker, then correct",
+    Issue.LATE: "a later tap had already been sent: check the order, correct if needed",
+}
+
+
+def cli(argv: list[str]) -> int:
+    """``siteclock sequence-issues --db gateway.db``: the taps the employer must look at."""
+    import argparse
+    import datetime as dt
+
+    parser = argparse.ArgumentParser(
+        prog="siteclock sequence-issues",
+        description="List the attendance taps whose in/out sequence needs the employer "
+        "(docs/direction.md). Worker references only: no INSS is shown.",
+    )
+    parser.add_argument("--db", type=Path, required=True, help="the gateway's SQLite file")
+    parser.add_argument("--workplace", help="only this Declaration of Works reference")
+    args = parser.parse_args(argv)
+    if not args.db.exists():
+        print(f"siteclock sequence-issues: {args.db}: no such file", file=sys.stderr)
+        return 2
+    day = SiteDay(args.db)
+    try:
+        found = SiteDay.issues_of(day.db, args.workplace)
+    finally:
+        day.close()
+    for item in found:
+        moment = dt.datetime.fromtimestamp(item["wall_ns"] / 1e9, dt.UTC)
+        print(f"{moment:%Y-%m-%d %H:%M:%S}Z {item['workplace']} {item['worker_ref']:<12} "
+              f"{item['terminal']}#{item['seq']} tapped {item['kind']}, sent {item['sent']}: "
+              + "; ".join(f"{i} ({ADVICE.get(i, '?')})" for i in item["issues"]))  # fmt: skip
+    print(f"{len(found)} tap(s) to review")
+    return 0

@@ -1,0 +1,181 @@
+"""The gateway's sequence check: each worker's taps across a site's terminals, in time order."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.registry import Registry
+from gateway.relay_store import RelayStore
+from gateway.sequence import Issue, Judgement, Prior, SequenceCheck, SiteDay, judge
+from siteclock.protocol import DayEntry, Flag, Kind
+from siteclock.shift import NS_PER_HOUR, ShiftRule
+from tests.support.ciao import make_enterprise, make_inss
+from tests.support.inbox import TerminalFeed, create_inbox, insert
+
+H = NS_PER_HOUR
+T0 = 1_780_000_000 * 10**9
+SITE = "1Y1003SQ5VSSZ"
+ANA, BOB = "nfc-a:0A0A0A0A", "nfc-a:0B0B0B0B"
+RULE = ShiftRule()
+
+
+@pytest.mark.parametrize(
+    ("prior", "kind", "flags", "sent", "issues"),
+    [
+        (None, Kind.IN, (), "in", ()),
+        (Prior("in", T0 - H), Kind.OUT, (), "out", ()),
+        (Prior("in", T0 - H), Kind.BREAK_START, (), "out", ()),
+        (Prior("out", T0 - H), Kind.BREAK_END, (), "in", ()),
+        # the roof guessed `in` while offline: the lobby's `in` says it was an `out`
+        (Prior("in", T0 - H), Kind.IN, (Flag.DIRECTION_GUESS,), "out", (Issue.CORRECTED,)),
+        (None, Kind.OUT, (), "in", (Issue.CORRECTED,)),
+        # an entry/exit reader is believed, and what does not fit goes to the employer
+        (Prior("in", T0 - H), Kind.IN, (Flag.FIXED_DIRECTION,), "in", (Issue.TWO_IN,)),
+        (None, Kind.OUT, (Flag.FIXED_DIRECTION,), "out", (Issue.OUT_WITHOUT_IN,)),
+        # yesterday's `in` with no `out`: a new shift, the missing `out` is flagged
+        (Prior("in", T0 - 20 * H), Kind.OUT, (), "in", (Issue.MISSING_OUT, Issue.CORRECTED)),
+        (Prior("in", T0 - 20 * H), Kind.IN, (Flag.MISSING_OUT,), "in", (Issue.MISSING_OUT,)),
+        (Prior("out", T0 - 20 * H), Kind.IN, (), "in", ()),
+        (Prior("out", T0 - 20 * H), Kind.IN, (Flag.MISSING_OUT,), "in", ()),  # it was there
+        # a terminal whose shift ends at midnight: its word ends the shift at the gateway too
+        (Prior("in", T0 - 3 * H), Kind.IN, (Flag.MISSING_OUT,), "in", (Issue.MISSING_OUT,)),
+        (None, Kind.IN, (Flag.MISSING_OUT,), "in", (Issue.MISSING_OUT,)),
+    ],
+)
+def test_judge_table(prior, kind, flags, sent, issues) -> None:
+    assert judge(prior, kind=kind, flags=flags, wall_ns=T0, rule=RULE) == Judgement(sent, issues)
+
+
+class Gateway:
+    """An inbox, a registry and the relay's table; relays batches the way the relay does."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.db = tmp_path / "gateway.db"
+        create_inbox(self.db)
+        self.registry = Registry(self.db, tmp_path / "inss.key")
+        self.registry.add_workplace(SITE, latitude=50.8, longitude=4.3)
+        for n, (ref, badge) in enumerate((("w-ana", ANA), ("w-bob", BOB)), start=1):
+            self.registry.add_worker(ref, ref, inss=make_inss(n), employer=make_enterprise(1))
+            self.registry.enrol_badge(badge, ref)
+        self.store = RelayStore(self.db)
+        self.check = SequenceCheck(self.store.db)
+
+    def relay(self, events, *, order=None) -> dict[tuple[str, int], tuple[str, tuple[str, ...]]]:
+        """Decide ``events`` (already inserted) as one batch; returns {key: (sent, issues)}.
+        The gateway's clock is real, as the intake's ``received_ns`` is."""
+        now = time.time_ns()
+        self.store.take_new(now, full=True)
+        rows = [
+            {"terminal": e.event.terminal_id, "seq": e.event.seq, "workplace": SITE,
+             "kind": str(e.event.kind), "wall_ns": e.event.wall_ns}
+            for e in events
+        ]  # fmt: skip
+        decided = {}
+        for row in self.check.start_batch(rows) if order is None else rows:
+            worker = self.registry.resolve(self._badge(row))
+            sent = self.check.decide(row, worker_ref=worker.worker_ref, wall_ns=row["wall_ns"])
+            decided[(row["terminal"], row["seq"])] = sent
+        with self.store.tx() as db:
+            self.check.commit(db, list(decided), now)
+        issues = {(i["terminal"], i["seq"]): tuple(i["issues"]) for i in self.check.issues()}
+        return {key: (sent, issues.get(key, ())) for key, sent in decided.items()}
+
+    def _badge(self, row) -> str:
+        sql = "SELECT badge FROM inbox WHERE terminal=? AND seq=?"
+        return self.store.db.execute(sql, (row["terminal"], row["seq"])).fetchone()[0]
+
+    def close(self) -> None:
+        self.store.close()
+        self.registry.close()
+
+
+@pytest.fixture
+def gw(tmp_path: Path):
+    g = Gateway(tmp_path)
+    yield g
+    g.close()
+
+
+def test_taps_at_two_terminals_are_one_sequence(gw) -> None:
+    lobby, roof = TerminalFeed("t-lobby", SITE), TerminalFeed("t-roof", SITE)
+    # the roof was offline and guessed: it had never seen Ana
+    taps = [lobby.event(Kind.IN, ANA, T0), roof.event(Kind.IN, ANA, T0 + H,
+                                                       flags=(Flag.DIRECTION_GUESS,))]  # fmt: skip
+    insert(gw.db, taps)
+    assert list(gw.relay(taps).values()) == [("in", ()), ("out", (Issue.CORRECTED,))]
+
+
+def test_a_backlog_taken_terminal_by_terminal_is_decided_as_if_in_time_order(gw) -> None:
+    lobby, roof = TerminalFeed("t-lobby", SITE), TerminalFeed("t-roof", SITE)
+    lobby_taps = [lobby.event(Kind.IN, ANA, T0), lobby.event(Kind.IN, ANA, T0 + 2 * H)]
+    roof_taps = [roof.event(Kind.OUT, ANA, T0 + H), roof.event(Kind.OUT, ANA, T0 + 3 * H)]
+    insert(gw.db, lobby_taps + roof_taps)  # all stored before the relay takes any
+    first = gw.relay(lobby_taps, order="as given")  # the relay's (terminal, seq) order
+    second = gw.relay(roof_taps, order="as given")
+    assert [v for v in first.values()] == [("in", ()), ("in", ())]
+    assert [v for v in second.values()] == [("out", ()), ("out", ())]
+
+
+def test_a_tap_arriving_after_a_later_one_was_sent_is_flagged_late(gw) -> None:
+    lobby, office = TerminalFeed("t-lobby", SITE), TerminalFeed("t-office", SITE)
+    morning = [lobby.event(Kind.IN, ANA, T0), lobby.event(Kind.OUT, ANA, T0 + 5 * H)]
+    insert(gw.db, morning)
+    gw.relay(morning)
+    # the office was offline: its tap of 13:20 arrives after the lobby's 13:50 went out
+    late = office.event(Kind.OUT, ANA, T0 + 4 * H, flags=(Flag.DIRECTION_GUESS,))
+    insert(gw.db, [late])
+    assert list(gw.relay([late]).values()) == [("out", (Issue.LATE,))]
+    assert gw.check.counters["sequence.late"] == 1
+
+
+def test_a_decision_is_made_once_and_kept_when_the_row_is_sent_again(gw) -> None:
+    lobby = TerminalFeed("t-lobby", SITE)
+    taps = [lobby.event(Kind.IN, BOB, T0)]
+    insert(gw.db, taps)
+    assert gw.relay(taps) == gw.relay(taps)  # a retry after a failure
+    later = lobby.event(Kind.OUT, BOB, T0 - H)  # would make the first one an `out` if recomputed
+    insert(gw.db, [later])
+    gw.relay([later])
+    assert gw.relay(taps)[("t-lobby", 1)] == ("in", ())
+
+
+def test_selftest_taps_are_not_in_the_sequence(gw) -> None:
+    lobby, roof = TerminalFeed("t-lobby", SITE), TerminalFeed("t-roof", SITE)
+    selftest = lobby.event(Kind.IN, ANA, T0, flags=(Flag.SELFTEST,))
+    real = roof.event(Kind.IN, ANA, T0 + H)
+    insert(gw.db, [selftest, real])
+    assert gw.relay([real]) == {("t-roof", 1): ("in", ())}
+
+
+def test_the_site_view_is_each_workers_newest_tap(gw) -> None:
+    lobby = TerminalFeed("t-lobby", SITE)
+    taps = [lobby.event(Kind.IN, ANA, T0), lobby.event(Kind.BREAK_START, ANA, T0 + H),
+            lobby.event(Kind.IN, BOB, T0 + H), lobby.event(Kind.IN, BOB, T0 + 2 * H)]  # fmt: skip
+    insert(gw.db, taps)
+    day = SiteDay(gw.db)
+    before = day.version(SITE)
+    gw.relay(taps)
+    assert day.version(SITE) != before
+    # a break stays a break; Bob's second `in` was sent as `out`, and that is what counts
+    assert day.day(SITE) == [DayEntry("w-ana", Kind.BREAK_START, T0 + H),
+                             DayEntry("w-bob", Kind.OUT, T0 + 2 * H)]  # fmt: skip
+    assert day.day("ZZZZZZZZ12345") == []
+    day.close()
+
+
+def test_the_employer_lists_what_to_resolve_without_any_inss(gw, capsys) -> None:
+    from siteclock.cli import main
+
+    lobby = TerminalFeed("t-lobby", SITE)
+    taps = [lobby.event(Kind.IN, BOB, T0), lobby.event(Kind.IN, BOB, T0 + 20 * H)]
+    insert(gw.db, taps)
+    gw.relay(taps)
+    assert main(["sequence-issues", "--db", str(gw.db)]) == 0
+    out = capsys.readouterr().out
+    assert "w-bob" in out
+    assert "t-lobby#2 tapped in, sent in: missing_out" in out
+    assert "1 tap(s) to review" in out
+    assert make_inss(2) not in out
