@@ -28,7 +28,7 @@ class InvalidIdentifier(ValueError):
 
 
 _SEPARATORS = re.compile(r"[\s.\-/]")
-_VAT_RE = re.compile(r"^[A-Z]{2}[0-9A-Z+*]{2,12}$")
+_VAT_RE = re.compile(r"[A-Z]{2}[0-9A-Z+*]{2,12}")
 
 
 def inss_check_digits(first9: str, *, born_2000_or_later: bool = False) -> str:
@@ -79,7 +79,7 @@ def normalize_enterprise_number(value: str) -> str:
 def normalize_foreign_vat(value: str) -> str:
     """Return a foreign VAT number in upper case without separators (shape check only)."""
     text = _SEPARATORS.sub("", (value or "").upper())
-    if not _VAT_RE.match(text):
+    if not _VAT_RE.fullmatch(text):
         raise InvalidIdentifier("foreign_vat", f"{value!r} is not <country><2-12 characters>")
     if text.startswith("BE"):
         raise InvalidIdentifier("foreign_vat", "a Belgian employer uses its enterprise number")

@@ -102,10 +102,10 @@ def write_gateway_config(root: Path, broker: MosquittoBroker) -> Path:
         f'signing_key_file = "{root / "gateway-signing.key"}"\n'
         'log_level = "WARNING"\n'
         "[mqtt]\n"
-        f'host = "{broker.host}"\nport = {broker.port}\n'
+        f'host = "{broker.host}"\nport = {broker.gateway_port}\n'
         f'ca_file = "{broker.ca_file}"\n'
         f'password_file = "{broker.gateway.password_file}"\n'
-        'client_id = "gw-faults"\nkeepalive_s = 5\n'
+        'client_id = "siteclock_gateway-faults"\nkeepalive_s = 5\n'
     )
     return path
 

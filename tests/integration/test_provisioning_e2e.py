@@ -73,8 +73,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         keys_file = root / "gateway-keys.json"
         write_gateway_keys(keys_file, [gw_signer])
         intake = Intake(
-            MqttConfig(host="127.0.0.1", port=broker.port, ca_file=broker.ca_file,
-                       password_file=gw.password_file, client_id="gw-e2e"),
+            MqttConfig(host="127.0.0.1", port=broker.gateway_port, ca_file=broker.ca_file,
+                       password_file=gw.password_file, client_id="siteclock_gateway-e2e"),
             inbox=Inbox(db), registry=TerminalRegistry(db), roster_signer=gw_signer,
         )  # fmt: skip
         intake.start()

@@ -81,6 +81,10 @@ def test_site_files_are_written_with_private_secrets(tmp_path: Path) -> None:
     assert mode(files.pki.ca_key) == 0o600
     assert set(files.new_credentials) == {GATEWAY_USER, "t-one", "t-two"}
     users = read_password_file(files.password_file)
+    gateway_users = read_password_file(files.gateway_password_file)
+    assert set(users) == {"t-one", "t-two"}  # the gateway logs in on its own listener only
+    assert set(gateway_users) == {GATEWAY_USER}
+    users.update(gateway_users)
     for user, path in files.new_credentials.items():
         assert mode(path) == 0o600
         assert verify_password(path.read_text(), users[user])
@@ -113,7 +117,7 @@ def test_plain_listener_is_loopback_only_and_debian_snippet_leaves_persistence(
     conf = files.conf.read_text()
     assert "listener 1883 127.0.0.1" in conf
     assert "persistence" not in conf
-    assert conf.count("allow_anonymous false") == 1
+    assert conf.count("allow_anonymous false") == 3  # terminals, gateway, loopback
 
 
 def test_bad_terminal_ids_are_refused(tmp_path: Path) -> None:
