@@ -13,13 +13,20 @@ workers:
   add | import | link-badge | block-badge | list
 
 Every command exits 0 on success, 1 when the operation failed, 2 on bad input.
+
+Secrets (an enrolment token, an INSS) are never taken as command-line arguments, which every
+user of the host can read in ``ps`` and which stay in shell history: they are read from a file
+(``--token-file``, ``--inss-file``), an environment variable (``SITECLOCK_TOKEN``,
+``SITECLOCK_INSS``), or asked for without echo.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,8 +44,46 @@ DEFAULT_DATA_DIR = Path("/var/lib/siteclock")
 
 
 def _err(message: str) -> int:
-    print(f"siteclock: {message}", file=sys.stderr)
+    from siteclock.log import redact
+
+    print(f"siteclock: {redact(message)}", file=sys.stderr)
     return 2
+
+
+class _RefusedSecret(argparse.Action):
+    """``--token X`` / ``--inss X``: refused with the way to give it instead."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> None:
+        name = self.dest
+        parser.error(
+            f"--{name} is not accepted on the command line (ps and shell history would keep "
+            f"it): use --{name}-file FILE, set SITECLOCK_{name.upper()}, or leave it out to be "
+            "asked"
+        )
+
+
+def _secret_args(p: argparse.ArgumentParser, name: str, what: str) -> None:
+    p.add_argument(f"--{name}", action=_RefusedSecret, nargs="?", help=argparse.SUPPRESS)
+    p.add_argument(
+        f"--{name}-file", type=Path,
+        help=f"file holding {what} (or set SITECLOCK_{name.upper()}, or be asked)",
+    )  # fmt: skip
+
+
+def read_secret(args: argparse.Namespace, name: str, what: str) -> str:
+    """``what`` from ``--<name>-file``, else ``SITECLOCK_<NAME>``, else a prompt without echo."""
+    path = getattr(args, f"{name}_file", None)
+    if path is not None:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    elif os.environ.get(f"SITECLOCK_{name.upper()}"):
+        value = os.environ[f"SITECLOCK_{name.upper()}"].strip()
+    elif sys.stdin.isatty():
+        value = getpass.getpass(f"{what}: ").strip()
+    else:
+        raise ValueError(f"no {what}: give --{name}-file or set SITECLOCK_{name.upper()}")
+    if not value:
+        raise ValueError(f"{what} is empty")
+    return value
 
 
 def _binding(args: argparse.Namespace) -> WorkplaceBinding:
@@ -121,12 +166,12 @@ def _token_create(args: argparse.Namespace) -> int:
     print(f"enrolment token for {issued.workplace}: {issued.token}")
     print(f"valid until {issued.expires_ns // 10**9} (unix time), single use")
     if fingerprint:
-        print(f"site CA fingerprint: {fingerprint[:32]}")
-    print("installer, on the terminal:")
+        print(f"site CA fingerprint: {fingerprint}")
+    print("installer, on the terminal (it asks for the token; or SITECLOCK_TOKEN / --token-file):")
     print(
-        f"  siteclock provision run --token {issued.token} --workplace {issued.workplace} "
+        f"  siteclock provision run --workplace {issued.workplace} "
         f"--gateway {args.gateway_url or 'https://<gateway>:8443'} "
-        f"--ca-fingerprint {fingerprint[:32] or '<fingerprint>'} "
+        f"--ca-fingerprint {fingerprint or '<fingerprint>'} "
         "--terminal-id <id> --coordinates '<lat>, <lon>' --reader tty:AMA0:pn532"
     )
     return 0
@@ -190,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
         terminal_id=args.terminal_id,
         workplace=_binding(args),
         gateway_url=args.gateway,
-        token=args.token,
+        token=read_secret(args, "token", "enrolment token"),
         reader_spec=args.reader,
         ca_fingerprint=args.ca_fingerprint,
         ca_file=args.ca_file,
@@ -211,8 +256,9 @@ def _rebind(args: argparse.Namespace) -> int:
     confirmed = args.yes or _confirm(
         f"move this terminal to {binding.reference}", binding.reference
     )
+    token = read_secret(args, "token", "enrolment token for the new workplace")
     return rebind(
-        args.data_dir, workplace=binding, token=args.token, reason=args.reason,
+        args.data_dir, workplace=binding, token=token, reason=args.reason,
         gateway_url=args.gateway, confirm=confirmed,
         service=ServiceControl(enabled=not args.no_service),
     )  # fmt: skip
@@ -271,7 +317,7 @@ def provision_cli(argv: list[str]) -> int:
     run.add_argument("--terminal-id", required=True)
     _workplace_args(run)
     run.add_argument("--gateway", required=True, help="https://<gateway>:8443")
-    run.add_argument("--token", required=True)
+    _secret_args(run, "token", "the enrolment token")
     run.add_argument("--ca-fingerprint")
     run.add_argument("--ca-file", type=Path)
     run.add_argument("--broker-host", help="override the broker host the gateway names")
@@ -287,7 +333,7 @@ def provision_cli(argv: list[str]) -> int:
     rebind.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     _workplace_args(rebind)
     rebind.add_argument("--gateway", required=True)
-    rebind.add_argument("--token", required=True, help="a token for the NEW workplace")
+    _secret_args(rebind, "token", "a token for the NEW workplace")
     rebind.add_argument("--reason", required=True, help="why (kept in the audit trail)")
     rebind.add_argument("--yes", action="store_true", help="confirm without asking")
     rebind.add_argument("--no-service", action="store_true")
@@ -337,8 +383,9 @@ def _workers(args: argparse.Namespace) -> Any:
 def _w_add(args: argparse.Namespace) -> int:
     from provisioning.workers import validate_row
 
+    inss = read_secret(args, "inss", "the worker's INSS")
     row = validate_row({
-        "inss": args.inss, "name": args.name, "employer": args.employer,
+        "inss": inss, "name": args.name, "employer": args.employer,
         "capacity": args.capacity, "badge": args.badge or "", "workplace": args.workplace or "",
     })  # fmt: skip
     ref = _workers(args).add(row)
@@ -398,7 +445,8 @@ def workers_cli(argv: list[str]) -> int:
     parser.add_argument("--ref-key", type=Path, help="default: worker-ref.key next to --db")
     sub = parser.add_subparsers(dest="command", required=True)
     add = sub.add_parser("add", help="add or update one worker")
-    for name in ("inss", "name", "employer"):
+    _secret_args(add, "inss", "the worker's INSS")
+    for name in ("name", "employer"):
         add.add_argument(f"--{name}", required=True)
     add.add_argument("--capacity", default="employee")
     add.add_argument("--badge")

@@ -102,6 +102,14 @@ def site(tmp_path: Path) -> Iterator[Site]:
                 t.outbox.close()
 
 
+def inss_file(site: Site) -> str:
+    """The INSS in a 0600 file beside the database: never on a command line."""
+    path = site.db.with_name("inss.txt")
+    path.write_text(INSS + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
 def workers(site: Site, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     """``siteclock workers --db <gateway db> ...``; returns what it printed."""
     code = workers_cli(["--db", str(site.db), *argv])
@@ -123,7 +131,8 @@ def test_roster_follows_the_workplace_and_carries_blocks(
     assert t1.tap(BADGE).pattern == "unknown_badge"
 
     printed = workers(
-        site, capsys, "add", "--inss", INSS, "--name", "An Peeters", "--employer", EMPLOYER,
+        site, capsys, "add", "--inss-file", inss_file(site), "--name", "An Peeters",
+        "--employer", EMPLOYER,
         "--workplace", WP1,
     )  # fmt: skip
     match = re.search(r"worker (w-\S+) ", printed)
@@ -169,7 +178,8 @@ def test_a_badge_is_linked_by_tapping_it_on_a_terminal(
     t1 = site.terminals[T1]
     wait_for(lambda: t1.rosters, "first roster")
     printed = workers(
-        site, capsys, "add", "--inss", INSS, "--name", "An Peeters", "--employer", EMPLOYER,
+        site, capsys, "add", "--inss-file", inss_file(site), "--name", "An Peeters",
+        "--employer", EMPLOYER,
         "--workplace", WP1,
     )  # fmt: skip
     worker = re.search(r"worker (w-\S+) ", printed).group(1)  # type: ignore[union-attr]
@@ -197,7 +207,8 @@ def test_a_badge_is_linked_by_tapping_it_on_a_terminal(
 
 def test_linking_waits_only_so_long(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
     printed = workers(
-        site, capsys, "add", "--inss", INSS, "--name", "An Peeters", "--employer", EMPLOYER,
+        site, capsys, "add", "--inss-file", inss_file(site), "--name", "An Peeters",
+        "--employer", EMPLOYER,
     )  # fmt: skip
     worker = re.search(r"worker (w-\S+) ", printed).group(1)  # type: ignore[union-attr]
     code = workers_cli(["--db", str(site.db), "link-badge", "--worker", worker, "--at", T2,
