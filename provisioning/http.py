@@ -150,10 +150,8 @@ class _LazyHandshakeAdapter(BuiltinSSLAdapter):
 
     The stock adapter completes the TLS handshake inside ``accept``: one client that opens a
     TCP connection and says nothing stops every other caller until the timeout. Here the
-    socket is wrapped without a handshake; OpenSSL performs it on the first read, which
-    cheroot only does in a worker thread once the client has sent something (until then the
-    connection waits in cheroot's selector, costing no thread, and expires after the
-    timeout)."""
+    socket is wrapped without a handshake; OpenSSL performs it on the first read, in a worker
+    thread (see :class:`_QuietUntilSpokenServer` for when that happens)."""
 
     def wrap(self, sock: Any) -> tuple[Any, dict[str, str]]:
         try:
@@ -165,6 +163,21 @@ class _LazyHandshakeAdapter(BuiltinSSLAdapter):
 
             raise errors.FatalSSLAlert(*exc.args) from exc
         return wrapped, {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+
+class _QuietUntilSpokenServer(wsgi.Server):
+    """cheroot hands a new connection to a worker thread at once, where a silent client holds
+    the thread until the timeout: ``THREADS`` silent clients would stop the service. Here a new
+    connection first waits in cheroot's selector (as idle keep-alive connections do), costing
+    no thread, and reaches a worker only once the client has sent its first bytes; one that
+    never speaks is closed by cheroot's expiry after ``TIMEOUT_S``."""
+
+    def process_conn(self, conn: Any) -> None:
+        if not getattr(conn, "siteclock_spoke", False):
+            conn.siteclock_spoke = True
+            self._connections.put(conn)
+            return
+        super().process_conn(conn)
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -196,7 +209,7 @@ def serve_tls(app: Flask, host: str, port: int, cert_file: Path, key_file: Path)
     Bounded: ``THREADS`` requests at a time, ``TIMEOUT_S`` for any client read, bodies of at
     most ``MAX_BODY`` and headers of at most ``MAX_HEADERS`` bytes, ``LISTEN_BACKLOG`` pending
     connections in the kernel."""
-    server = wsgi.Server(
+    server = _QuietUntilSpokenServer(
         (host, port), app, numthreads=THREADS, max=THREADS, timeout=TIMEOUT_S,
         request_queue_size=LISTEN_BACKLOG, server_name="siteclock-enrolment",
         accepted_queue_size=THREADS * 4, accepted_queue_timeout=1,
