@@ -85,6 +85,7 @@ def start_gateway(root: Path, broker: MosquittoBroker) -> subprocess.Popen:
     config.write_text(
         f'db = "{root / "gateway.db"}"\n'
         f'signing_key_file = "{root / "gateway-signing.key"}"\n'
+        f'inss_key_file = "{root / "inss.key"}"\n'
         'log_level = "WARNING"\n'
         "[mqtt]\n"
         f'host = "{broker.host}"\nport = {broker.gateway_port}\n'

@@ -29,6 +29,8 @@ from pathlib import Path
 from gateway.ciao.environments import CiaoConfig
 from gateway.relay import RelayConfig
 
+DEFAULT_INSS_KEY = Path("/etc/siteclock/keys/inss.key")
+"""Where the INSS key lives unless configured: not beside the database (docs/provisioning.md)."""
 GATEWAY_USER = "siteclock_gateway"  # same as gateway.broker.GATEWAY_USER (no import: no cycle)
 
 
@@ -75,7 +77,9 @@ class GatewayConfig:
     log_level: str = "INFO"
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     inss_key_file: Path | None = None
-    """The key that encrypts INSS numbers at rest (0600); default ``inss.key`` beside ``db``."""
+    """The key that encrypts INSS numbers at rest (0600); default :data:`DEFAULT_INSS_KEY`, in
+    its own directory apart from the database, so a copy or backup of the data directory holds
+    ciphertext only."""
     roster_check_s: float = 5.0
     """How often the gateway looks for registry changes to republish terminals' rosters."""
     ciao: CiaoConfig | None = None
@@ -83,4 +87,4 @@ class GatewayConfig:
 
     @property
     def inss_key_path(self) -> Path:
-        return self.inss_key_file or self.db.with_name("inss.key")
+        return self.inss_key_file or DEFAULT_INSS_KEY

@@ -131,7 +131,9 @@ def _service(args: argparse.Namespace) -> Any:
     keys = {}
     if getattr(args, "gateway_keys_file", None):
         keys = json.loads(Path(args.gateway_keys_file).read_text())
-    inss_key = Path(args.inss_key) if args.inss_key else Path(args.db).with_name("inss.key")
+    from gateway.config import DEFAULT_INSS_KEY
+
+    inss_key = Path(args.inss_key) if args.inss_key else DEFAULT_INSS_KEY
     return EnrolmentService(
         TokenStore(args.db),
         TerminalRegistry(args.db),
@@ -148,7 +150,9 @@ def _gateway_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker-host", required=True, help="broker name terminals connect to")
     p.add_argument("--broker-port", type=int, default=8883)
     p.add_argument("--reload-pid-file", type=Path, help="Mosquitto pid file (SIGHUP reload)")
-    p.add_argument("--inss-key", type=Path, help="INSS key file (default: next to --db)")
+    p.add_argument(
+        "--inss-key", type=Path, help="INSS key file (default /etc/siteclock/keys/inss.key)"
+    )
 
 
 def _token_create(args: argparse.Namespace) -> int:
@@ -376,7 +380,9 @@ def _workers(args: argparse.Namespace) -> Any:
     from provisioning.workers import Workers, load_or_create_ref_key
 
     db = Path(args.db)
-    registry = Registry(db, args.inss_key or db.with_name("inss.key"))
+    from gateway.config import DEFAULT_INSS_KEY
+
+    registry = Registry(db, args.inss_key or DEFAULT_INSS_KEY)
     return Workers(registry, load_or_create_ref_key(args.ref_key or db.with_name("worker-ref.key")))
 
 
@@ -441,7 +447,9 @@ def workers_cli(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="siteclock workers", description="workers and badges")
     parser.add_argument("--db", required=True, type=Path, help="the gateway's SQLite file")
-    parser.add_argument("--inss-key", type=Path, help="default: inss.key next to --db")
+    parser.add_argument(
+        "--inss-key", type=Path, help="default /etc/siteclock/keys/inss.key (not beside --db)"
+    )
     parser.add_argument("--ref-key", type=Path, help="default: worker-ref.key next to --db")
     sub = parser.add_subparsers(dest="command", required=True)
     add = sub.add_parser("add", help="add or update one worker")

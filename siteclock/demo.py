@@ -199,6 +199,7 @@ def setup(site: Site, siteclock: list[str]) -> dict[str, Path]:
     gw_config = _write_toml(gw / "gateway.toml", f"""\
 db = "{db}"
 signing_key_file = "{gw / 'gateway-signing.key'}"
+inss_key_file = "{gw / 'inss.key'}"
 gateway_keys_file = "{gw / 'gateway-keys.json'}"
 roster_check_s = 0.5
 

@@ -100,6 +100,7 @@ def write_gateway_config(root: Path, broker: MosquittoBroker) -> Path:
     path.write_text(
         f'db = "{root / "gateway.db"}"\n'
         f'signing_key_file = "{root / "gateway-signing.key"}"\n'
+        f'inss_key_file = "{root / "inss.key"}"\n'
         'log_level = "WARNING"\n'
         "[mqtt]\n"
         f'host = "{broker.host}"\nport = {broker.gateway_port}\n'

@@ -130,6 +130,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
             db=db, signing_key_file=tmp_path / "gateway-signing.key",
             gateway_keys_file=tmp_path / "gateway-keys.json",
             mqtt=gateway_config(broker, client_id="siteclock_gateway-rotation"), ciao=None,
+            inss_key_file=tmp_path / "keys" / "inss.key",
         )  # fmt: skip
         gw_key = identity.load_or_create(cfg.signing_key_file)
         ca_pem = broker.ca_file.read_text()

@@ -45,7 +45,10 @@ class Gateway:
 
 
 def gateway_args(db: Path, broker_dir: Path) -> list[str]:
-    return ["--db", str(db), "--broker-dir", str(broker_dir), "--broker-host", "127.0.0.1"]
+    return [
+        "--db", str(db), "--broker-dir", str(broker_dir), "--broker-host", "127.0.0.1",
+        "--inss-key", str(db.with_name("inss.key")),
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

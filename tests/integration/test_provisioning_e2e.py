@@ -270,6 +270,7 @@ def test_rebind_and_decommission_revoke_old_credentials(site: Site, tmp_path: Pa
     code = provision_cli([
         "decommission", "--db", str(site.db), "--broker-dir", str(site.broker.workdir),
         "--broker-host", "127.0.0.1", "--terminal", "t-e2e-05", "--yes",
+        "--inss-key", str(site.root / "inss.key"),
         "--reload-pid-file", str(site.pid_file),
     ])  # fmt: skip
     assert code == 0

@@ -142,3 +142,68 @@ def test_server_certificate_is_signed_by_the_site_ca_for_its_names(tmp_path: Pat
     assert sans.get_values_for_type(x509.DNSName) == ["gw.local"]
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
     assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey)
+
+
+def test_limits_and_identity_settings_are_in_the_config(tmp_path: Path) -> None:
+    conf = write_site(tmp_path, hostnames=["gw.local"], terminals=["t-one"]).conf.read_text()
+    lines = conf.splitlines()
+    assert "per_listener_settings true" in lines
+    assert f"max_packet_size {broker.MAX_PACKET_BYTES}" in lines
+    assert f"message_size_limit {broker.MAX_PACKET_BYTES}" in lines
+    assert f"max_queued_bytes {broker.MAX_QUEUED_BYTES}" in lines
+    assert f"max_queued_messages {broker.MAX_QUEUED_MESSAGES}" in lines
+    assert "max_queued_bytes 0" not in lines
+    # The terminals' listener forces the client id to the username; the gateway's does not
+    # accept terminals at all (its own password file).
+    terminals = conf[conf.index("listener 8883") : conf.index("listener 8884")]
+    gateway = conf[conf.index("listener 8884") :]
+    assert "use_username_as_clientid true" in terminals
+    assert "password_file" in terminals
+    assert "gateway.passwd" not in terminals
+    assert f"password_file {tmp_path / 'gateway.passwd'}" in gateway
+    assert "listener 8884 127.0.0.1" in conf  # loopback unless told otherwise
+    for section in (terminals, gateway):
+        assert f"ciphers {broker.TLS12_CIPHERS}" in section
+        assert "CBC" not in section
+        assert "-SHA " not in section
+
+
+@pytest.mark.parametrize("user", ["t-evil\n", "t:x", "", "t evil", "siteclock_gateway\nx"])
+def test_the_password_file_writer_refuses_lines_that_would_split(tmp_path: Path, user: str) -> None:
+    path = tmp_path / "passwd"
+    broker.write_password_file(path, {"t-good": hash_password("pw")})
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="refusing"):
+        broker.write_password_file(path, {"t-good": hash_password("pw"), user: hash_password("x")})
+    assert path.read_bytes() == before
+
+
+def test_the_password_file_keeps_the_brokers_group_and_mode_when_rewritten(tmp_path: Path) -> None:
+    import grp
+    import os
+
+    group = grp.getgrgid(os.getgid()).gr_name
+    files = write_site(tmp_path, hostnames=["gw.local"], terminals=["t-one"], broker_group=group)
+    for readable in (files.password_file, files.gateway_password_file, files.acl_file,
+                     files.conf, files.pki.server_key):  # fmt: skip
+        assert mode(readable) == 0o640, readable
+        assert readable.stat().st_gid == os.getgid()
+    # Secrets the broker has no business reading stay owner-only.
+    assert mode(files.pki.ca_key) == 0o600
+    assert mode(files.credentials_dir) == 0o700
+    assert all(mode(p) == 0o600 for p in files.credentials_dir.iterdir())
+    assert mode(tmp_path / "share-group") == 0o600
+    # An enrolment rewriting passwd later keeps what the broker needs to read it.
+    users = read_password_file(files.password_file)
+    users["t-two"] = hash_password("pw2")
+    broker.write_password_file(files.password_file, users)
+    assert mode(files.password_file) == 0o640
+    assert files.password_file.stat().st_gid == os.getgid()
+
+
+def test_gateway_client_ids_must_start_with_siteclock() -> None:
+    from gateway.config import MqttConfig
+
+    assert MqttConfig().client_id.startswith("siteclock")
+    with pytest.raises(ValueError, match="client_id"):
+        MqttConfig(client_id="gw-1")  # a terminal could be enrolled as "gw-1"
