@@ -339,6 +339,13 @@ def write_site(
     directory.mkdir(parents=True, exist_ok=True)
     pki = ensure_site_pki(directory / "pki", hostnames)
     if gid is not None:
+        # The broker's user (the gateway's too, which rewrites ``passwd`` at each enrolment)
+        # may replace files at the top (setgid: they keep the group) and read the server key,
+        # never the CA key (0600) nor the plaintext credentials (0700 directory).
+        os.chown(directory, -1, gid)
+        directory.chmod(0o2770)
+        os.chown(pki.server_key.parent, -1, gid)
+        pki.server_key.parent.chmod(0o750)
         os.chown(pki.server_key, -1, gid)
         pki.server_key.chmod(0o640)
     password_file = directory / "passwd"

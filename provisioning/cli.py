@@ -383,7 +383,9 @@ def _workers(args: argparse.Namespace) -> Any:
     from gateway.config import DEFAULT_INSS_KEY
 
     registry = Registry(db, args.inss_key or DEFAULT_INSS_KEY)
-    return Workers(registry, load_or_create_ref_key(args.ref_key or db.with_name("worker-ref.key")))
+    ref_key = args.ref_key or DEFAULT_INSS_KEY.with_name("worker-ref.key")
+    ref_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return Workers(registry, load_or_create_ref_key(ref_key))
 
 
 def _w_add(args: argparse.Namespace) -> int:
@@ -450,7 +452,9 @@ def workers_cli(argv: list[str]) -> int:
     parser.add_argument(
         "--inss-key", type=Path, help="default /etc/siteclock/keys/inss.key (not beside --db)"
     )
-    parser.add_argument("--ref-key", type=Path, help="default: worker-ref.key next to --db")
+    parser.add_argument(
+        "--ref-key", type=Path, help="default /etc/siteclock/keys/worker-ref.key (not beside --db)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     add = sub.add_parser("add", help="add or update one worker")
     _secret_args(add, "inss", "the worker's INSS")

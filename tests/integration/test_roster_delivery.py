@@ -108,6 +108,11 @@ def inss_key(root: Path) -> Path:
     return root / "keys" / "inss.key"
 
 
+def key_args(site: Site) -> list[str]:
+    keys = inss_key(site.db.parent)
+    return ["--inss-key", str(keys), "--ref-key", str(keys.with_name("worker-ref.key"))]
+
+
 def inss_file(site: Site) -> str:
     """The INSS in a 0600 file beside the database: never on a command line."""
     path = site.db.with_name("inss.txt")
@@ -118,7 +123,7 @@ def inss_file(site: Site) -> str:
 
 def workers(site: Site, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     """``siteclock workers --db <gateway db> ...``; returns what it printed."""
-    code = workers_cli(["--db", str(site.db), "--inss-key", str(inss_key(site.db.parent)), *argv])
+    code = workers_cli(["--db", str(site.db), *key_args(site), *argv])
     out = capsys.readouterr()
     assert code == 0, out.err
     return out.out
@@ -192,7 +197,7 @@ def test_a_badge_is_linked_by_tapping_it_on_a_terminal(
 
     result: dict[str, int] = {}
     argv = [
-        "--db", str(site.db), "--inss-key", str(inss_key(site.db.parent)),
+        "--db", str(site.db), *key_args(site),
         "link-badge", "--worker", worker, "--at", T1, "--timeout", "20",
     ]  # fmt: skip
     waiting = threading.Thread(target=lambda: result.update(code=workers_cli(argv)))
@@ -220,7 +225,7 @@ def test_linking_waits_only_so_long(site: Site, capsys: pytest.CaptureFixture[st
         "--employer", EMPLOYER,
     )  # fmt: skip
     worker = re.search(r"worker (w-\S+) ", printed).group(1)  # type: ignore[union-attr]
-    code = workers_cli(["--db", str(site.db), "--inss-key", str(inss_key(site.db.parent)),
+    code = workers_cli(["--db", str(site.db), *key_args(site),
                         "link-badge", "--worker", worker, "--at", T2,
                         "--timeout", "0.5"])  # fmt: skip
     assert code != 0

@@ -188,6 +188,7 @@ def test_the_password_file_keeps_the_brokers_group_and_mode_when_rewritten(tmp_p
                      files.conf, files.pki.server_key):  # fmt: skip
         assert mode(readable) == 0o640, readable
         assert readable.stat().st_gid == os.getgid()
+    assert mode(tmp_path) == 0o2770  # the enrolment endpoint replaces passwd in place
     # Secrets the broker has no business reading stay owner-only.
     assert mode(files.pki.ca_key) == 0o600
     assert mode(files.credentials_dir) == 0o700
