@@ -217,12 +217,15 @@ class TokenStore:
     def check(self, token: str, *, terminal_id: str, kid: str, workplace: str) -> None:
         """Raise what :meth:`claim` would, without claiming: the caller's right to hear more."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT workplace, expires_ns, used_ns, used_by, used_kid FROM enrol_tokens "
-                "WHERE token_hash = ?",
-                (hash_token(token),),
-            ).fetchone()
+            row = self._claim_row(hash_token(token))
         self._check_claim(row, self._clock(), terminal_id, kid, workplace)
+
+    def _claim_row(self, digest: str) -> Any:
+        return self._db.execute(
+            "SELECT workplace, expires_ns, used_ns, used_by, used_kid FROM enrol_tokens "
+            "WHERE token_hash = ?",
+            (digest,),
+        ).fetchone()
 
     def record_location_conflict(self, workplace: str, terminal_id: str, location: Any) -> None:
         """Keep a location a terminal gave that differs from the site's (for the employer)."""
@@ -260,11 +263,7 @@ class TokenStore:
         digest = hash_token(token)
         now = self._clock()
         with self._lock, sqlite.immediate(self._db):
-            row = self._db.execute(
-                "SELECT workplace, expires_ns, used_ns, used_by, used_kid FROM enrol_tokens "
-                "WHERE token_hash = ?",
-                (digest,),
-            ).fetchone()
+            row = self._claim_row(digest)
             first = self._check_claim(row, now, terminal_id, kid, workplace)
             if first:
                 self._db.execute(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import socket
-import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +33,7 @@ from provisioning.http import GatewayClient, GatewayError, ca_fingerprint, creat
 from provisioning.lifecycle import KeyRequest, sign_key_request
 from provisioning.workplace import Coordinates, WorkplaceBinding
 from siteclock.protocol import Ed25519Signer
-from tests.integration.test_hostile_broker import Client
+from tests.integration.test_hostile_broker import Client, tls12_handshake
 from tests.support.mosquitto import MosquittoBroker, running_broker
 from tests.unit.test_ed25519_points import mixed_order
 
@@ -146,23 +145,9 @@ def test_idle_connections_do_not_block_enrolment(site: Site) -> None:
 
 def test_tls12_cbc_suites_are_refused_by_the_enrolment_server(site: Site) -> None:
     port = int(site.url.rsplit(":", 1)[1])
-
-    def handshake(ciphers: str) -> bool:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.load_verify_locations(str(site.broker.ca_file))
-        context.maximum_version = ssl.TLSVersion.TLSv1_2
-        context.set_ciphers(ciphers)
-        try:
-            with (
-                socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-                context.wrap_socket(raw, server_hostname="127.0.0.1"),
-            ):
-                return True
-        except (ssl.SSLError, OSError):
-            return False
-
-    assert handshake("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES128-SHA256") is False
-    assert handshake(TLS12_CIPHERS) is True
+    cbc = "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES128-SHA256"
+    assert tls12_handshake(port, cbc, site.broker.ca_file) is False
+    assert tls12_handshake(port, TLS12_CIPHERS, site.broker.ca_file) is True
 
 
 # --------------------------------------------------------------------------- identifiers
