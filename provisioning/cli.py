@@ -7,6 +7,7 @@ provision:
   rebind         installer, on the terminal: move it to another workplace (confirmed)
   rotate-key     on the terminal: new signing key, overlapping the old one
   decommission   employer, on the gateway: disable a terminal, revoke its broker login
+  locations      employer, on the gateway: a workplace's location and conflicting ones
   label          on the terminal: (re)write the QR-code label
 
 workers:
@@ -206,6 +207,28 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _locations(args: argparse.Namespace) -> int:
+    """The workplace's location and the different ones terminals' installers typed."""
+    from gateway.config import DEFAULT_INSS_KEY
+    from gateway.registry import Registry
+    from provisioning.enrolment import TokenStore
+    from provisioning.workplace import parse_reference
+
+    reference = parse_reference(args.workplace)
+    site = Registry(args.db, args.inss_key or DEFAULT_INSS_KEY).workplace(reference)
+    if site is None:
+        print(f"{reference}: no location yet (the first enrolment that names it sets it)")
+    else:
+        print(f"{reference}: {site.latitude}, {site.longitude} {site.address or ''}".rstrip())
+    conflicts = TokenStore(args.db).location_conflicts(reference)
+    for c in conflicts:
+        where = f"{c['latitude']}, {c['longitude']} {c['address'] or ''}".rstrip()
+        print(f"  not applied: {where} (given by {c['terminal']} at {c['at_ns'] // 10**9})")
+    if conflicts:
+        print("the site's location was kept; if one of these is right, correct the workplace")
+    return 0
+
+
 def _decommission(args: argparse.Namespace) -> int:
     from provisioning.enrolment import EnrolmentRefused
     from provisioning.lifecycle import Lifecycle
@@ -352,6 +375,12 @@ def provision_cli(argv: list[str]) -> int:
         help="seconds to wait for the old key's queued events to be delivered (then rerun)",
     )  # fmt: skip
     rotate.set_defaults(func=_rotate)
+
+    places = sub.add_parser("locations", help="a workplace's location and conflicting ones")
+    places.add_argument("--db", required=True, type=Path, help="the gateway's SQLite file")
+    places.add_argument("--workplace", required=True)
+    places.add_argument("--inss-key", type=Path, help="default /etc/siteclock/keys/inss.key")
+    places.set_defaults(func=_locations)
 
     decom = sub.add_parser("decommission", help="disable a terminal and revoke its login")
     _gateway_args(decom)

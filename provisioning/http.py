@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import ssl
 import threading
@@ -39,6 +40,7 @@ from typing import Any
 
 import requests
 from cheroot import wsgi
+from cheroot.server import HTTPConnection
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -53,6 +55,9 @@ from provisioning.enrolment import (
     EnrolmentService,
 )
 from provisioning.lifecycle import KeyRequest, Lifecycle, RebindRequest
+from siteclock.log import fields
+
+log = logging.getLogger("siteclock.provisioning.http")
 
 MAX_BODY = 64 * 1024
 MAX_HEADERS = 16 * 1024
@@ -165,12 +170,36 @@ class _LazyHandshakeAdapter(BuiltinSSLAdapter):
         return wrapped, {"wsgi.url_scheme": "https", "HTTPS": "on"}
 
 
+class _HandshakeFirstConnection(HTTPConnection):
+    """Completes the (deferred) TLS handshake before reading a request, in the worker thread,
+    within the socket's timeout; a client that fails it (a scanner, a TLS version or suite we
+    refuse, a hang-up) is logged in one quiet line and closed."""
+
+    def communicate(self) -> bool:
+        if not getattr(self, "siteclock_handshaken", False):
+            self.siteclock_handshaken = True
+            try:
+                self.socket.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                log.info(
+                    "enrolment TLS handshake failed",
+                    extra=fields(peer=self.remote_addr, error=type(exc).__name__),
+                )
+                return False
+        return bool(super().communicate())
+
+
 class _QuietUntilSpokenServer(wsgi.Server):
     """cheroot hands a new connection to a worker thread at once, where a silent client holds
     the thread until the timeout: ``THREADS`` silent clients would stop the service. Here a new
     connection first waits in cheroot's selector (as idle keep-alive connections do), costing
     no thread, and reaches a worker only once the client has sent its first bytes; one that
     never speaks is closed by cheroot's expiry after ``TIMEOUT_S``."""
+
+    ConnectionClass = _HandshakeFirstConnection
+
+    def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+        log.log(level, "enrolment server", extra=fields(detail=msg), exc_info=traceback)
 
     def process_conn(self, conn: Any) -> None:
         if not getattr(conn, "siteclock_spoke", False):

@@ -12,6 +12,7 @@ import base64
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from gateway.broker import TLS12_CIPHERS, read_password_file
 from gateway.pki import _cert_pem, create_ca
 from gateway.registry import Registry
 from gateway.terminals import TerminalRegistry
+from provisioning.cli import provision_cli
 from provisioning.enrolment import (
     BrokerAccounts,
     BrokerEndpoint,
@@ -54,6 +56,8 @@ class Site:
     terminals: TerminalRegistry
     workplaces: Registry
     service: EnrolmentService
+    db: Path
+    inss_key: Path
 
     def client(self) -> GatewayClient:
         return GatewayClient(self.url, self.broker.ca_file, timeout_s=5.0)
@@ -89,7 +93,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         try:
             yield Site(
                 broker, f"https://127.0.0.1:{server.port}", ca_pem, ca_fingerprint(ca_pem),
-                tokens, terminals, workplaces, service,
+                tokens, terminals, workplaces, service, db, root / "keys" / "inss.key",
             )  # fmt: skip
         finally:
             server.shutdown()
@@ -262,7 +266,9 @@ def test_no_information_without_a_valid_token_or_key(site: Site) -> None:
 # --------------------------------------------------------------------------- location
 
 
-def test_a_terminal_does_not_move_the_sites_location(site: Site) -> None:
+def test_a_terminal_does_not_move_the_sites_location(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
     site.enrol("t-first-here", SITE)
     first = site.workplaces.workplace(WP)
     assert first is not None
@@ -272,3 +278,12 @@ def test_a_terminal_does_not_move_the_sites_location(site: Site) -> None:
     conflicts = site.tokens.location_conflicts(WP)
     assert [c["terminal"] for c in conflicts][-1] == "t-second-here"
     assert conflicts[-1]["latitude"] == pytest.approx(ELSEWHERE.latitude)
+    # The employer sees both: the site's location, and the one that was not applied.
+    code = provision_cli([
+        "locations", "--db", str(site.db), "--workplace", WP, "--inss-key", str(site.inss_key),
+    ])  # fmt: skip
+    shown = capsys.readouterr().out
+    assert code == 0
+    assert f"{WP}: {first.latitude}, {first.longitude}" in shown
+    assert f"not applied: {ELSEWHERE.latitude}, {ELSEWHERE.longitude}" in shown
+    assert "t-second-here" in shown
