@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import fcntl
 import grp
 import hashlib
 import hmac
@@ -37,7 +39,7 @@ import re
 import secrets
 import signal
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,6 +126,17 @@ def read_password_file(path: Path) -> dict[str, str]:
             raise ValueError(f"{path}:{number}: not a Mosquitto 2.0 'user:$7$...' line")
         users[user] = encoded
     return users
+
+
+@contextlib.contextmanager
+def password_file_lock(path: Path) -> Iterator[None]:
+    """Serialise every read-modify-write of ``path`` across processes (``broker-config`` and
+    the enrolment endpoint may both change users at once: neither may lose the other's line)."""
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def write_password_file(path: Path, users: Mapping[str, str], *, group: int | None = None) -> None:
@@ -312,6 +325,46 @@ def broker_gid(group: str | None) -> int | None:
         raise ValueError(f"no group {group!r} on this host (the broker's group)") from None
 
 
+def _write_users(
+    directory: Path,
+    password_file: Path,
+    gateway_password_file: Path,
+    terminals: Iterable[str],
+    revoke: Iterable[str],
+    gateway_user: str,
+    passwords: Mapping[str, str] | None,
+    gid: int | None,
+) -> dict[str, Path]:
+    """Add new users (fresh passwords in ``credentials/``), drop revoked ones, rewrite both
+    password files; returns the new users' credential files. Call under the file lock."""
+    users = read_password_file(password_file)
+    gateway_users = read_password_file(gateway_password_file)
+    # A directory from before the split had the gateway in ``passwd``: move it.
+    if gateway_user in users and gateway_user not in gateway_users:
+        gateway_users[gateway_user] = users[gateway_user]
+    users.pop(gateway_user, None)
+    wanted = [check_terminal_id(t) for t in terminals]  # every id checked before any write
+    new: dict[str, Path] = {}
+    for user in [gateway_user, *wanted]:
+        table = gateway_users if user == gateway_user else users
+        chosen = (passwords or {}).get(user)
+        if user in table and chosen is None:
+            continue
+        password = chosen or generate_password()
+        table[user] = hash_password(password)
+        path = credential_path(directory, user)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.parent.chmod(0o700)
+        write_secret(path, password.encode())
+        new[user] = path
+    for user in revoke:
+        users.pop(user, None)
+        credential_path(directory, user).unlink(missing_ok=True)
+    write_password_file(password_file, users, group=gid)
+    write_password_file(gateway_password_file, gateway_users, group=gid)
+    return new
+
+
 def write_site(
     directory: Path,
     *,
@@ -351,31 +404,11 @@ def write_site(
     password_file = directory / "passwd"
     gateway_password_file = directory / GATEWAY_PASSWORD_FILE
     acl_file = directory / "acl"
-    users = read_password_file(password_file)
-    gateway_users = read_password_file(gateway_password_file)
-    # A directory from before the split had the gateway in ``passwd``: move it.
-    if gateway_user in users and gateway_user not in gateway_users:
-        gateway_users[gateway_user] = users[gateway_user]
-    users.pop(gateway_user, None)
-    wanted = [check_terminal_id(t) for t in terminals]
-    new: dict[str, Path] = {}
-    for user in [gateway_user, *wanted]:
-        table = gateway_users if user == gateway_user else users
-        chosen = (passwords or {}).get(user)
-        if user in table and chosen is None:
-            continue
-        password = chosen or generate_password()
-        table[user] = hash_password(password)
-        path = credential_path(directory, user)
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        path.parent.chmod(0o700)
-        write_secret(path, password.encode())
-        new[user] = path
-    for user in revoke:
-        users.pop(user, None)
-        credential_path(directory, user).unlink(missing_ok=True)
-    write_password_file(password_file, users, group=gid)
-    write_password_file(gateway_password_file, gateway_users, group=gid)
+    with password_file_lock(password_file):
+        new = _write_users(
+            directory, password_file, gateway_password_file, terminals, revoke, gateway_user,
+            passwords, gid,
+        )  # fmt: skip
     group_name = share_group(directory)
     conf = directory / "mosquitto.conf"
     text = mosquitto_conf(

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -59,6 +58,7 @@ from typing import Any
 from gateway.broker import (
     generate_password,
     hash_password,
+    password_file_lock,
     read_password_file,
     write_password_file,
 )
@@ -319,10 +319,7 @@ class BrokerAccounts:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, str]]:
-        lock_path = self.password_file.with_name(self.password_file.name + ".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with password_file_lock(self.password_file):  # the lock broker-config takes too
             users = read_password_file(self.password_file)
             yield users
             write_password_file(self.password_file, users)

@@ -208,3 +208,30 @@ def test_gateway_client_ids_must_start_with_siteclock() -> None:
     assert MqttConfig().client_id.startswith("siteclock")
     with pytest.raises(ValueError, match="client_id"):
         MqttConfig(client_id="gw-1")  # a terminal could be enrolled as "gw-1"
+
+
+def test_broker_config_and_enrolments_at_once_lose_no_user(tmp_path: Path) -> None:
+    """``broker-config`` and the enrolment endpoint both rewrite ``passwd``: one lock, so
+    neither drops the other's line."""
+    import threading
+
+    from provisioning.enrolment import BrokerAccounts
+
+    write_site(tmp_path, hostnames=["gw.local"], terminals=[])
+    accounts = BrokerAccounts(tmp_path / "passwd", reload=lambda: None)
+    workers = [
+        threading.Thread(target=accounts.set_password, args=(f"t-enrolled-{n}",))
+        for n in range(12)
+    ] + [
+        threading.Thread(
+            target=write_site,
+            kwargs={"directory": tmp_path, "hostnames": ["gw.local"], "terminals": [f"t-cfg-{n}"]},
+        )
+        for n in range(12)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    users = set(read_password_file(tmp_path / "passwd"))
+    assert users == {f"t-enrolled-{n}" for n in range(12)} | {f"t-cfg-{n}" for n in range(12)}
