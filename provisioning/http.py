@@ -61,6 +61,7 @@ log = logging.getLogger("siteclock.provisioning.http")
 
 MAX_BODY = 64 * 1024
 MAX_HEADERS = 16 * 1024
+MAX_CA_BYTES = 16 * 1024
 FINGERPRINT_HEX = 64
 """A CA pin is the whole SHA-256 (256 bits): a prefix is a second-preimage target, not a pin."""
 TIMEOUT_S = 10.0
@@ -286,13 +287,19 @@ class GatewayClient:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", InsecureRequestWarning)
                 response = requests.get(
-                    base_url.rstrip("/") + "/v1/ca.pem", verify=False, timeout=timeout_s
-                )
-            response.raise_for_status()
-        except requests.RequestException as exc:
+                    base_url.rstrip("/") + "/v1/ca.pem", verify=False, timeout=timeout_s,
+                    stream=True,
+                )  # fmt: skip
+            with response:
+                response.raise_for_status()
+                # Whoever answers is not trusted yet: read no more than a certificate needs.
+                content = response.raw.read(MAX_CA_BYTES + 1, decode_content=True)
+        except (requests.RequestException, OSError) as exc:
             raise GatewayError(f"cannot fetch the site CA from {base_url}: {exc}") from None
         try:
-            return pinned_ca_pem(response.content, wanted)
+            if len(content) > MAX_CA_BYTES:
+                raise ValueError(f"more than {MAX_CA_BYTES} bytes is not one certificate")
+            return pinned_ca_pem(content, wanted)
         except ValueError as exc:
             raise GatewayError(
                 f"the gateway at {base_url} does not present the pinned site CA ({exc}): wrong "

@@ -109,7 +109,11 @@ def post(site: Site, path: str, body: Any) -> requests.Response:
 def test_a_ca_file_with_a_second_certificate_is_refused(site: Site) -> None:
     _, evil = create_ca("not the site CA")
     pki = site.broker.workdir / "pki"
-    for served in (site.ca_pem + _cert_pem(evil).decode(), site.ca_pem + "trailing data\n"):
+    for served in (
+        site.ca_pem + _cert_pem(evil).decode(),  # the real CA, then the attacker's
+        site.ca_pem + "trailing data\n",
+        site.ca_pem + "\n" * 100_000,  # no endless reads from an untrusted peer either
+    ):
         mitm = serve_tls(
             create_app(site.service, ca_pem=served), "127.0.0.1", 0, pki / "server.pem",
             pki / "server.key",
