@@ -60,7 +60,7 @@ def raw_qos1_rate(broker: MosquittoBroker, payload_size: int) -> float:
     subscribed = threading.Event()
     sub.on_message = on_message
     sub.on_subscribe = lambda *_: subscribed.set()
-    sub.connect(broker.host, broker.port)
+    sub.connect(broker.host, broker.gateway_port)
     sub.loop_start()
     sub.subscribe(topic("t-bench", Channel.EVENTS), qos=1)
     subscribed.wait(10)
@@ -85,19 +85,20 @@ def start_gateway(root: Path, broker: MosquittoBroker) -> subprocess.Popen:
     config.write_text(
         f'db = "{root / "gateway.db"}"\n'
         f'signing_key_file = "{root / "gateway-signing.key"}"\n'
+        f'inss_key_file = "{root / "inss.key"}"\n'
         'log_level = "WARNING"\n'
         "[mqtt]\n"
-        f'host = "{broker.host}"\nport = {broker.port}\n'
+        f'host = "{broker.host}"\nport = {broker.gateway_port}\n'
         f'ca_file = "{broker.ca_file}"\n'
         f'password_file = "{broker.gateway.password_file}"\n'
-        'client_id = "gw-bench"\n'
+        'client_id = "siteclock_gateway-bench"\n'
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "siteclock.cli", "gateway", "--config", str(config)],
         stdout=subprocess.DEVNULL, stderr=(root / "gateway.log").open("wb"),
     )  # fmt: skip
     deadline = time.monotonic() + 20
-    while "as gw-bench" not in broker.log_tail(200) and time.monotonic() < deadline:
+    while "as siteclock_gateway-bench" not in broker.log_tail(200) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)  # let the subscription settle
     return proc

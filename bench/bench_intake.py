@@ -121,7 +121,7 @@ def run() -> dict:
             ]
             for p in senders:
                 p.start()
-            cfg = gateway_config(broker, client_id="gw-intake-bench")
+            cfg = gateway_config(broker, client_id="siteclock_gateway-intake-bench")
             first = Intake(cfg, inbox=inbox, registry=registry)
             first.start()  # creates the persistent session and its subscription
             first.stop()

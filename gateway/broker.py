@@ -5,6 +5,15 @@ ACL lets it publish only to its own ``events`` and ``status`` topics and read on
 ``ack`` and ``config`` topics (``pattern`` lines with ``%u``), so a stolen terminal can speak
 for itself alone. The gateway has its own identity with the mirror-image rights.
 
+Identity is enforced by the broker, not trusted from the client (see ``docs/uplink.md``):
+
+* terminals and the gateway log in on **separate listeners** with separate password files, so
+  a terminal's password is worthless on the gateway's listener and the gateway's on theirs;
+* on the terminals' listener the **client id is the username** (``use_username_as_clientid``):
+  a terminal cannot take over another terminal's or the gateway's session, and gateway client
+  ids start with ``siteclock``, which no terminal id may;
+* every size and queue is bounded (``MAX_PACKET_BYTES``, ``MAX_QUEUED_BYTES``...).
+
 The password file is written here in Mosquitto 2.0's own format (``$7$``: PBKDF2-HMAC-SHA512,
 101 iterations, 12-byte salt, base64), so no ``mosquitto_passwd`` subprocess is needed and the
 hashes of existing terminals survive a regeneration. Revoking a terminal = removing its line
@@ -20,13 +29,17 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import fcntl
+import grp
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import signal
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +51,33 @@ GATEWAY_USER = "siteclock_gateway"
 
 PBKDF2_ITERATIONS = 101  # Mosquitto 2.0's default (src/password_mosq.c): keep it compatible
 SALT_BYTES = 12
+
+# Limits (figures and reasons in docs/uplink.md, "Limits").
+MAX_PACKET_BYTES = 1024 * 1024
+"""Largest MQTT packet the broker accepts from anyone (a bigger one disconnects the sender).
+Mosquitto 2.0 has one global figure: events are at most 256 KiB (``MAX_PAYLOAD_BYTES``), and
+the largest message is a site's signed roster, which 1 MiB holds for ~8,000 badges."""
+MAX_QUEUED_MESSAGES = 100_000
+MAX_QUEUED_BYTES = 128 * 1024 * 1024
+"""Per client, beyond the in-flight window: an offline gateway's queue stays bounded in memory.
+Terminals resend anything unacknowledged, so a message dropped over quota is not lost."""
+MAX_INFLIGHT_MESSAGES = 200
+MAX_TERMINAL_CONNECTIONS = 2000
+"""Connections on the terminals' listener (one per terminal: with the client id forced to
+the username, a second login of the same terminal replaces the first)."""
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+    )
+)
+"""TLS 1.2 suites allowed (AEAD with forward secrecy only, no CBC); TLS 1.3's are all AEAD."""
+
+GATEWAY_PASSWORD_FILE = "gateway.passwd"
+SHARE_GROUP_FILE = "share-group"
+_USER_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_HASH_RE = re.compile(r"\$7\$[0-9]{1,7}\$[A-Za-z0-9+/]+=*\$[A-Za-z0-9+/]+=*")
 
 
 # --------------------------------------------------------------------------- passwords
@@ -88,10 +128,34 @@ def read_password_file(path: Path) -> dict[str, str]:
     return users
 
 
-def write_password_file(path: Path, users: Mapping[str, str]) -> None:
-    """Write {user: encoded hash} as a 0600 Mosquitto password file, sorted for stable diffs."""
+@contextlib.contextmanager
+def password_file_lock(path: Path) -> Iterator[None]:
+    """Serialise every read-modify-write of ``path`` across processes (``broker-config`` and
+    the enrolment endpoint may both change users at once: neither may lose the other's line)."""
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def write_password_file(path: Path, users: Mapping[str, str], *, group: int | None = None) -> None:
+    """Write {user: encoded hash} as a Mosquitto password file, sorted for stable diffs.
+
+    Every line is checked first (a user name with a ``:`` or a newline would split one line in
+    two and lock everyone after it out). The file is replaced atomically and keeps the group
+    and mode of the file it replaces (0640 with the broker's group, so the broker can still
+    read it after an enrolment rewrote it), or gets ``group`` and 0640 when given, else 0600.
+    """
+    for user, encoded in users.items():
+        if not _USER_RE.fullmatch(user) or not _HASH_RE.fullmatch(encoded):
+            raise ValueError(f"refusing to write password line for {user!r}: not a plain name")
     text = "".join(f"{user}:{users[user]}\n" for user in sorted(users))
-    write_secret(path, text.encode())
+    mode = 0o640 if group is not None else 0o600
+    if group is None and path.exists():
+        st = path.stat()
+        mode, group = st.st_mode & 0o640, st.st_gid
+    write_secret(path, text.encode(), mode=mode, group=group)
 
 
 # --------------------------------------------------------------------------- ACL
@@ -99,7 +163,12 @@ def write_password_file(path: Path, users: Mapping[str, str]) -> None:
 
 def acl_text(gateway_user: str = GATEWAY_USER) -> str:
     """The ACL: the gateway reads events/status and writes ack/config of every terminal; each
-    terminal (``%u`` = its username = its terminal id) only its own four topics."""
+    terminal (``%u`` = its username = its terminal id) only its own four topics.
+
+    Mosquitto 2.0's ACL file is checked when a message is delivered, never when a client
+    subscribes: it cannot refuse a terminal's ``$share/...`` subscription. A terminal that
+    joins the gateway's share group would be handed a share of the events and denied their
+    delivery (a black hole), so the group's name is a per-site secret (:func:`share_group`)."""
     root = TOPIC_ROOT
     lines = [
         "# generated by siteclock broker-config; regenerate, do not edit",
@@ -137,24 +206,43 @@ class BrokerSettings:
     run_as_user: str | None = None
     pid_file: Path | None = None
     debian_include: bool = False
-    max_queued_messages: int = 100_000
-    max_inflight_messages: int = 200
+    gateway_password_file: Path | None = None
+    gateway_port: int = 8884
+    gateway_bind_address: str | None = "127.0.0.1"
+    """The gateway's listener: loopback by default (the gateway runs beside the broker);
+    bind it to an internal address when gateways run elsewhere."""
+    max_packet_bytes: int = MAX_PACKET_BYTES
+    max_queued_messages: int = MAX_QUEUED_MESSAGES
+    max_queued_bytes: int = MAX_QUEUED_BYTES
+    max_inflight_messages: int = MAX_INFLIGHT_MESSAGES
+    max_terminal_connections: int = MAX_TERMINAL_CONNECTIONS
     extra: Sequence[str] = field(default=())
+
+
+def _tls_lines(s: BrokerSettings) -> list[str]:
+    return [
+        f"certfile {s.pki.server_cert}",
+        f"keyfile {s.pki.server_key}",
+        "tls_version tlsv1.2",  # the minimum; TLS 1.3 is preferred when both sides have it
+        f"ciphers {TLS12_CIPHERS}",
+    ]
 
 
 def mosquitto_conf(s: BrokerSettings) -> str:
     """The broker configuration. With ``debian_include`` it is a ``conf.d`` snippet that leaves
     persistence, logging and the pid file to Debian's ``/etc/mosquitto/mosquitto.conf``."""
+    gateway_passwords = s.gateway_password_file or s.password_file.with_name(GATEWAY_PASSWORD_FILE)
     lines = ["# generated by siteclock broker-config; regenerate, do not edit"]
     lines += [
-        "per_listener_settings false",
-        "allow_anonymous false",  # never listen without authentication
-        f"password_file {s.password_file}",
-        f"acl_file {s.acl_file}",
-        # The gateway's session may be offline for a while: queue, do not silently drop.
-        # Terminals still resend anything unacknowledged, so this is an optimisation only.
+        # Each listener names its own password file: terminals and gateway never share one.
+        "per_listener_settings true",
+        # Bounded everything: a stolen terminal cannot make the broker hold what it sends.
+        f"max_packet_size {s.max_packet_bytes}",
+        f"message_size_limit {s.max_packet_bytes}",
+        # The gateway's session may be offline for a while: queue, bounded in messages and
+        # bytes. Terminals still resend anything unacknowledged, so this is an optimisation.
         f"max_queued_messages {s.max_queued_messages}",
-        "max_queued_bytes 0",
+        f"max_queued_bytes {s.max_queued_bytes}",
         # Unacked QoS 1 messages towards one client: room for the gateway's group commits.
         f"max_inflight_messages {s.max_inflight_messages}",
         "set_tcp_nodelay true",
@@ -169,17 +257,27 @@ def mosquitto_conf(s: BrokerSettings) -> str:
         lines.append("log_dest stderr")
     if s.run_as_user:
         lines.append(f"user {s.run_as_user}")
+
+    def auth(passwords: Path) -> list[str]:
+        return [
+            "protocol mqtt",
+            "allow_anonymous false",  # never listen without authentication
+            f"password_file {passwords}",
+            f"acl_file {s.acl_file}",
+        ]
+
     bind = f" {s.bind_address}" if s.bind_address else ""
-    lines += [
-        "",
-        f"listener {s.port}{bind}",
-        "protocol mqtt",
-        f"certfile {s.pki.server_cert}",
-        f"keyfile {s.pki.server_key}",
-        "tls_version tlsv1.2",
-    ]
+    lines += ["", "# terminals: client id forced to the username (no session takeover)"]
+    lines += [f"listener {s.port}{bind}", *auth(s.password_file)]
+    lines += ["use_username_as_clientid true", f"max_connections {s.max_terminal_connections}"]
+    lines += _tls_lines(s)
+    gateway_bind = f" {s.gateway_bind_address}" if s.gateway_bind_address else ""
+    lines += ["", "# the gateway only: its own password file, so no terminal can log in here"]
+    lines += [f"listener {s.gateway_port}{gateway_bind}", *auth(gateway_passwords)]
+    lines += _tls_lines(s)
     if s.plain_loopback_port is not None:
-        lines += ["", f"listener {s.plain_loopback_port} 127.0.0.1", "protocol mqtt"]
+        lines += ["", "# a gateway on this host, without TLS: still the gateway's passwords only"]
+        lines += [f"listener {s.plain_loopback_port} 127.0.0.1", *auth(gateway_passwords)]
     lines += list(s.extra)
     return "\n".join(lines) + "\n"
 
@@ -195,10 +293,76 @@ class BrokerFiles:
     pki: PkiPaths
     credentials_dir: Path
     new_credentials: dict[str, Path]
+    gateway_password_file: Path
+    share_group: str
 
 
 def credential_path(directory: Path, user: str) -> Path:
     return directory / "credentials" / f"{user}.password"
+
+
+def share_group(directory: Path) -> str:
+    """The site's secret share-group name for gateways (``$share/<it>/...``), created once.
+
+    Mosquitto 2.0 cannot refuse a subscription by ACL, so a terminal that knew the group's
+    name could join it and swallow a share of the events; a random name it never sees closes
+    that. It is not a password: it only has to stay off terminals (file 0600 here)."""
+    path = directory / SHARE_GROUP_FILE
+    if path.exists():
+        return path.read_text().strip()
+    name = "siteclock-" + secrets.token_hex(16)
+    write_secret(path, (name + "\n").encode())
+    return name
+
+
+def broker_gid(group: str | None) -> int | None:
+    """The gid of the broker's group, or None (files then stay 0600, owner only)."""
+    if group is None:
+        return None
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f"no group {group!r} on this host (the broker's group)") from None
+
+
+def _write_users(
+    directory: Path,
+    password_file: Path,
+    gateway_password_file: Path,
+    terminals: Iterable[str],
+    revoke: Iterable[str],
+    gateway_user: str,
+    passwords: Mapping[str, str] | None,
+    gid: int | None,
+) -> dict[str, Path]:
+    """Add new users (fresh passwords in ``credentials/``), drop revoked ones, rewrite both
+    password files; returns the new users' credential files. Call under the file lock."""
+    users = read_password_file(password_file)
+    gateway_users = read_password_file(gateway_password_file)
+    # A directory from before the split had the gateway in ``passwd``: move it.
+    if gateway_user in users and gateway_user not in gateway_users:
+        gateway_users[gateway_user] = users[gateway_user]
+    users.pop(gateway_user, None)
+    wanted = [check_terminal_id(t) for t in terminals]  # every id checked before any write
+    new: dict[str, Path] = {}
+    for user in [gateway_user, *wanted]:
+        table = gateway_users if user == gateway_user else users
+        chosen = (passwords or {}).get(user)
+        if user in table and chosen is None:
+            continue
+        password = chosen or generate_password()
+        table[user] = hash_password(password)
+        path = credential_path(directory, user)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.parent.chmod(0o700)
+        write_secret(path, password.encode())
+        new[user] = path
+    for user in revoke:
+        users.pop(user, None)
+        credential_path(directory, user).unlink(missing_ok=True)
+    write_password_file(password_file, users, group=gid)
+    write_password_file(gateway_password_file, gateway_users, group=gid)
+    return new
 
 
 def write_site(
@@ -209,45 +373,59 @@ def write_site(
     revoke: Iterable[str] = (),
     gateway_user: str = GATEWAY_USER,
     passwords: Mapping[str, str] | None = None,
+    broker_group: str | None = None,
     **settings: object,
 ) -> BrokerFiles:
     """Write (or update) a site's broker directory.
 
-    Users already in ``passwd`` keep their hash; each new user gets a fresh random password in
-    ``credentials/<user>.password`` (0600) for the installer to copy to the terminal (or to the
-    gateway), and may be deleted from here afterwards. ``passwords`` fixes chosen passwords
-    (tests). Users in ``revoke`` are removed.
+    Users already in a password file keep their hash; each new user gets a fresh random
+    password in ``credentials/<user>.password`` (0600) for the installer to copy to the
+    terminal (or to the gateway), and may be deleted from here afterwards. ``passwords`` fixes
+    chosen passwords (tests). Users in ``revoke`` are removed.
+
+    Ownership: everything is owned by whoever runs this (root or the site admin), never by the
+    broker. With ``broker_group``, the files the broker must read (password files, ACL,
+    config, server key) are 0640 with that group; the CA key, the share group and the
+    plaintext credentials stay 0600 and the ``credentials`` directory 0700, out of its reach.
     """
+    gid = broker_gid(broker_group)
     directory.mkdir(parents=True, exist_ok=True)
     pki = ensure_site_pki(directory / "pki", hostnames)
+    if gid is not None:
+        # The broker's user (the gateway's too, which rewrites ``passwd`` at each enrolment)
+        # may replace files at the top (setgid: they keep the group) and read the server key,
+        # never the CA key (0600) nor the plaintext credentials (0700 directory).
+        os.chown(directory, -1, gid)
+        directory.chmod(0o2770)
+        os.chown(pki.server_key.parent, -1, gid)
+        pki.server_key.parent.chmod(0o750)
+        os.chown(pki.server_key, -1, gid)
+        pki.server_key.chmod(0o640)
     password_file = directory / "passwd"
+    gateway_password_file = directory / GATEWAY_PASSWORD_FILE
     acl_file = directory / "acl"
-    users = read_password_file(password_file)
-    wanted = [check_terminal_id(t) for t in terminals]
-    if gateway_user in wanted:
-        raise ValueError(f"terminal id {gateway_user!r} is the gateway's username")
-    new: dict[str, Path] = {}
-    for user in [gateway_user, *wanted]:
-        chosen = (passwords or {}).get(user)
-        if user in users and chosen is None:
-            continue
-        password = chosen or generate_password()
-        users[user] = hash_password(password)
-        path = credential_path(directory, user)
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        write_secret(path, password.encode())
-        new[user] = path
-    for user in revoke:
-        users.pop(user, None)
-        credential_path(directory, user).unlink(missing_ok=True)
-    write_password_file(password_file, users)
-    write_public(acl_file, acl_text(gateway_user).encode())
+    with password_file_lock(password_file):
+        new = _write_users(
+            directory, password_file, gateway_password_file, terminals, revoke, gateway_user,
+            passwords, gid,
+        )  # fmt: skip
+    group_name = share_group(directory)
     conf = directory / "mosquitto.conf"
     text = mosquitto_conf(
-        BrokerSettings(pki=pki, password_file=password_file, acl_file=acl_file, **settings)  # type: ignore[arg-type]
-    )
-    write_public(conf, text.encode())
-    return BrokerFiles(conf, password_file, acl_file, pki, directory / "credentials", new)
+        BrokerSettings(
+            pki=pki, password_file=password_file, acl_file=acl_file,
+            gateway_password_file=gateway_password_file, **settings,  # type: ignore[arg-type]
+        )
+    )  # fmt: skip
+    for path, data in ((acl_file, acl_text(gateway_user)), (conf, text)):
+        if gid is None:
+            write_public(path, data.encode())
+        else:
+            write_secret(path, data.encode(), mode=0o640, group=gid)
+    return BrokerFiles(
+        conf, password_file, acl_file, pki, directory / "credentials", new,
+        gateway_password_file, group_name,
+    )  # fmt: skip
 
 
 def reload(pid: int) -> None:
@@ -271,7 +449,17 @@ def cli(argv: list[str]) -> int:
     )
     parser.add_argument("--terminal", action="append", default=[], help="terminal id to allow")
     parser.add_argument("--revoke", action="append", default=[], help="terminal id to remove")
-    parser.add_argument("--port", type=int, default=8883)
+    parser.add_argument("--port", type=int, default=8883, help="terminals' TLS listener")
+    parser.add_argument("--gateway-port", type=int, default=8884, help="gateway's TLS listener")
+    parser.add_argument(
+        "--gateway-bind",
+        default="127.0.0.1",
+        help="address of the gateway's listener (default loopback: gateway on this host)",
+    )
+    parser.add_argument(
+        "--broker-group",
+        help="the broker's group (Debian: mosquitto): what it must read becomes 0640 to it",
+    )
     parser.add_argument("--persistence-dir", type=Path)
     parser.add_argument(
         "--debian",
@@ -287,13 +475,20 @@ def cli(argv: list[str]) -> int:
             terminals=args.terminal,
             revoke=args.revoke,
             port=args.port,
+            gateway_port=args.gateway_port,
+            gateway_bind_address=args.gateway_bind,
+            broker_group=args.broker_group,
             persistence_dir=args.persistence_dir,
             debian_include=args.debian,
         )
     except ValueError as exc:
         print(f"siteclock broker-config: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {files.conf}, {files.password_file}, {files.acl_file}")
+    print(
+        f"wrote {files.conf}, {files.password_file}, {files.gateway_password_file}, "
+        f"{files.acl_file}"
+    )
+    print(f"gateway share group (mqtt.share_group, keep it off terminals): {files.share_group}")
     for user, path in sorted(files.new_credentials.items()):
         print(f"new credentials for {user}: {path} (copy it, then delete it here)")
     if args.reload_pid:

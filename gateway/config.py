@@ -7,11 +7,12 @@ Example ``/etc/siteclock/gateway.toml``::
     gateway_keys_file = "/etc/siteclock/gateway-keys.json"   # given to terminals
 
     [mqtt]
-    host = "gw.site.local"
-    port = 8883
+    host = "localhost"           # the broker's gateway listener (loopback by default)
+    port = 8884
     ca_file = "/etc/siteclock/broker/pki/ca.pem"
     password_file = "/etc/siteclock/broker/credentials/siteclock_gateway.password"
-    share_group = "intake"       # several gateway processes share the load
+    client_id = "siteclock_gateway-1"    # one per process, always starting with "siteclock"
+    share_group = "siteclock-…"  # the site's secret group (broker-config prints it)
 
     [ciao]                       # without it the gateway stores and acks, but relays nothing
     environment = "local-sim"    # or "simulation", or "production" (+ allow_production = true)
@@ -28,21 +29,26 @@ from pathlib import Path
 from gateway.ciao.environments import CiaoConfig
 from gateway.relay import RelayConfig
 
+DEFAULT_INSS_KEY = Path("/etc/siteclock/keys/inss.key")
+"""Where the INSS key lives unless configured: not beside the database (docs/provisioning.md)."""
 GATEWAY_USER = "siteclock_gateway"  # same as gateway.broker.GATEWAY_USER (no import: no cycle)
 
 
 @dataclass(frozen=True)
 class MqttConfig:
-    """How the gateway reaches the broker. ``client_id`` must differ per gateway process;
-    ``share_group`` makes the events subscription a shared one (``$share/<group>/...``)."""
+    """How the gateway reaches the broker (its own listener, see docs/uplink.md).
+    ``client_id`` must differ per gateway process and start with ``siteclock``, which no terminal
+    id may: the broker then never lets a terminal take over a gateway's session.
+    ``share_group`` makes the events subscription a shared one (``$share/<group>/...``); use the
+    site's secret group name that ``broker-config`` prints."""
 
     host: str = "localhost"
-    port: int = 8883
+    port: int = 8884
     tls: bool = True
     ca_file: Path | None = None
     username: str = GATEWAY_USER
     password_file: Path | None = None
-    client_id: str = "siteclock-gateway"
+    client_id: str = "siteclock_gateway"
     share_group: str | None = None
     session_expiry_s: int = 3600
     keepalive_s: int = 30
@@ -50,6 +56,11 @@ class MqttConfig:
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError(f"mqtt.port {self.port} is not a TCP port")
+        if not self.client_id.startswith("siteclock"):
+            raise ValueError(
+                f"mqtt.client_id {self.client_id!r} must start with 'siteclock' (terminal ids "
+                "cannot, so no terminal can take over the gateway's session)"
+            )
         if self.session_expiry_s < 0:
             raise ValueError("mqtt.session_expiry_s must be >= 0")
 
@@ -66,7 +77,9 @@ class GatewayConfig:
     log_level: str = "INFO"
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     inss_key_file: Path | None = None
-    """The key that encrypts INSS numbers at rest (0600); default ``inss.key`` beside ``db``."""
+    """The key that encrypts INSS numbers at rest (0600); default :data:`DEFAULT_INSS_KEY`, in
+    its own directory apart from the database, so a copy or backup of the data directory holds
+    ciphertext only."""
     roster_check_s: float = 5.0
     """How often the gateway looks for registry changes to republish terminals' rosters."""
     ciao: CiaoConfig | None = None
@@ -74,4 +87,4 @@ class GatewayConfig:
 
     @property
     def inss_key_path(self) -> Path:
-        return self.inss_key_file or self.db.with_name("inss.key")
+        return self.inss_key_file or DEFAULT_INSS_KEY

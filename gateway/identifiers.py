@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from siteclock.inss_shape import DIGITS, SEPARATOR_RE
 from siteclock.protocol import WORKPLACE_RE
 
 
@@ -27,8 +28,8 @@ class InvalidIdentifier(ValueError):
         self.kind = kind
 
 
-_SEPARATORS = re.compile(r"[\s.\-/]")
-_VAT_RE = re.compile(r"^[A-Z]{2}[0-9A-Z+*]{2,12}$")
+_SEPARATORS = SEPARATOR_RE  # the same set the log redaction masks across (siteclock.inss_shape)
+_VAT_RE = re.compile(r"[A-Z]{2}[0-9A-Z+*]{2,12}")
 
 
 def inss_check_digits(first9: str, *, born_2000_or_later: bool = False) -> str:
@@ -40,7 +41,7 @@ def inss_check_digits(first9: str, *, born_2000_or_later: bool = False) -> str:
 def normalize_inss(value: str) -> str:
     """Return the 11 digits of a valid INSS or BIS number, separators removed."""
     digits = _SEPARATORS.sub("", value or "")
-    if not re.fullmatch(r"\d{11}", digits):
+    if not re.fullmatch(f"[0-9]{{{DIGITS}}}", digits):
         raise InvalidIdentifier("inss", "must be 11 digits")
     month, day = int(digits[2:4]), int(digits[4:6])
     # 0 = birth month unknown; BIS numbers add 20 (sex unknown) or 40 (sex known) to the month.
@@ -79,7 +80,7 @@ def normalize_enterprise_number(value: str) -> str:
 def normalize_foreign_vat(value: str) -> str:
     """Return a foreign VAT number in upper case without separators (shape check only)."""
     text = _SEPARATORS.sub("", (value or "").upper())
-    if not _VAT_RE.match(text):
+    if not _VAT_RE.fullmatch(text):
         raise InvalidIdentifier("foreign_vat", f"{value!r} is not <country><2-12 characters>")
     if text.startswith("BE"):
         raise InvalidIdentifier("foreign_vat", "a Belgian employer uses its enterprise number")

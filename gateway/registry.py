@@ -142,6 +142,7 @@ def load_or_create_key(path: Path | str) -> bytes:
     Refuses a key file that group or others may read: a leaked key exposes every INSS.
     """
     path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # its own directory, owner only
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:

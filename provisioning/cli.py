@@ -7,19 +7,27 @@ provision:
   rebind         installer, on the terminal: move it to another workplace (confirmed)
   rotate-key     on the terminal: new signing key, overlapping the old one
   decommission   employer, on the gateway: disable a terminal, revoke its broker login
+  locations      employer, on the gateway: a workplace's location and conflicting ones
   label          on the terminal: (re)write the QR-code label
 
 workers:
   add | import | link-badge | block-badge | list
 
 Every command exits 0 on success, 1 when the operation failed, 2 on bad input.
+
+Secrets (an enrolment token, an INSS) are never taken as command-line arguments, which every
+user of the host can read in ``ps`` and which stay in shell history: they are read from a file
+(``--token-file``, ``--inss-file``), an environment variable (``SITECLOCK_TOKEN``,
+``SITECLOCK_INSS``), or asked for without echo.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,8 +45,46 @@ DEFAULT_DATA_DIR = Path("/var/lib/siteclock")
 
 
 def _err(message: str) -> int:
-    print(f"siteclock: {message}", file=sys.stderr)
+    from siteclock.log import redact
+
+    print(f"siteclock: {redact(message)}", file=sys.stderr)
     return 2
+
+
+class _RefusedSecret(argparse.Action):
+    """``--token X`` / ``--inss X``: refused with the way to give it instead."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> None:
+        name = self.dest
+        parser.error(
+            f"--{name} is not accepted on the command line (ps and shell history would keep "
+            f"it): use --{name}-file FILE, set SITECLOCK_{name.upper()}, or leave it out to be "
+            "asked"
+        )
+
+
+def _secret_args(p: argparse.ArgumentParser, name: str, what: str) -> None:
+    p.add_argument(f"--{name}", action=_RefusedSecret, nargs="?", help=argparse.SUPPRESS)
+    p.add_argument(
+        f"--{name}-file", type=Path,
+        help=f"file holding {what} (or set SITECLOCK_{name.upper()}, or be asked)",
+    )  # fmt: skip
+
+
+def read_secret(args: argparse.Namespace, name: str, what: str) -> str:
+    """``what`` from ``--<name>-file``, else ``SITECLOCK_<NAME>``, else a prompt without echo."""
+    path = getattr(args, f"{name}_file", None)
+    if path is not None:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    elif os.environ.get(f"SITECLOCK_{name.upper()}"):
+        value = os.environ[f"SITECLOCK_{name.upper()}"].strip()
+    elif sys.stdin.isatty():
+        value = getpass.getpass(f"{what}: ").strip()
+    else:
+        raise ValueError(f"no {what}: give --{name}-file or set SITECLOCK_{name.upper()}")
+    if not value:
+        raise ValueError(f"{what} is empty")
+    return value
 
 
 def _binding(args: argparse.Namespace) -> WorkplaceBinding:
@@ -86,7 +132,9 @@ def _service(args: argparse.Namespace) -> Any:
     keys = {}
     if getattr(args, "gateway_keys_file", None):
         keys = json.loads(Path(args.gateway_keys_file).read_text())
-    inss_key = Path(args.inss_key) if args.inss_key else Path(args.db).with_name("inss.key")
+    from gateway.config import DEFAULT_INSS_KEY
+
+    inss_key = Path(args.inss_key) if args.inss_key else DEFAULT_INSS_KEY
     return EnrolmentService(
         TokenStore(args.db),
         TerminalRegistry(args.db),
@@ -103,7 +151,9 @@ def _gateway_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker-host", required=True, help="broker name terminals connect to")
     p.add_argument("--broker-port", type=int, default=8883)
     p.add_argument("--reload-pid-file", type=Path, help="Mosquitto pid file (SIGHUP reload)")
-    p.add_argument("--inss-key", type=Path, help="INSS key file (default: next to --db)")
+    p.add_argument(
+        "--inss-key", type=Path, help="INSS key file (default /etc/siteclock/keys/inss.key)"
+    )
 
 
 def _token_create(args: argparse.Namespace) -> int:
@@ -121,12 +171,12 @@ def _token_create(args: argparse.Namespace) -> int:
     print(f"enrolment token for {issued.workplace}: {issued.token}")
     print(f"valid until {issued.expires_ns // 10**9} (unix time), single use")
     if fingerprint:
-        print(f"site CA fingerprint: {fingerprint[:32]}")
-    print("installer, on the terminal:")
+        print(f"site CA fingerprint: {fingerprint}")
+    print("installer, on the terminal (it asks for the token; or SITECLOCK_TOKEN / --token-file):")
     print(
-        f"  siteclock provision run --token {issued.token} --workplace {issued.workplace} "
+        f"  siteclock provision run --workplace {issued.workplace} "
         f"--gateway {args.gateway_url or 'https://<gateway>:8443'} "
-        f"--ca-fingerprint {fingerprint[:32] or '<fingerprint>'} "
+        f"--ca-fingerprint {fingerprint or '<fingerprint>'} "
         "--terminal-id <id> --coordinates '<lat>, <lon>' --reader tty:AMA0:pn532"
     )
     return 0
@@ -154,6 +204,28 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
         server.shutdown()
     print("enrolment endpoint stopped", flush=True)
+    return 0
+
+
+def _locations(args: argparse.Namespace) -> int:
+    """The workplace's location and the different ones terminals' installers typed."""
+    from gateway.config import DEFAULT_INSS_KEY
+    from gateway.registry import Registry
+    from provisioning.enrolment import TokenStore
+    from provisioning.workplace import parse_reference
+
+    reference = parse_reference(args.workplace)
+    site = Registry(args.db, args.inss_key or DEFAULT_INSS_KEY).workplace(reference)
+    if site is None:
+        print(f"{reference}: no location yet (the first enrolment that names it sets it)")
+    else:
+        print(f"{reference}: {site.latitude}, {site.longitude} {site.address or ''}".rstrip())
+    conflicts = TokenStore(args.db).location_conflicts(reference)
+    for c in conflicts:
+        where = f"{c['latitude']}, {c['longitude']} {c['address'] or ''}".rstrip()
+        print(f"  not applied: {where} (given by {c['terminal']} at {c['at_ns'] // 10**9})")
+    if conflicts:
+        print("the site's location was kept; if one of these is right, correct the workplace")
     return 0
 
 
@@ -190,7 +262,7 @@ def _run(args: argparse.Namespace) -> int:
         terminal_id=args.terminal_id,
         workplace=_binding(args),
         gateway_url=args.gateway,
-        token=args.token,
+        token=read_secret(args, "token", "enrolment token"),
         reader_spec=args.reader,
         ca_fingerprint=args.ca_fingerprint,
         ca_file=args.ca_file,
@@ -211,8 +283,9 @@ def _rebind(args: argparse.Namespace) -> int:
     confirmed = args.yes or _confirm(
         f"move this terminal to {binding.reference}", binding.reference
     )
+    token = read_secret(args, "token", "enrolment token for the new workplace")
     return rebind(
-        args.data_dir, workplace=binding, token=args.token, reason=args.reason,
+        args.data_dir, workplace=binding, token=token, reason=args.reason,
         gateway_url=args.gateway, confirm=confirmed,
         service=ServiceControl(enabled=not args.no_service),
     )  # fmt: skip
@@ -271,7 +344,7 @@ def provision_cli(argv: list[str]) -> int:
     run.add_argument("--terminal-id", required=True)
     _workplace_args(run)
     run.add_argument("--gateway", required=True, help="https://<gateway>:8443")
-    run.add_argument("--token", required=True)
+    _secret_args(run, "token", "the enrolment token")
     run.add_argument("--ca-fingerprint")
     run.add_argument("--ca-file", type=Path)
     run.add_argument("--broker-host", help="override the broker host the gateway names")
@@ -287,7 +360,7 @@ def provision_cli(argv: list[str]) -> int:
     rebind.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     _workplace_args(rebind)
     rebind.add_argument("--gateway", required=True)
-    rebind.add_argument("--token", required=True, help="a token for the NEW workplace")
+    _secret_args(rebind, "token", "a token for the NEW workplace")
     rebind.add_argument("--reason", required=True, help="why (kept in the audit trail)")
     rebind.add_argument("--yes", action="store_true", help="confirm without asking")
     rebind.add_argument("--no-service", action="store_true")
@@ -302,6 +375,12 @@ def provision_cli(argv: list[str]) -> int:
         help="seconds to wait for the old key's queued events to be delivered (then rerun)",
     )  # fmt: skip
     rotate.set_defaults(func=_rotate)
+
+    places = sub.add_parser("locations", help="a workplace's location and conflicting ones")
+    places.add_argument("--db", required=True, type=Path, help="the gateway's SQLite file")
+    places.add_argument("--workplace", required=True)
+    places.add_argument("--inss-key", type=Path, help="default /etc/siteclock/keys/inss.key")
+    places.set_defaults(func=_locations)
 
     decom = sub.add_parser("decommission", help="disable a terminal and revoke its login")
     _gateway_args(decom)
@@ -330,15 +409,20 @@ def _workers(args: argparse.Namespace) -> Any:
     from provisioning.workers import Workers, load_or_create_ref_key
 
     db = Path(args.db)
-    registry = Registry(db, args.inss_key or db.with_name("inss.key"))
-    return Workers(registry, load_or_create_ref_key(args.ref_key or db.with_name("worker-ref.key")))
+    from gateway.config import DEFAULT_INSS_KEY
+
+    registry = Registry(db, args.inss_key or DEFAULT_INSS_KEY)
+    ref_key = args.ref_key or DEFAULT_INSS_KEY.with_name("worker-ref.key")
+    ref_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return Workers(registry, load_or_create_ref_key(ref_key))
 
 
 def _w_add(args: argparse.Namespace) -> int:
     from provisioning.workers import validate_row
 
+    inss = read_secret(args, "inss", "the worker's INSS")
     row = validate_row({
-        "inss": args.inss, "name": args.name, "employer": args.employer,
+        "inss": inss, "name": args.name, "employer": args.employer,
         "capacity": args.capacity, "badge": args.badge or "", "workplace": args.workplace or "",
     })  # fmt: skip
     ref = _workers(args).add(row)
@@ -394,11 +478,16 @@ def workers_cli(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="siteclock workers", description="workers and badges")
     parser.add_argument("--db", required=True, type=Path, help="the gateway's SQLite file")
-    parser.add_argument("--inss-key", type=Path, help="default: inss.key next to --db")
-    parser.add_argument("--ref-key", type=Path, help="default: worker-ref.key next to --db")
+    parser.add_argument(
+        "--inss-key", type=Path, help="default /etc/siteclock/keys/inss.key (not beside --db)"
+    )
+    parser.add_argument(
+        "--ref-key", type=Path, help="default /etc/siteclock/keys/worker-ref.key (not beside --db)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     add = sub.add_parser("add", help="add or update one worker")
-    for name in ("inss", "name", "employer"):
+    _secret_args(add, "inss", "the worker's INSS")
+    for name in ("name", "employer"):
         add.add_argument(f"--{name}", required=True)
     add.add_argument("--capacity", default="employee")
     add.add_argument("--badge")

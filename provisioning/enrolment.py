@@ -14,14 +14,21 @@ terminal). :meth:`EnrolmentService.enrol` then, in this order:
 
 1. claims the token for this (terminal, key) in one SQLite transaction;
 2. registers the terminal's key and binding in :class:`gateway.terminals.TerminalRegistry`
-   (and the workplace's location in :class:`gateway.registry.Registry` when one is given);
+   (and the workplace's location in :class:`gateway.registry.Registry` when the site has none
+   yet: the first location wins, a different one from a later terminal is kept aside as a
+   conflict for the employer, never written over the site's, see :func:`record_location`);
 3. gives the terminal a fresh broker password (Mosquitto ``$7$`` line in the password file) and
    makes the running broker reread it (SIGHUP, no restart).
 
 If the answer is lost (a crash, a cut cable), the terminal asks again with the same token and
 key: the same claimant is recognised, steps 2-3 are completed or repeated, and a new password
 replaces the one that never arrived. Any other reuse of the token is refused. Every refusal has a
-short reason (``expired``, ``used``, ``wrong_workplace``...) that is counted and sent back.
+short reason (``expired``, ``used``, ``wrong_workplace``...) that is counted and logged; a
+caller without a valid token (or key) is told only ``401 unauthorized``: nothing about whether
+a token or a terminal exists, where it is bound or in which state.
+
+Public keys are checked before anything is stored (:func:`check_public_key`): an Ed25519 key
+of small or mixed order, or an ES256 point off the curve, is refused.
 
 Example::
 
@@ -36,8 +43,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
+import json
 import logging
 import secrets
 import threading
@@ -51,11 +58,13 @@ from typing import Any
 from gateway.broker import (
     generate_password,
     hash_password,
+    password_file_lock,
     read_password_file,
     write_password_file,
 )
 from gateway.broker import reload as reload_broker
 from gateway.terminals import ACTIVE, TerminalRegistry
+from provisioning.ed25519_points import ed25519_key_problem
 from provisioning.workplace import WorkplaceBinding, WorkplaceError, parse_reference
 from siteclock import sqlite
 from siteclock.log import fields
@@ -79,6 +88,9 @@ CREATE TABLE IF NOT EXISTS enrol_tokens(
   token_hash TEXT PRIMARY KEY, workplace TEXT NOT NULL, created_ns INTEGER NOT NULL,
   expires_ns INTEGER NOT NULL, created_by TEXT NOT NULL, note TEXT NOT NULL DEFAULT '',
   used_ns INTEGER, used_by TEXT, used_kid TEXT);
+CREATE TABLE IF NOT EXISTS enrol_location_conflicts(
+  workplace TEXT NOT NULL, terminal_id TEXT NOT NULL, at_ns INTEGER NOT NULL,
+  latitude REAL, longitude REAL, address TEXT);
 """
 
 
@@ -93,6 +105,22 @@ class EnrolmentRefused(Exception):
         super().__init__(message)
         self.reason = reason
         self.status = status
+
+    @property
+    def public_reason(self) -> str:
+        """What the caller is told: the reason, except ``unauthorized`` for every 401."""
+        return "unauthorized" if self.status == 401 else self.reason
+
+
+UNAUTHORIZED_DETAIL = (
+    "not authorised: the token or key is not valid (unknown, expired or already used); "
+    "ask the employer for a new enrolment token"
+)
+
+
+def unauthorized(reason: str) -> EnrolmentRefused:
+    """A refusal that tells the caller nothing: ``reason`` is only counted and logged here."""
+    return EnrolmentRefused(reason, UNAUTHORIZED_DETAIL, status=401)
 
 
 # --------------------------------------------------------------------------- tokens
@@ -186,6 +214,46 @@ class TokenStore:
             ).fetchall()
         return [TokenInfo(*r) for r in rows]
 
+    def check(self, token: str, *, terminal_id: str, kid: str, workplace: str) -> None:
+        """Raise what :meth:`claim` would, without claiming: the caller's right to hear more."""
+        with self._lock:
+            row = self._claim_row(hash_token(token))
+        self._check_claim(row, self._clock(), terminal_id, kid, workplace)
+
+    def _claim_row(self, digest: str) -> Any:
+        return self._db.execute(
+            "SELECT workplace, expires_ns, used_ns, used_by, used_kid FROM enrol_tokens "
+            "WHERE token_hash = ?",
+            (digest,),
+        ).fetchone()
+
+    def record_location_conflict(self, workplace: str, terminal_id: str, location: Any) -> None:
+        """Keep a location a terminal gave that differs from the site's (for the employer)."""
+        coords, address = location.coordinates, location.address
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO enrol_location_conflicts VALUES (?,?,?,?,?,?)",
+                (
+                    workplace, terminal_id, self._clock(),
+                    coords.latitude if coords else None, coords.longitude if coords else None,
+                    json.dumps(address.to_ciao()) if address else None,
+                ),
+            )  # fmt: skip
+
+    def location_conflicts(self, workplace: str) -> list[dict[str, Any]]:
+        """Locations terminals gave for ``workplace`` that were not applied, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT terminal_id, at_ns, latitude, longitude, address "
+                "FROM enrol_location_conflicts WHERE workplace = ? ORDER BY at_ns",
+                (workplace,),
+            ).fetchall()
+        return [
+            {"terminal": r[0], "at_ns": r[1], "latitude": r[2], "longitude": r[3],
+             "address": json.loads(r[4]) if r[4] else None}
+            for r in rows
+        ]  # fmt: skip
+
     def claim(self, token: str, *, terminal_id: str, kid: str, workplace: str) -> bool:
         """Use the token for (terminal, key) at ``workplace``.
 
@@ -195,11 +263,7 @@ class TokenStore:
         digest = hash_token(token)
         now = self._clock()
         with self._lock, sqlite.immediate(self._db):
-            row = self._db.execute(
-                "SELECT workplace, expires_ns, used_ns, used_by, used_kid FROM enrol_tokens "
-                "WHERE token_hash = ?",
-                (digest,),
-            ).fetchone()
+            row = self._claim_row(digest)
             first = self._check_claim(row, now, terminal_id, kid, workplace)
             if first:
                 self._db.execute(
@@ -212,22 +276,16 @@ class TokenStore:
     @staticmethod
     def _check_claim(row: Any, now: int, terminal_id: str, kid: str, workplace: str) -> bool:
         if row is None:
-            raise EnrolmentRefused(
-                "unknown_token", "this enrolment token is not known: check what you typed"
-            )
+            raise unauthorized("unknown_token")
         scope, expires, used_ns, used_by, used_kid = row
         if used_ns is not None:
             same = used_by == terminal_id and used_kid == kid
             if same and now < max(expires, used_ns + int(RETRY_GRACE_S * 1e9)):
                 return False
-            raise EnrolmentRefused(
-                "used", "this enrolment token has already been used; ask the employer for a new one"
-            )
+            raise unauthorized("used")
         if now >= expires:
-            raise EnrolmentRefused(
-                "expired", "this enrolment token has expired; ask the employer for a new one"
-            )
-        if scope != workplace:
+            raise unauthorized("expired")
+        if scope != workplace:  # the caller holds a valid token: it may learn its scope
             raise EnrolmentRefused(
                 "wrong_workplace",
                 f"this enrolment token is for workplace {scope}, not {workplace}",
@@ -261,10 +319,7 @@ class BrokerAccounts:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, str]]:
-        lock_path = self.password_file.with_name(self.password_file.name + ".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with password_file_lock(self.password_file):  # the lock broker-config takes too
             users = read_password_file(self.password_file)
             yield users
             write_password_file(self.password_file, users)
@@ -401,6 +456,34 @@ class EnrolmentRequest:
         )
 
 
+def check_public_key(alg: str, public_key: bytes) -> None:
+    """Refuse a public key that is not a sound key of ``alg`` (400 ``weak_key``).
+
+    Ed25519: a canonical encoding of a point of the prime-order subgroup (small-order points
+    verify signatures of chosen messages for anyone, mixed-order ones behave differently in
+    different verifiers). ES256: an uncompressed point on P-256 (the curve has cofactor 1)."""
+    if alg == "ed25519":
+        problem = ed25519_key_problem(public_key)
+    elif alg == "es256":
+        problem = _es256_key_problem(public_key)
+    else:
+        raise EnrolmentRefused("malformed", f"unknown key algorithm {alg!r}", status=400)
+    if problem:
+        raise EnrolmentRefused("weak_key", f"public key refused: {problem}", status=400)
+
+
+def _es256_key_problem(public_key: bytes) -> str | None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if len(public_key) != 65 or public_key[0] != 4:
+        return "an ES256 key is a 65-byte uncompressed P-256 point"
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
+    except ValueError:
+        return "not a point on P-256"
+    return None
+
+
 def verify_proof(alg: str, public_key: bytes, signature: bytes, body: bytes) -> None:
     algorithm = ALGORITHMS.get(alg)
     if algorithm is None:
@@ -492,6 +575,39 @@ class EnrolmentService:
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
 
+    def record_location(self, binding: WorkplaceBinding, terminal_id: str) -> None:
+        """Give the workplace the location a terminal's installer typed, if it has none yet.
+
+        The location is the site's, shared by all its terminals and sent to the NSSO with every
+        registration: one terminal's installer (or a stolen token) must not move it for all.
+        The first location wins; a different one is kept in ``enrol_location_conflicts``, logged
+        and left for the employer (:meth:`TokenStore.location_conflicts`)."""
+        if self.workplaces is None or (binding.coordinates is None and binding.address is None):
+            return
+        coords, address = binding.coordinates, binding.address
+        given = {
+            "latitude": round(coords.latitude, 6) if coords else None,
+            "longitude": round(coords.longitude, 6) if coords else None,
+            "address": address.to_ciao() if address else None,
+        }
+        current = self.workplaces.workplace(binding.reference)
+        if current is None:
+            self.workplaces.add_workplace(binding.reference, **given)
+            return
+        kept = {
+            "latitude": round(current.latitude, 6) if current.latitude is not None else None,
+            "longitude": round(current.longitude, 6) if current.longitude is not None else None,
+            "address": current.address,
+        }
+        differs = any(given[k] is not None and given[k] != kept[k] for k in given)
+        if differs:
+            self.tokens.record_location_conflict(binding.reference, terminal_id, binding)
+            self.counters["location_conflict"] += 1
+            log.warning(
+                "terminal gave a different workplace location; the site's is kept",
+                extra=fields(terminal=terminal_id, workplace=binding.reference),
+            )
+
     def refuse(self, exc: EnrolmentRefused, terminal: str | None) -> None:
         self.counters[exc.reason] += 1
         log.warning("enrolment refused", extra=fields(terminal=terminal, reason=exc.reason))
@@ -511,19 +627,21 @@ class EnrolmentService:
         return result
 
     def _enrol(self, req: EnrolmentRequest) -> EnrolmentResult:
-        verify_proof(req.alg, req.public_key, req.signature, req.signed_body())
         kid = key_id(req.public_key)
         workplace = req.workplace.reference
+        # The token first: without a valid one the caller learns nothing about any terminal.
+        self.tokens.check(req.token, terminal_id=req.terminal_id, kid=kid, workplace=workplace)
+        check_public_key(req.alg, req.public_key)
+        verify_proof(req.alg, req.public_key, req.signature, req.signed_body())
         existing = self.terminals.get(req.terminal_id)
         if existing is not None:
-            # Checked before the token is touched: a clash must not burn the installer's token.
+            # Checked before the token is claimed: a clash must not burn the installer's token.
             same = existing.workplace == workplace and kid in existing.keys
             if not same or existing.status != ACTIVE:
                 raise EnrolmentRefused(
                     "terminal_exists",
-                    f"terminal id {req.terminal_id!r} is already enrolled (workplace "
-                    f"{existing.workplace}, status {existing.status}); choose another id, or use "
-                    "rebind / rotate-key on that terminal",
+                    f"terminal id {req.terminal_id!r} is already enrolled; choose another id, "
+                    "or use rebind / rotate-key on that terminal",
                     status=409,
                 )
         self.tokens.claim(req.token, terminal_id=req.terminal_id, kid=kid, workplace=workplace)
@@ -531,15 +649,7 @@ class EnrolmentService:
             self.terminals.register(
                 req.terminal_id, workplace, public_key=req.public_key, alg=req.alg
             )
-        if self.workplaces is not None:
-            coords = req.workplace.coordinates
-            address = req.workplace.address
-            self.workplaces.add_workplace(
-                workplace,
-                latitude=coords.latitude if coords else None,
-                longitude=coords.longitude if coords else None,
-                address=address.to_ciao() if address else None,
-            )
+        self.record_location(req.workplace, req.terminal_id)
         password = self.broker.set_password(req.terminal_id)
         return EnrolmentResult(
             terminal_id=req.terminal_id,

@@ -3,15 +3,19 @@
 Routes (JSON in, JSON out; errors are ``{"error": <reason>, "detail": <what to do>}``):
 
 * ``GET  /v1/ca.pem``  - the site CA certificate (public). A fresh terminal has no trust anchor
-  yet, so it fetches this once without verification and accepts it only if its SHA-256
-  fingerprint starts with the one printed next to the enrolment token (at least 16 hex
-  digits). Every later request is verified against it.
+  yet, so it fetches this once without verification and accepts it only if it is exactly one
+  certificate (nothing before or after it) whose full SHA-256 fingerprint (64 hex digits) is
+  the one printed next to the enrolment token; it then saves that certificate, re-encoded, and
+  nothing else. Every later request is verified against it.
 * ``POST /v1/enrol``   - :meth:`EnrolmentService.enrol`; the one-time token is the authentication.
 * ``POST /v1/rebind``  - :meth:`Lifecycle.rebind`; token for the new workplace + terminal key.
 * ``POST /v1/keys``    - :meth:`Lifecycle.keys`; signed by a current key of the terminal.
 
-The server is Werkzeug's threaded server with the site's TLS certificate: a handful of
-installers a day, no web framework features beyond routing needed.
+The server is cheroot (a maintained, production WSGI server) with the site's TLS certificate,
+timeouts and bounded threads and bodies; its TLS handshake runs on a worker thread, not on the
+thread that accepts connections, so a client that connects and says nothing holds up no one.
+Refusals never tell a caller without a valid token or key anything about a terminal: they all
+read ``401 unauthorized`` (see :mod:`provisioning.enrolment`).
 
 Example::
 
@@ -24,6 +28,8 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 import ssl
 import threading
 import warnings
@@ -33,12 +39,15 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from cheroot import wsgi
+from cheroot.server import HTTPConnection
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from flask import Flask, jsonify, request
 from urllib3.exceptions import InsecureRequestWarning
-from werkzeug.serving import BaseWSGIServer, make_server
 
+from gateway.broker import TLS12_CIPHERS
 from provisioning.enrolment import (
     EnrolmentRefused,
     EnrolmentRequest,
@@ -46,16 +55,68 @@ from provisioning.enrolment import (
     EnrolmentService,
 )
 from provisioning.lifecycle import KeyRequest, Lifecycle, RebindRequest
+from siteclock.log import fields
+
+log = logging.getLogger("siteclock.provisioning.http")
 
 MAX_BODY = 64 * 1024
-MIN_FINGERPRINT_HEX = 16
+MAX_HEADERS = 16 * 1024
+MAX_CA_BYTES = 16 * 1024
+FINGERPRINT_HEX = 64
+"""A CA pin is the whole SHA-256 (256 bits): a prefix is a second-preimage target, not a pin."""
+TIMEOUT_S = 10.0
+"""Longest wait for a client's bytes (TLS handshake, request line, body) before hanging up."""
+THREADS = 8
+LISTEN_BACKLOG = 64
+
+_PEM_CERT = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----\r?\n?"
+)
+
+
+def single_certificate(ca_pem: str | bytes) -> x509.Certificate:
+    """The one certificate in ``ca_pem``; ValueError if there is not exactly one, or anything
+    else besides it (a second certificate after the pinned one would be trusted too)."""
+    data = ca_pem.encode() if isinstance(ca_pem, str) else ca_pem
+    data = data.strip(b" \t\r\n") + b"\n"
+    if not _PEM_CERT.fullmatch(data):
+        raise ValueError("the CA file must hold exactly one PEM certificate and nothing else")
+    return x509.load_pem_x509_certificate(data)
 
 
 def ca_fingerprint(ca_pem: str | bytes) -> str:
-    """SHA-256 of the CA certificate's DER bytes, lower-case hex (what ``token create`` prints)."""
-    data = ca_pem.encode() if isinstance(ca_pem, str) else ca_pem
-    cert = x509.load_pem_x509_certificate(data)
+    """SHA-256 of the CA certificate's DER bytes, lower-case hex (what ``token create`` prints).
+    Refuses a file that is not exactly one certificate."""
+    cert = single_certificate(ca_pem)
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def single_ca_pem(ca_pem: str | bytes) -> str:
+    """The one certificate in ``ca_pem``, re-encoded as PEM (ValueError unless exactly one)."""
+    return single_certificate(ca_pem).public_bytes(serialization.Encoding.PEM).decode()
+
+
+def pinned_ca_pem(ca_pem: str | bytes, fingerprint: str) -> str:
+    """The certificate to trust, re-encoded from what was checked (so what is saved is exactly
+    what was pinned), or ValueError if ``fingerprint`` is not its full SHA-256."""
+    wanted = normalize_fingerprint(fingerprint)
+    cert = single_certificate(ca_pem)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    actual = hashlib.sha256(der).hexdigest()
+    if actual != wanted:
+        raise ValueError(f"CA fingerprint {actual[:16]}... is not the pinned {wanted[:16]}...")
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def normalize_fingerprint(fingerprint: str) -> str:
+    """64 lower-case hex digits (colons and spaces ignored), or ValueError."""
+    wanted = fingerprint.replace(":", "").replace(" ", "").lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", wanted):
+        raise ValueError(
+            f"a CA fingerprint is the full SHA-256: {FINGERPRINT_HEX} hex digits (it is printed "
+            "next to the enrolment token), not a prefix"
+        )
+    return wanted
 
 
 def create_app(service: EnrolmentService, *, ca_pem: str) -> Flask:
@@ -68,7 +129,7 @@ def create_app(service: EnrolmentService, *, ca_pem: str) -> Flask:
         try:
             result = action(body)
         except EnrolmentRefused as exc:
-            return jsonify(error=exc.reason, detail=str(exc)), exc.status
+            return jsonify(error=exc.public_reason, detail=str(exc)), exc.status
         return jsonify(result), 200
 
     @app.get("/v1/ca.pem")
@@ -90,28 +151,106 @@ def create_app(service: EnrolmentService, *, ca_pem: str) -> Flask:
     return app
 
 
+class _LazyHandshakeAdapter(BuiltinSSLAdapter):
+    """cheroot's builtin TLS adapter, with the handshake moved off the accepting thread.
+
+    The stock adapter completes the TLS handshake inside ``accept``: one client that opens a
+    TCP connection and says nothing stops every other caller until the timeout. Here the
+    socket is wrapped without a handshake; OpenSSL performs it on the first read, in a worker
+    thread (see :class:`_QuietUntilSpokenServer` for when that happens)."""
+
+    def wrap(self, sock: Any) -> tuple[Any, dict[str, str]]:
+        try:
+            wrapped = self.context.wrap_socket(
+                sock, do_handshake_on_connect=False, server_side=True
+            )
+        except OSError as exc:
+            from cheroot import errors
+
+            raise errors.FatalSSLAlert(*exc.args) from exc
+        return wrapped, {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+
+class _HandshakeFirstConnection(HTTPConnection):
+    """Completes the (deferred) TLS handshake before reading a request, in the worker thread,
+    within the socket's timeout; a client that fails it (a scanner, a TLS version or suite we
+    refuse, a hang-up) is logged in one quiet line and closed."""
+
+    def communicate(self) -> bool:
+        if not getattr(self, "siteclock_handshaken", False):
+            self.siteclock_handshaken = True
+            try:
+                self.socket.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                log.info(
+                    "enrolment TLS handshake failed",
+                    extra=fields(peer=self.remote_addr, error=type(exc).__name__),
+                )
+                return False
+        return bool(super().communicate())
+
+
+class _QuietUntilSpokenServer(wsgi.Server):
+    """cheroot hands a new connection to a worker thread at once, where a silent client holds
+    the thread until the timeout: ``THREADS`` silent clients would stop the service. Here a new
+    connection first waits in cheroot's selector (as idle keep-alive connections do), costing
+    no thread, and reaches a worker only once the client has sent its first bytes; one that
+    never speaks is closed by cheroot's expiry after ``TIMEOUT_S``."""
+
+    ConnectionClass = _HandshakeFirstConnection
+
+    def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+        log.log(level, "enrolment server", extra=fields(detail=msg), exc_info=traceback)
+
+    def process_conn(self, conn: Any) -> None:
+        if not getattr(conn, "siteclock_spoke", False):
+            conn.siteclock_spoke = True
+            self._connections.put(conn)
+            return
+        super().process_conn(conn)
+
+
+def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """TLS 1.2+ with AEAD suites only (the broker's figure)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    context.load_cert_chain(str(cert_file), str(key_file))
+    return context
+
+
 @dataclass
 class Server:
-    server: BaseWSGIServer
+    server: wsgi.Server
     thread: threading.Thread
 
     @property
     def port(self) -> int:
-        return int(self.server.server_port)
+        return int(self.server.bind_addr[1])
 
     def shutdown(self) -> None:
-        self.server.shutdown()
+        self.server.stop()
         self.thread.join(timeout=10)
-        self.server.server_close()
 
 
 def serve_tls(app: Flask, host: str, port: int, cert_file: Path, key_file: Path) -> Server:
-    """Serve ``app`` over TLS in a background thread; ``port`` 0 picks a free port."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(cert_file), str(key_file))
-    server = make_server(host, port, app, threaded=True, ssl_context=context)
-    thread = threading.Thread(target=server.serve_forever, name="enrolment-http", daemon=True)
+    """Serve ``app`` over TLS with cheroot in a background thread; ``port`` 0 picks a free port.
+
+    Bounded: ``THREADS`` requests at a time, ``TIMEOUT_S`` for any client read, bodies of at
+    most ``MAX_BODY`` and headers of at most ``MAX_HEADERS`` bytes, ``LISTEN_BACKLOG`` pending
+    connections in the kernel."""
+    server = _QuietUntilSpokenServer(
+        (host, port), app, numthreads=THREADS, max=THREADS, timeout=TIMEOUT_S,
+        request_queue_size=LISTEN_BACKLOG, server_name="siteclock-enrolment",
+        accepted_queue_size=THREADS * 4, accepted_queue_timeout=1,
+    )  # fmt: skip
+    server.max_request_body_size = MAX_BODY
+    server.max_request_header_size = MAX_HEADERS
+    adapter = _LazyHandshakeAdapter(str(cert_file), str(key_file))
+    adapter.context = tls_context(cert_file, key_file)
+    server.ssl_adapter = adapter
+    server.prepare()  # binds now: the port is known and errors surface here
+    thread = threading.Thread(target=server.serve, name="enrolment-https", daemon=True)
     thread.start()
     return Server(server, thread)
 
@@ -137,33 +276,36 @@ class GatewayClient:
 
     @staticmethod
     def fetch_ca(base_url: str, fingerprint: str, *, timeout_s: float = 15.0) -> str:
-        """Download the site CA (unverified, once) and accept it only if it matches
-        ``fingerprint`` (a prefix of its SHA-256, at least 16 hex digits)."""
-        wanted = fingerprint.replace(":", "").replace(" ", "").lower()
-        if len(wanted) < MIN_FINGERPRINT_HEX or any(c not in "0123456789abcdef" for c in wanted):
-            raise GatewayError(
-                f"CA fingerprint {fingerprint!r} must be at least {MIN_FINGERPRINT_HEX} hex "
-                "digits (it is printed next to the enrolment token)",
-                reason="bad_fingerprint",
-            )
+        """Download the site CA (unverified, once) and accept it only if it is exactly one
+        certificate whose full SHA-256 is ``fingerprint``; returns that certificate alone."""
+        try:
+            wanted = normalize_fingerprint(fingerprint)
+        except ValueError as exc:
+            raise GatewayError(str(exc), reason="bad_fingerprint") from None
         try:
             # Unverified on purpose, once: trust comes from the fingerprint check below.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", InsecureRequestWarning)
                 response = requests.get(
-                    base_url.rstrip("/") + "/v1/ca.pem", verify=False, timeout=timeout_s
-                )
-            response.raise_for_status()
-            actual = ca_fingerprint(response.text)
-        except (requests.RequestException, ValueError) as exc:
+                    base_url.rstrip("/") + "/v1/ca.pem", verify=False, timeout=timeout_s,
+                    stream=True,
+                )  # fmt: skip
+            with response:
+                response.raise_for_status()
+                # Whoever answers is not trusted yet: read no more than a certificate needs.
+                content = response.raw.read(MAX_CA_BYTES + 1, decode_content=True)
+        except (requests.RequestException, OSError) as exc:
             raise GatewayError(f"cannot fetch the site CA from {base_url}: {exc}") from None
-        if not actual.startswith(wanted):
+        try:
+            if len(content) > MAX_CA_BYTES:
+                raise ValueError(f"more than {MAX_CA_BYTES} bytes is not one certificate")
+            return pinned_ca_pem(content, wanted)
+        except ValueError as exc:
             raise GatewayError(
-                f"the gateway at {base_url} presents a CA with fingerprint {actual[:16]}..., "
-                f"not {wanted[:16]}...: wrong address, or someone in between. Not enrolling.",
+                f"the gateway at {base_url} does not present the pinned site CA ({exc}): wrong "
+                "address, or someone in between. Not enrolling.",
                 reason="fingerprint_mismatch",
-            )
-        return response.text
+            ) from None
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:

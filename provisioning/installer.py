@@ -41,7 +41,7 @@ from typing import Any
 from gateway.pki import write_public, write_secret
 from hw.base import Reader
 from provisioning.enrolment import EnrolmentRequest, EnrolmentResult
-from provisioning.http import GatewayClient, GatewayError, ca_fingerprint
+from provisioning.http import GatewayClient, GatewayError, ca_fingerprint, single_ca_pem
 from provisioning.label import LabelInfo, write_label
 from provisioning.lifecycle import RebindRequest, sign_key_request
 from provisioning.selftest import Check, run_selftest
@@ -302,7 +302,10 @@ class Installer:
     def _ca(self, state: State) -> None:
         path = self.dir / CA_FILE
         if self.opts.ca_file is not None:
-            pem = Path(self.opts.ca_file).read_text()
+            try:  # exactly one certificate, saved re-encoded: nothing rides along with it
+                pem = single_ca_pem(Path(self.opts.ca_file).read_bytes())
+            except ValueError as exc:
+                raise ProvisioningError(f"{self.opts.ca_file}: {exc}") from None
         elif self.opts.ca_fingerprint:
             pem = GatewayClient.fetch_ca(self.opts.gateway_url, self.opts.ca_fingerprint)
         else:

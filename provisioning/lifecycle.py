@@ -33,11 +33,13 @@ from provisioning.enrolment import (
     EnrolmentResult,
     EnrolmentService,
     b64,
+    check_public_key,
     hash_token,
     request_binding,
     request_map,
     request_terminal_id,
     signed_bytes,
+    unauthorized,
     unb64,
     verify_proof,
 )
@@ -209,15 +211,20 @@ class Lifecycle:
         self.broker: BrokerAccounts = service.broker
 
     def _authenticate(self, terminal_id: str, kid: str, signature: bytes, body: bytes) -> None:
+        """The request is signed by a current key of an active terminal, or a uniform 401:
+        the caller learns neither whether the terminal exists nor its state."""
         record = self.terminals.get(terminal_id)
         if record is None:
-            raise EnrolmentRefused("unknown_terminal", f"terminal {terminal_id!r} is not enrolled")
+            raise unauthorized("unknown_terminal")
         if record.status != ACTIVE:
-            raise EnrolmentRefused("terminal_disabled", f"terminal {terminal_id!r} is disabled")
+            raise unauthorized("terminal_disabled")
         key = next((k for k in record.all_keys if k.kid == kid), None)
         if key is None or key.revoked_at_ns is not None:
-            raise EnrolmentRefused("unknown_key", f"key {kid!r} is not a current key of it")
-        verify_proof(key.alg, key.public_key, signature, body)
+            raise unauthorized("unknown_key")
+        try:
+            verify_proof(key.alg, key.public_key, signature, body)
+        except EnrolmentRefused:
+            raise unauthorized("bad_proof") from None
 
     def _guard(self, terminal: str, action: Any) -> Any:
         try:
@@ -251,14 +258,7 @@ class Lifecycle:
         )
         if record.workplace != new:
             self.terminals.rebind(req.terminal_id, new, reason=req.reason)
-        if self.service.workplaces is not None:
-            c, a = req.workplace.coordinates, req.workplace.address
-            self.service.workplaces.add_workplace(
-                new,
-                latitude=c.latitude if c else None,
-                longitude=c.longitude if c else None,
-                address=a.to_ciao() if a else None,
-            )
+        self.service.record_location(req.workplace, req.terminal_id)
         password = self.broker.set_password(req.terminal_id)  # the old password stops working
         log.info(
             "terminal rebound",
@@ -279,6 +279,7 @@ class Lifecycle:
         body = req.signed_body()
         self._authenticate(req.terminal_id, req.kid, req.signature, body)
         if req.action == "add":
+            check_public_key(req.alg, req.public_key)
             verify_proof(req.alg, req.public_key, req.new_signature, body)
             new_kid = key_id(req.public_key)
             record = self.terminals.get(req.terminal_id)

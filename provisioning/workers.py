@@ -39,6 +39,7 @@ from gateway.identifiers import (
 )
 from gateway.registry import EmployerKind, Registry, RegistryError
 from provisioning.workplace import WorkplaceError, parse_reference
+from siteclock.inss_shape import redact
 from siteclock.protocol import BADGE_RE
 
 CAPACITIES = ("employee", "self_employed", "temp_worker", "intern", "student", "other")
@@ -153,8 +154,14 @@ def validate_row(raw: dict[str, str]) -> WorkerRow:
 
 @dataclass(frozen=True)
 class Rejection:
+    """One refused row. ``reason`` is masked on the way in: a message may quote a cell, and
+    an INSS typed in the wrong column (employer, badge...) must not reach the report."""
+
     line: int
     reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", redact(self.reason))
 
 
 @dataclass

@@ -145,6 +145,7 @@ def setup(site: Site, siteclock: list[str]) -> dict[str, Path]:
     root = site.root
     (root / "logs").mkdir(parents=True)
     mqtt_port = _free_port()
+    gateway_mqtt_port = _free_port()  # the gateway's own broker listener
 
     # The NSSO, simulated: knows the Declaration of Works, both employers on it, the workers'
     # INSS numbers, and that the subcontractor's Dimona for Chloe is not in order.
@@ -173,7 +174,7 @@ def setup(site: Site, siteclock: list[str]) -> dict[str, Path]:
     # The broker, configured as `siteclock broker-config` would.
     broker = write_site(
         root / "broker", hostnames=["localhost", "127.0.0.1"], terminals=TERMINALS,
-        port=mqtt_port,
+        port=mqtt_port, gateway_port=gateway_mqtt_port,
         # Mosquitto started as root drops to user "mosquitto", who may not read our 0600
         # files; the demo's broker simply stays the user who runs the demo.
         run_as_user="root" if os.geteuid() == 0 else None,
@@ -198,12 +199,13 @@ def setup(site: Site, siteclock: list[str]) -> dict[str, Path]:
     gw_config = _write_toml(gw / "gateway.toml", f"""\
 db = "{db}"
 signing_key_file = "{gw / 'gateway-signing.key'}"
+inss_key_file = "{gw / 'inss.key'}"
 gateway_keys_file = "{gw / 'gateway-keys.json'}"
 roster_check_s = 0.5
 
 [mqtt]
 host = "localhost"
-port = {mqtt_port}
+port = {gateway_mqtt_port}
 ca_file = "{ca}"
 password_file = "{credential_path(root / 'broker', GATEWAY_USER)}"
 

@@ -4,24 +4,20 @@ Every record is one line of ``key=value`` pairs (``event=... terminal=... reason
 grep on a Pi and to ship to a log store. Pass structured data as
 ``log.info("tap saved", extra=fields(seq=12, kind="in"))``. A filter on the root handler masks
 anything shaped like an INSS/BIS number (11 digits, with or without the usual punctuation)
-before it can reach a log line: the INSS must never be logged, even by accident.
+before it can reach a log line: the INSS must never be logged, even by accident. The shape is
+the parser's own (:mod:`siteclock.inss_shape`): every written form it accepts is masked.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import Any
 
-# 11 digits as a run, or written as YY.MM.DD-XXX.CC; not part of a longer digit run.
-INSS_PATTERN = re.compile(r"(?<![0-9])(\d{2}[.\s]?\d{2}[.\s]?\d{2}[-\s]?\d{3}[.\s]?\d{2})(?![0-9])")
-REDACTED = "<inss-redacted>"
+from siteclock.inss_shape import REDACTED, redact
+from siteclock.inss_shape import WRITTEN_INSS_RE as INSS_PATTERN
 
-
-def redact(text: str) -> str:
-    """Mask INSS-shaped numbers in ``text``."""
-    return INSS_PATTERN.sub(REDACTED, text)
+__all__ = ["INSS_PATTERN", "REDACTED", "KeyValueFormatter", "fields", "redact", "setup"]
 
 
 def fields(**values: Any) -> dict[str, Any]:

@@ -48,10 +48,15 @@ MAX_BATCH_EVENTS = 500
 """Most events one MQTT message may carry; the gateway rejects larger batches."""
 MAX_PAYLOAD_BYTES = 256 * 1024
 
-TERMINAL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
-WORKPLACE_RE = re.compile(r"^[A-HJ-NP-Z0-9]{13}$")
+# Every identifier pattern ends in ``\Z``, never ``$``: ``$`` also matches before a trailing
+# newline, and a newline smuggled into a terminal id corrupts the broker's password file.
+TERMINAL_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}\Z")
+RESERVED_TERMINAL_PREFIX = "siteclock"
+"""Terminal ids may not start with this: the gateway's broker names (username, client ids)
+do, so a terminal can never log in or connect under a gateway identity."""
+WORKPLACE_RE = re.compile(r"^[A-HJ-NP-Z0-9]{13}\Z")
 """A Declaration of Works reference: 13 characters, no I and no O (see ciao-api.md 3.1)."""
-BADGE_RE = re.compile(r"^(nfc-a|nfc-b|nfc-f|em4100|wiegand|sim):[0-9A-F]{2,40}$")
+BADGE_RE = re.compile(r"^(nfc-a|nfc-b|nfc-f|em4100|wiegand|sim):[0-9A-F]{2,40}\Z")
 """A badge as the reader saw it: technology, a colon, the identifier in upper-case hex."""
 
 
@@ -97,13 +102,17 @@ class ChainBroken(ProtocolError):
 
 
 def check_terminal_id(value: str) -> str:
-    if not isinstance(value, str) or not TERMINAL_ID_RE.match(value):
+    if not isinstance(value, str) or not TERMINAL_ID_RE.fullmatch(value):
         raise MalformedMessage(f"terminal id {value!r} is not 3-63 of [a-z0-9-]")
+    if value.startswith(RESERVED_TERMINAL_PREFIX):
+        raise MalformedMessage(
+            f"terminal id {value!r} starts with {RESERVED_TERMINAL_PREFIX!r}, kept for the gateway"
+        )
     return value
 
 
 def check_workplace(value: str) -> str:
-    if not isinstance(value, str) or not WORKPLACE_RE.match(value):
+    if not isinstance(value, str) or not WORKPLACE_RE.fullmatch(value):
         raise MalformedMessage(
             f"workplace {value!r} is not a 13-character Declaration of Works reference"
         )
@@ -111,7 +120,7 @@ def check_workplace(value: str) -> str:
 
 
 def check_badge(value: str) -> str:
-    if not isinstance(value, str) or not BADGE_RE.match(value):
+    if not isinstance(value, str) or not BADGE_RE.fullmatch(value):
         raise MalformedMessage(f"badge {value!r} is not '<technology>:<HEX>'")
     return value
 

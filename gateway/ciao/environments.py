@@ -77,12 +77,14 @@ def resolve(config: CiaoConfig, *, source: str = "<config>") -> Environment:
             )
         root = config.base_url or PRODUCTION_ROOT
         token = config.token_url or PRODUCTION_ROOT + profile.paths.token
+        require_https(root, token, source=source)
         return Environment(name, root, token, production=True)
     if name is EnvironmentName.SIMULATION:
         root = config.base_url or SIMULATION_ROOT
         # The NSSO's token server for simulation is the production one (ciao-api.md section 1):
         # that is the single production URL a non-production environment may use.
         token = config.token_url or PRODUCTION_ROOT + profile.paths.token
+        require_https(root, token, source=source)
     else:
         root = config.base_url or LOCAL_SIM_ROOT
         token = config.token_url or root.rstrip("/") + profile.paths.token
@@ -91,6 +93,14 @@ def resolve(config: CiaoConfig, *, source: str = "<config>") -> Environment:
             source, "ciao.base_url", f"{name} must not point at the production API ({root})"
         )
     return Environment(name, root, token, production=False)
+
+
+def require_https(root: str, token_url: str, *, source: str = "<config>") -> None:
+    """Outside the local simulator every CIaO URL is https: the token request carries the
+    signed client assertion and every registration names a worker; neither goes in clear."""
+    for key, url in (("ciao.base_url", root), ("ciao.token_url", token_url)):
+        if urlsplit(url).scheme != "https":
+            raise ConfigError(source, key, f"{url!r} must be an https:// URL outside local-sim")
 
 
 def for_local_sim(url: str, profile: Profile | None = None) -> Environment:

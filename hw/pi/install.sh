@@ -128,6 +128,11 @@ install -d -m 0750 "$ROOT$ETC"
 install -d -m 0700 "$ROOT$DATA"
 act chown root:"$SERVICE_USER" "$ETC"
 act chown "$SERVICE_USER":"$SERVICE_USER" "$DATA"
+if [ "$ROLE" = gateway ]; then
+    # The INSS key lives apart from the database: a copy or backup of $DATA carries no key.
+    install -d -m 0700 "$ROOT$ETC/keys"
+    act chown "$SERVICE_USER":"$SERVICE_USER" "$ETC/keys"
+fi
 
 # --------------------------------------------------------------------------- 4. venv
 say "virtual environment $VENV from $SOURCE"
@@ -176,7 +181,7 @@ fi
 
 say "done."
 if [ "$ROLE" = terminal ]; then
-    say "next: siteclock provision run --token <enrolment token> --gateway https://<gateway>:8443 \\"
+    say "next: siteclock provision run --gateway https://<gateway>:8443 \\"
     say "        --workplace <DoW reference or QR URL> --lat <lat> --lon <lon> --terminal-id <id>"
     say "(the unit starts by itself once /var/lib/siteclock/terminal.toml exists)"
 else

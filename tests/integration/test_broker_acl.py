@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.broker import GATEWAY_USER
 from siteclock.protocol import Channel, subscription, topic
 from tests.support.mosquitto import MosquittoBroker, running_broker
 
@@ -27,14 +28,19 @@ SETTLE_S = 1.0  # time for a message that *would* be delivered to arrive
 class Peer:
     """A bare MQTT 5 client over TLS that records what it receives."""
 
-    def __init__(self, broker: MosquittoBroker, user: str | None, password: str | None) -> None:
+    def __init__(
+        self, broker: MosquittoBroker, user: str | None, password: str | None,
+        *, port: int | None = None, client_id: str | None = None,
+    ) -> None:  # fmt: skip
         self.received: list[tuple[str, bytes]] = []
         self.connect_rc: mqtt.ReasonCode | None = None
         self.granted: list[mqtt.ReasonCode] = []
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"peer-{id(self)}", protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"peer-{id(self)}",
+            protocol=mqtt.MQTTv5,
         )
         self.client.tls_set(ca_certs=str(broker.ca_file))
         if user is not None:
@@ -42,7 +48,9 @@ class Peer:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = lambda c, u, m: self.received.append((m.topic, m.payload))
-        self.client.connect(broker.host, broker.port)
+        if port is None:  # the gateway has its own listener; terminals use the other
+            port = broker.gateway_port if user == GATEWAY_USER else broker.port
+        self.client.connect(broker.host, port)
         self.client.loop_start()
         self._connected.wait(5)
 

@@ -100,12 +100,13 @@ def write_gateway_config(root: Path, broker: MosquittoBroker) -> Path:
     path.write_text(
         f'db = "{root / "gateway.db"}"\n'
         f'signing_key_file = "{root / "gateway-signing.key"}"\n'
+        f'inss_key_file = "{root / "inss.key"}"\n'
         'log_level = "WARNING"\n'
         "[mqtt]\n"
-        f'host = "{broker.host}"\nport = {broker.port}\n'
+        f'host = "{broker.host}"\nport = {broker.gateway_port}\n'
         f'ca_file = "{broker.ca_file}"\n'
         f'password_file = "{broker.gateway.password_file}"\n'
-        'client_id = "gw-faults"\nkeepalive_s = 5\n'
+        'client_id = "siteclock_gateway-faults"\nkeepalive_s = 5\n'
     )
     return path
 

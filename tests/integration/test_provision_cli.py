@@ -45,7 +45,10 @@ class Gateway:
 
 
 def gateway_args(db: Path, broker_dir: Path) -> list[str]:
-    return ["--db", str(db), "--broker-dir", str(broker_dir), "--broker-host", "127.0.0.1"]
+    return [
+        "--db", str(db), "--broker-dir", str(broker_dir), "--broker-host", "127.0.0.1",
+        "--inss-key", str(db.with_name("inss.key")),
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +98,11 @@ def run_installer(
     capsys: pytest.CaptureFixture[str], gw: Gateway, data: Path, token: str, fingerprint: str,
     terminal_id: str,
 ) -> tuple[int, str]:  # fmt: skip
+    token_file = data.with_name(data.name + ".token")  # never on the command line
+    token_file.write_text(token + "\n")
     code = provision_cli([
         "run", "--data-dir", str(data), "--terminal-id", terminal_id, "--workplace", WP,
-        "--coordinates", COORDS, "--gateway", gw.url, "--token", token,
+        "--coordinates", COORDS, "--gateway", gw.url, "--token-file", str(token_file),
         "--ca-fingerprint", fingerprint, "--reader", f"sim:{data / 'taps.sock'}",
         "--pin-factory", "mock", "--no-selftest", "--no-service",
     ])  # fmt: skip
@@ -112,9 +117,11 @@ def test_token_sheet_enrols_a_terminal_through_the_served_endpoint(
     assert code == 0, sheet
     token = sheet_value(sheet, f"enrolment token for {WP}")
     fingerprint = sheet_value(sheet, "site CA fingerprint")
-    assert len(fingerprint) == 32
-    # The sheet's command line names this token, workplace, gateway and fingerprint.
-    assert f"--token {token} --workplace {WP} --gateway {gateway.url}" in sheet
+    assert len(fingerprint) == 64  # the full SHA-256: a prefix is no pin
+    # The sheet's command line names the workplace, gateway and fingerprint, never the token
+    # (a command line is readable by every user of the terminal, and kept in shell history).
+    assert f"--workplace {WP} --gateway {gateway.url}" in sheet
+    assert sheet.count(token) == 1
     assert f"--ca-fingerprint {fingerprint}" in sheet
     # Stored hashed: the token itself is nowhere in the database file.
     info = TokenStore(gateway.db).info(token)
@@ -141,7 +148,7 @@ def test_token_sheet_enrols_a_terminal_through_the_served_endpoint(
     # The same token again (another terminal): refused, with what to do.
     code, output = run_installer(capsys, gateway, tmp_path / "t2", token, fingerprint, "t-cli-02")
     assert code == 1
-    assert "already been used; ask the employer for a new one" in output
+    assert "not authorised" in output
     assert TerminalRegistry(gateway.db).get("t-cli-02") is None
 
 
@@ -153,24 +160,30 @@ def test_wrong_and_expired_tokens_are_refused_clearly(
     typo = "AAAA-BBBB-CCCC-DDDD-EEEE-FFFF"
     code, output = run_installer(capsys, gateway, tmp_path / "t3", typo, fingerprint, "t-cli-03")
     assert code == 1
-    assert "not known: check what you typed" in output
+    assert "not authorised" in output
     assert not (tmp_path / "t3" / "terminal.toml").exists()
 
     two_hours_ago = TokenStore(gateway.db, clock=lambda: time.time_ns() - 7200 * 10**9)
     expired = two_hours_ago.create(WP, ttl_s=3600).token
     code, output = run_installer(capsys, gateway, tmp_path / "t4", expired, fingerprint, "t-cli-04")
     assert code == 1
-    assert "has expired; ask the employer for a new one" in output
+    assert "not authorised" in output
     # Refused before anything was claimed: the terminal is unknown, the token still unused.
     assert TerminalRegistry(gateway.db).get("t-cli-04") is None
     assert TokenStore(gateway.db).info(expired).used_by is None
 
     # A fingerprint that is not the site CA's: the installer never talks to that gateway.
     code, output = run_installer(
-        capsys, gateway, tmp_path / "t5", expired, "0" * 32, "t-cli-05"
+        capsys, gateway, tmp_path / "t5", expired, "0" * 64, "t-cli-05"
     )  # fmt: skip
     assert code == 1
     assert "wrong address, or someone in between" in output
+    # A prefix of the right fingerprint is not a pin.
+    code, output = run_installer(
+        capsys, gateway, tmp_path / "t6", expired, fingerprint[:16], "t-cli-06"
+    )  # fmt: skip
+    assert code == 1
+    assert "not a prefix" in output
 
 
 def test_token_create_refuses_bad_input(

@@ -74,7 +74,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
         cfg = GatewayConfig(
             db=db, signing_key_file=tmp_path / "gateway-signing.key",
             gateway_keys_file=keys_file, mqtt=gateway_config(broker), roster_check_s=0.1,
-            ciao=None,
+            ciao=None, inss_key_file=inss_key(tmp_path),
         )  # fmt: skip
         registry = TerminalRegistry(db)
         terminals: dict[str, SiteTerminal] = {}
@@ -102,9 +102,28 @@ def site(tmp_path: Path) -> Iterator[Site]:
                 t.outbox.close()
 
 
+def inss_key(root: Path) -> Path:
+    """The INSS key in its own directory, apart from the database (as on a real gateway)."""
+    (root / "keys").mkdir(mode=0o700, exist_ok=True)
+    return root / "keys" / "inss.key"
+
+
+def key_args(site: Site) -> list[str]:
+    keys = inss_key(site.db.parent)
+    return ["--inss-key", str(keys), "--ref-key", str(keys.with_name("worker-ref.key"))]
+
+
+def inss_file(site: Site) -> str:
+    """The INSS in a 0600 file beside the database: never on a command line."""
+    path = site.db.with_name("inss.txt")
+    path.write_text(INSS + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
 def workers(site: Site, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     """``siteclock workers --db <gateway db> ...``; returns what it printed."""
-    code = workers_cli(["--db", str(site.db), *argv])
+    code = workers_cli(["--db", str(site.db), *key_args(site), *argv])
     out = capsys.readouterr()
     assert code == 0, out.err
     return out.out
@@ -123,7 +142,8 @@ def test_roster_follows_the_workplace_and_carries_blocks(
     assert t1.tap(BADGE).pattern == "unknown_badge"
 
     printed = workers(
-        site, capsys, "add", "--inss", INSS, "--name", "An Peeters", "--employer", EMPLOYER,
+        site, capsys, "add", "--inss-file", inss_file(site), "--name", "An Peeters",
+        "--employer", EMPLOYER,
         "--workplace", WP1,
     )  # fmt: skip
     match = re.search(r"worker (w-\S+) ", printed)
@@ -169,13 +189,17 @@ def test_a_badge_is_linked_by_tapping_it_on_a_terminal(
     t1 = site.terminals[T1]
     wait_for(lambda: t1.rosters, "first roster")
     printed = workers(
-        site, capsys, "add", "--inss", INSS, "--name", "An Peeters", "--employer", EMPLOYER,
+        site, capsys, "add", "--inss-file", inss_file(site), "--name", "An Peeters",
+        "--employer", EMPLOYER,
         "--workplace", WP1,
     )  # fmt: skip
     worker = re.search(r"worker (w-\S+) ", printed).group(1)  # type: ignore[union-attr]
 
     result: dict[str, int] = {}
-    argv = ["--db", str(site.db), "link-badge", "--worker", worker, "--at", T1, "--timeout", "20"]
+    argv = [
+        "--db", str(site.db), *key_args(site),
+        "link-badge", "--worker", worker, "--at", T1, "--timeout", "20",
+    ]  # fmt: skip
     waiting = threading.Thread(target=lambda: result.update(code=workers_cli(argv)))
     waiting.start()
     time.sleep(0.5)  # the employer runs the command, then the worker taps
@@ -197,10 +221,12 @@ def test_a_badge_is_linked_by_tapping_it_on_a_terminal(
 
 def test_linking_waits_only_so_long(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
     printed = workers(
-        site, capsys, "add", "--inss", INSS, "--name", "An Peeters", "--employer", EMPLOYER,
+        site, capsys, "add", "--inss-file", inss_file(site), "--name", "An Peeters",
+        "--employer", EMPLOYER,
     )  # fmt: skip
     worker = re.search(r"worker (w-\S+) ", printed).group(1)  # type: ignore[union-attr]
-    code = workers_cli(["--db", str(site.db), "link-badge", "--worker", worker, "--at", T2,
+    code = workers_cli(["--db", str(site.db), *key_args(site),
+                        "link-badge", "--worker", worker, "--at", T2,
                         "--timeout", "0.5"])  # fmt: skip
     assert code != 0
     assert f"no new badge was tapped on {T2}" in capsys.readouterr().err

@@ -184,7 +184,7 @@ def test_uplink_ships_taps_and_gateway_ack_marks_them_delivered(tmp_path) -> Non
         gw.tls_set(ca_certs=str(broker.ca_file))
         gw.username_pw_set(broker.gateway.username, broker.gateway.password)
         gw.on_message = lambda _c, _u, msg: got.put((msg.topic, msg.payload))
-        gw.connect(broker.host, broker.port)
+        gw.connect(broker.host, broker.gateway_port)
         gw.subscribe([(topic("t-0001", Channel.EVENTS), 1), (topic("t-0001", Channel.STATUS), 1)])
         gw.loop_start()
         term = Terminal(cfg, pin_factory=MockFactory())

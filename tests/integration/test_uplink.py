@@ -220,7 +220,7 @@ def test_heartbeat_and_offline_status_are_retained(site: Site, broker: Mosquitto
     watcher.username_pw_set(broker.gateway.username, broker.gateway.password)
     watcher.on_message = lambda c, u, m: seen.append(decode_status(m.payload))
     watcher.on_connect = lambda c, u, f, rc, p: c.subscribe(topic("t-alpha", Channel.STATUS), 1)
-    watcher.connect(broker.host, broker.port)
+    watcher.connect(broker.host, broker.gateway_port)
     watcher.loop_start()
     try:
         assert wait_until(lambda: bool(seen))

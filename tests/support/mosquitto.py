@@ -70,6 +70,8 @@ class MosquittoBroker:
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self.gateway_port = free_port()
+        """The gateway's own listener (terminals connect to ``port``)."""
         self.terminals = list(terminals)
         self.persistence = persistence
         self.process: subprocess.Popen[bytes] | None = None
@@ -84,10 +86,13 @@ class MosquittoBroker:
             revoke=revoke,
             port=self.port,
             bind_address=self.host,
+            gateway_port=self.gateway_port,
+            gateway_bind_address=self.host,
             persistence_dir=(self.workdir / "data") if self.persistence else None,
             run_as_user="root" if os.geteuid() == 0 else None,
         )
         self.conf, self.ca_file = files.conf, files.pki.ca_cert
+        self.share_group = files.share_group
         if self.persistence:
             (self.workdir / "data").mkdir(exist_ok=True)
 
@@ -130,7 +135,9 @@ class MosquittoBroker:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 break
-            if wait_for_port(self.host, self.port, timeout=0.2):
+            if wait_for_port(self.host, self.port, timeout=0.2) and wait_for_port(
+                self.host, self.gateway_port, timeout=0.2
+            ):
                 return
         raise RuntimeError(f"mosquitto did not start; log:\n{self.log_tail()}")
 
@@ -196,15 +203,16 @@ def terminal_config(broker: MosquittoBroker, terminal_id: str, **overrides: obje
 
 
 def gateway_config(broker: MosquittoBroker, **overrides: object) -> MqttConfig:
-    """The gateway's ``MqttConfig`` for this broker over TLS (a unique client id per call)."""
+    """The gateway's ``MqttConfig`` for this broker over TLS, on the gateway's own listener
+    (a unique client id per call, starting with ``siteclock`` as every gateway's must)."""
     values: dict[str, object] = {
         "host": broker.host,
-        "port": broker.port,
+        "port": broker.gateway_port,
         "tls": True,
         "ca_file": broker.ca_file,
         "username": GATEWAY_USER,
         "password_file": broker.gateway.password_file,
-        "client_id": "gw-" + secrets.token_hex(4),
+        "client_id": "siteclock_gateway-" + secrets.token_hex(4),
         "keepalive_s": 10,
     }
     values.update(overrides)

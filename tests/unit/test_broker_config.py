@@ -81,6 +81,10 @@ def test_site_files_are_written_with_private_secrets(tmp_path: Path) -> None:
     assert mode(files.pki.ca_key) == 0o600
     assert set(files.new_credentials) == {GATEWAY_USER, "t-one", "t-two"}
     users = read_password_file(files.password_file)
+    gateway_users = read_password_file(files.gateway_password_file)
+    assert set(users) == {"t-one", "t-two"}  # the gateway logs in on its own listener only
+    assert set(gateway_users) == {GATEWAY_USER}
+    users.update(gateway_users)
     for user, path in files.new_credentials.items():
         assert mode(path) == 0o600
         assert verify_password(path.read_text(), users[user])
@@ -113,7 +117,7 @@ def test_plain_listener_is_loopback_only_and_debian_snippet_leaves_persistence(
     conf = files.conf.read_text()
     assert "listener 1883 127.0.0.1" in conf
     assert "persistence" not in conf
-    assert conf.count("allow_anonymous false") == 1
+    assert conf.count("allow_anonymous false") == 3  # terminals, gateway, loopback
 
 
 def test_bad_terminal_ids_are_refused(tmp_path: Path) -> None:
@@ -138,3 +142,96 @@ def test_server_certificate_is_signed_by_the_site_ca_for_its_names(tmp_path: Pat
     assert sans.get_values_for_type(x509.DNSName) == ["gw.local"]
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
     assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey)
+
+
+def test_limits_and_identity_settings_are_in_the_config(tmp_path: Path) -> None:
+    conf = write_site(tmp_path, hostnames=["gw.local"], terminals=["t-one"]).conf.read_text()
+    lines = conf.splitlines()
+    assert "per_listener_settings true" in lines
+    assert f"max_packet_size {broker.MAX_PACKET_BYTES}" in lines
+    assert f"message_size_limit {broker.MAX_PACKET_BYTES}" in lines
+    assert f"max_queued_bytes {broker.MAX_QUEUED_BYTES}" in lines
+    assert f"max_queued_messages {broker.MAX_QUEUED_MESSAGES}" in lines
+    assert "max_queued_bytes 0" not in lines
+    # The terminals' listener forces the client id to the username; the gateway's does not
+    # accept terminals at all (its own password file).
+    terminals = conf[conf.index("listener 8883") : conf.index("listener 8884")]
+    gateway = conf[conf.index("listener 8884") :]
+    assert "use_username_as_clientid true" in terminals
+    assert "password_file" in terminals
+    assert "gateway.passwd" not in terminals
+    assert f"password_file {tmp_path / 'gateway.passwd'}" in gateway
+    assert "listener 8884 127.0.0.1" in conf  # loopback unless told otherwise
+    for section in (terminals, gateway):
+        assert f"ciphers {broker.TLS12_CIPHERS}" in section
+        assert "CBC" not in section
+        assert "-SHA " not in section
+
+
+@pytest.mark.parametrize("user", ["t-evil\n", "t:x", "", "t evil", "siteclock_gateway\nx"])
+def test_the_password_file_writer_refuses_lines_that_would_split(tmp_path: Path, user: str) -> None:
+    path = tmp_path / "passwd"
+    broker.write_password_file(path, {"t-good": hash_password("pw")})
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="refusing"):
+        broker.write_password_file(path, {"t-good": hash_password("pw"), user: hash_password("x")})
+    assert path.read_bytes() == before
+
+
+def test_the_password_file_keeps_the_brokers_group_and_mode_when_rewritten(tmp_path: Path) -> None:
+    import grp
+    import os
+
+    group = grp.getgrgid(os.getgid()).gr_name
+    files = write_site(tmp_path, hostnames=["gw.local"], terminals=["t-one"], broker_group=group)
+    for readable in (files.password_file, files.gateway_password_file, files.acl_file,
+                     files.conf, files.pki.server_key):  # fmt: skip
+        assert mode(readable) == 0o640, readable
+        assert readable.stat().st_gid == os.getgid()
+    assert mode(tmp_path) == 0o2770  # the enrolment endpoint replaces passwd in place
+    # Secrets the broker has no business reading stay owner-only.
+    assert mode(files.pki.ca_key) == 0o600
+    assert mode(files.credentials_dir) == 0o700
+    assert all(mode(p) == 0o600 for p in files.credentials_dir.iterdir())
+    assert mode(tmp_path / "share-group") == 0o600
+    # An enrolment rewriting passwd later keeps what the broker needs to read it.
+    users = read_password_file(files.password_file)
+    users["t-two"] = hash_password("pw2")
+    broker.write_password_file(files.password_file, users)
+    assert mode(files.password_file) == 0o640
+    assert files.password_file.stat().st_gid == os.getgid()
+
+
+def test_gateway_client_ids_must_start_with_siteclock() -> None:
+    from gateway.config import MqttConfig
+
+    assert MqttConfig().client_id.startswith("siteclock")
+    with pytest.raises(ValueError, match="client_id"):
+        MqttConfig(client_id="gw-1")  # a terminal could be enrolled as "gw-1"
+
+
+def test_broker_config_and_enrolments_at_once_lose_no_user(tmp_path: Path) -> None:
+    """``broker-config`` and the enrolment endpoint both rewrite ``passwd``: one lock, so
+    neither drops the other's line."""
+    import threading
+
+    from provisioning.enrolment import BrokerAccounts
+
+    write_site(tmp_path, hostnames=["gw.local"], terminals=[])
+    accounts = BrokerAccounts(tmp_path / "passwd", reload=lambda: None)
+    workers = [
+        threading.Thread(target=accounts.set_password, args=(f"t-enrolled-{n}",))
+        for n in range(12)
+    ] + [
+        threading.Thread(
+            target=write_site,
+            kwargs={"directory": tmp_path, "hostnames": ["gw.local"], "terminals": [f"t-cfg-{n}"]},
+        )
+        for n in range(12)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    users = set(read_password_file(tmp_path / "passwd"))
+    assert users == {f"t-enrolled-{n}" for n in range(12)} | {f"t-cfg-{n}" for n in range(12)}

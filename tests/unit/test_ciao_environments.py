@@ -67,3 +67,16 @@ def test_config_table_loads_with_typed_errors() -> None:
     assert cfg.environment is EnvironmentName.SIMULATION
     with pytest.raises(ConfigError, match="environment"):
         from_mapping({"client_id": "c", "private_key": "/k", "environment": "prod"}, CiaoConfig)
+
+
+@pytest.mark.parametrize("environment", [EnvironmentName.SIMULATION, EnvironmentName.PRODUCTION])
+@pytest.mark.parametrize("field", ["base_url", "token_url"])
+def test_urls_outside_the_local_simulator_must_be_https(
+    environment: EnvironmentName, field: str
+) -> None:
+    config = CiaoConfig(
+        client_id="c", private_key=KEY, environment=environment, allow_production=True,
+        **{field: "http://ciao.example.be/REST"},
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="https"):
+        resolve(config)

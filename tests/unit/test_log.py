@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 import pytest
 
@@ -38,3 +39,17 @@ def test_values_with_spaces_are_quoted(captured):
     logging.getLogger("t").error("reader gone", extra=log.fields(next_step="check the cable"))
     assert 'next_step="check the cable"' in captured.getvalue()
     assert 'msg="reader gone"' in captured.getvalue()
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["85-07-30-033-28", "85/07/30-033/28", "85.07.30 033-28", "8507 3003 328", "85.07.30-033.28"],
+)
+def test_each_form_the_parser_accepts_is_masked_in_a_log_line(captured, form: str) -> None:
+    from gateway.identifiers import normalize_inss
+
+    assert normalize_inss(form) == "85073003328"  # the parser accepts it...
+    logging.getLogger("t").warning("worker %s refused", form, extra=log.fields(inss=form))
+    out = captured.getvalue()
+    assert "85073003328" not in re.sub(r"[\s./-]", "", out)  # ...so no log line may show it
+    assert out.count(log.REDACTED) == 2

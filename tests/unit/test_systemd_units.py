@@ -82,9 +82,11 @@ def test_unit_is_notify_with_watchdog_and_restart(name: str) -> None:
     assert int(service["WatchdogSec"]) > 0
     assert service["Restart"] == "on-failure"
     assert service["User"] == "siteclock"
-    # read-only root: only the data path is writable for the service
+    # read-only root: only the data path (and, for the gateway, the INSS key's own directory,
+    # kept apart from the database) is writable for the service
     assert service["ProtectSystem"] == "strict"
-    assert service["ReadWritePaths"].split() == ["/var/lib/siteclock"]
+    extra = ["-/etc/siteclock/keys"] if "gateway" in name else []
+    assert service["ReadWritePaths"].split() == ["/var/lib/siteclock", *extra]
 
 
 @pytest.mark.parametrize("name", UNITS)
