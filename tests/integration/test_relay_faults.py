@@ -177,9 +177,11 @@ def test_thousands_of_events_exactly_once_through_faults_and_kills(
     key_file = write_private_key(tmp_path / "ciao.pem", rsa_pair()[0])
     feeds = [TerminalFeed(f"term-{i:02d}", WORKPLACE) for i in range(3)]
     events = make_events(feeds, [p.badge for p in world.people], EVENTS)
-    # The rest arrives while the relay runs. Two thirds up front: enough that the second kill
-    # still finds work in flight when the relay is fast (it polls by search, not id by id).
-    insert(world.db, events[: EVENTS * 2 // 3])
+    # Half up front; the rest arrives while the relay runs: one slice as each kill is set up
+    # (so a POST is sent after the faults change, however fast the relay drained the queue),
+    # and the last slice while the restarted relay is being hurt.
+    slices = [EVENTS // 2, EVENTS * 2 // 3, EVENTS * 5 // 6, EVENTS]
+    insert(world.db, events[: slices[0]])
 
     sim.set_faults(
         latency_s=0.002,
@@ -199,7 +201,7 @@ def test_thousands_of_events_exactly_once_through_faults_and_kills(
     killed_in_flight = []
 
     # Kill 1 and 2: SIGKILL a relay process while it has a POST in flight.
-    for threshold in (400, 1000):
+    for kill, threshold in enumerate((400, 1000)):
         proc = _spawn_relay(tmp_path, sim, key_file)
         _wait(
             lambda t=threshold: len(sim.sim.state.registrations) >= t, 30, f"{threshold} registered"
@@ -208,13 +210,14 @@ def test_thousands_of_events_exactly_once_through_faults_and_kills(
         calm = sim.set_faults(commit_then_hang_rate=1.0, error_rate=0.0, drop_rate=0.0)
         # A batch submitted from now on is sent after the change: wait for one such.
         _wait(lambda: in_flight() == 0, 10, "no POST in flight")
+        insert(world.db, events[slices[kill] : slices[kill + 1]])
         _wait(in_flight, 10, "a POST in flight")
         time.sleep(0.1)  # inside the hang: committed at CIaO, "submitted" in our database
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         killed_in_flight.append(in_flight())  # rows the dead relay was submitting
         sim.set_faults(calm, commit_then_hang_rate=0.05, error_rate=0.03, drop_rate=0.02)
-    insert(world.db, events[EVENTS * 2 // 3 :])
+    insert(world.db, events[slices[2] :])
     watch.close()
 
     # Restart in-process and keep hurting it: token expiry, 429 storms, 5xx bursts.
