@@ -81,6 +81,12 @@ SITE_DAY_WINDOW_NS = 48 * NS_PER_HOUR
 """How far back the site view in a roster reaches, from the site's newest tap: past a shift gap
 and a night, so a terminal sees yesterday's ``in`` and flags the ``out`` that is missing."""
 
+_ATTENDANCE_ONLY = "".join(
+    f"AND i.flags NOT LIKE '%\"{flag}\"%' " for flag in sorted(NON_ATTENDANCE_FLAGS)
+)
+"""SQL that leaves out a stored tap flagged as not attendance (the flags column is a JSON
+list of strings, so each flag appears quoted)."""
+
 
 def ciao_direction(kind: Kind) -> str:
     """The CIaO type a terminal kind stands for: a break starts with ``out``, ends with ``in``."""
@@ -359,46 +365,111 @@ class SequenceCheck:
 
 
 class SiteDay:
-    """Read side for the roster loop: each worker's newest decided tap per workplace.
+    """Read side for the roster loop: each worker's newest attendance tap per workplace.
+
+    Two sources, newest wins: the taps the relay *decided* (``worker_sequence``, with the CIaO
+    type the sequence supports) and the attendance taps the gateway has *stored* but not
+    decided yet (the inbox: the relay is waiting out an NSSO outage, holds the tap for a clock
+    sync, or there is no ``[ciao]`` at all). A stored tap is a fact of the worker's day as soon
+    as it is committed: the site's other terminals must learn it then, not when the NSSO is
+    reachable again, or they record the wrong direction in the meantime.
 
     Its own connection (the roster thread is not the relay's); the table is created if the
-    relay has not run yet, so a gateway without ``[ciao]`` publishes an empty site view.
+    relay has not run yet, so a gateway without ``[ciao]`` still publishes the stored taps.
     """
 
     def __init__(self, db_path: Path | str) -> None:
         self.db = sqlite.connect(db_path, schema=SCHEMA, busy_timeout_s=10.0)
+        self._indexed = False
+        self._index_inbox()
 
     def close(self) -> None:
         self.db.close()
 
-    def version(self, workplace: str) -> tuple[int, int]:
-        """Changes whenever a decision for the workplace is added (cheap: index only)."""
+    def _index_inbox(self) -> bool:
+        """The newest stored tap of a badge is found through the inbox's (badge, wall_ns)
+        index, which the sequence check also uses; False while the intake has not created
+        the inbox yet."""
+        if not self._indexed:
+            try:
+                self.db.execute(
+                    "CREATE INDEX IF NOT EXISTS inbox_badge_time ON inbox(badge, wall_ns)"
+                )
+                self._indexed = True
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+        return self._indexed
+
+    def version(self, workplace: str) -> tuple[int, int, int]:
+        """Changes whenever a decision for the workplace is added or the gateway stores any
+        new tap (cheap: indexes only; whether the stored tap changes this workplace's view is
+        for the caller to see in :meth:`day`)."""
         count, newest = self.db.execute(
             "SELECT count(*), coalesce(max(decided_ns), 0) FROM worker_sequence WHERE workplace=?",
             (workplace,),
         ).fetchone()
-        return count, newest
+        stored = 0
+        if self._index_inbox():
+            (stored,) = self.db.execute("SELECT coalesce(max(rowid), 0) FROM inbox").fetchone()
+        return count, newest, stored
 
-    def day(self, workplace: str) -> list[DayEntry]:
-        """Each worker's newest tap on the workplace within two days of the site's newest tap,
-        with the terminal's own kind when the sequence agreed with it (so a break stays a
-        break), else the CIaO type that was sent."""
-        (newest,) = self.db.execute(
+    def day(self, workplace: str, badges: Mapping[str, str] | None = None) -> list[DayEntry]:
+        """Each worker's newest attendance tap on the workplace, within two days of the site's
+        newest tap. A decided tap shows the terminal's own kind when the sequence agreed with
+        it (so a break stays a break), else the CIaO type that was sent; a stored tap not
+        decided yet shows the kind its terminal recorded. ``badges`` (badge -> worker
+        reference, the workplace's roster) says whose stored taps to look up; without it only
+        decided taps count."""
+        newest: dict[str, DayEntry] = {}
+        (last,) = self.db.execute(
             "SELECT max(wall_ns) FROM worker_sequence WHERE workplace=?", (workplace,)
         ).fetchone()
-        if newest is None:
+        floor = -(2**63)
+        if last is not None:
+            floor = last - SITE_DAY_WINDOW_NS
+            for worker, kind, ciao_type, wall_ns in self.db.execute(
+                "SELECT worker_ref, kind, ciao_type, max(wall_ns) FROM worker_sequence "
+                "WHERE workplace=? AND wall_ns>=? GROUP BY worker_ref",
+                (workplace, floor),
+            ):
+                recorded = Kind(kind)
+                shown = recorded if ciao_direction(recorded) == ciao_type else Kind(ciao_type)
+                newest[worker] = DayEntry(worker, shown, wall_ns)
+        if badges and self._index_inbox():
+            sql = self._stored_tap_sql()
+            for badge, worker in badges.items():
+                known = newest.get(worker)
+                # Only a tap newer than the worker's decided one can change the view; the
+                # bound keeps the index walk to the taps since then.
+                since = max(floor, known.wall_ns) if known is not None else floor
+                row = self.db.execute(sql, (badge, since, workplace)).fetchone()
+                if row is not None and (known is None or row[1] > known.wall_ns):
+                    newest[worker] = DayEntry(worker, Kind(row[0]), row[1])
+        if not newest:
             return []
-        rows = self.db.execute(
-            "SELECT worker_ref, kind, ciao_type, max(wall_ns) FROM worker_sequence "
-            "WHERE workplace=? AND wall_ns>=? GROUP BY worker_ref ORDER BY worker_ref",
-            (workplace, newest - SITE_DAY_WINDOW_NS),
-        ).fetchall()
-        day = []
-        for worker, kind, ciao_type, wall_ns in rows:
-            recorded = Kind(kind)
-            shown = recorded if ciao_direction(recorded) == ciao_type else Kind(ciao_type)
-            day.append(DayEntry(worker, shown, wall_ns))
-        return day
+        since = max(d.wall_ns for d in newest.values()) - SITE_DAY_WINDOW_NS
+        return [newest[w] for w in sorted(newest) if newest[w].wall_ns >= since]
+
+    def _stored_tap_sql(self) -> str:
+        """A badge's newest stored attendance tap on a workplace, newer than a bound, that the
+        relay has not decided: found through the (badge, wall_ns) index, newest first. Taps
+        the relay claimed as a self-test or a badge enrolment are left out too (once a relay
+        has run: before that nothing was claimed)."""
+        claimed = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='registrations'"
+        ).fetchone()
+        join = where = ""
+        if claimed is not None:
+            join = "LEFT JOIN registrations r ON r.terminal = i.terminal AND r.seq = i.seq "
+            where = "AND coalesce(r.state, 'queued') NOT IN ('selftest', 'enrolment') "
+        return (
+            "SELECT i.kind, i.wall_ns FROM inbox i "
+            "LEFT JOIN worker_sequence s ON s.terminal = i.terminal AND s.seq = i.seq "
+            f"{join}WHERE i.badge = ? AND i.wall_ns > ? AND i.workplace = ? "
+            f"AND s.terminal IS NULL {_ATTENDANCE_ONLY}{where}"
+            "ORDER BY i.wall_ns DESC LIMIT 1"
+        )
 
     @staticmethod
     def issues_of(db: sqlite3.Connection, workplace: str | None = None) -> list[dict[str, Any]]:

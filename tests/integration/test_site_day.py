@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,13 +39,10 @@ from gateway.relay import RelayConfig
 from gateway.sequence import Issue, SiteDay
 from gateway.service import Gateway
 from gateway.terminals import TerminalRegistry
-from hw.base import BadgeRead
 from provisioning.badge_enrolment import link_next_tap
 from provisioning.workers import Workers, load_or_create_ref_key
-from siteclock.protocol import ClockState, Ed25519Signer, Flag, Kind, Roster
-from terminal.capture import Capture, TapResult
-from terminal.outbox import Outbox
-from terminal.uplink import Uplink
+from siteclock.protocol import Ed25519Signer, Flag, Kind
+from terminal.capture import TapResult
 from tests.support.ciao import (
     CLIENT_ID,
     FAST_RELAY,
@@ -54,19 +51,14 @@ from tests.support.ciao import (
     rsa_pair,
     write_private_key,
 )
-from tests.support.mosquitto import (
-    MosquittoBroker,
-    gateway_config,
-    running_broker,
-    terminal_config,
-)
+from tests.support.mosquitto import gateway_config, running_broker
+from tests.support.site_terminals import SYNCED, Terminal, knows
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 SITE, OLD_SITE = "1Y1003SQ5VSSZ", "2Y1003SQ5VSSZ"
 LOBBY, ROOF, OFFICE = "t-day-lobby", "t-day-roof", "t-day-office"
-SYNCED = ClockState(synced=True, maxerror_us=20_000, source="test")
 DAY = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(
     days=2
 )
@@ -78,73 +70,6 @@ def at(hhmm: str, *, day: int = 0) -> int:
     hours, minutes = map(int, hhmm.split(":"))
     moment = DAY + dt.timedelta(days=day, hours=hours, minutes=minutes)
     return int(moment.timestamp()) * 10**9
-
-
-@dataclass
-class Terminal:
-    """One terminal as ``siteclock terminal`` builds it, with an injected wall clock."""
-
-    terminal_id: str
-    path: Path
-    signer: Ed25519Signer
-    workplace: str
-    clock: list[int]
-    broker: MosquittoBroker
-    keys_file: Path
-    outbox: Outbox = field(init=False)
-    capture: Capture = field(init=False)
-    uplink: Uplink | None = None
-    rosters: list[Roster] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.open()
-
-    def open(self) -> None:
-        self.outbox = Outbox(self.path, signer=self.signer, terminal_id=self.terminal_id,
-                             workplace=self.workplace)  # fmt: skip
-        self.capture = Capture(
-            self.outbox, clock=lambda: SYNCED, wall_ns=lambda: self.clock[0],
-            site_view=lambda: self.uplink is not None and self.uplink.connected,
-        )  # fmt: skip
-        if self.rosters:
-            self.capture.apply_roster(self.rosters[-1])
-
-    def receive(self, roster: Roster) -> None:
-        self.rosters.append(roster)
-        self.capture.apply_roster(roster)
-
-    def online(self) -> None:
-        self.uplink = Uplink(
-            terminal_config(self.broker, self.terminal_id, gateway_keys_file=self.keys_file),
-            terminal_id=self.terminal_id, outbox=self.outbox, status=dict, on_roster=self.receive,
-        )  # fmt: skip
-        self.uplink.start()
-        wait_for(lambda: self.uplink is not None and self.uplink.connected, "uplink up")
-
-    def offline(self) -> None:
-        if self.uplink is not None:
-            self.uplink.stop()
-            self.uplink = None
-
-    def rebind(self, workplace: str) -> None:
-        """What ``siteclock provision rebind`` leaves behind: the same outbox file and key,
-        bound to another workplace; the terminal service restarts."""
-        self.offline()
-        self.outbox.close()
-        self.workplace = workplace
-        self.rosters.clear()
-        self.open()
-        self.online()
-
-    def tap(self, badge: str, when: int) -> TapResult:
-        self.clock[0] = when
-        result = self.capture.tap(BadgeRead(badge, time.monotonic_ns()))
-        assert result.signed is not None, result
-        return result
-
-    def close(self) -> None:
-        self.offline()
-        self.outbox.close()
 
 
 @dataclass
@@ -192,13 +117,6 @@ class Site:
                 (r["contractualRelationshipReference"], label, r["type"])
             )
         return out
-
-
-def knows(terminal: Terminal, worker_ref: str, wall_ns: int) -> bool:
-    roster = terminal.rosters[-1] if terminal.rosters else None
-    return roster is not None and any(
-        d.worker == worker_ref and d.wall_ns >= wall_ns for d in roster.day
-    )
 
 
 @pytest.fixture
