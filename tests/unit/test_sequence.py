@@ -166,6 +166,61 @@ def test_the_site_view_is_each_workers_newest_tap(gw) -> None:
     day.close()
 
 
+BADGES = {ANA: "w-ana", BOB: "w-bob"}  # the workplace's roster: badge -> worker reference
+
+
+def test_the_site_view_has_stored_taps_before_the_relay_decides_them(gw) -> None:
+    lobby, roof = TerminalFeed("t-lobby", SITE), TerminalFeed("t-roof", SITE)
+    day = SiteDay(gw.db)
+    empty = day.version(SITE)
+    came_in = lobby.event(Kind.IN, ANA, T0)
+    insert(gw.db, [came_in])
+    assert day.version(SITE) != empty  # a stored tap is a change the roster loop sees
+    assert day.day(SITE, BADGES) == [DayEntry("w-ana", Kind.IN, T0)]
+    assert day.day(SITE) == []  # without the roster, only decided taps count
+    # the relay decides the `in`; the roof's `out` is stored, not decided: newest wins
+    gw.relay([came_in])
+    went_out = roof.event(Kind.OUT, ANA, T0 + H)
+    insert(gw.db, [went_out])
+    assert day.day(SITE, BADGES) == [DayEntry("w-ana", Kind.OUT, T0 + H)]
+    # a decided tap newer than a stored one wins, as the sequence sent it
+    bob_out = roof.event(Kind.OUT, BOB, T0 + 2 * H)
+    insert(gw.db, [bob_out])
+    assert gw.relay([bob_out]) == {("t-roof", 2): ("in", (Issue.CORRECTED,))}
+    insert(gw.db, [lobby.event(Kind.IN, BOB, T0)])  # an older tap, arriving late
+    assert DayEntry("w-bob", Kind.IN, T0 + 2 * H) in day.day(SITE, BADGES)
+    assert day.day("ZZZZZZZZ12345", BADGES) == []
+    day.close()
+
+
+def test_stored_taps_that_are_not_attendance_never_show(gw) -> None:
+    lobby = TerminalFeed("t-lobby", SITE)
+    came_in = lobby.event(Kind.IN, ANA, T0)
+    selftest = lobby.event(Kind.IN, ANA, T0 + H, flags=(Flag.SELFTEST,))
+    enrolment = lobby.event(Kind.OUT, ANA, T0 + 2 * H)
+    insert(gw.db, [came_in, selftest, enrolment])
+    now = time.time_ns()
+    with gw.store.tx() as db:  # claimed as provisioning.badge_enrolment claims a linking tap
+        db.execute(
+            "INSERT INTO registrations(terminal, seq, state, created_ns, updated_ns) "
+            "VALUES (?, ?, 'enrolment', ?, ?)",
+            ("t-lobby", enrolment.event.seq, now, now),
+        )
+    day = SiteDay(gw.db)
+    assert day.day(SITE, BADGES) == [DayEntry("w-ana", Kind.IN, T0)]
+    day.close()
+
+
+def test_the_site_view_reads_stored_taps_through_the_badge_index(gw) -> None:
+    insert(gw.db, [TerminalFeed("t-lobby", SITE).event(Kind.IN, ANA, T0)])
+    day = SiteDay(gw.db)
+    query = "EXPLAIN QUERY PLAN " + day._stored_tap_sql()
+    plan = " ".join(str(row) for row in day.db.execute(query, (ANA, 0, SITE)))
+    assert "USING INDEX inbox_badge_time" in plan
+    assert "SCAN i" not in plan
+    day.close()
+
+
 def test_the_employer_lists_what_to_resolve_without_any_inss(gw, capsys) -> None:
     from siteclock.cli import main
 
