@@ -88,6 +88,27 @@ _ATTENDANCE_ONLY = "".join(
 list of strings, so each flag appears quoted)."""
 
 
+@dataclass(frozen=True)
+class SequenceConfig:
+    """``[sequence]`` in the gateway's configuration: the site's shift rule, which should be
+    the one its terminals use (``[capture] shift_gap_h`` / ``shift_calendar_day``).
+
+    ``shift_gap_h``: a tap more than this many hours after the worker's last one starts a new
+    shift (an ``in`` before it lacks its ``out``: ``missing_out``). ``shift_calendar_day``: the
+    first tap of a new local calendar day (the gateway's time zone) starts one too."""
+
+    shift_gap_h: float = 14.0
+    shift_calendar_day: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.shift_gap_h > 0:
+            raise ValueError(f"shift_gap_h must be a positive number of hours: {self.shift_gap_h}")
+
+    @property
+    def rule(self) -> ShiftRule:
+        return ShiftRule(self.shift_gap_h, self.shift_calendar_day)
+
+
 def ciao_direction(kind: Kind) -> str:
     """The CIaO type a terminal kind stands for: a break starts with ``out``, ends with ``in``."""
     return "in" if kind in (Kind.IN, Kind.BREAK_END) else "out"

@@ -74,7 +74,7 @@ class Gateway:
         if cfg.ciao is not None:
             self.relay = Relay(
                 cfg.db, self._ciao_client(), self.registry,
-                on_verdict=self._send_verdict, config=cfg.relay,
+                on_verdict=self._send_verdict, config=cfg.relay, shift=cfg.sequence.rule,
             )  # fmt: skip
         self._roster_thread: threading.Thread | None = None
         self.site_day = SiteDay(cfg.db)

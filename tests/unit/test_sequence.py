@@ -234,3 +234,32 @@ def test_the_employer_lists_what_to_resolve_without_any_inss(gw, capsys) -> None
     assert "t-lobby#2 tapped in, sent in: missing_out" in out
     assert "1 tap(s) to review" in out
     assert make_inss(2) not in out
+
+
+GATEWAY_TOML = """
+db = "/var/lib/siteclock/gateway.db"
+signing_key_file = "/etc/siteclock/gateway-signing.key"
+"""
+
+
+def test_the_gateway_shift_rule_is_a_setting(gw, tmp_path: Path) -> None:
+    from gateway.config import GatewayConfig
+    from siteclock.config import ConfigError, load
+
+    path = tmp_path / "gateway.toml"
+    path.write_text(GATEWAY_TOML)
+    assert load(path, GatewayConfig).sequence.rule == ShiftRule()  # 14 h unless told
+    path.write_text(GATEWAY_TOML + "[sequence]\nshift_gap_h = 8.0\nshift_calendar_day = true\n")
+    rule = load(path, GatewayConfig).sequence.rule
+    assert rule == ShiftRule(8.0, calendar_day=True)
+    path.write_text(GATEWAY_TOML + "[sequence]\nshift_gap_h = 0\n")
+    with pytest.raises(ConfigError, match="sequence: shift_gap_h must be a positive"):
+        load(path, GatewayConfig)
+    # ten hours after an `in`, a second `in` starts a new shift under an 8 h rule (under the
+    # default 14 h it would have been corrected to `out`)
+    gw.check = SequenceCheck(gw.store.db, rule=ShiftRule(8.0))
+    lobby = TerminalFeed("t-lobby", SITE)
+    taps = [lobby.event(Kind.IN, ANA, T0 + 30 * H), lobby.event(Kind.IN, ANA, T0 + 40 * H)]
+    insert(gw.db, taps)
+    assert gw.relay(taps) == {("t-lobby", 1): ("in", ()),
+                              ("t-lobby", 2): ("in", (Issue.MISSING_OUT,))}  # fmt: skip
