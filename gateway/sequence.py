@@ -385,6 +385,14 @@ class SequenceCheck:
         )
 
 
+def _shown(worker: str, kind: str, ciao_type: str, wall_ns: int) -> DayEntry:
+    """A decided tap as the site view shows it: the terminal's own kind when the sequence
+    agreed with it (so a break stays a break), else the CIaO type that was sent."""
+    recorded = Kind(kind)
+    shown = recorded if ciao_direction(recorded) == ciao_type else Kind(ciao_type)
+    return DayEntry(worker, shown, wall_ns)
+
+
 class SiteDay:
     """Read side for the roster loop: each worker's newest attendance tap per workplace.
 
@@ -422,55 +430,70 @@ class SiteDay:
                     raise
         return self._indexed
 
-    def version(self, workplace: str) -> tuple[int, int, int]:
-        """Changes whenever a decision for the workplace is added or the gateway stores any
-        new tap (cheap: indexes only; whether the stored tap changes this workplace's view is
-        for the caller to see in :meth:`day`)."""
-        count, newest = self.db.execute(
-            "SELECT count(*), coalesce(max(decided_ns), 0) FROM worker_sequence WHERE workplace=?",
-            (workplace,),
+    def version(self) -> tuple[int, int]:
+        """Changes whenever the relay decides a tap or the gateway stores one, on any
+        workplace (two index look-ups, whatever the size of the file): whether that changed a
+        workplace's view is for the caller to see in :meth:`day`."""
+        (decided,) = self.db.execute(
+            "SELECT coalesce(max(rowid), 0) FROM worker_sequence"
         ).fetchone()
         stored = 0
         if self._index_inbox():
             (stored,) = self.db.execute("SELECT coalesce(max(rowid), 0) FROM inbox").fetchone()
-        return count, newest, stored
+        return decided, stored
 
     def day(self, workplace: str, badges: Mapping[str, str] | None = None) -> list[DayEntry]:
         """Each worker's newest attendance tap on the workplace, within two days of the site's
         newest tap. A decided tap shows the terminal's own kind when the sequence agreed with
         it (so a break stays a break), else the CIaO type that was sent; a stored tap not
-        decided yet shows the kind its terminal recorded. ``badges`` (badge -> worker
-        reference, the workplace's roster) says whose stored taps to look up; without it only
-        decided taps count."""
-        newest: dict[str, DayEntry] = {}
-        (last,) = self.db.execute(
-            "SELECT max(wall_ns) FROM worker_sequence WHERE workplace=?", (workplace,)
-        ).fetchone()
-        floor = -(2**63)
-        if last is not None:
-            floor = last - SITE_DAY_WINDOW_NS
-            for worker, kind, ciao_type, wall_ns in self.db.execute(
-                "SELECT worker_ref, kind, ciao_type, max(wall_ns) FROM worker_sequence "
-                "WHERE workplace=? AND wall_ns>=? GROUP BY worker_ref",
-                (workplace, floor),
-            ):
-                recorded = Kind(kind)
-                shown = recorded if ciao_direction(recorded) == ciao_type else Kind(ciao_type)
-                newest[worker] = DayEntry(worker, shown, wall_ns)
-        if badges and self._index_inbox():
-            sql = self._stored_tap_sql()
-            for badge, worker in badges.items():
-                known = newest.get(worker)
-                # Only a tap newer than the worker's decided one can change the view; the
-                # bound keeps the index walk to the taps since then.
-                since = max(floor, known.wall_ns) if known is not None else floor
-                row = self.db.execute(sql, (badge, since, workplace)).fetchone()
-                if row is not None and (known is None or row[1] > known.wall_ns):
-                    newest[worker] = DayEntry(worker, Kind(row[0]), row[1])
+        decided yet shows the kind its terminal recorded.
+
+        ``badges`` (badge -> worker reference: the workplace's roster) says whose taps to look
+        up, each through an index (a few look-ups per worker, however long the site's
+        history); without it, every worker's decided taps, and no stored ones."""
+        if badges is None:
+            newest = self._decided_all(workplace)
+        else:
+            newest = {}
+            for worker in set(badges.values()):
+                found = self._decided(workplace, worker)
+                if found is not None:
+                    newest[worker] = found
+            if self._index_inbox():
+                sql = self._stored_tap_sql()
+                for badge, worker in badges.items():
+                    known = newest.get(worker)
+                    # Only a tap newer than the worker's decided one can change the view; the
+                    # bound keeps the index walk to the taps since then.
+                    since = known.wall_ns if known is not None else -(2**63)
+                    row = self.db.execute(sql, (badge, since, workplace)).fetchone()
+                    if row is not None and (known is None or row[1] > known.wall_ns):
+                        newest[worker] = DayEntry(worker, Kind(row[0]), row[1])
         if not newest:
             return []
         since = max(d.wall_ns for d in newest.values()) - SITE_DAY_WINDOW_NS
         return [newest[w] for w in sorted(newest) if newest[w].wall_ns >= since]
+
+    def _decided(self, workplace: str, worker: str) -> DayEntry | None:
+        row = self.db.execute(
+            "SELECT kind, ciao_type, wall_ns FROM worker_sequence WHERE workplace=? "
+            "AND worker_ref=? ORDER BY wall_ns DESC LIMIT 1",
+            (workplace, worker),
+        ).fetchone()
+        return _shown(worker, *row) if row is not None else None
+
+    def _decided_all(self, workplace: str) -> dict[str, DayEntry]:
+        (last,) = self.db.execute(
+            "SELECT max(wall_ns) FROM worker_sequence WHERE workplace=?", (workplace,)
+        ).fetchone()
+        if last is None:
+            return {}
+        rows = self.db.execute(
+            "SELECT worker_ref, kind, ciao_type, max(wall_ns) FROM worker_sequence "
+            "WHERE workplace=? AND wall_ns>=? GROUP BY worker_ref",
+            (workplace, last - SITE_DAY_WINDOW_NS),
+        )
+        return {worker: _shown(worker, *rest) for worker, *rest in rows}
 
     def _stored_tap_sql(self) -> str:
         """A badge's newest stored attendance tap on a workplace, newer than a bound, that the

@@ -51,7 +51,7 @@ log = logging.getLogger("siteclock.gateway")
 class _SiteView:
     """What the roster loop last read for one workplace, and the versions it read it at."""
 
-    stamp: tuple[int, tuple[int, int, int]]
+    stamp: tuple[int, tuple[int, int]]
     entries: list[RosterEntry]
     day: tuple[DayEntry, ...]
 
@@ -127,7 +127,7 @@ class Gateway:
         """The workplace's roster entries and site view, read again only when the registry,
         the relay's decisions or the inbox changed since the last round (cheap checks);
         a terminal is republished only when what it would get differs."""
-        stamp = (registry_version, self.site_day.version(place))
+        stamp = (registry_version, self.site_day.version())
         kept = self._views.get(place)
         if kept is not None and kept.stamp == stamp:
             return kept

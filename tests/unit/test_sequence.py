@@ -156,9 +156,9 @@ def test_the_site_view_is_each_workers_newest_tap(gw) -> None:
             lobby.event(Kind.IN, BOB, T0 + H), lobby.event(Kind.IN, BOB, T0 + 2 * H)]  # fmt: skip
     insert(gw.db, taps)
     day = SiteDay(gw.db)
-    before = day.version(SITE)
+    before = day.version()
     gw.relay(taps)
-    assert day.version(SITE) != before
+    assert day.version() != before
     # a break stays a break; Bob's second `in` was sent as `out`, and that is what counts
     assert day.day(SITE) == [DayEntry("w-ana", Kind.BREAK_START, T0 + H),
                              DayEntry("w-bob", Kind.OUT, T0 + 2 * H)]  # fmt: skip
@@ -172,10 +172,10 @@ BADGES = {ANA: "w-ana", BOB: "w-bob"}  # the workplace's roster: badge -> worker
 def test_the_site_view_has_stored_taps_before_the_relay_decides_them(gw) -> None:
     lobby, roof = TerminalFeed("t-lobby", SITE), TerminalFeed("t-roof", SITE)
     day = SiteDay(gw.db)
-    empty = day.version(SITE)
+    empty = day.version()
     came_in = lobby.event(Kind.IN, ANA, T0)
     insert(gw.db, [came_in])
-    assert day.version(SITE) != empty  # a stored tap is a change the roster loop sees
+    assert day.version() != empty  # a stored tap is a change the roster loop sees
     assert day.day(SITE, BADGES) == [DayEntry("w-ana", Kind.IN, T0)]
     assert day.day(SITE) == []  # without the roster, only decided taps count
     # the relay decides the `in`; the roof's `out` is stored, not decided: newest wins
