@@ -22,8 +22,10 @@ CIaO item. The rules (docs/direction.md has the table):
 Every decision is kept in ``worker_sequence`` (same SQLite file, written in the relay's own
 transaction, so a decision exists exactly when its item was marked submitted). Issues are
 counted (``sequence.<issue>``), logged with the worker's pseudonymous reference (never the
-INSS), and listed by :meth:`SequenceCheck.issues` for the employer. The newest decision per
-worker is the site view the gateway puts in each terminal's roster (:meth:`SiteDay.day`).
+INSS), and listed by :meth:`SequenceCheck.issues` for the employer. The site view the gateway
+puts in each terminal's roster (:meth:`SiteDay.day`) is each worker's newest decided tap, or a
+newer attendance tap the gateway has stored but not decided yet (the NSSO is down): a tap is
+part of the worker's day on the site as soon as the gateway holds it.
 
 Example (inside the relay)::
 
