@@ -83,6 +83,10 @@ SITE_DAY_WINDOW_NS = 48 * NS_PER_HOUR
 """How far back the site view in a roster reaches, from the site's newest tap: past a shift gap
 and a night, so a terminal sees yesterday's ``in`` and flags the ``out`` that is missing."""
 
+FUTURE_SLACK_NS = 60 * 1_000_000_000
+"""How far after its arrival at the gateway a stored tap may be dated and still be shown (the
+terminal's and the gateway's clocks differ a little even when both are synced)."""
+
 _ATTENDANCE_ONLY = "".join(
     f"AND i.flags NOT LIKE '%\"{flag}\"%' " for flag in sorted(NON_ATTENDANCE_FLAGS)
 )
@@ -501,7 +505,9 @@ class SiteDay:
         """A badge's newest stored attendance tap on a workplace, newer than a bound, that the
         relay has not decided: found through the (badge, wall_ns) index, newest first. Taps
         the relay claimed as a self-test or a badge enrolment are left out too (once a relay
-        has run: before that nothing was claimed)."""
+        has run: before that nothing was claimed). A tap dated after it reached the gateway
+        comes from a clock gone wrong: it would hide every other tap (newest wins, and the
+        window follows the newest), so it waits for the relay's corrected time instead."""
         claimed = self.db.execute(
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='registrations'"
         ).fetchone()
@@ -513,7 +519,8 @@ class SiteDay:
             "SELECT i.kind, i.wall_ns FROM inbox i "
             "LEFT JOIN worker_sequence s ON s.terminal = i.terminal AND s.seq = i.seq "
             f"{join}WHERE i.badge = ? AND i.wall_ns > ? AND i.workplace = ? "
-            f"AND s.terminal IS NULL {_ATTENDANCE_ONLY}{where}"
+            f"AND s.terminal IS NULL AND i.wall_ns <= i.received_ns + {FUTURE_SLACK_NS} "
+            f"{_ATTENDANCE_ONLY}{where}"
             "ORDER BY i.wall_ns DESC LIMIT 1"
         )
 

@@ -211,6 +211,18 @@ def test_stored_taps_that_are_not_attendance_never_show(gw) -> None:
     day.close()
 
 
+def test_a_stored_tap_from_a_clock_in_the_future_waits_for_the_relay(gw) -> None:
+    lobby, roof = TerminalFeed("t-lobby", SITE), TerminalFeed("t-roof", SITE)
+    now = time.time_ns()
+    came_in = lobby.event(Kind.IN, ANA, now - H)
+    astray = roof.event(Kind.OUT, BOB, now + 72 * H, flags=(Flag.CLOCK_UNSYNCED,))
+    insert(gw.db, [came_in, astray])
+    day = SiteDay(gw.db)
+    # bob's tap would have been newest and pushed ana's out of the two-day window
+    assert day.day(SITE, BADGES) == [DayEntry("w-ana", Kind.IN, now - H)]
+    day.close()
+
+
 def test_the_site_view_reads_stored_taps_through_the_badge_index(gw) -> None:
     insert(gw.db, [TerminalFeed("t-lobby", SITE).event(Kind.IN, ANA, T0)])
     day = SiteDay(gw.db)
