@@ -31,11 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ciao.environments import CiaoConfig
 from gateway.ciao.sim import SimServer
-from gateway.config import GatewayConfig
 from gateway.registry import Registry
-from gateway.relay import RelayConfig
 from gateway.sequence import Issue, SiteDay
 from gateway.service import Gateway
 from gateway.terminals import TerminalRegistry
@@ -45,31 +42,19 @@ from siteclock.protocol import Ed25519Signer, Flag, Kind
 from terminal.capture import TapResult
 from tests.support.ciao import (
     CLIENT_ID,
-    FAST_RELAY,
     make_enterprise,
     make_inss,
     rsa_pair,
-    write_private_key,
 )
-from tests.support.mosquitto import gateway_config, running_broker
-from tests.support.site_terminals import SYNCED, Terminal, knows
+from tests.support.mosquitto import running_broker
+from tests.support.site_terminals import DAY, SYNCED, Terminal, at, knows, site_gateway_config
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 SITE, OLD_SITE = "1Y1003SQ5VSSZ", "2Y1003SQ5VSSZ"
 LOBBY, ROOF, OFFICE = "t-day-lobby", "t-day-roof", "t-day-office"
-DAY = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(
-    days=2
-)
 NEW_BADGE = "nfc-a:0D0D0D0D"
-
-
-def at(hhmm: str, *, day: int = 0) -> int:
-    """Nanoseconds of ``hhmm`` (UTC) on the replayed day (``day=-1``: the day before)."""
-    hours, minutes = map(int, hhmm.split(":"))
-    moment = DAY + dt.timedelta(days=day, hours=hours, minutes=minutes)
-    return int(moment.timestamp()) * 10**9
 
 
 @dataclass
@@ -125,9 +110,9 @@ def site(tmp_path: Path) -> Iterator[Site]:
         tmp_path / "broker", terminals=[LOBBY, ROOF, OFFICE]
     ) as broker:
         sim.register_client(CLIENT_ID, rsa_pair()[1])
-        db, keys_file = tmp_path / "gateway.db", tmp_path / "gateway-keys.json"
-        inss_key = tmp_path / "inss.key"
-        registry = Registry(db, inss_key)
+        cfg = site_gateway_config(tmp_path, broker, sim)
+        db, keys_file = cfg.db, cfg.gateway_keys_file
+        registry = Registry(db, cfg.inss_key_path)
         registry.add_workplace(SITE, latitude=50.85, longitude=4.35)
         registry.add_workplace(OLD_SITE, latitude=50.80, longitude=4.30)
         refs, badges = {}, {}
@@ -141,13 +126,6 @@ def site(tmp_path: Path) -> Iterator[Site]:
                 badges[name] = f"nfc-a:0{i + 1}0{i + 1}0{i + 1}0{i + 1}"
                 registry.enrol_badge(badges[name], ref)
         registry.assign(refs["cor"], OLD_SITE)
-        cfg = GatewayConfig(
-            db=db, signing_key_file=tmp_path / "gateway-signing.key", gateway_keys_file=keys_file,
-            mqtt=gateway_config(broker), roster_check_s=0.05, inss_key_file=inss_key,
-            ciao=CiaoConfig(client_id=CLIENT_ID, base_url=sim.url,
-                            private_key=write_private_key(tmp_path / "ciao.pem", rsa_pair()[0])),
-            relay=RelayConfig(**FAST_RELAY),  # type: ignore[arg-type]
-        )  # fmt: skip
         gateway = Gateway(cfg)
         terminal_registry = TerminalRegistry(db)
         clock = [at("06:00", day=-1)]

@@ -15,7 +15,6 @@ taps, the roof recorded ``in`` and the gateway later sent it as ``out`` flagged
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -25,11 +24,8 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gateway.ciao.environments import CiaoConfig
 from gateway.ciao.sim import SimServer
-from gateway.config import GatewayConfig
 from gateway.registry import Registry
-from gateway.relay import RelayConfig
 from gateway.sequence import SiteDay
 from gateway.service import Gateway
 from gateway.terminals import TerminalRegistry
@@ -37,14 +33,12 @@ from siteclock.protocol import Ed25519Signer, Flag, Kind
 from terminal.feedback import Feedback
 from tests.support.ciao import (
     CLIENT_ID,
-    FAST_RELAY,
     make_enterprise,
     make_inss,
     rsa_pair,
-    write_private_key,
 )
-from tests.support.mosquitto import gateway_config, running_broker
-from tests.support.site_terminals import Terminal, knows
+from tests.support.mosquitto import running_broker
+from tests.support.site_terminals import Terminal, at, knows, site_gateway_config
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -54,15 +48,6 @@ LOBBY, ROOF = "t-view-lobby", "t-view-roof"
 ANA, ANA_BADGE = "w-ana", "nfc-a:01010101"
 BOB, BOB_BADGE = "w-bob", "nfc-a:02020202"
 RETRY_AFTER_S = 10
-# Two days back, so the simulator takes every registration date.
-DAY = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(
-    days=2
-)
-
-
-def at(hhmm: str) -> int:
-    hours, minutes = map(int, hhmm.split(":"))
-    return int((DAY + dt.timedelta(hours=hours, minutes=minutes)).timestamp()) * 10**9
 
 
 @dataclass
@@ -94,22 +79,15 @@ def site(tmp_path: Path) -> Iterator[Site]:
         # Ended by the test. Its Retry-After makes the relay prepare no batch while it runs
         # (longer than the client waits inside a call, shorter than the test may wait).
         sim.outage(3600.0, status=503, retry_after_s=RETRY_AFTER_S)
-        db, keys_file = tmp_path / "gateway.db", tmp_path / "gateway-keys.json"
-        inss_key = tmp_path / "inss.key"
-        registry = Registry(db, inss_key)
+        cfg = site_gateway_config(tmp_path, broker, sim)
+        db, keys_file = cfg.db, cfg.gateway_keys_file
+        registry = Registry(db, cfg.inss_key_path)
         registry.add_workplace(SITE, latitude=50.85, longitude=4.35)
         for i, (ref, badge) in enumerate(((ANA, ANA_BADGE), (BOB, BOB_BADGE))):
             registry.add_worker(ref, ref[2:].title(), inss=make_inss(i + 1),
                                 employer=make_enterprise(1))  # fmt: skip
             registry.assign(ref, SITE)
             registry.enrol_badge(badge, ref)
-        cfg = GatewayConfig(
-            db=db, signing_key_file=tmp_path / "gateway-signing.key", gateway_keys_file=keys_file,
-            mqtt=gateway_config(broker), roster_check_s=0.05, inss_key_file=inss_key,
-            ciao=CiaoConfig(client_id=CLIENT_ID, base_url=sim.url,
-                            private_key=write_private_key(tmp_path / "ciao.pem", rsa_pair()[0])),
-            relay=RelayConfig(**FAST_RELAY),  # type: ignore[arg-type]
-        )  # fmt: skip
         gateway = Gateway(cfg)
         terminal_registry = TerminalRegistry(db)
         journal = tmp_path / "roof-journal.jsonl"

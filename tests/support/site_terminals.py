@@ -3,25 +3,56 @@ integration tests that replay taps on a worksite through a real broker and gatew
 
 Each :class:`Terminal` has its own outbox, :class:`terminal.uplink.Uplink` and
 :class:`terminal.capture.Capture`; :func:`knows` says whether its newest roster's site view has
-a worker's tap.
+a worker's tap. :func:`site_gateway_config` is the site's gateway (relay to the CIaO simulator,
+rosters checked every 50 ms); :func:`at` dates the replayed day, two days back so the simulator
+takes every registration date.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.ciao.environments import CiaoConfig
+from gateway.ciao.sim import SimServer
+from gateway.config import GatewayConfig
+from gateway.relay import RelayConfig
 from hw.base import BadgeRead
 from siteclock.protocol import ClockState, Ed25519Signer, Roster
 from terminal.capture import Capture, TapResult
 from terminal.outbox import Outbox
 from terminal.uplink import Uplink
-from tests.support.mosquitto import MosquittoBroker, terminal_config
+from tests.support.ciao import CLIENT_ID, FAST_RELAY, rsa_pair, write_private_key
+from tests.support.mosquitto import MosquittoBroker, gateway_config, terminal_config
 from tests.support.waiting import wait_for
 
 SYNCED = ClockState(synced=True, maxerror_us=20_000, source="test")
+DAY = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(
+    days=2
+)
+
+
+def at(hhmm: str, *, day: int = 0) -> int:
+    """Nanoseconds of ``hhmm`` (UTC) on the replayed day (``day=-1``: the day before)."""
+    hours, minutes = map(int, hhmm.split(":"))
+    moment = DAY + dt.timedelta(days=day, hours=hours, minutes=minutes)
+    return int(moment.timestamp()) * 10**9
+
+
+def site_gateway_config(tmp_path: Path, broker: MosquittoBroker, sim: SimServer) -> GatewayConfig:
+    """The gateway of the site: ``gateway.db``, ``inss.key`` and ``gateway-keys.json`` (for the
+    terminals) in ``tmp_path``, relaying to ``sim`` with the fast test timings."""
+    key = write_private_key(tmp_path / "ciao.pem", rsa_pair()[0])
+    return GatewayConfig(
+        db=tmp_path / "gateway.db", signing_key_file=tmp_path / "gateway-signing.key",
+        gateway_keys_file=tmp_path / "gateway-keys.json", mqtt=gateway_config(broker),
+        roster_check_s=0.05, inss_key_file=tmp_path / "inss.key",
+        ciao=CiaoConfig(client_id=CLIENT_ID, base_url=sim.url, private_key=key),
+        relay=RelayConfig(**FAST_RELAY),  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 @dataclass
