@@ -211,6 +211,17 @@ def test_stored_taps_that_are_not_attendance_never_show(gw) -> None:
     day.close()
 
 
+def test_a_gateway_without_a_relay_shows_the_stored_taps(tmp_path: Path) -> None:
+    db = tmp_path / "gateway.db"  # no [ciao]: the relay never created its tables
+    create_inbox(db)
+    lobby = TerminalFeed("t-lobby", SITE)
+    insert(db, [lobby.event(Kind.IN, ANA, T0), lobby.event(Kind.IN, BOB, T0 + H,
+                                                          flags=(Flag.SELFTEST,))])  # fmt: skip
+    day = SiteDay(db)
+    assert day.day(SITE, BADGES) == [DayEntry("w-ana", Kind.IN, T0)]
+    day.close()
+
+
 def test_a_stored_tap_from_a_clock_in_the_future_waits_for_the_relay(gw) -> None:
     lobby, roof = TerminalFeed("t-lobby", SITE), TerminalFeed("t-roof", SITE)
     now = time.time_ns()
@@ -275,3 +286,24 @@ def test_the_gateway_shift_rule_is_a_setting(gw, tmp_path: Path) -> None:
     insert(gw.db, taps)
     assert gw.relay(taps) == {("t-lobby", 1): ("in", ()),
                               ("t-lobby", 2): ("in", (Issue.MISSING_OUT,))}  # fmt: skip
+
+
+def test_the_gateway_gives_its_relay_the_configured_shift_rule(tmp_path: Path) -> None:
+    from gateway.ciao.environments import CiaoConfig
+    from gateway.config import GatewayConfig
+    from gateway.sequence import SequenceConfig
+    from gateway.service import Gateway
+    from tests.support.ciao import CLIENT_ID, rsa_pair, write_private_key
+
+    cfg = GatewayConfig(
+        db=tmp_path / "gateway.db", signing_key_file=tmp_path / "gateway-signing.key",
+        ciao=CiaoConfig(client_id=CLIENT_ID, base_url="http://127.0.0.1:9",
+                        private_key=write_private_key(tmp_path / "ciao.pem", rsa_pair()[0])),
+        sequence=SequenceConfig(shift_gap_h=10.0, shift_calendar_day=True),
+    )  # fmt: skip
+    gateway = Gateway(cfg)  # built, not started: nothing connects
+    try:
+        assert gateway.relay is not None
+        assert gateway.relay.sequence.rule == ShiftRule(10.0, calendar_day=True)
+    finally:
+        gateway.stop()
