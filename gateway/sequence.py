@@ -92,6 +92,9 @@ _ATTENDANCE_ONLY = "".join(
 )
 """SQL that leaves out a stored tap flagged as not attendance (the flags column is a JSON
 list of strings, so each flag appears quoted)."""
+_NOT_CLAIMED = "AND coalesce(r.state, 'queued') NOT IN ('selftest', 'enrolment')"
+"""SQL that leaves out a tap the relay (``r``: its registrations row) holds as a self-test or
+that a badge enrolment claimed: evidence, never attendance."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,19 @@ class SequenceConfig:
     @property
     def rule(self) -> ShiftRule:
         return ShiftRule(self.shift_gap_h, self.shift_calendar_day)
+
+
+def index_inbox_by_badge(db: sqlite3.Connection) -> bool:
+    """A worker's taps are found in the inbox by badge and time (the sequence check's replay,
+    the site view's newest stored tap): that index is created here, additively, because only
+    this module asks that question. False while the intake has not created the inbox yet."""
+    try:
+        db.execute("CREATE INDEX IF NOT EXISTS inbox_badge_time ON inbox(badge, wall_ns)")
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return False
+    return True
 
 
 def ciao_direction(kind: Kind) -> str:
@@ -216,16 +232,7 @@ class SequenceCheck:
         self._index_inbox()
 
     def _index_inbox(self) -> None:
-        """A worker's taps are found by badge and time: the inbox needs that index (created
-        here, additively, because only this module asks that question)."""
-        if self._indexed:
-            return
-        try:
-            self.db.execute("CREATE INDEX IF NOT EXISTS inbox_badge_time ON inbox(badge, wall_ns)")
-            self._indexed = True
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
+        self._indexed = self._indexed or index_inbox_by_badge(self.db)
 
     # ----------------------------------------------------------------- the relay's calls
 
@@ -362,8 +369,7 @@ class SequenceCheck:
             "LEFT JOIN worker_sequence s ON s.terminal = i.terminal AND s.seq = i.seq "
             f"WHERE i.badge IN ({marks}) AND i.wall_ns > ? AND i.wall_ns <= ? "
             "AND i.workplace = ? AND s.terminal IS NULL "
-            "AND coalesce(r.state, 'queued') NOT IN ('selftest', 'enrolment') "
-            "ORDER BY i.wall_ns, i.terminal, i.seq",
+            f"{_NOT_CLAIMED} ORDER BY i.wall_ns, i.terminal, i.seq",
             (*badges, since, wall_ns, workplace),
         ).fetchall()
         taps = []
@@ -422,18 +428,7 @@ class SiteDay:
         self.db.close()
 
     def _index_inbox(self) -> bool:
-        """The newest stored tap of a badge is found through the inbox's (badge, wall_ns)
-        index, which the sequence check also uses; False while the intake has not created
-        the inbox yet."""
-        if not self._indexed:
-            try:
-                self.db.execute(
-                    "CREATE INDEX IF NOT EXISTS inbox_badge_time ON inbox(badge, wall_ns)"
-                )
-                self._indexed = True
-            except sqlite3.OperationalError as exc:
-                if "no such table" not in str(exc):
-                    raise
+        self._indexed = self._indexed or index_inbox_by_badge(self.db)
         return self._indexed
 
     def version(self) -> tuple[int, int]:
@@ -514,7 +509,7 @@ class SiteDay:
         join = where = ""
         if claimed is not None:
             join = "LEFT JOIN registrations r ON r.terminal = i.terminal AND r.seq = i.seq "
-            where = "AND coalesce(r.state, 'queued') NOT IN ('selftest', 'enrolment') "
+            where = f"{_NOT_CLAIMED} "
         return (
             "SELECT i.kind, i.wall_ns FROM inbox i "
             "LEFT JOIN worker_sequence s ON s.terminal = i.terminal AND s.seq = i.seq "
