@@ -19,6 +19,10 @@ Example ``/etc/siteclock/gateway.toml``::
     base_url = "http://127.0.0.1:8787"
     client_id = "self_service_chaman_123_abc"
     private_key = "/etc/siteclock/ciao-key.pem"
+
+    [sequence]                   # the site's shift rule: the same as its terminals' [capture]
+    shift_gap_h = 14.0           # a tap this long after the worker's last one starts a shift
+    shift_calendar_day = false   # true: the first tap of a new local day starts one too
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 
 from gateway.ciao.environments import CiaoConfig
 from gateway.relay import RelayConfig
+from gateway.sequence import SequenceConfig
 
 DEFAULT_INSS_KEY = Path("/etc/siteclock/keys/inss.key")
 """Where the INSS key lives unless configured: not beside the database (docs/provisioning.md)."""
@@ -84,6 +89,8 @@ class GatewayConfig:
     """How often the gateway looks for registry changes to republish terminals' rosters."""
     ciao: CiaoConfig | None = None
     relay: RelayConfig = field(default_factory=RelayConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    """The shift rule of the sequence check (docs/direction.md): 14 h by default."""
 
     @property
     def inss_key_path(self) -> Path:

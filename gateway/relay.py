@@ -65,6 +65,7 @@ from gateway.sequence import SequenceCheck
 from gateway.terminals import TerminalRegistry
 from siteclock.log import fields, redact
 from siteclock.protocol import Event, Outcome, ProtocolError, Verdict
+from siteclock.shift import ShiftRule
 
 log = logging.getLogger("siteclock.relay")
 
@@ -208,6 +209,7 @@ class Relay:
         on_verdict: Callable[[str, Verdict], None],
         config: RelayConfig | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        shift: ShiftRule | None = None,
     ) -> None:
         self.client = client
         self.registry = registry
@@ -220,7 +222,10 @@ class Relay:
         # Sync points live with the terminals (written from heartbeats); read them there.
         self.terminals = TerminalRegistry(db_path)
         self.counters: Counter[str] = Counter()
-        self.sequence = SequenceCheck(self.store.db, counters=self.counters)  # docs/direction.md
+        # docs/direction.md; ``shift`` is the gateway config's [sequence] rule
+        self.sequence = SequenceCheck(
+            self.store.db, counters=self.counters, rule=shift or ShiftRule()
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_scan_ns = 0

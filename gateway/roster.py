@@ -90,7 +90,7 @@ class RosterPublisher:
     ) -> Roster:
         """Publish (retained, QoS 1) the full roster for one terminal; returns what was sent.
 
-        ``day`` is the site view (each worker's last relayed tap on the workplace) from
+        ``day`` is the site view (each worker's last stored tap on the workplace) from
         :class:`gateway.sequence.SiteDay`: how a terminal learns the site's other taps."""
         roster, payload = self.build(terminal_id, entries, day)
         self._client.publish(topic(terminal_id, Channel.CONFIG), payload, qos=1, retain=True)

@@ -22,8 +22,10 @@ CIaO item. The rules (docs/direction.md has the table):
 Every decision is kept in ``worker_sequence`` (same SQLite file, written in the relay's own
 transaction, so a decision exists exactly when its item was marked submitted). Issues are
 counted (``sequence.<issue>``), logged with the worker's pseudonymous reference (never the
-INSS), and listed by :meth:`SequenceCheck.issues` for the employer. The newest decision per
-worker is the site view the gateway puts in each terminal's roster (:meth:`SiteDay.day`).
+INSS), and listed by :meth:`SequenceCheck.issues` for the employer. The site view the gateway
+puts in each terminal's roster (:meth:`SiteDay.day`) is each worker's newest decided tap, or a
+newer attendance tap the gateway has stored but not decided yet (the NSSO is down): a tap is
+part of the worker's day on the site as soon as the gateway holds it.
 
 Example (inside the relay)::
 
@@ -80,6 +82,53 @@ class Issue:
 SITE_DAY_WINDOW_NS = 48 * NS_PER_HOUR
 """How far back the site view in a roster reaches, from the site's newest tap: past a shift gap
 and a night, so a terminal sees yesterday's ``in`` and flags the ``out`` that is missing."""
+
+FUTURE_SLACK_NS = 60 * 1_000_000_000
+"""How far after its arrival at the gateway a stored tap may be dated and still be shown (the
+terminal's and the gateway's clocks differ a little even when both are synced)."""
+
+_ATTENDANCE_ONLY = "".join(
+    f"AND i.flags NOT LIKE '%\"{flag}\"%' " for flag in sorted(NON_ATTENDANCE_FLAGS)
+)
+"""SQL that leaves out a stored tap flagged as not attendance (the flags column is a JSON
+list of strings, so each flag appears quoted)."""
+_NOT_CLAIMED = "AND coalesce(r.state, 'queued') NOT IN ('selftest', 'enrolment')"
+"""SQL that leaves out a tap the relay (``r``: its registrations row) holds as a self-test or
+that a badge enrolment claimed: evidence, never attendance."""
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    """``[sequence]`` in the gateway's configuration: the site's shift rule, which should be
+    the one its terminals use (``[capture] shift_gap_h`` / ``shift_calendar_day``).
+
+    ``shift_gap_h``: a tap more than this many hours after the worker's last one starts a new
+    shift (an ``in`` before it lacks its ``out``: ``missing_out``). ``shift_calendar_day``: the
+    first tap of a new local calendar day (the gateway's time zone) starts one too."""
+
+    shift_gap_h: float = 14.0
+    shift_calendar_day: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.shift_gap_h > 0:
+            raise ValueError(f"shift_gap_h must be a positive number of hours: {self.shift_gap_h}")
+
+    @property
+    def rule(self) -> ShiftRule:
+        return ShiftRule(self.shift_gap_h, self.shift_calendar_day)
+
+
+def index_inbox_by_badge(db: sqlite3.Connection) -> bool:
+    """A worker's taps are found in the inbox by badge and time (the sequence check's replay,
+    the site view's newest stored tap): that index is created here, additively, because only
+    this module asks that question. False while the intake has not created the inbox yet."""
+    try:
+        db.execute("CREATE INDEX IF NOT EXISTS inbox_badge_time ON inbox(badge, wall_ns)")
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return False
+    return True
 
 
 def ciao_direction(kind: Kind) -> str:
@@ -183,16 +232,7 @@ class SequenceCheck:
         self._index_inbox()
 
     def _index_inbox(self) -> None:
-        """A worker's taps are found by badge and time: the inbox needs that index (created
-        here, additively, because only this module asks that question)."""
-        if self._indexed:
-            return
-        try:
-            self.db.execute("CREATE INDEX IF NOT EXISTS inbox_badge_time ON inbox(badge, wall_ns)")
-            self._indexed = True
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
+        self._indexed = self._indexed or index_inbox_by_badge(self.db)
 
     # ----------------------------------------------------------------- the relay's calls
 
@@ -329,8 +369,7 @@ class SequenceCheck:
             "LEFT JOIN worker_sequence s ON s.terminal = i.terminal AND s.seq = i.seq "
             f"WHERE i.badge IN ({marks}) AND i.wall_ns > ? AND i.wall_ns <= ? "
             "AND i.workplace = ? AND s.terminal IS NULL "
-            "AND coalesce(r.state, 'queued') NOT IN ('selftest', 'enrolment') "
-            "ORDER BY i.wall_ns, i.terminal, i.seq",
+            f"{_NOT_CLAIMED} ORDER BY i.wall_ns, i.terminal, i.seq",
             (*badges, since, wall_ns, workplace),
         ).fetchall()
         taps = []
@@ -358,47 +397,127 @@ class SequenceCheck:
         )
 
 
+def _shown(worker: str, kind: str, ciao_type: str, wall_ns: int) -> DayEntry:
+    """A decided tap as the site view shows it: the terminal's own kind when the sequence
+    agreed with it (so a break stays a break), else the CIaO type that was sent."""
+    recorded = Kind(kind)
+    shown = recorded if ciao_direction(recorded) == ciao_type else Kind(ciao_type)
+    return DayEntry(worker, shown, wall_ns)
+
+
 class SiteDay:
-    """Read side for the roster loop: each worker's newest decided tap per workplace.
+    """Read side for the roster loop: each worker's newest attendance tap per workplace.
+
+    Two sources, newest wins: the taps the relay *decided* (``worker_sequence``, with the CIaO
+    type the sequence supports) and the attendance taps the gateway has *stored* but not
+    decided yet (the inbox: the relay is waiting out an NSSO outage, holds the tap for a clock
+    sync, or there is no ``[ciao]`` at all). A stored tap is a fact of the worker's day as soon
+    as it is committed: the site's other terminals must learn it then, not when the NSSO is
+    reachable again, or they record the wrong direction in the meantime.
 
     Its own connection (the roster thread is not the relay's); the table is created if the
-    relay has not run yet, so a gateway without ``[ciao]`` publishes an empty site view.
+    relay has not run yet, so a gateway without ``[ciao]`` still publishes the stored taps.
     """
 
     def __init__(self, db_path: Path | str) -> None:
         self.db = sqlite.connect(db_path, schema=SCHEMA, busy_timeout_s=10.0)
+        self._indexed = False
+        self._index_inbox()
 
     def close(self) -> None:
         self.db.close()
 
-    def version(self, workplace: str) -> tuple[int, int]:
-        """Changes whenever a decision for the workplace is added (cheap: index only)."""
-        count, newest = self.db.execute(
-            "SELECT count(*), coalesce(max(decided_ns), 0) FROM worker_sequence WHERE workplace=?",
-            (workplace,),
-        ).fetchone()
-        return count, newest
+    def _index_inbox(self) -> bool:
+        self._indexed = self._indexed or index_inbox_by_badge(self.db)
+        return self._indexed
 
-    def day(self, workplace: str) -> list[DayEntry]:
-        """Each worker's newest tap on the workplace within two days of the site's newest tap,
-        with the terminal's own kind when the sequence agreed with it (so a break stays a
-        break), else the CIaO type that was sent."""
-        (newest,) = self.db.execute(
+    def version(self) -> tuple[int, int]:
+        """Changes whenever the relay decides a tap or the gateway stores one, on any
+        workplace (two index look-ups, whatever the size of the file): whether that changed a
+        workplace's view is for the caller to see in :meth:`day`."""
+        (decided,) = self.db.execute(
+            "SELECT coalesce(max(rowid), 0) FROM worker_sequence"
+        ).fetchone()
+        stored = 0
+        if self._index_inbox():
+            (stored,) = self.db.execute("SELECT coalesce(max(rowid), 0) FROM inbox").fetchone()
+        return decided, stored
+
+    def day(self, workplace: str, badges: Mapping[str, str] | None = None) -> list[DayEntry]:
+        """Each worker's newest attendance tap on the workplace, within two days of the site's
+        newest tap. A decided tap shows the terminal's own kind when the sequence agreed with
+        it (so a break stays a break), else the CIaO type that was sent; a stored tap not
+        decided yet shows the kind its terminal recorded.
+
+        ``badges`` (badge -> worker reference: the workplace's roster) says whose taps to look
+        up, each through an index (a few look-ups per worker, however long the site's
+        history); without it, every worker's decided taps, and no stored ones."""
+        if badges is None:
+            newest = self._decided_all(workplace)
+        else:
+            newest = {}
+            for worker in set(badges.values()):
+                found = self._decided(workplace, worker)
+                if found is not None:
+                    newest[worker] = found
+            if self._index_inbox():
+                sql = self._stored_tap_sql()
+                for badge, worker in badges.items():
+                    known = newest.get(worker)
+                    # Only a tap newer than the worker's decided one can change the view; the
+                    # bound keeps the index walk to the taps since then.
+                    since = known.wall_ns if known is not None else -(2**63)
+                    row = self.db.execute(sql, (badge, since, workplace)).fetchone()
+                    if row is not None and (known is None or row[1] > known.wall_ns):
+                        newest[worker] = DayEntry(worker, Kind(row[0]), row[1])
+        if not newest:
+            return []
+        since = max(d.wall_ns for d in newest.values()) - SITE_DAY_WINDOW_NS
+        return [newest[w] for w in sorted(newest) if newest[w].wall_ns >= since]
+
+    def _decided(self, workplace: str, worker: str) -> DayEntry | None:
+        row = self.db.execute(
+            "SELECT kind, ciao_type, wall_ns FROM worker_sequence WHERE workplace=? "
+            "AND worker_ref=? ORDER BY wall_ns DESC LIMIT 1",
+            (workplace, worker),
+        ).fetchone()
+        return _shown(worker, *row) if row is not None else None
+
+    def _decided_all(self, workplace: str) -> dict[str, DayEntry]:
+        (last,) = self.db.execute(
             "SELECT max(wall_ns) FROM worker_sequence WHERE workplace=?", (workplace,)
         ).fetchone()
-        if newest is None:
-            return []
+        if last is None:
+            return {}
         rows = self.db.execute(
             "SELECT worker_ref, kind, ciao_type, max(wall_ns) FROM worker_sequence "
-            "WHERE workplace=? AND wall_ns>=? GROUP BY worker_ref ORDER BY worker_ref",
-            (workplace, newest - SITE_DAY_WINDOW_NS),
-        ).fetchall()
-        day = []
-        for worker, kind, ciao_type, wall_ns in rows:
-            recorded = Kind(kind)
-            shown = recorded if ciao_direction(recorded) == ciao_type else Kind(ciao_type)
-            day.append(DayEntry(worker, shown, wall_ns))
-        return day
+            "WHERE workplace=? AND wall_ns>=? GROUP BY worker_ref",
+            (workplace, last - SITE_DAY_WINDOW_NS),
+        )
+        return {worker: _shown(worker, *rest) for worker, *rest in rows}
+
+    def _stored_tap_sql(self) -> str:
+        """A badge's newest stored attendance tap on a workplace, newer than a bound, that the
+        relay has not decided: found through the (badge, wall_ns) index, newest first. Taps
+        the relay claimed as a self-test or a badge enrolment are left out too (once a relay
+        has run: before that nothing was claimed). A tap dated after it reached the gateway
+        comes from a clock gone wrong: it would hide every other tap (newest wins, and the
+        window follows the newest), so it waits for the relay's corrected time instead."""
+        claimed = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='registrations'"
+        ).fetchone()
+        join = where = ""
+        if claimed is not None:
+            join = "LEFT JOIN registrations r ON r.terminal = i.terminal AND r.seq = i.seq "
+            where = f"{_NOT_CLAIMED} "
+        return (
+            "SELECT i.kind, i.wall_ns FROM inbox i "
+            "LEFT JOIN worker_sequence s ON s.terminal = i.terminal AND s.seq = i.seq "
+            f"{join}WHERE i.badge = ? AND i.wall_ns > ? AND i.workplace = ? "
+            f"AND s.terminal IS NULL AND i.wall_ns <= i.received_ns + {FUTURE_SLACK_NS} "
+            f"{_ATTENDANCE_ONLY}{where}"
+            "ORDER BY i.wall_ns DESC LIMIT 1"
+        )
 
     @staticmethod
     def issues_of(db: sqlite3.Connection, workplace: str | None = None) -> list[dict[str, Any]]:

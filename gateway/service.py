@@ -8,8 +8,9 @@ The gateway is three loops over one SQLite file:
   publishes it on the terminal's ack topic;
 - the **roster** loop republishes each terminal's signed roster whenever the worker registry
   changes (a new badge, a blocked one), so terminals greet workers by name, and whenever the
-  relay decided a tap on its workplace: the roster carries the site view (each worker's last
-  tap, :class:`gateway.sequence.SiteDay`), so every terminal of a site knows the others' taps.
+  site view of its workplace changes: the roster carries each worker's last attendance tap
+  (:class:`gateway.sequence.SiteDay`), as soon as the gateway has *stored* it, whether or not
+  the relay could send it to the NSSO yet, so every terminal of a site knows the others' taps.
 
 The broker or CIaO may be down at start: paho keeps reconnecting, the relay keeps retrying, and
 terminals keep their events until the gateway acknowledges them, so nothing waits on anything.
@@ -22,6 +23,7 @@ import logging
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.ciao.auth import load_private_key
@@ -39,10 +41,19 @@ from gateway.terminals import ACTIVE, TerminalRegistry
 from siteclock import log as sclog
 from siteclock.config import ConfigError, load
 from siteclock.log import fields
-from siteclock.protocol import DayEntry, Verdict
+from siteclock.protocol import DayEntry, RosterEntry, Verdict
 from terminal.identity import IdentityError, load_or_create
 
 log = logging.getLogger("siteclock.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class _SiteView:
+    """What the roster loop last read for one workplace, and the versions it read it at."""
+
+    stamp: tuple[int, tuple[int, int]]
+    entries: list[RosterEntry]
+    day: tuple[DayEntry, ...]
 
 
 class Gateway:
@@ -63,11 +74,12 @@ class Gateway:
         if cfg.ciao is not None:
             self.relay = Relay(
                 cfg.db, self._ciao_client(), self.registry,
-                on_verdict=self._send_verdict, config=cfg.relay,
+                on_verdict=self._send_verdict, config=cfg.relay, shift=cfg.sequence.rule,
             )  # fmt: skip
         self._roster_thread: threading.Thread | None = None
         self.site_day = SiteDay(cfg.db)
-        self._published: dict[str, tuple[int, str, tuple[int, int]]] = {}
+        self._published: dict[str, tuple[int, str, tuple[DayEntry, ...]]] = {}
+        self._views: dict[str, _SiteView] = {}
 
     def _ciao_client(self) -> CiaoClient:
         ciao = self.cfg.ciao
@@ -94,25 +106,36 @@ class Gateway:
         if publisher is None:
             raise RuntimeError("intake was built without a roster signer")
         sent = 0
-        versions: dict[str, tuple[int, int]] = {}  # each asked once per workplace
-        days: dict[str, list[DayEntry]] = {}
+        views: dict[str, _SiteView] = {}  # each workplace looked at once per round
         for terminal_id in self.terminals.ids():
             record = self.terminals.get(terminal_id)
             if record is None or record.status != ACTIVE:
                 continue
             place = record.workplace
-            if place not in versions:
-                versions[place] = self.site_day.version(place)
-            seen = (version, place, versions[place])
+            if place not in views:
+                views[place] = self._site_view(place, version)
+            view = views[place]
+            seen = (version, place, view.day)
             if self._published.get(terminal_id) == seen:
                 continue
-            if place not in days:
-                days[place] = self.site_day.day(place)
-            entries = self.registry.roster_for(place)
-            publisher.publish_roster(terminal_id, entries, days[place])
+            publisher.publish_roster(terminal_id, view.entries, view.day)
             self._published[terminal_id] = seen
             sent += 1
         return sent
+
+    def _site_view(self, place: str, registry_version: int) -> _SiteView:
+        """The workplace's roster entries and site view, read again only when the registry,
+        the relay's decisions or the inbox changed since the last round (cheap checks);
+        a terminal is republished only when what it would get differs."""
+        stamp = (registry_version, self.site_day.version())
+        kept = self._views.get(place)
+        if kept is not None and kept.stamp == stamp:
+            return kept
+        entries = self.registry.roster_for(place)
+        badges = {e.badge: e.worker for e in entries}
+        view = _SiteView(stamp, entries, tuple(self.site_day.day(place, badges)))
+        self._views[place] = view
+        return view
 
     def _roster_loop(self) -> None:
         while not self._stop.is_set():

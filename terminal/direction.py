@@ -6,8 +6,8 @@ that worker on this workplace, whichever is newer of
 * its own taps (kept in the outbox's ``worker_state``, per workplace, so a rebind starts clean;
   a self-test never writes there), and
 * the site's view, which the gateway sends in the signed roster (``Roster.day``): the last tap
-  the gateway relayed for each worker, from *any* terminal of the site. That is how the roof
-  terminal knows the worker tapped in at the lobby.
+  the gateway stored for each worker (decided or not: the NSSO may be down), from *any*
+  terminal of the site. That is how the roof terminal knows the worker tapped in at the lobby.
 
 When the terminal is offline it decides from what it knows and flags the event
 ``direction_guess``; the gateway checks the sequence again before relaying (docs/direction.md).

@@ -26,125 +26,35 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from gateway.ciao.environments import CiaoConfig
 from gateway.ciao.sim import SimServer
-from gateway.config import GatewayConfig
 from gateway.registry import Registry
-from gateway.relay import RelayConfig
 from gateway.sequence import Issue, SiteDay
 from gateway.service import Gateway
 from gateway.terminals import TerminalRegistry
-from hw.base import BadgeRead
 from provisioning.badge_enrolment import link_next_tap
 from provisioning.workers import Workers, load_or_create_ref_key
-from siteclock.protocol import ClockState, Ed25519Signer, Flag, Kind, Roster
-from terminal.capture import Capture, TapResult
-from terminal.outbox import Outbox
-from terminal.uplink import Uplink
+from siteclock.protocol import Ed25519Signer, Flag, Kind
+from terminal.capture import TapResult
 from tests.support.ciao import (
     CLIENT_ID,
-    FAST_RELAY,
     make_enterprise,
     make_inss,
     rsa_pair,
-    write_private_key,
 )
-from tests.support.mosquitto import (
-    MosquittoBroker,
-    gateway_config,
-    running_broker,
-    terminal_config,
-)
+from tests.support.mosquitto import running_broker
+from tests.support.site_terminals import DAY, SYNCED, Terminal, at, knows, site_gateway_config
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 SITE, OLD_SITE = "1Y1003SQ5VSSZ", "2Y1003SQ5VSSZ"
 LOBBY, ROOF, OFFICE = "t-day-lobby", "t-day-roof", "t-day-office"
-SYNCED = ClockState(synced=True, maxerror_us=20_000, source="test")
-DAY = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(
-    days=2
-)
 NEW_BADGE = "nfc-a:0D0D0D0D"
-
-
-def at(hhmm: str, *, day: int = 0) -> int:
-    """Nanoseconds of ``hhmm`` (UTC) on the replayed day (``day=-1``: the day before)."""
-    hours, minutes = map(int, hhmm.split(":"))
-    moment = DAY + dt.timedelta(days=day, hours=hours, minutes=minutes)
-    return int(moment.timestamp()) * 10**9
-
-
-@dataclass
-class Terminal:
-    """One terminal as ``siteclock terminal`` builds it, with an injected wall clock."""
-
-    terminal_id: str
-    path: Path
-    signer: Ed25519Signer
-    workplace: str
-    clock: list[int]
-    broker: MosquittoBroker
-    keys_file: Path
-    outbox: Outbox = field(init=False)
-    capture: Capture = field(init=False)
-    uplink: Uplink | None = None
-    rosters: list[Roster] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.open()
-
-    def open(self) -> None:
-        self.outbox = Outbox(self.path, signer=self.signer, terminal_id=self.terminal_id,
-                             workplace=self.workplace)  # fmt: skip
-        self.capture = Capture(
-            self.outbox, clock=lambda: SYNCED, wall_ns=lambda: self.clock[0],
-            site_view=lambda: self.uplink is not None and self.uplink.connected,
-        )  # fmt: skip
-        if self.rosters:
-            self.capture.apply_roster(self.rosters[-1])
-
-    def receive(self, roster: Roster) -> None:
-        self.rosters.append(roster)
-        self.capture.apply_roster(roster)
-
-    def online(self) -> None:
-        self.uplink = Uplink(
-            terminal_config(self.broker, self.terminal_id, gateway_keys_file=self.keys_file),
-            terminal_id=self.terminal_id, outbox=self.outbox, status=dict, on_roster=self.receive,
-        )  # fmt: skip
-        self.uplink.start()
-        wait_for(lambda: self.uplink is not None and self.uplink.connected, "uplink up")
-
-    def offline(self) -> None:
-        if self.uplink is not None:
-            self.uplink.stop()
-            self.uplink = None
-
-    def rebind(self, workplace: str) -> None:
-        """What ``siteclock provision rebind`` leaves behind: the same outbox file and key,
-        bound to another workplace; the terminal service restarts."""
-        self.offline()
-        self.outbox.close()
-        self.workplace = workplace
-        self.rosters.clear()
-        self.open()
-        self.online()
-
-    def tap(self, badge: str, when: int) -> TapResult:
-        self.clock[0] = when
-        result = self.capture.tap(BadgeRead(badge, time.monotonic_ns()))
-        assert result.signed is not None, result
-        return result
-
-    def close(self) -> None:
-        self.offline()
-        self.outbox.close()
 
 
 @dataclass
@@ -194,22 +104,15 @@ class Site:
         return out
 
 
-def knows(terminal: Terminal, worker_ref: str, wall_ns: int) -> bool:
-    roster = terminal.rosters[-1] if terminal.rosters else None
-    return roster is not None and any(
-        d.worker == worker_ref and d.wall_ns >= wall_ns for d in roster.day
-    )
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     with SimServer(validation_delay_s=0.05) as sim, running_broker(
         tmp_path / "broker", terminals=[LOBBY, ROOF, OFFICE]
     ) as broker:
         sim.register_client(CLIENT_ID, rsa_pair()[1])
-        db, keys_file = tmp_path / "gateway.db", tmp_path / "gateway-keys.json"
-        inss_key = tmp_path / "inss.key"
-        registry = Registry(db, inss_key)
+        cfg = site_gateway_config(tmp_path, broker, sim)
+        db, keys_file = cfg.db, cfg.gateway_keys_file
+        registry = Registry(db, cfg.inss_key_path)
         registry.add_workplace(SITE, latitude=50.85, longitude=4.35)
         registry.add_workplace(OLD_SITE, latitude=50.80, longitude=4.30)
         refs, badges = {}, {}
@@ -223,13 +126,6 @@ def site(tmp_path: Path) -> Iterator[Site]:
                 badges[name] = f"nfc-a:0{i + 1}0{i + 1}0{i + 1}0{i + 1}"
                 registry.enrol_badge(badges[name], ref)
         registry.assign(refs["cor"], OLD_SITE)
-        cfg = GatewayConfig(
-            db=db, signing_key_file=tmp_path / "gateway-signing.key", gateway_keys_file=keys_file,
-            mqtt=gateway_config(broker), roster_check_s=0.05, inss_key_file=inss_key,
-            ciao=CiaoConfig(client_id=CLIENT_ID, base_url=sim.url,
-                            private_key=write_private_key(tmp_path / "ciao.pem", rsa_pair()[0])),
-            relay=RelayConfig(**FAST_RELAY),  # type: ignore[arg-type]
-        )  # fmt: skip
         gateway = Gateway(cfg)
         terminal_registry = TerminalRegistry(db)
         clock = [at("06:00", day=-1)]

@@ -156,13 +156,91 @@ def test_the_site_view_is_each_workers_newest_tap(gw) -> None:
             lobby.event(Kind.IN, BOB, T0 + H), lobby.event(Kind.IN, BOB, T0 + 2 * H)]  # fmt: skip
     insert(gw.db, taps)
     day = SiteDay(gw.db)
-    before = day.version(SITE)
+    before = day.version()
     gw.relay(taps)
-    assert day.version(SITE) != before
+    assert day.version() != before
     # a break stays a break; Bob's second `in` was sent as `out`, and that is what counts
     assert day.day(SITE) == [DayEntry("w-ana", Kind.BREAK_START, T0 + H),
                              DayEntry("w-bob", Kind.OUT, T0 + 2 * H)]  # fmt: skip
     assert day.day("ZZZZZZZZ12345") == []
+    day.close()
+
+
+BADGES = {ANA: "w-ana", BOB: "w-bob"}  # the workplace's roster: badge -> worker reference
+
+
+def test_the_site_view_has_stored_taps_before_the_relay_decides_them(gw) -> None:
+    lobby, roof = TerminalFeed("t-lobby", SITE), TerminalFeed("t-roof", SITE)
+    day = SiteDay(gw.db)
+    empty = day.version()
+    came_in = lobby.event(Kind.IN, ANA, T0)
+    insert(gw.db, [came_in])
+    assert day.version() != empty  # a stored tap is a change the roster loop sees
+    assert day.day(SITE, BADGES) == [DayEntry("w-ana", Kind.IN, T0)]
+    assert day.day(SITE) == []  # without the roster, only decided taps count
+    # the relay decides the `in`; the roof's `out` is stored, not decided: newest wins
+    gw.relay([came_in])
+    went_out = roof.event(Kind.OUT, ANA, T0 + H)
+    insert(gw.db, [went_out])
+    assert day.day(SITE, BADGES) == [DayEntry("w-ana", Kind.OUT, T0 + H)]
+    # a decided tap newer than a stored one wins, as the sequence sent it
+    bob_out = roof.event(Kind.OUT, BOB, T0 + 2 * H)
+    insert(gw.db, [bob_out])
+    assert gw.relay([bob_out]) == {("t-roof", 2): ("in", (Issue.CORRECTED,))}
+    insert(gw.db, [lobby.event(Kind.IN, BOB, T0)])  # an older tap, arriving late
+    assert DayEntry("w-bob", Kind.IN, T0 + 2 * H) in day.day(SITE, BADGES)
+    assert day.day("ZZZZZZZZ12345", BADGES) == []
+    day.close()
+
+
+def test_stored_taps_that_are_not_attendance_never_show(gw) -> None:
+    lobby = TerminalFeed("t-lobby", SITE)
+    came_in = lobby.event(Kind.IN, ANA, T0)
+    selftest = lobby.event(Kind.IN, ANA, T0 + H, flags=(Flag.SELFTEST,))
+    enrolment = lobby.event(Kind.OUT, ANA, T0 + 2 * H)
+    insert(gw.db, [came_in, selftest, enrolment])
+    now = time.time_ns()
+    with gw.store.tx() as db:  # claimed as provisioning.badge_enrolment claims a linking tap
+        db.execute(
+            "INSERT INTO registrations(terminal, seq, state, created_ns, updated_ns) "
+            "VALUES (?, ?, 'enrolment', ?, ?)",
+            ("t-lobby", enrolment.event.seq, now, now),
+        )
+    day = SiteDay(gw.db)
+    assert day.day(SITE, BADGES) == [DayEntry("w-ana", Kind.IN, T0)]
+    day.close()
+
+
+def test_a_gateway_without_a_relay_shows_the_stored_taps(tmp_path: Path) -> None:
+    db = tmp_path / "gateway.db"  # no [ciao]: the relay never created its tables
+    create_inbox(db)
+    lobby = TerminalFeed("t-lobby", SITE)
+    insert(db, [lobby.event(Kind.IN, ANA, T0), lobby.event(Kind.IN, BOB, T0 + H,
+                                                          flags=(Flag.SELFTEST,))])  # fmt: skip
+    day = SiteDay(db)
+    assert day.day(SITE, BADGES) == [DayEntry("w-ana", Kind.IN, T0)]
+    day.close()
+
+
+def test_a_stored_tap_from_a_clock_in_the_future_waits_for_the_relay(gw) -> None:
+    lobby, roof = TerminalFeed("t-lobby", SITE), TerminalFeed("t-roof", SITE)
+    now = time.time_ns()
+    came_in = lobby.event(Kind.IN, ANA, now - H)
+    astray = roof.event(Kind.OUT, BOB, now + 72 * H, flags=(Flag.CLOCK_UNSYNCED,))
+    insert(gw.db, [came_in, astray])
+    day = SiteDay(gw.db)
+    # bob's tap would have been newest and pushed ana's out of the two-day window
+    assert day.day(SITE, BADGES) == [DayEntry("w-ana", Kind.IN, now - H)]
+    day.close()
+
+
+def test_the_site_view_reads_stored_taps_through_the_badge_index(gw) -> None:
+    insert(gw.db, [TerminalFeed("t-lobby", SITE).event(Kind.IN, ANA, T0)])
+    day = SiteDay(gw.db)
+    query = "EXPLAIN QUERY PLAN " + day._stored_tap_sql()
+    plan = " ".join(str(row) for row in day.db.execute(query, (ANA, 0, SITE)))
+    assert "USING INDEX inbox_badge_time" in plan
+    assert "SCAN i" not in plan
     day.close()
 
 
@@ -179,3 +257,53 @@ def test_the_employer_lists_what_to_resolve_without_any_inss(gw, capsys) -> None
     assert "t-lobby#2 tapped in, sent in: missing_out" in out
     assert "1 tap(s) to review" in out
     assert make_inss(2) not in out
+
+
+GATEWAY_TOML = """
+db = "/var/lib/siteclock/gateway.db"
+signing_key_file = "/etc/siteclock/gateway-signing.key"
+"""
+
+
+def test_the_gateway_shift_rule_is_a_setting(gw, tmp_path: Path) -> None:
+    from gateway.config import GatewayConfig
+    from siteclock.config import ConfigError, load
+
+    path = tmp_path / "gateway.toml"
+    path.write_text(GATEWAY_TOML)
+    assert load(path, GatewayConfig).sequence.rule == ShiftRule()  # 14 h unless told
+    path.write_text(GATEWAY_TOML + "[sequence]\nshift_gap_h = 8.0\nshift_calendar_day = true\n")
+    rule = load(path, GatewayConfig).sequence.rule
+    assert rule == ShiftRule(8.0, calendar_day=True)
+    path.write_text(GATEWAY_TOML + "[sequence]\nshift_gap_h = 0\n")
+    with pytest.raises(ConfigError, match="sequence: shift_gap_h must be a positive"):
+        load(path, GatewayConfig)
+    # ten hours after an `in`, a second `in` starts a new shift under an 8 h rule (under the
+    # default 14 h it would have been corrected to `out`)
+    gw.check = SequenceCheck(gw.store.db, rule=ShiftRule(8.0))
+    lobby = TerminalFeed("t-lobby", SITE)
+    taps = [lobby.event(Kind.IN, ANA, T0 + 30 * H), lobby.event(Kind.IN, ANA, T0 + 40 * H)]
+    insert(gw.db, taps)
+    assert gw.relay(taps) == {("t-lobby", 1): ("in", ()),
+                              ("t-lobby", 2): ("in", (Issue.MISSING_OUT,))}  # fmt: skip
+
+
+def test_the_gateway_gives_its_relay_the_configured_shift_rule(tmp_path: Path) -> None:
+    from gateway.ciao.environments import CiaoConfig
+    from gateway.config import GatewayConfig
+    from gateway.sequence import SequenceConfig
+    from gateway.service import Gateway
+    from tests.support.ciao import CLIENT_ID, rsa_pair, write_private_key
+
+    cfg = GatewayConfig(
+        db=tmp_path / "gateway.db", signing_key_file=tmp_path / "gateway-signing.key",
+        ciao=CiaoConfig(client_id=CLIENT_ID, base_url="http://127.0.0.1:9",
+                        private_key=write_private_key(tmp_path / "ciao.pem", rsa_pair()[0])),
+        sequence=SequenceConfig(shift_gap_h=10.0, shift_calendar_day=True),
+    )  # fmt: skip
+    gateway = Gateway(cfg)  # built, not started: nothing connects
+    try:
+        assert gateway.relay is not None
+        assert gateway.relay.sequence.rule == ShiftRule(10.0, calendar_day=True)
+    finally:
+        gateway.stop()
