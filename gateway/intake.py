@@ -13,9 +13,18 @@ subscription, so several gateway processes can share the load):
 
 Every refusal is counted by reason in :attr:`Intake.counters` and logged with the terminal id,
 sequence number and reason only (no badge, no payload: no personal data). Nothing a terminal
-sends can stop the intake: a bad message is counted and PUBACKed (so the broker does not
-redeliver garbage forever); only a failure to *store* withholds the PUBACK and the ack, and the
-terminal resends.
+sends can stop the intake: every message is judged alone, a bad one is counted and PUBACKed (so
+the broker does not redeliver garbage forever), whatever it raises, and a message whose events
+cannot be stored is found by storing the group message by message; only a failure of the
+*storage itself* (disk, lock) withholds the PUBACK and the ack, and the terminal resends.
+
+Limits (figures in docs/limits.md): sizes per message kind are checked before anything is
+parsed; each terminal has a budget (:class:`gateway.ratelimit.TerminalBudget`) of refused or
+repeated events per second and of heartbeats, so one stolen terminal cannot saturate the intake
+with junk signatures; a terminal over budget has its messages dropped unread (counted,
+``rate_limited``, a security alert at most once a minute) and its honest events simply come
+again, since a refused event is never acked. The hash chain is checked as events are stored
+(:mod:`gateway.store`); a gap that lasts :data:`GAP_GRACE_S` becomes a security alert.
 
 Example::
 
@@ -28,10 +37,11 @@ Example::
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,13 +52,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.config import MqttConfig
+from gateway.ratelimit import TerminalBudget
 from gateway.roster import RosterPublisher
-from gateway.store import Gap, Inbox, PutStatus
+from gateway.store import SEQ_GAP, Gap, Inbox, PutStatus
 from gateway.terminals import ACTIVE, TerminalRecord, TerminalRegistry
 from siteclock.log import fields
 from siteclock.protocol import (
     Ack,
     Channel,
+    ClockProof,
     Event,
     ProtocolError,
     Roster,
@@ -61,6 +73,7 @@ from siteclock.protocol import (
     parse_topic,
     subscription,
     topic,
+    verify_clock_proof,
 )
 
 log = logging.getLogger("siteclock.gateway.intake")
@@ -80,6 +93,23 @@ KEY_REFRESH_S = 1.0
 often per terminal: a key added by a rotation is accepted within a second, and a terminal
 sending made-up key ids cannot turn every message into a registry query."""
 LOG_FIRST_PER_REASON = 20  # then one line per 1000, so a flood cannot fill the disk
+REFUSED_PER_S = 100.0
+REFUSED_BURST = 2000.0
+"""A terminal's budget of refused, repeated or unreadable events: this many per second after a
+burst. Events stored for the first time cost nothing, so an honest backlog drain (4,500 events/s
+measured) is never slowed; a resend of a whole in-flight window (4 x 200 duplicates) fits in
+the burst. Each event is charged before its signature is checked, so a flood of junk
+signatures costs at most this many checks per second per terminal."""
+HEARTBEATS_PER_S = 0.5
+HEARTBEAT_BURST = 5.0
+"""A terminal heartbeats every 30 s; more than this is a flood (each one is a write)."""
+RATE_ALERT_EVERY_S = 60.0
+"""At most one ``rate_limited`` security alert per terminal per this many seconds."""
+GAP_GRACE_S = 300.0
+"""A missing seq is reported as a security alert when still missing this long after a later
+one arrived: a terminal resends what is not acked within seconds, so a gap that lasts means
+events that will never come (a wiped outbox, a terminal swapped or tampered with)."""
+GAP_CHECK_S = 1.0
 
 
 @dataclass
@@ -156,6 +186,8 @@ def _signature_failures(jobs: list[tuple[SignedEvent, dict[str, bytes]]]) -> lis
             reasons.append(None)
         except ProtocolError as exc:
             reasons.append(exc.reason)
+        except Exception:  # noqa: BLE001 - a crypto library surprise refuses one event only
+            reasons.append("bad_signature")
     return reasons
 
 
@@ -194,14 +226,26 @@ class Intake:
         inbox: Inbox,
         registry: TerminalRegistry,
         roster_signer: Signer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        gap_grace_s: float = GAP_GRACE_S,
     ) -> None:
         self.cfg = cfg
+        self._clock = clock
+        self.gap_grace_s = gap_grace_s
+        self.budget = TerminalBudget(rate=REFUSED_PER_S, burst=REFUSED_BURST, clock=clock)
+        self.heartbeat_budget = TerminalBudget(
+            rate=HEARTBEATS_PER_S, burst=HEARTBEAT_BURST, clock=clock
+        )
+        self._rate_alerted: dict[str, float] = {}
+        self._pending_gaps: list[tuple[float, Gap]] = []
+        self._gaps_checked = clock()
         self.inbox = inbox
         self.registry = registry
         self.counters: Counter[str] = Counter()
         """Every event or message that did not become a new inbox row, by reason."""
         self.stats: Counter[str] = Counter()
-        """messages, stored, acks_sent, acked_events, gaps_detected, heartbeats."""
+        """messages, stored, acks_sent, acked_events, gaps_detected, gaps_alerted,
+        chain_breaks, heartbeats, unsigned_clock (a synced heartbeat without a clock proof)."""
         self._max_seq: dict[str, int] = {}
         self._verifiers: dict[str, tuple[float, _Verifier | None]] = {}
         self._subscribed = threading.Event()
@@ -228,6 +272,7 @@ class Intake:
             clean_start=False,
             properties=props,
         )
+        self._seed_gaps()
         self._client.loop_start()
         self._worker.start()
         if wait_s is not None and not self._subscribed.wait(wait_s):
@@ -281,11 +326,12 @@ class Intake:
         transaction, then PUBACK and acknowledge each: a group commit."""
         while not self._stopping.is_set():
             group = self._handoff.take(GROUP_MAX, timeout=0.2)
+            self._check_gaps()
             if not group:
                 continue
             try:
                 results = self.handle_many([(name, payload) for name, payload, _, _ in group])
-            except Exception:  # the intake keeps going whatever one group does
+            except Exception:  # storage failed (disk, lock): the intake keeps going
                 log.exception("intake failed to store; no ack, the terminals will resend")
                 self.counters["internal_error"] += len(group)
                 continue
@@ -320,19 +366,48 @@ class Intake:
     def handle_many(self, messages: list[tuple[str, bytes]]) -> list[Handled]:
         """Verify every message, store all their good events in one transaction, and say
         what to acknowledge for each. Committed before returning."""
-        parsed = [self._parse(t, p) for t, p in messages]
+        parsed = [self._parse_alone(t, p) for t, p in messages]
         signatures = self._check_signatures(
             [(signed, v.keys) for _, v, batch in parsed if v is not None for signed in batch]
         )
         reasons = iter(signatures)  # consumed in order, message by message
         prepared = [self._accept(h, v, batch, reasons) for h, v, batch in parsed]
-        items = [(h.terminal or "", s, e) for h in prepared for s, e in h.good]
-        if not items:
-            return prepared
+        if any(h.good for h in prepared):
+            self._store(prepared)
+        for handled in prepared:
+            if handled.stored and handled.terminal:
+                self.budget.refund(handled.terminal, handled.stored)  # good work is free
+        return prepared
+
+    def _store(self, prepared: list[Handled]) -> None:
+        """Store the good events of every message in one transaction. Should one message hold
+        an event SQLite refuses, store message by message so that only that one is refused:
+        no message can hold up the others. A failing database (OperationalError: disk, lock)
+        is not the input's fault and is raised: nothing is acked, the terminals resend."""
+        try:
+            self._store_group([h for h in prepared if h.good])
+        except sqlite3.OperationalError:
+            raise
+        except Exception:
+            log.exception("a group could not be stored; storing its messages one by one")
+            for handled in prepared:
+                if not handled.good:
+                    continue
+                try:
+                    self._store_group([handled])
+                except sqlite3.OperationalError:
+                    raise
+                except Exception:  # noqa: BLE001 - that message alone is refused
+                    for _, event in handled.good:
+                        self._reject("unstorable", handled.terminal, event.seq)
+                    handled.good = []
+
+    def _store_group(self, handled_list: list[Handled]) -> None:
+        items = [(h.terminal or "", s, e) for h in handled_list for s, e in h.good]
         for terminal in {t for t, _, _ in items} - set(self._max_seq):
             self._max_seq[terminal] = self.inbox.max_seq(terminal)  # learn the high mark
         results = iter(self.inbox.put_many(items, received_ns=time.time_ns()))
-        for handled in prepared:
+        for handled in handled_list:
             stored_seqs = []
             for _ in handled.good:
                 result = next(results)
@@ -348,12 +423,31 @@ class Intake:
                     self.counters["duplicate"] += 1
                 else:
                     stored_seqs.append(result.seq)
+                if result.chain_break:
+                    self.stats["chain_breaks"] += 1
+                    log.error(
+                        "SECURITY: hash chain broken; event stored as evidence, alert recorded",
+                        extra=fields(terminal=handled.terminal, seq=result.seq),
+                    )
             handled.stored = len(stored_seqs)
             handled.good = []
             self.stats["stored"] += handled.stored
             if stored_seqs and handled.terminal:
                 self._note_gaps(handled.terminal, stored_seqs)
-        return prepared
+
+    def _parse_alone(
+        self, topic_name: str, payload: bytes
+    ) -> tuple[Handled, _Verifier | None, list[SignedEvent]]:
+        """:meth:`_parse`, with whatever it raises kept to this one message: counted as
+        ``unprocessable``, logged with its cause, and the message dropped (PUBACKed)."""
+        try:
+            return self._parse(topic_name, payload)
+        except sqlite3.OperationalError:
+            raise
+        except Exception:
+            log.exception("message could not be processed; dropped, counted as unprocessable")
+            self._reject("unprocessable", None)
+            return Handled(), None, []
 
     def _parse(
         self, topic_name: str, payload: bytes
@@ -376,11 +470,16 @@ class Intake:
         verifier = self._active_verifier(terminal)
         if verifier is None:
             return Handled(terminal), None, []
+        if not self.budget.allow(terminal):
+            self._rate_limited(terminal, "refused or repeated events")
+            return Handled(terminal), None, []
         try:
             batch = decode_batch(payload)
         except ProtocolError as exc:
+            self.budget.charge(terminal, 1)
             self._reject(exc.reason, terminal)
             return Handled(terminal), None, []
+        self.budget.charge(terminal, len(batch))  # given back for each event newly stored
         if any(s.envelope.kid not in verifier.keys for s in batch):
             verifier = self._active_verifier(terminal, max_age_s=KEY_REFRESH_S)
             if verifier is None:
@@ -437,6 +536,9 @@ class Intake:
                         reason = "wrong_workplace"
                 except ProtocolError as exc:
                     reason = exc.reason
+                except Exception:  # one event's surprise refuses that event only
+                    log.exception("event could not be decoded; refused")
+                    reason = "unprocessable"
             if reason is not None or event is None:
                 self._reject(reason or "malformed", terminal, event.seq if event else None)
                 continue
@@ -476,6 +578,7 @@ class Intake:
         for seq in sorted(stored):
             if seq > high + 1:
                 self.stats["gaps_detected"] += 1
+                self._pending_gaps.append((self._clock(), Gap(terminal, high + 1, seq - 1)))
                 log.warning(
                     "gap in a terminal's sequence",
                     extra=fields(terminal=terminal, missing_from=high + 1, missing_to=seq - 1),
@@ -483,16 +586,84 @@ class Intake:
             high = max(high, seq)
         self._max_seq[terminal] = high
 
+    def _seed_gaps(self) -> None:
+        """Gaps already in the inbox when the intake starts, not yet alerted: watched again, so
+        a restart neither forgets nor repeats an alert."""
+        alerted = self.inbox.alerted_gaps()
+        now = self._clock()
+        for gap in self.inbox.gaps():
+            if (gap.terminal, gap.first) not in alerted:
+                self._pending_gaps.append((now, gap))
+
+    def _check_gaps(self) -> None:
+        """Turn gaps that lasted :attr:`gap_grace_s` into ``seq_gap`` security alerts."""
+        now = self._clock()
+        if not self._pending_gaps or now - self._gaps_checked < GAP_CHECK_S:
+            return
+        self._gaps_checked = now
+        due = [g for at, g in self._pending_gaps if now - at >= self.gap_grace_s]
+        self._pending_gaps = [
+            (at, g) for at, g in self._pending_gaps if now - at < self.gap_grace_s
+        ]
+        for watched in due:
+            try:
+                for gap in self.inbox.missing(watched.terminal, watched.first, watched.last):
+                    detail = f"seqs {gap.first}..{gap.last} never arrived"
+                    self.inbox.record_alert(
+                        gap.terminal, gap.first, SEQ_GAP, detail, at_ns=time.time_ns()
+                    )
+                    self.stats["gaps_alerted"] += 1
+                    log.error(
+                        "SECURITY: events missing from a terminal's chain",
+                        extra=fields(terminal=gap.terminal, first=gap.first, last=gap.last),
+                    )
+            except sqlite3.Error:
+                log.exception("gap check failed; will retry")
+                self._pending_gaps.append((now, watched))
+
+    def _rate_limited(self, terminal: str, what: str) -> None:
+        """Count a message dropped for a terminal over its budget; alert at most once a minute."""
+        self._reject("rate_limited", terminal)
+        now = self._clock()
+        last = self._rate_alerted.get(terminal)
+        if last is not None and now - last < RATE_ALERT_EVERY_S:
+            return
+        self._rate_alerted[terminal] = now
+        log.error(
+            "SECURITY: terminal over its intake budget; its messages are dropped unread",
+            extra=fields(terminal=terminal, budget=what),
+        )
+        self.inbox.record_alert(terminal, 0, "rate_limited", what, at_ns=time.time_ns())
+
     def _heartbeat(self, terminal: str, payload: bytes) -> None:
+        if not self.heartbeat_budget.allow(terminal):
+            self._rate_limited(terminal, "heartbeats")
+            return
+        self.heartbeat_budget.charge(terminal, 1)
         try:
             status = decode_status(payload)
-        except ProtocolError:
-            self._reject("bad_status", terminal)
+        except ProtocolError as exc:
+            self._reject(
+                "status_too_large" if exc.reason == "too_large" else "bad_status", terminal
+            )
             return
-        if self.registry.get(terminal) is None:
+        verifier = self._verifier(terminal)
+        if verifier is None:
             self._reject("unknown_terminal", terminal)
             return
-        self.registry.record_heartbeat(terminal, status)
+        proof: ClockProof | None = None
+        try:
+            proof = verify_clock_proof(status, terminal, verifier.keys)
+        except ProtocolError as exc:
+            self._reject("bad_clock_proof", terminal)
+            log.warning(
+                "SECURITY: heartbeat clock proof refused; no clock correction from it",
+                extra=fields(terminal=terminal, reason=exc.reason),
+            )
+        clock = status.get("clock")
+        if proof is None and isinstance(clock, dict) and clock.get("synced") is True:
+            self.stats["unsigned_clock"] += 1  # a terminal from before clock proofs
+        self.registry.record_heartbeat(terminal, status, proof=proof)
         self.stats["heartbeats"] += 1
 
     # ------------------------------------------------------------------ towards terminals
