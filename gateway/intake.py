@@ -289,6 +289,11 @@ class Intake:
         self._client.loop_stop()
 
     @property
+    def pending_gaps(self) -> int:
+        """Gaps seen and not yet either filled or alerted (see :data:`GAP_GRACE_S`)."""
+        return len(self._pending_gaps)
+
+    @property
     def connected(self) -> bool:
         return self._client.is_connected()
 

@@ -662,7 +662,7 @@ def decode_batch(payload: bytes) -> list[SignedEvent]:
     """Parse an events payload. Signatures are *not* checked here; see :func:`verify_event`."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise TooLarge(f"events payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    raw = _loads(payload, "events payload", max_items=4 + 9 * MAX_BATCH_EVENTS)
+    raw = _loads(payload, "events payload", max_items=8 + 9 * MAX_BATCH_EVENTS)
     if not isinstance(raw, Mapping) or raw.get("v") != PROTOCOL_VERSION:
         raise MalformedMessage("events payload is not a version 1 map")
     items = raw.get("events")

@@ -19,9 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cbor2
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.intake import Intake
 from gateway.ratelimit import TerminalBudget
@@ -49,6 +47,7 @@ from tests.support.mosquitto import (
     running_broker,
     terminal_config,
 )
+from tests.support.raw_client import Flooder
 from tests.support.waiting import wait_until
 
 WORKPLACE = "1Y1003SQ5VSSZ"
@@ -67,37 +66,6 @@ def make_event(
         wall_ns=time.time_ns(), boot_id="boot", boot_ns=1, clock=CLOCK,
     )  # fmt: skip
     return sign_event(event, signer)
-
-
-class Flooder:
-    """A raw MQTT connection that publishes QoS 1 payloads and waits until the broker has them."""
-
-    def __init__(self, broker: MosquittoBroker, user: str, client_id: str) -> None:
-        creds = broker.credentials(user)
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
-        )
-        self.client.tls_set(ca_certs=str(broker.ca_file))
-        self.client.username_pw_set(creds.username, creds.password)
-        self.client.max_inflight_messages_set(200)
-        self.acked = 0
-        self._lock = threading.Lock()
-        self.client.on_publish = self._on_publish
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-
-    def _on_publish(self, *_args: object) -> None:
-        with self._lock:
-            self.acked += 1
-
-    def send(self, topic_name: str, payloads: list[bytes]) -> None:
-        for payload in payloads:
-            self.client.publish(topic_name, payload, qos=1)
-        assert wait_until(lambda: self.acked >= len(payloads), timeout=60)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def hostile_payloads(
