@@ -41,7 +41,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +58,8 @@ from gateway.store import SEQ_GAP, Gap, Inbox, PutStatus
 from gateway.terminals import ACTIVE, TerminalRecord, TerminalRegistry
 from siteclock.log import fields
 from siteclock.protocol import (
+    MAX_EVENT_BODY_BYTES,
+    MAX_PAYLOAD_BYTES,
     Ack,
     Channel,
     ClockProof,
@@ -93,13 +95,24 @@ KEY_REFRESH_S = 1.0
 often per terminal: a key added by a rotation is accepted within a second, and a terminal
 sending made-up key ids cannot turn every message into a registry query."""
 LOG_FIRST_PER_REASON = 20  # then one line per 1000, so a flood cannot fill the disk
-REFUSED_PER_S = 100.0
-REFUSED_BURST = 2000.0
-"""A terminal's budget of refused, repeated or unreadable events: this many per second after a
-burst. Events stored for the first time cost nothing, so an honest backlog drain (4,500 events/s
-measured) is never slowed; a resend of a whole in-flight window (4 x 200 duplicates) fits in
-the burst. Each event is charged before its signature is checked, so a flood of junk
-signatures costs at most this many checks per second per terminal."""
+REFUSED_PER_S = 20.0
+REFUSED_BURST = 100.0
+"""A terminal's budget of refused or unreadable events: this many per second after a burst.
+Only refusals are charged (and a duplicate a tenth, :data:`DUPLICATE_COST`): an honest
+terminal's good events cost nothing, so its backlog drain (4,500 events/s measured) is never
+slowed, and a resend of a whole in-flight window (4 x 200 duplicates) costs 80. Signatures are
+checked last, after the cheap checks, and a terminal's failed checks in one group stop at its
+remaining budget, so junk signatures cost at most this many checks per second per terminal."""
+DUPLICATE_COST = 0.1
+ADMIT_PER_GROUP = 4 * 500
+"""Most events of one terminal in good standing (a full budget) looked at in one group: an
+honest in-flight window, 4 batches of up to 500. A terminal that has spent part of its budget
+gets only as many events looked at as it has tokens left; its further messages in that group
+are dropped as ``rate_limited``, unread when their size alone shows they would not fit."""
+MAX_ENVELOPE_BYTES = MAX_EVENT_BODY_BYTES + 256
+"""The most bytes one event can take in a batch: a message of N bytes holds at least
+N / MAX_ENVELOPE_BYTES events, which is known before it is decoded."""
+RATE_LIMITED = "rate_limited"
 HEARTBEATS_PER_S = 0.5
 HEARTBEAT_BURST = 5.0
 """A terminal heartbeats every 30 s; more than this is a flood (each one is a write)."""
@@ -110,6 +123,10 @@ GAP_GRACE_S = 300.0
 one arrived: a terminal resends what is not acked within seconds, so a gap that lasts means
 events that will never come (a wiped outbox, a terminal swapped or tampered with)."""
 GAP_CHECK_S = 1.0
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 4096
+"""The MQTT maximum packet size the gateway announces: the largest events payload plus room
+for the topic and headers. Smaller messages that break their kind's own limit (a status over
+4 KiB) are counted and refused by the intake."""
 
 
 @dataclass
@@ -176,18 +193,30 @@ class _Handoff:
         return len(self._items)
 
 
-def _signature_failures(jobs: list[tuple[SignedEvent, dict[str, bytes]]]) -> list[str | None]:
-    """For each (event, the terminal's usable keys): None if its signature verifies with the
-    key its envelope names, else the refusal reason. Runs on any thread; touches no state."""
+SignatureJob = tuple[SignedEvent, dict[str, bytes], str]
+"""An event to check, its terminal's usable keys, and the terminal's id."""
+
+
+def _signature_failures(jobs: list[SignatureJob], caps: dict[str, int]) -> list[str | None]:
+    """For each job: None if its signature verifies with the key its envelope names, else the
+    refusal reason. Once a terminal has had ``caps[terminal]`` failures here, its remaining
+    events are not checked at all (``rate_limited``): what bounds a junk-signature flood
+    within one group. Runs on any thread; touches no shared state."""
     reasons: list[str | None] = []
-    for signed, keys in jobs:
+    failures: Counter[str] = Counter()
+    for signed, keys, terminal in jobs:
+        if failures[terminal] >= caps[terminal]:
+            reasons.append(RATE_LIMITED)
+            continue
         try:
             signed.envelope.verify(keys)
             reasons.append(None)
+            continue
         except ProtocolError as exc:
             reasons.append(exc.reason)
         except Exception:  # noqa: BLE001 - a crypto library surprise refuses one event only
             reasons.append("bad_signature")
+        failures[terminal] += 1
     return reasons
 
 
@@ -265,6 +294,9 @@ class Intake:
         """Connect in the background; with ``wait_s``, wait until the subscriptions hold."""
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.cfg.session_expiry_s  # keep queued events while away
+        # The broker drops, unsent, anything larger than the largest message of the protocol:
+        # an oversized payload then costs the gateway nothing, not even reading it.
+        props.MaximumPacketSize = MAX_PACKET_BYTES
         self._client.connect_async(
             self.cfg.host,
             self.cfg.port,
@@ -355,6 +387,12 @@ class Intake:
                 if qos > 0:
                     self._client.ack(mid, qos)
 
+    def _refuse(self, reason: str, terminal: str | None, seq: int | None = None) -> None:
+        """Count a refused event or events message and charge it to the terminal's budget."""
+        self._reject(reason, terminal, seq)
+        if terminal:
+            self.budget.charge(terminal, 1)
+
     def _reject(self, reason: str, terminal: str | None, seq: int | None = None) -> None:
         self.counters[reason] += 1
         n = self.counters[reason]
@@ -371,17 +409,30 @@ class Intake:
     def handle_many(self, messages: list[tuple[str, bytes]]) -> list[Handled]:
         """Verify every message, store all their good events in one transaction, and say
         what to acknowledge for each. Committed before returning."""
-        parsed = [self._parse_alone(t, p) for t, p in messages]
-        signatures = self._check_signatures(
-            [(signed, v.keys) for _, v, batch in parsed if v is not None for signed in batch]
-        )
-        reasons = iter(signatures)  # consumed in order, message by message
-        prepared = [self._accept(h, v, batch, reasons) for h, v, batch in parsed]
+        admitted: Counter[str] = Counter()
+        parsed = [self._parse_alone(t, p, admitted) for t, p in messages]
+        # Cheap checks first; only events that pass them cost a signature check.
+        candidates = [self._precheck(h, v, batch) for h, v, batch in parsed]
+        jobs = [
+            (signed, v.keys, h.terminal or "")
+            for (h, v, _), events in zip(parsed, candidates, strict=True)
+            if v is not None
+            for signed, _ in events
+        ]
+        reasons = iter(self._check_signatures(jobs))  # consumed in order, message by message
+        prepared = []
+        for (handled, _, _), events in zip(parsed, candidates, strict=True):
+            for signed, event in events:
+                reason = next(reasons)
+                if reason is None:
+                    handled.good.append((signed, event))
+                elif reason == RATE_LIMITED:
+                    self._reject(RATE_LIMITED, handled.terminal, event.seq)
+                else:
+                    self._refuse(reason, handled.terminal, event.seq)
+            prepared.append(handled)
         if any(h.good for h in prepared):
             self._store(prepared)
-        for handled in prepared:
-            if handled.stored and handled.terminal:
-                self.budget.refund(handled.terminal, handled.stored)  # good work is free
         return prepared
 
     def _store(self, prepared: list[Handled]) -> None:
@@ -404,7 +455,7 @@ class Intake:
                     raise
                 except Exception:  # noqa: BLE001 - that message alone is refused
                     for _, event in handled.good:
-                        self._reject("unstorable", handled.terminal, event.seq)
+                        self._refuse("unstorable", handled.terminal, event.seq)
                     handled.good = []
 
     def _store_group(self, handled_list: list[Handled]) -> None:
@@ -417,7 +468,7 @@ class Intake:
             for _ in handled.good:
                 result = next(results)
                 if result.status is PutStatus.CONFLICT:
-                    self._reject("replay", handled.terminal, result.seq)
+                    self._refuse("replay", handled.terminal, result.seq)
                     log.error(
                         "SECURITY: same sequence number, different event",
                         extra=fields(terminal=handled.terminal, seq=result.seq),
@@ -426,6 +477,8 @@ class Intake:
                 handled.ack_seqs.append(result.seq)
                 if result.status is PutStatus.DUPLICATE:
                     self.counters["duplicate"] += 1
+                    if handled.terminal:
+                        self.budget.charge(handled.terminal, DUPLICATE_COST)
                 else:
                     stored_seqs.append(result.seq)
                 if result.chain_break:
@@ -441,12 +494,12 @@ class Intake:
                 self._note_gaps(handled.terminal, stored_seqs)
 
     def _parse_alone(
-        self, topic_name: str, payload: bytes
+        self, topic_name: str, payload: bytes, admitted: Counter[str]
     ) -> tuple[Handled, _Verifier | None, list[SignedEvent]]:
         """:meth:`_parse`, with whatever it raises kept to this one message: counted as
         ``unprocessable``, logged with its cause, and the message dropped (PUBACKed)."""
         try:
-            return self._parse(topic_name, payload)
+            return self._parse(topic_name, payload, admitted)
         except sqlite3.OperationalError:
             raise
         except Exception:
@@ -455,11 +508,12 @@ class Intake:
             return Handled(), None, []
 
     def _parse(
-        self, topic_name: str, payload: bytes
+        self, topic_name: str, payload: bytes, admitted: Counter[str]
     ) -> tuple[Handled, _Verifier | None, list[SignedEvent]]:
-        """Check one message's topic and terminal and decode its batch; events signed with a
-        revoked key are refused here. Returns the events whose signatures are to be checked,
-        with the terminal's verifier (None when there are none)."""
+        """Check one message's topic, its terminal and that terminal's budget, and decode its
+        batch; events signed with a revoked key are refused here. Returns the events to check
+        further, with the terminal's verifier (None when there are none). ``admitted`` counts
+        each terminal's events admitted so far in this group (see :data:`ADMIT_PER_GROUP`)."""
         self.stats["messages"] += 1
         try:
             terminal, channel = parse_topic(topic_name)
@@ -475,16 +529,24 @@ class Intake:
         verifier = self._active_verifier(terminal)
         if verifier is None:
             return Handled(terminal), None, []
-        if not self.budget.allow(terminal):
-            self._rate_limited(terminal, "refused or repeated events")
+        tokens = self.budget.tokens(terminal)
+        if tokens < 1:
+            self._rate_limited(terminal, "refused events")
+            return Handled(terminal), None, []
+        limit = ADMIT_PER_GROUP if tokens >= self.budget.burst - 1 else int(tokens)
+        room = limit - admitted[terminal]
+        if len(payload) // MAX_ENVELOPE_BYTES >= room:  # too many events, known unread
+            self._rate_limited(terminal, "events per group")
             return Handled(terminal), None, []
         try:
             batch = decode_batch(payload)
         except ProtocolError as exc:
-            self.budget.charge(terminal, 1)
-            self._reject(exc.reason, terminal)
+            self._refuse(exc.reason, terminal)
             return Handled(terminal), None, []
-        self.budget.charge(terminal, len(batch))  # given back for each event newly stored
+        if len(batch) > room:
+            self._rate_limited(terminal, "events per group")
+            return Handled(terminal), None, []
+        admitted[terminal] += len(batch)
         if any(s.envelope.kid not in verifier.keys for s in batch):
             verifier = self._active_verifier(terminal, max_age_s=KEY_REFRESH_S)
             if verifier is None:
@@ -492,63 +554,59 @@ class Intake:
         kept = []
         for signed in batch:
             if signed.envelope.kid in verifier.revoked:
-                self._reject("revoked_key", terminal)
+                self._refuse("revoked_key", terminal)
             else:
                 kept.append(signed)
         return Handled(terminal), verifier, kept
 
-    def _check_signatures(
-        self, jobs: list[tuple[SignedEvent, dict[str, bytes]]]
-    ) -> list[str | None]:
+    def _check_signatures(self, jobs: list[SignatureJob]) -> list[str | None]:
         """The refusal reason of each signature (None: valid), in the order of ``jobs``.
 
         cryptography releases the GIL while it checks an Ed25519 signature, so a group is split
         in two and a helper thread checks one half while this thread checks the other: on two
         cores verification takes half the wall time, and paho's thread keeps reading meanwhile.
+        Each half may fail at most half of a terminal's remaining budget (at least one).
         """
+        budget = {t: self.budget.tokens(t) for _, _, t in jobs}
         if len(jobs) < VERIFY_SPLIT_MIN:
-            return _signature_failures(jobs)
+            return _signature_failures(jobs, {t: max(1, int(n)) for t, n in budget.items()})
+        caps = {t: max(1, int(n + 1) // 2) for t, n in budget.items()}
         half = len(jobs) // 2
         try:
-            first = self._verify_pool.submit(_signature_failures, jobs[:half])
+            first = self._verify_pool.submit(_signature_failures, jobs[:half], caps)
         except RuntimeError:  # the pool is shut down (stopped intake): check them all here
-            return _signature_failures(jobs)
-        second = _signature_failures(jobs[half:])
+            return _signature_failures(jobs, {t: max(1, int(n)) for t, n in budget.items()})
+        second = _signature_failures(jobs[half:], caps)
         return first.result() + second
 
-    def _accept(
-        self,
-        handled: Handled,
-        verifier: _Verifier | None,
-        batch: list[SignedEvent],
-        reasons: Iterator[str | None],
-    ) -> Handled:
-        """Decode each event whose signature held, check it names this terminal and its
-        workplace, and put the good ones in ``handled.good``. ``reasons`` holds one entry per
-        event of ``batch`` (the signature check's verdict) and is shared across messages."""
+    def _precheck(
+        self, handled: Handled, verifier: _Verifier | None, batch: list[SignedEvent]
+    ) -> list[tuple[SignedEvent, Event]]:
+        """Decode each event of ``batch`` and check it names this terminal and its workplace:
+        cheap checks that refuse most junk before its signature costs anything. Decoding before
+        verifying is safe because the body decoder accepts only this protocol's CBOR subset
+        (:func:`siteclock.protocol.check_cbor`). Refusals are counted and charged."""
         if verifier is None:
-            return handled
+            return []
         terminal, workplace = handled.terminal, verifier.record.workplace
+        passed = []
         for signed in batch:
-            reason = next(reasons)
-            event: Event | None = None
-            if reason is None:
-                try:
-                    event = signed.event
-                    if event.terminal_id != terminal:
-                        reason = "wrong_terminal"
-                    elif event.workplace != workplace:
-                        reason = "wrong_workplace"
-                except ProtocolError as exc:
-                    reason = exc.reason
-                except Exception:  # one event's surprise refuses that event only
-                    log.exception("event could not be decoded; refused")
-                    reason = "unprocessable"
-            if reason is not None or event is None:
-                self._reject(reason or "malformed", terminal, event.seq if event else None)
+            try:
+                event = signed.event
+            except ProtocolError as exc:
+                self._refuse(exc.reason, terminal)
                 continue
-            handled.good.append((signed, event))
-        return handled
+            except Exception:  # one event's surprise refuses that event only
+                log.exception("event could not be decoded; refused")
+                self._refuse("unprocessable", terminal)
+                continue
+            if event.terminal_id != terminal:
+                self._refuse("wrong_terminal", terminal, event.seq)
+            elif event.workplace != workplace:
+                self._refuse("wrong_workplace", terminal, event.seq)
+            else:
+                passed.append((signed, event))
+        return passed
 
     def _active_verifier(
         self, terminal: str, *, max_age_s: float = REGISTRY_TTL_S
@@ -628,7 +686,7 @@ class Intake:
 
     def _rate_limited(self, terminal: str, what: str) -> None:
         """Count a message dropped for a terminal over its budget; alert at most once a minute."""
-        self._reject("rate_limited", terminal)
+        self._reject(RATE_LIMITED, terminal)
         now = self._clock()
         last = self._rate_alerted.get(terminal)
         if last is not None and now - last < RATE_ALERT_EVERY_S:
@@ -638,7 +696,7 @@ class Intake:
             "SECURITY: terminal over its intake budget; its messages are dropped unread",
             extra=fields(terminal=terminal, budget=what),
         )
-        self.inbox.record_alert(terminal, 0, "rate_limited", what, at_ns=time.time_ns())
+        self.inbox.record_alert(terminal, 0, RATE_LIMITED, what, at_ns=time.time_ns())
 
     def _heartbeat(self, terminal: str, payload: bytes) -> None:
         if not self.heartbeat_budget.allow(terminal):

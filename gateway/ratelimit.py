@@ -1,22 +1,18 @@
 """Per-terminal budgets: how much of the intake's work one terminal may cost per second.
 
 A token bucket per terminal. The intake asks :meth:`TerminalBudget.allow` before it decodes a
-message and charges its events up front (so one group of messages cannot overspend), then gives
-back what turned out to be good work: events stored for the first time. What a terminal is
-finally charged is its refused events, duplicates and bad messages. An honest terminal draining
-a backlog of thousands of events therefore never runs dry, while one sending junk signatures,
-replays or garbage is held to :attr:`rate` per second after a burst of :attr:`burst`.
-
-The balance may go negative (a whole batch is charged even when only a few tokens are left):
-that is what bounds the work, to ``burst + rate * t`` plus one batch.
+terminal's message and charges what turned out to be wasted work: refused events, bad messages
+(and a fraction for duplicates). Good events cost nothing, so an honest terminal draining a
+backlog never runs dry, while one sending junk signatures, replays or garbage is held to
+:attr:`rate` per second after a burst of :attr:`burst`. The balance may go negative (a whole
+group's refusals are charged at once); the terminal then waits until it is back above one.
 
 Example::
 
-    budget = TerminalBudget(rate=100, burst=2000)
+    budget = TerminalBudget(rate=50, burst=200)
     if budget.allow("t-a"):
-        budget.charge("t-a", len(batch))
         ...
-        budget.refund("t-a", stored_new)
+        budget.charge("t-a", refused)
 """
 
 from __future__ import annotations
@@ -63,10 +59,6 @@ class TerminalBudget:
 
     def charge(self, terminal: str, amount: float) -> None:
         self._bucket(terminal).tokens -= amount
-
-    def refund(self, terminal: str, amount: float) -> None:
-        bucket = self._bucket(terminal)
-        bucket.tokens = min(self.burst, bucket.tokens + amount)
 
     def tokens(self, terminal: str) -> float:
         return self._bucket(terminal).tokens

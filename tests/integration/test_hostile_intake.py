@@ -176,7 +176,11 @@ def test_signed_events_with_out_of_range_integers_are_refused_alone(site: Site) 
         poison.append(p.encode_batch([p.sign_event(huge, evil.signer)]))
     site.evil_link.send(p.topic("t-evil", p.Channel.EVENTS), poison)
     site.good_event_gets_through()
-    assert wait_until(lambda: site.intake.counters["out_of_range"] == POISON), site.intake.counters
+    counts = site.intake.counters
+    assert wait_until(
+        lambda: counts["out_of_range"] + counts["rate_limited"] == POISON, timeout=STUCK_S
+    ), counts
+    assert counts["out_of_range"] >= REFUSED_BURST  # judged until its budget ran out
     assert site.inbox.count("t-evil") == 0
     assert site.evil_link.stored == set()
 
@@ -192,6 +196,12 @@ def test_intake_sizes_per_message_kind(site: Site) -> None:
     site.evil_link.send(p.topic("t-evil", p.Channel.STATUS), [huge])
     assert wait_until(lambda: site.intake.counters["status_too_large"] == 1)
     assert "pad" not in (site.registry.last_heartbeat("t-evil") or {})
+    # Larger than any message of the protocol: the broker does not even send it to the gateway.
+    site.evil_link.send(p.topic("t-evil", p.Channel.STATUS), [b"{" * (4 * 2**20)])
+    site.evil_link.send(p.topic("t-evil", p.Channel.STATUS), [p.encode_status(heartbeat(n=2))])
+    assert wait_until(lambda: (site.registry.last_heartbeat("t-evil") or {}).get("n") == 2)
+    assert site.intake.counters["status_too_large"] == 1
+    assert site.intake.stats["messages"] == 3  # the 4 MB one never reached the gateway
     site.good_event_gets_through()
 
 
@@ -243,9 +253,7 @@ def test_signature_flood_is_bounded_per_terminal_and_others_flow(site: Site) -> 
     site.evil_link.send(p.topic("t-evil", p.Channel.EVENTS), flood)
     good = [site.good_event_gets_through() for _ in range(5)]
     counts = site.intake.counters
-    assert wait_until(
-        lambda: counts["bad_signature"] // per_message + counts["rate_limited"] >= messages
-    ), counts
+    assert wait_until(lambda: site.intake.stats["messages"] >= messages + len(good)), counts
     elapsed = time.monotonic() - started
     # Every signature checked was paid for: the burst, the refill, and one batch over.
     assert counts["bad_signature"] <= REFUSED_BURST + REFUSED_PER_S * elapsed + per_message
@@ -260,7 +268,7 @@ def test_an_honest_backlog_drain_is_never_rate_limited(site: Site, tmp_path: Pat
     acks them: good events cost no budget, so none is refused or slowed."""
     box = Outbox(tmp_path / "t-honest.db", signer=site.honest.signer, terminal_id="t-honest",
                  workplace=WORKPLACE)  # fmt: skip
-    backlog = int(REFUSED_BURST * 1.5)
+    backlog = 2500  # more than a group admits, many times the budget of refusals
     for _ in range(backlog):
         box.append(kind=p.Kind.IN, badge="nfc-a:04A1", clock=p.ClockState(True, 1, "ntp"))
     site.honest_link.close()
@@ -271,7 +279,10 @@ def test_an_honest_backlog_drain_is_never_rate_limited(site: Site, tmp_path: Pat
     uplink.start()
     try:
         assert wait_until(lambda: box.stats().depth == 0, timeout=60), (
-            uplink.counters, site.intake.counters, site.intake.stats, box.stats()
+            uplink.counters,
+            site.intake.counters,
+            site.intake.stats,
+            box.stats(),
         )
     finally:
         uplink.stop()
