@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -185,6 +186,30 @@ def test_signed_events_with_out_of_range_integers_are_refused_alone(site: Site) 
     assert site.evil_link.stored == set()
 
 
+def test_an_event_sqlite_refuses_is_isolated_to_its_own_message(tmp_path: Path) -> None:
+    """Whatever else might make SQLite refuse one event (here a real trigger in the gateway's
+    file), the group is stored message by message and only that message is refused."""
+    db = tmp_path / "gateway.db"
+    registry, inbox = TerminalRegistry(db), Inbox(db)
+    feeds = [TerminalFeed(f"t-iso-{i}", WORKPLACE) for i in range(3)]
+    for feed in feeds:
+        registry.register(feed.terminal_id, WORKPLACE, public_key=feed.signer.public_key_bytes())
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON inbox WHEN NEW.terminal = 't-iso-1' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    intake = Intake(MqttConfig(), inbox=inbox, registry=registry)  # never connected
+    messages = [
+        (p.topic(f.terminal_id, p.Channel.EVENTS), p.encode_batch([f.event("in", "nfc-a:01", 1)]))
+        for f in feeds
+    ]
+    handled = intake.handle_many(messages)
+    assert [h.ack_seqs for h in handled] == [[1], [], [1]]
+    assert intake.counters["unstorable"] == 1
+    assert (inbox.count("t-iso-0"), inbox.count("t-iso-1"), inbox.count("t-iso-2")) == (1, 0, 1)
+
+
 # ------------------------------------------------------------------------------ finding 3
 
 
@@ -290,6 +315,32 @@ def test_an_honest_backlog_drain_is_never_rate_limited(site: Site, tmp_path: Pat
     assert site.inbox.count("t-honest") == backlog
     assert site.intake.counters["rate_limited"] == 0
     assert site.inbox.alerts() == []
+
+
+def test_a_real_terminal_signs_its_clock_readings_and_the_gateway_uses_them(
+    site: Site, tmp_path: Path
+) -> None:
+    """Finding 14, second half, end to end: the uplink attaches a clock proof to a synced
+    heartbeat, and only that makes the gateway keep a sync point for the boot."""
+    box = Outbox(tmp_path / "t-honest.db", signer=site.honest.signer, terminal_id="t-honest",
+                 workplace=WORKPLACE)  # fmt: skip
+    reading = heartbeat(boot_id="boot-9", boot_ns=60 * S, wall_ns=1_736_926_260 * S)
+    site.honest_link.close()
+    uplink = Uplink(
+        terminal_config(site.broker, "t-honest"), terminal_id="t-honest", outbox=box,
+        status=lambda: dict(reading), on_roster=lambda r: None,
+    )  # fmt: skip
+    uplink.start()
+    try:
+        assert wait_until(lambda: site.registry.sync_point("t-honest", "boot-9") is not None)
+        assert p.CLOCK_PROOF_FIELD in (site.registry.last_heartbeat("t-honest") or {})
+    finally:
+        uplink.stop()
+        box.close()
+    point = site.registry.sync_point("t-honest", "boot-9")
+    assert point is not None
+    assert (point.wall_ns, point.boot_ns) == (1_736_926_260 * S, 60 * S)
+    assert site.intake.stats["unsigned_clock"] == 0
 
 
 # ------------------------------------------------------------------------------ finding 12
