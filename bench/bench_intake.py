@@ -55,40 +55,58 @@ def terminal_ids() -> list[str]:
     return [f"t-sim-{i:03d}" for i in range(TERMINALS)]
 
 
-def signed_payloads(tid: str, signer: Ed25519Signer) -> list[bytes]:
-    """One terminal's events 1..EVENTS_PER_TERMINAL, each signed, one per MQTT payload."""
-    return [
-        encode_batch([sign_event(Event(
-            tid, WORKPLACE, seq, GENESIS_HASH, f"{tid}-{seq}", Kind.IN, "nfc-a:04A1B2C3",
-            time.time_ns(), "boot", seq, CLOCK), signer)])
-        for seq in range(1, EVENTS_PER_TERMINAL + 1)
-    ]  # fmt: skip
+class Chain:
+    """One terminal's signed, chained events, continued across calls (and benchmark runs)."""
+
+    def __init__(self, tid: str, signer: Ed25519Signer) -> None:
+        self.tid, self.signer = tid, signer
+        self.seq, self.prev = 0, GENESIS_HASH
+
+    def payloads(self, count: int) -> list[bytes]:
+        """The next ``count`` events, each signed and alone in one MQTT payload."""
+        out = []
+        for _ in range(count):
+            self.seq += 1
+            event = Event(
+                self.tid, WORKPLACE, self.seq, self.prev, f"{self.tid}-{self.seq}", Kind.IN,
+                "nfc-a:04A1B2C3", time.time_ns(), "boot", self.seq, CLOCK,
+            )  # fmt: skip
+            signed = sign_event(event, self.signer)
+            self.prev = signed.digest
+            out.append(encode_batch([signed]))
+        return out
+
+
+def connect(broker: dict[str, Any], tid: str, password: str) -> mqtt.Client:
+    """A terminal's MQTT connection (TLS, its own credentials), its network loop running."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=tid, protocol=mqtt.MQTTv5)
+    client.tls_set(ca_certs=broker["ca_file"])
+    client.username_pw_set(tid, password)
+    client.max_inflight_messages_set(1000)
+    client.connect(broker["host"], broker["port"])
+    client.loop_start()
+    return client
 
 
 def send(
     broker: dict[str, Any],
-    terminals: list[tuple[str, str, bytes]],
+    terminals: list[tuple[str, str, list[bytes]]],
     ready: Barrier,
     results: Any,
 ) -> None:
-    """One sender process: connect its terminals (id, password, private key), sign their
-    events, wait for the others, then publish round-robin and wait for every PUBACK.
-    Puts ``(first publish, last PUBACK)`` monotonic times on ``results``."""
+    """One sender process: connect its terminals (id, password, signed payloads), wait for the
+    others, then publish round-robin and wait for every PUBACK.
+    Puts ``(first publish, last PUBACK, published)`` on ``results`` (monotonic times)."""
     clients, payloads = [], []
-    for tid, password, key in terminals:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=tid, protocol=mqtt.MQTTv5)
-        client.tls_set(ca_certs=broker["ca_file"])
-        client.username_pw_set(tid, password)
-        client.connect(broker["host"], broker["port"])
-        client.loop_start()
-        clients.append((client, topic(tid, Channel.EVENTS)))
-        payloads.append(signed_payloads(tid, Ed25519Signer.from_private_bytes(key)))
-    ready.wait()  # every sender connected and signed; the parent then says go
+    for tid, password, signed in terminals:
+        clients.append((connect(broker, tid, password), topic(tid, Channel.EVENTS)))
+        payloads.append(signed)
+    ready.wait()  # every sender connected; the parent then says go
     ready.wait()
     started = time.monotonic()
     infos = [
         client.publish(name, payloads[i][n], qos=1)
-        for n in range(EVENTS_PER_TERMINAL)
+        for n in range(len(payloads[0]))
         for i, (client, name) in enumerate(clients)
     ]
     for info in infos:
@@ -112,7 +130,8 @@ def run() -> dict:
             for tid in tids:
                 signer = Ed25519Signer.generate()
                 registry.register(tid, WORKPLACE, public_key=signer.public_key_bytes())
-                terminals.append((tid, broker.credentials(tid).password, signer.private_bytes()))
+                signed = Chain(tid, signer).payloads(EVENTS_PER_TERMINAL)
+                terminals.append((tid, broker.credentials(tid).password, signed))
             where = {"host": broker.host, "port": broker.port, "ca_file": str(broker.ca_file)}
             ready, results = ctx.Barrier(SENDERS + 1), ctx.Queue()
             senders = [

@@ -13,9 +13,18 @@ subscription, so several gateway processes can share the load):
 
 Every refusal is counted by reason in :attr:`Intake.counters` and logged with the terminal id,
 sequence number and reason only (no badge, no payload: no personal data). Nothing a terminal
-sends can stop the intake: a bad message is counted and PUBACKed (so the broker does not
-redeliver garbage forever); only a failure to *store* withholds the PUBACK and the ack, and the
-terminal resends.
+sends can stop the intake: every message is judged alone, a bad one is counted and PUBACKed (so
+the broker does not redeliver garbage forever), whatever it raises, and a message whose events
+cannot be stored is found by storing the group message by message; only a failure of the
+*storage itself* (disk, lock) withholds the PUBACK and the ack, and the terminal resends.
+
+Limits (figures in docs/limits.md): sizes per message kind are checked before anything is
+parsed; each terminal has a budget (:class:`gateway.ratelimit.TerminalBudget`) of refused or
+repeated events per second and of heartbeats, so one stolen terminal cannot saturate the intake
+with junk signatures; a terminal over budget has its messages dropped unread (counted,
+``rate_limited``, a security alert at most once a minute) and its honest events simply come
+again, since a refused event is never acked. The hash chain is checked as events are stored
+(:mod:`gateway.store`); a gap that lasts :data:`GAP_GRACE_S` becomes a security alert.
 
 Example::
 
@@ -28,10 +37,11 @@ Example::
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,13 +52,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.config import MqttConfig
+from gateway.ratelimit import TerminalBudget
 from gateway.roster import RosterPublisher
-from gateway.store import Gap, Inbox, PutStatus
+from gateway.store import SEQ_GAP, Gap, Inbox, PutStatus
 from gateway.terminals import ACTIVE, TerminalRecord, TerminalRegistry
 from siteclock.log import fields
 from siteclock.protocol import (
+    MAX_EVENT_BODY_BYTES,
+    MAX_PAYLOAD_BYTES,
     Ack,
     Channel,
+    ClockProof,
     Event,
     ProtocolError,
     Roster,
@@ -61,6 +75,7 @@ from siteclock.protocol import (
     parse_topic,
     subscription,
     topic,
+    verify_clock_proof,
 )
 
 log = logging.getLogger("siteclock.gateway.intake")
@@ -80,6 +95,38 @@ KEY_REFRESH_S = 1.0
 often per terminal: a key added by a rotation is accepted within a second, and a terminal
 sending made-up key ids cannot turn every message into a registry query."""
 LOG_FIRST_PER_REASON = 20  # then one line per 1000, so a flood cannot fill the disk
+REFUSED_PER_S = 20.0
+REFUSED_BURST = 100.0
+"""A terminal's budget of refused or unreadable events: this many per second after a burst.
+Only refusals are charged (and a duplicate a tenth, :data:`DUPLICATE_COST`): an honest
+terminal's good events cost nothing, so its backlog drain (4,500 events/s measured) is never
+slowed, and a resend of a whole in-flight window (4 x 200 duplicates) costs 80. Signatures are
+checked last, after the cheap checks, and a terminal's failed checks in one group stop at its
+remaining budget, so junk signatures cost at most this many checks per second per terminal."""
+DUPLICATE_COST = 0.1
+ADMIT_PER_GROUP = 4 * 500
+"""Most events of one terminal in good standing (a full budget) looked at in one group: an
+honest in-flight window, 4 batches of up to 500. A terminal that has spent part of its budget
+gets only as many events looked at as it has tokens left; its further messages in that group
+are dropped as ``rate_limited``, unread when their size alone shows they would not fit."""
+MAX_ENVELOPE_BYTES = MAX_EVENT_BODY_BYTES + 256
+"""The most bytes one event can take in a batch: a message of N bytes holds at least
+N / MAX_ENVELOPE_BYTES events, which is known before it is decoded."""
+RATE_LIMITED = "rate_limited"
+HEARTBEATS_PER_S = 0.5
+HEARTBEAT_BURST = 5.0
+"""A terminal heartbeats every 30 s; more than this is a flood (each one is a write)."""
+RATE_ALERT_EVERY_S = 60.0
+"""At most one ``rate_limited`` security alert per terminal per this many seconds."""
+GAP_GRACE_S = 300.0
+"""A missing seq is reported as a security alert when still missing this long after a later
+one arrived: a terminal resends what is not acked within seconds, so a gap that lasts means
+events that will never come (a wiped outbox, a terminal swapped or tampered with)."""
+GAP_CHECK_S = 1.0
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 4096
+"""The MQTT maximum packet size the gateway announces: the largest events payload plus room
+for the topic and headers. Smaller messages that break their kind's own limit (a status over
+4 KiB) are counted and refused by the intake."""
 
 
 @dataclass
@@ -146,16 +193,30 @@ class _Handoff:
         return len(self._items)
 
 
-def _signature_failures(jobs: list[tuple[SignedEvent, dict[str, bytes]]]) -> list[str | None]:
-    """For each (event, the terminal's usable keys): None if its signature verifies with the
-    key its envelope names, else the refusal reason. Runs on any thread; touches no state."""
+SignatureJob = tuple[SignedEvent, dict[str, bytes], str]
+"""An event to check, its terminal's usable keys, and the terminal's id."""
+
+
+def _signature_failures(jobs: list[SignatureJob], caps: dict[str, int]) -> list[str | None]:
+    """For each job: None if its signature verifies with the key its envelope names, else the
+    refusal reason. Once a terminal has had ``caps[terminal]`` failures here, its remaining
+    events are not checked at all (``rate_limited``): what bounds a junk-signature flood
+    within one group. Runs on any thread; touches no shared state."""
     reasons: list[str | None] = []
-    for signed, keys in jobs:
+    failures: Counter[str] = Counter()
+    for signed, keys, terminal in jobs:
+        if failures[terminal] >= caps[terminal]:
+            reasons.append(RATE_LIMITED)
+            continue
         try:
             signed.envelope.verify(keys)
             reasons.append(None)
+            continue
         except ProtocolError as exc:
             reasons.append(exc.reason)
+        except Exception:  # noqa: BLE001 - a crypto library surprise refuses one event only
+            reasons.append("bad_signature")
+        failures[terminal] += 1
     return reasons
 
 
@@ -194,14 +255,26 @@ class Intake:
         inbox: Inbox,
         registry: TerminalRegistry,
         roster_signer: Signer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        gap_grace_s: float = GAP_GRACE_S,
     ) -> None:
         self.cfg = cfg
+        self._clock = clock
+        self.gap_grace_s = gap_grace_s
+        self.budget = TerminalBudget(rate=REFUSED_PER_S, burst=REFUSED_BURST, clock=clock)
+        self.heartbeat_budget = TerminalBudget(
+            rate=HEARTBEATS_PER_S, burst=HEARTBEAT_BURST, clock=clock
+        )
+        self._rate_alerted: dict[str, float] = {}
+        self._pending_gaps: list[tuple[float, Gap]] = []
+        self._gaps_checked = clock()
         self.inbox = inbox
         self.registry = registry
         self.counters: Counter[str] = Counter()
         """Every event or message that did not become a new inbox row, by reason."""
         self.stats: Counter[str] = Counter()
-        """messages, stored, acks_sent, acked_events, gaps_detected, heartbeats."""
+        """messages, stored, acks_sent, acked_events, gaps_detected, gaps_alerted,
+        chain_breaks, heartbeats, unsigned_clock (a synced heartbeat without a clock proof)."""
         self._max_seq: dict[str, int] = {}
         self._verifiers: dict[str, tuple[float, _Verifier | None]] = {}
         self._subscribed = threading.Event()
@@ -221,6 +294,9 @@ class Intake:
         """Connect in the background; with ``wait_s``, wait until the subscriptions hold."""
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.cfg.session_expiry_s  # keep queued events while away
+        # The broker drops, unsent, anything larger than the largest message of the protocol:
+        # an oversized payload then costs the gateway nothing, not even reading it.
+        props.MaximumPacketSize = MAX_PACKET_BYTES
         self._client.connect_async(
             self.cfg.host,
             self.cfg.port,
@@ -228,6 +304,7 @@ class Intake:
             clean_start=False,
             properties=props,
         )
+        self._seed_gaps()
         self._client.loop_start()
         self._worker.start()
         if wait_s is not None and not self._subscribed.wait(wait_s):
@@ -242,6 +319,11 @@ class Intake:
         self._verify_pool.shutdown(wait=False)
         self._client.disconnect()
         self._client.loop_stop()
+
+    @property
+    def pending_gaps(self) -> int:
+        """Gaps seen and not yet either filled or alerted (see :data:`GAP_GRACE_S`)."""
+        return len(self._pending_gaps)
 
     @property
     def connected(self) -> bool:
@@ -281,11 +363,12 @@ class Intake:
         transaction, then PUBACK and acknowledge each: a group commit."""
         while not self._stopping.is_set():
             group = self._handoff.take(GROUP_MAX, timeout=0.2)
+            self._check_gaps()
             if not group:
                 continue
             try:
                 results = self.handle_many([(name, payload) for name, payload, _, _ in group])
-            except Exception:  # the intake keeps going whatever one group does
+            except Exception:  # storage failed (disk, lock): the intake keeps going
                 log.exception("intake failed to store; no ack, the terminals will resend")
                 self.counters["internal_error"] += len(group)
                 continue
@@ -304,6 +387,12 @@ class Intake:
                 if qos > 0:
                     self._client.ack(mid, qos)
 
+    def _refuse(self, reason: str, terminal: str | None, seq: int | None = None) -> None:
+        """Count a refused event or events message and charge it to the terminal's budget."""
+        self._reject(reason, terminal, seq)
+        if terminal:
+            self.budget.charge(terminal, 1)
+
     def _reject(self, reason: str, terminal: str | None, seq: int | None = None) -> None:
         self.counters[reason] += 1
         n = self.counters[reason]
@@ -320,24 +409,66 @@ class Intake:
     def handle_many(self, messages: list[tuple[str, bytes]]) -> list[Handled]:
         """Verify every message, store all their good events in one transaction, and say
         what to acknowledge for each. Committed before returning."""
-        parsed = [self._parse(t, p) for t, p in messages]
-        signatures = self._check_signatures(
-            [(signed, v.keys) for _, v, batch in parsed if v is not None for signed in batch]
-        )
-        reasons = iter(signatures)  # consumed in order, message by message
-        prepared = [self._accept(h, v, batch, reasons) for h, v, batch in parsed]
-        items = [(h.terminal or "", s, e) for h in prepared for s, e in h.good]
-        if not items:
-            return prepared
+        admitted: Counter[str] = Counter()
+        parsed = [self._parse_alone(t, p, admitted) for t, p in messages]
+        # Cheap checks first; only events that pass them cost a signature check.
+        candidates = [self._precheck(h, v, batch) for h, v, batch in parsed]
+        jobs = [
+            (signed, v.keys, h.terminal or "")
+            for (h, v, _), events in zip(parsed, candidates, strict=True)
+            if v is not None
+            for signed, _ in events
+        ]
+        reasons = iter(self._check_signatures(jobs))  # consumed in order, message by message
+        prepared = []
+        for (handled, _, _), events in zip(parsed, candidates, strict=True):
+            for signed, event in events:
+                reason = next(reasons)
+                if reason is None:
+                    handled.good.append((signed, event))
+                elif reason == RATE_LIMITED:
+                    self._reject(RATE_LIMITED, handled.terminal, event.seq)
+                else:
+                    self._refuse(reason, handled.terminal, event.seq)
+            prepared.append(handled)
+        if any(h.good for h in prepared):
+            self._store(prepared)
+        return prepared
+
+    def _store(self, prepared: list[Handled]) -> None:
+        """Store the good events of every message in one transaction. Should one message hold
+        an event SQLite refuses, store message by message so that only that one is refused:
+        no message can hold up the others. A failing database (OperationalError: disk, lock)
+        is not the input's fault and is raised: nothing is acked, the terminals resend."""
+        try:
+            self._store_group([h for h in prepared if h.good])
+        except sqlite3.OperationalError:
+            raise
+        except Exception:
+            log.exception("a group could not be stored; storing its messages one by one")
+            for handled in prepared:
+                if not handled.good:
+                    continue
+                try:
+                    self._store_group([handled])
+                except sqlite3.OperationalError:
+                    raise
+                except Exception:  # noqa: BLE001 - that message alone is refused
+                    for _, event in handled.good:
+                        self._refuse("unstorable", handled.terminal, event.seq)
+                    handled.good = []
+
+    def _store_group(self, handled_list: list[Handled]) -> None:
+        items = [(h.terminal or "", s, e) for h in handled_list for s, e in h.good]
         for terminal in {t for t, _, _ in items} - set(self._max_seq):
             self._max_seq[terminal] = self.inbox.max_seq(terminal)  # learn the high mark
         results = iter(self.inbox.put_many(items, received_ns=time.time_ns()))
-        for handled in prepared:
+        for handled in handled_list:
             stored_seqs = []
             for _ in handled.good:
                 result = next(results)
                 if result.status is PutStatus.CONFLICT:
-                    self._reject("replay", handled.terminal, result.seq)
+                    self._refuse("replay", handled.terminal, result.seq)
                     log.error(
                         "SECURITY: same sequence number, different event",
                         extra=fields(terminal=handled.terminal, seq=result.seq),
@@ -346,21 +477,43 @@ class Intake:
                 handled.ack_seqs.append(result.seq)
                 if result.status is PutStatus.DUPLICATE:
                     self.counters["duplicate"] += 1
+                    if handled.terminal:
+                        self.budget.charge(handled.terminal, DUPLICATE_COST)
                 else:
                     stored_seqs.append(result.seq)
+                if result.chain_break:
+                    self.stats["chain_breaks"] += 1
+                    log.error(
+                        "SECURITY: hash chain broken; event stored as evidence, alert recorded",
+                        extra=fields(terminal=handled.terminal, seq=result.seq),
+                    )
             handled.stored = len(stored_seqs)
             handled.good = []
             self.stats["stored"] += handled.stored
             if stored_seqs and handled.terminal:
                 self._note_gaps(handled.terminal, stored_seqs)
-        return prepared
+
+    def _parse_alone(
+        self, topic_name: str, payload: bytes, admitted: Counter[str]
+    ) -> tuple[Handled, _Verifier | None, list[SignedEvent]]:
+        """:meth:`_parse`, with whatever it raises kept to this one message: counted as
+        ``unprocessable``, logged with its cause, and the message dropped (PUBACKed)."""
+        try:
+            return self._parse(topic_name, payload, admitted)
+        except sqlite3.OperationalError:
+            raise
+        except Exception:
+            log.exception("message could not be processed; dropped, counted as unprocessable")
+            self._reject("unprocessable", None)
+            return Handled(), None, []
 
     def _parse(
-        self, topic_name: str, payload: bytes
+        self, topic_name: str, payload: bytes, admitted: Counter[str]
     ) -> tuple[Handled, _Verifier | None, list[SignedEvent]]:
-        """Check one message's topic and terminal and decode its batch; events signed with a
-        revoked key are refused here. Returns the events whose signatures are to be checked,
-        with the terminal's verifier (None when there are none)."""
+        """Check one message's topic, its terminal and that terminal's budget, and decode its
+        batch; events signed with a revoked key are refused here. Returns the events to check
+        further, with the terminal's verifier (None when there are none). ``admitted`` counts
+        each terminal's events admitted so far in this group (see :data:`ADMIT_PER_GROUP`)."""
         self.stats["messages"] += 1
         try:
             terminal, channel = parse_topic(topic_name)
@@ -376,11 +529,24 @@ class Intake:
         verifier = self._active_verifier(terminal)
         if verifier is None:
             return Handled(terminal), None, []
+        tokens = self.budget.tokens(terminal)
+        if tokens < 1:
+            self._rate_limited(terminal, "refused events")
+            return Handled(terminal), None, []
+        limit = ADMIT_PER_GROUP if tokens >= self.budget.burst - 1 else int(tokens)
+        room = limit - admitted[terminal]
+        if len(payload) // MAX_ENVELOPE_BYTES >= room:  # too many events, known unread
+            self._rate_limited(terminal, "events per group")
+            return Handled(terminal), None, []
         try:
             batch = decode_batch(payload)
         except ProtocolError as exc:
-            self._reject(exc.reason, terminal)
+            self._refuse(exc.reason, terminal)
             return Handled(terminal), None, []
+        if len(batch) > room:
+            self._rate_limited(terminal, "events per group")
+            return Handled(terminal), None, []
+        admitted[terminal] += len(batch)
         if any(s.envelope.kid not in verifier.keys for s in batch):
             verifier = self._active_verifier(terminal, max_age_s=KEY_REFRESH_S)
             if verifier is None:
@@ -388,60 +554,59 @@ class Intake:
         kept = []
         for signed in batch:
             if signed.envelope.kid in verifier.revoked:
-                self._reject("revoked_key", terminal)
+                self._refuse("revoked_key", terminal)
             else:
                 kept.append(signed)
         return Handled(terminal), verifier, kept
 
-    def _check_signatures(
-        self, jobs: list[tuple[SignedEvent, dict[str, bytes]]]
-    ) -> list[str | None]:
+    def _check_signatures(self, jobs: list[SignatureJob]) -> list[str | None]:
         """The refusal reason of each signature (None: valid), in the order of ``jobs``.
 
         cryptography releases the GIL while it checks an Ed25519 signature, so a group is split
         in two and a helper thread checks one half while this thread checks the other: on two
         cores verification takes half the wall time, and paho's thread keeps reading meanwhile.
+        Each half may fail at most half of a terminal's remaining budget (at least one).
         """
+        budget = {t: self.budget.tokens(t) for _, _, t in jobs}
         if len(jobs) < VERIFY_SPLIT_MIN:
-            return _signature_failures(jobs)
+            return _signature_failures(jobs, {t: max(1, int(n)) for t, n in budget.items()})
+        caps = {t: max(1, int(n + 1) // 2) for t, n in budget.items()}
         half = len(jobs) // 2
         try:
-            first = self._verify_pool.submit(_signature_failures, jobs[:half])
+            first = self._verify_pool.submit(_signature_failures, jobs[:half], caps)
         except RuntimeError:  # the pool is shut down (stopped intake): check them all here
-            return _signature_failures(jobs)
-        second = _signature_failures(jobs[half:])
+            return _signature_failures(jobs, {t: max(1, int(n)) for t, n in budget.items()})
+        second = _signature_failures(jobs[half:], caps)
         return first.result() + second
 
-    def _accept(
-        self,
-        handled: Handled,
-        verifier: _Verifier | None,
-        batch: list[SignedEvent],
-        reasons: Iterator[str | None],
-    ) -> Handled:
-        """Decode each event whose signature held, check it names this terminal and its
-        workplace, and put the good ones in ``handled.good``. ``reasons`` holds one entry per
-        event of ``batch`` (the signature check's verdict) and is shared across messages."""
+    def _precheck(
+        self, handled: Handled, verifier: _Verifier | None, batch: list[SignedEvent]
+    ) -> list[tuple[SignedEvent, Event]]:
+        """Decode each event of ``batch`` and check it names this terminal and its workplace:
+        cheap checks that refuse most junk before its signature costs anything. Decoding before
+        verifying is safe because the body decoder accepts only this protocol's CBOR subset
+        (:func:`siteclock.protocol.check_cbor`). Refusals are counted and charged."""
         if verifier is None:
-            return handled
+            return []
         terminal, workplace = handled.terminal, verifier.record.workplace
+        passed = []
         for signed in batch:
-            reason = next(reasons)
-            event: Event | None = None
-            if reason is None:
-                try:
-                    event = signed.event
-                    if event.terminal_id != terminal:
-                        reason = "wrong_terminal"
-                    elif event.workplace != workplace:
-                        reason = "wrong_workplace"
-                except ProtocolError as exc:
-                    reason = exc.reason
-            if reason is not None or event is None:
-                self._reject(reason or "malformed", terminal, event.seq if event else None)
+            try:
+                event = signed.event
+            except ProtocolError as exc:
+                self._refuse(exc.reason, terminal)
                 continue
-            handled.good.append((signed, event))
-        return handled
+            except Exception:  # one event's surprise refuses that event only
+                log.exception("event could not be decoded; refused")
+                self._refuse("unprocessable", terminal)
+                continue
+            if event.terminal_id != terminal:
+                self._refuse("wrong_terminal", terminal, event.seq)
+            elif event.workplace != workplace:
+                self._refuse("wrong_workplace", terminal, event.seq)
+            else:
+                passed.append((signed, event))
+        return passed
 
     def _active_verifier(
         self, terminal: str, *, max_age_s: float = REGISTRY_TTL_S
@@ -476,6 +641,7 @@ class Intake:
         for seq in sorted(stored):
             if seq > high + 1:
                 self.stats["gaps_detected"] += 1
+                self._pending_gaps.append((self._clock(), Gap(terminal, high + 1, seq - 1)))
                 log.warning(
                     "gap in a terminal's sequence",
                     extra=fields(terminal=terminal, missing_from=high + 1, missing_to=seq - 1),
@@ -483,16 +649,84 @@ class Intake:
             high = max(high, seq)
         self._max_seq[terminal] = high
 
+    def _seed_gaps(self) -> None:
+        """Gaps already in the inbox when the intake starts, not yet alerted: watched again, so
+        a restart neither forgets nor repeats an alert."""
+        alerted = self.inbox.alerted_gaps()
+        now = self._clock()
+        for gap in self.inbox.gaps():
+            if (gap.terminal, gap.first) not in alerted:
+                self._pending_gaps.append((now, gap))
+
+    def _check_gaps(self) -> None:
+        """Turn gaps that lasted :attr:`gap_grace_s` into ``seq_gap`` security alerts."""
+        now = self._clock()
+        if not self._pending_gaps or now - self._gaps_checked < GAP_CHECK_S:
+            return
+        self._gaps_checked = now
+        due = [g for at, g in self._pending_gaps if now - at >= self.gap_grace_s]
+        self._pending_gaps = [
+            (at, g) for at, g in self._pending_gaps if now - at < self.gap_grace_s
+        ]
+        for watched in due:
+            try:
+                for gap in self.inbox.missing(watched.terminal, watched.first, watched.last):
+                    detail = f"seqs {gap.first}..{gap.last} never arrived"
+                    self.inbox.record_alert(
+                        gap.terminal, gap.first, SEQ_GAP, detail, at_ns=time.time_ns()
+                    )
+                    self.stats["gaps_alerted"] += 1
+                    log.error(
+                        "SECURITY: events missing from a terminal's chain",
+                        extra=fields(terminal=gap.terminal, first=gap.first, last=gap.last),
+                    )
+            except sqlite3.Error:
+                log.exception("gap check failed; will retry")
+                self._pending_gaps.append((now, watched))
+
+    def _rate_limited(self, terminal: str, what: str) -> None:
+        """Count a message dropped for a terminal over its budget; alert at most once a minute."""
+        self._reject(RATE_LIMITED, terminal)
+        now = self._clock()
+        last = self._rate_alerted.get(terminal)
+        if last is not None and now - last < RATE_ALERT_EVERY_S:
+            return
+        self._rate_alerted[terminal] = now
+        log.error(
+            "SECURITY: terminal over its intake budget; its messages are dropped unread",
+            extra=fields(terminal=terminal, budget=what),
+        )
+        self.inbox.record_alert(terminal, 0, RATE_LIMITED, what, at_ns=time.time_ns())
+
     def _heartbeat(self, terminal: str, payload: bytes) -> None:
+        if not self.heartbeat_budget.allow(terminal):
+            self._rate_limited(terminal, "heartbeats")
+            return
+        self.heartbeat_budget.charge(terminal, 1)
         try:
             status = decode_status(payload)
-        except ProtocolError:
-            self._reject("bad_status", terminal)
+        except ProtocolError as exc:
+            self._reject(
+                "status_too_large" if exc.reason == "too_large" else "bad_status", terminal
+            )
             return
-        if self.registry.get(terminal) is None:
+        verifier = self._verifier(terminal)
+        if verifier is None:
             self._reject("unknown_terminal", terminal)
             return
-        self.registry.record_heartbeat(terminal, status)
+        proof: ClockProof | None = None
+        try:
+            proof = verify_clock_proof(status, terminal, verifier.keys)
+        except ProtocolError as exc:
+            self._reject("bad_clock_proof", terminal)
+            log.warning(
+                "SECURITY: heartbeat clock proof refused; no clock correction from it",
+                extra=fields(terminal=terminal, reason=exc.reason),
+            )
+        clock = status.get("clock")
+        if proof is None and isinstance(clock, dict) and clock.get("synced") is True:
+            self.stats["unsigned_clock"] += 1  # a terminal from before clock proofs
+        self.registry.record_heartbeat(terminal, status, proof=proof)
         self.stats["heartbeats"] += 1
 
     # ------------------------------------------------------------------ towards terminals

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from siteclock import sqlite
-from siteclock.protocol import ALGORITHMS, check_terminal_id, check_workplace, key_id
+from siteclock.protocol import ALGORITHMS, ClockProof, check_terminal_id, check_workplace, key_id
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS terminals(
@@ -87,24 +87,6 @@ class SyncPoint:
     boot_ns: int
     maxerror_us: int
     received_ns: int
-
-
-def _sync_point_of(status: dict[str, Any]) -> tuple[str, int, int, int] | None:
-    """(boot_id, wall_ns, boot_ns, maxerror_us) of a heartbeat whose clock is synced, else None.
-
-    Anything missing or of the wrong type means "no sync point": a heartbeat is still
-    recorded for the dashboard, it just cannot date other events.
-    """
-    clock = status.get("clock")
-    if not isinstance(clock, dict) or clock.get("synced") is not True:
-        return None
-    boot_id, wall_ns, boot_ns = status.get("boot_id"), status.get("wall_ns"), status.get("boot_ns")
-    maxerror = clock.get("maxerror_us")
-    if not isinstance(boot_id, str) or not 1 <= len(boot_id) <= 64:
-        return None
-    if type(wall_ns) is not int or type(boot_ns) is not int or wall_ns <= 0 or boot_ns < 0:
-        return None
-    return boot_id, wall_ns, boot_ns, maxerror if type(maxerror) is int else -1
 
 
 class TerminalRegistry:
@@ -198,14 +180,22 @@ class TerminalRegistry:
             )
             self._audit(terminal_id, "status", status=status)
 
-    def record_heartbeat(self, terminal_id: str, status: dict[str, Any]) -> None:
-        """Keep the last heartbeat a terminal published (for the dashboard and clock repair).
+    def record_heartbeat(
+        self, terminal_id: str, status: dict[str, Any], *, proof: ClockProof | None = None
+    ) -> None:
+        """Keep the last heartbeat a terminal published (for the dashboard).
 
-        A heartbeat taken with a synced clock is also kept as the sync point of its boot
-        (see :meth:`sync_point`); an unsynced one never is: its wall time proves nothing.
+        Only a verified, signed :class:`ClockProof` (the caller checked its signature) becomes
+        the sync point of its boot (see :meth:`sync_point`): the heartbeat's own JSON fields are
+        unsigned, and anyone holding the terminal's broker password could otherwise move the
+        boot's unsynced taps in time.
         """
         now = time.time_ns()
-        point = _sync_point_of(status)
+        point = (
+            None
+            if proof is None or proof.terminal_id != terminal_id
+            else (proof.boot_id, proof.wall_ns, proof.boot_ns, proof.maxerror_us)
+        )
         with self._lock, sqlite.immediate(self._conn):
             self._conn.execute(
                 "UPDATE terminals SET last_status = ?, last_status_ns = ? WHERE id = ?",

@@ -21,6 +21,8 @@ Example::
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -47,6 +49,30 @@ GENESIS_HASH = bytes(HASH_SIZE)
 MAX_BATCH_EVENTS = 500
 """Most events one MQTT message may carry; the gateway rejects larger batches."""
 MAX_PAYLOAD_BYTES = 256 * 1024
+"""Largest events message (a full batch of 500 events is about 190 KiB)."""
+MAX_EVENT_BODY_BYTES = 2048
+"""Largest signed event body (a real one is about 330 bytes)."""
+MAX_STATUS_BYTES = 4096
+"""Largest status message (a real heartbeat with its clock proof is about 900 bytes). Checked
+before the JSON is parsed: a larger one is refused unread."""
+MAX_STATUS_DEPTH = 4
+"""Deepest nesting of a status (a heartbeat nests 2 levels: ``clock`` inside the status)."""
+MAX_JSON_INT_DIGITS = 19
+"""Longest integer a status may hold (int64); a 5,000-digit number is refused, not parsed."""
+
+INT64_MAX = 2**63 - 1
+"""SQLite's INTEGER is a signed 64-bit number: every integer the gateway stores is checked
+against one of the ranges below before it gets near SQLite."""
+SEQ_RANGE = (1, INT64_MAX)
+NS_RANGE = (0, INT64_MAX)
+"""``wall_ns`` (UTC ns: up to the year 2262) and ``boot_ns``."""
+MAXERROR_US_RANGE = (-1, INT64_MAX)
+"""``clock.maxerror_us``; -1 means unknown."""
+MAX_TEXT = 64
+"""Longest free text field of an event (event id, boot id, clock source, a flag)."""
+MAX_FLAGS = 16
+MAX_CBOR_DEPTH = 6
+"""Deepest nesting of any CBOR message of this protocol (a batch nests 3 levels)."""
 
 # Every identifier pattern ends in ``\Z``, never ``$``: ``$`` also matches before a trailing
 # newline, and a newline smuggled into a terminal id corrupts the broker's password file.
@@ -92,6 +118,12 @@ class BadSignature(ProtocolError):
     reason = "bad_signature"
 
 
+class TooLarge(MalformedMessage):
+    """A message is larger than its kind allows; it was refused without being parsed."""
+
+    reason = "too_large"
+
+
 class ChainBroken(ProtocolError):
     """A sequence of events is not one unbroken hash chain (missing, reordered or changed)."""
 
@@ -116,6 +148,20 @@ def check_workplace(value: str) -> str:
         raise MalformedMessage(
             f"workplace {value!r} is not a 13-character Declaration of Works reference"
         )
+    return value
+
+
+def check_int(name: str, value: Any, bounds: tuple[int, int]) -> int:
+    """``value`` if an integer (not a bool) within ``bounds``, else :class:`MalformedMessage`."""
+    lo, hi = bounds
+    if type(value) is not int or not lo <= value <= hi:
+        raise MalformedMessage(f"{name} must be an integer in {lo}..{hi}", reason="out_of_range")
+    return value
+
+
+def check_text(name: str, value: Any, longest: int = MAX_TEXT) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= longest:
+        raise MalformedMessage(f"{name} must be text of 1-{longest} characters")
     return value
 
 
@@ -291,7 +337,67 @@ class EcdsaP256Signer:
 # --------------------------------------------------------------------------- envelope
 
 
-def _loads(data: bytes, what: str) -> Any:
+def check_cbor(data: bytes, what: str, *, max_items: int) -> None:
+    """Refuse, before any decoder sees them, CBOR bytes using anything this protocol does not:
+    tags (the regular-expression tag alone costs up to 2 s of CPU in a general decoder, big
+    numbers and dates arrive as tags too), floats, undefined and other simple values,
+    indefinite lengths, more than ``max_items`` data items, nesting deeper than
+    :data:`MAX_CBOR_DEPTH`, truncation and trailing bytes. Only a walk over the heads: no
+    objects are built, so the cost is bounded by ``max_items``."""
+    size, pos, items = len(data), 0, 0
+    pending = [1]  # data items still expected at each open level
+    while pending:
+        if pending[-1] == 0:
+            pending.pop()
+            continue
+        pending[-1] -= 1
+        if pos >= size:
+            raise MalformedMessage(f"{what} is truncated CBOR")
+        head = data[pos]
+        pos += 1
+        major, info = head >> 5, head & 31
+        if info < 24:
+            arg = info
+        elif info <= 27:
+            width = 1 << (info - 24)
+            if pos + width > size:
+                raise MalformedMessage(f"{what} is truncated CBOR")
+            arg = int.from_bytes(data[pos : pos + width], "big")
+            pos += width
+        elif major == 7 or info == 31:
+            raise MalformedMessage(f"{what} uses CBOR indefinite lengths or breaks")
+        else:
+            raise MalformedMessage(f"{what} uses a reserved CBOR head")
+        items += 1
+        if items > max_items:
+            raise MalformedMessage(f"{what} has more than {max_items} CBOR items")
+        if major <= 1:
+            continue
+        if major <= 3:  # byte or text string
+            if arg > size - pos:
+                raise MalformedMessage(f"{what} is truncated CBOR")
+            pos += arg
+        elif major <= 5:  # array or map: every member needs at least one byte
+            count = arg if major == 4 else 2 * arg
+            if count > size - pos:
+                raise MalformedMessage(f"{what} is truncated CBOR")
+            if len(pending) > MAX_CBOR_DEPTH:
+                raise MalformedMessage(f"{what} nests deeper than {MAX_CBOR_DEPTH}")
+            pending.append(count)
+        elif major == 6:
+            raise MalformedMessage(f"{what} uses CBOR tag {arg}; this protocol uses none",
+                                   reason="cbor_tag")  # fmt: skip
+        elif info not in (20, 21, 22):  # false, true, null
+            raise MalformedMessage(f"{what} uses a CBOR float or simple value")
+    if pos != size:
+        raise MalformedMessage(f"{what} has {size - pos} bytes after its CBOR value")
+
+
+def _loads(data: bytes, what: str, *, max_items: int) -> Any:
+    """Decode CBOR of this protocol's subset only (see :func:`check_cbor`)."""
+    if not isinstance(data, bytes | bytearray):
+        raise MalformedMessage(f"{what} is not bytes")
+    check_cbor(data, what, max_items=max_items)
     try:
         return cbor2.loads(data)
     except Exception as exc:  # noqa: BLE001 - cbor2 raises many unrelated types on garbage
@@ -329,6 +435,8 @@ class Envelope:
             raise MalformedMessage("envelope body and sig must be byte strings")
         if not isinstance(alg, str) or not isinstance(kid, str):
             raise MalformedMessage("envelope alg and kid must be text")
+        if len(body) > MAX_EVENT_BODY_BYTES or len(sig) > 128 or len(alg) > 16 or len(kid) > 64:
+            raise MalformedMessage("envelope field too long", reason="too_large")
         return cls(body=body, alg=alg, kid=kid, sig=sig)
 
     def verify(self, keys: Mapping[str, bytes]) -> None:
@@ -400,6 +508,9 @@ class ClockState:
         synced, maxerror, source = raw.get("synced"), raw.get("maxerror_us"), raw.get("source")
         if not isinstance(synced, bool) or type(maxerror) is not int or not isinstance(source, str):
             raise MalformedMessage("clock needs synced:bool, maxerror_us:int, source:str")
+        check_int("clock maxerror_us", maxerror, MAXERROR_US_RANGE)
+        if len(source) > MAX_TEXT:
+            raise MalformedMessage(f"clock source longer than {MAX_TEXT} characters")
         return cls(synced=synced, maxerror_us=maxerror, source=source)
 
 
@@ -448,7 +559,9 @@ class Event:
 
     @classmethod
     def from_bytes(cls, body: bytes) -> Event:
-        return cls.from_map(_loads(body, "event body"))
+        if len(body) > MAX_EVENT_BODY_BYTES:
+            raise TooLarge(f"event body of {len(body)} bytes exceeds {MAX_EVENT_BODY_BYTES}")
+        return cls.from_map(_loads(body, "event body", max_items=64))
 
     @classmethod
     def from_map(cls, raw: Any) -> Event:
@@ -462,23 +575,22 @@ class Event:
             raise MalformedMessage(f"event body has unknown fields {extra}")
         if raw["v"] != PROTOCOL_VERSION:
             raise MalformedMessage(f"event version {raw['v']!r} is not {PROTOCOL_VERSION}")
-        for name in ("seq", "wall_ns", "boot_ns"):
-            if type(raw[name]) is not int or raw[name] < 0:
-                raise MalformedMessage(f"event {name} must be a non-negative integer")
-        if raw["seq"] < 1:
-            raise MalformedMessage("event seq starts at 1")
+        check_int("event seq", raw["seq"], SEQ_RANGE)
+        check_int("event wall_ns", raw["wall_ns"], NS_RANGE)
+        check_int("event boot_ns", raw["boot_ns"], NS_RANGE)
         if not isinstance(raw["prev"], bytes) or len(raw["prev"]) != HASH_SIZE:
             raise MalformedMessage("event prev must be a 32-byte hash")
-        for name in ("id", "boot_id"):
-            if not isinstance(raw[name], str) or not 1 <= len(raw[name]) <= 64:
-                raise MalformedMessage(f"event {name} must be text of 1-64 characters")
+        check_text("event id", raw["id"])
+        check_text("event boot_id", raw["boot_id"])
         try:
             kind = Kind(raw["kind"])
-        except ValueError:
+        except (TypeError, ValueError):
             raise MalformedMessage(f"event kind {raw['kind']!r} is unknown") from None
         flags = raw["flags"]
-        if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
-            raise MalformedMessage("event flags must be a list of text")
+        if not isinstance(flags, list) or len(flags) > MAX_FLAGS:
+            raise MalformedMessage(f"event flags must be a list of at most {MAX_FLAGS}")
+        for flag in flags:
+            check_text("event flag", flag)
         return cls(
             terminal_id=check_terminal_id(raw["terminal"]),
             workplace=check_workplace(raw["workplace"]),
@@ -568,8 +680,8 @@ def encode_batch(events: Sequence[SignedEvent]) -> bytes:
 def decode_batch(payload: bytes) -> list[SignedEvent]:
     """Parse an events payload. Signatures are *not* checked here; see :func:`verify_event`."""
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise MalformedMessage(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    raw = _loads(payload, "events payload")
+        raise TooLarge(f"events payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    raw = _loads(payload, "events payload", max_items=8 + 9 * MAX_BATCH_EVENTS)
     if not isinstance(raw, Mapping) or raw.get("v") != PROTOCOL_VERSION:
         raise MalformedMessage("events payload is not a version 1 map")
     items = raw.get("events")
@@ -614,7 +726,7 @@ class Ack:
 
     @classmethod
     def decode(cls, payload: bytes) -> Ack:
-        raw = _loads(payload, "ack payload")
+        raw = _loads(payload, "ack payload", max_items=1_000_000)
         if not isinstance(raw, Mapping) or raw.get("v") != PROTOCOL_VERSION:
             raise MalformedMessage("ack payload is not a version 1 map")
         try:
@@ -697,7 +809,7 @@ class Roster:
 
     @classmethod
     def from_body(cls, body: bytes) -> Roster:
-        raw = _loads(body, "roster")
+        raw = _loads(body, "roster", max_items=10_000_000)
         if not isinstance(raw, Mapping) or raw.get("v") != PROTOCOL_VERSION:
             raise MalformedMessage("roster is not a version 1 map")
         try:
@@ -724,7 +836,7 @@ def encode_roster(roster: Roster, signer: Signer) -> bytes:
 
 
 def decode_roster(payload: bytes, gateway_keys: Mapping[str, bytes]) -> Roster:
-    envelope = Envelope.from_map(_loads(payload, "roster payload"))
+    envelope = Envelope.from_map(_loads(payload, "roster payload", max_items=16))
     envelope.verify(gateway_keys)
     return Roster.from_body(envelope.body)
 
@@ -736,17 +848,129 @@ def encode_status(status: Mapping[str, Any]) -> bytes:
     """Retained JSON on the status topic (heartbeat and Last Will): readable by any dashboard.
 
     Carries ``state`` ("online"/"offline") and, when online, queue_depth, oldest_unsent_age_s,
-    clock, reader, disk_free_mb, version, uptime_s, boot_id, boot_ns and wall_ns. The last three
-    let the gateway correct events taken before a clock sync in the same boot.
+    clock, reader, disk_free_mb, version, uptime_s, boot_id, boot_ns and wall_ns, and, when the
+    clock is synced, a signed ``clock_proof`` (see :class:`ClockProof`): only that proof lets the
+    gateway correct events taken before a clock sync in the same boot.
     """
     return json.dumps(dict(status), sort_keys=True, separators=(",", ":")).encode()
 
 
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise MalformedMessage(
+            f"status holds a number of {len(text)} digits", reason="out_of_range"
+        )
+    return int(text)
+
+
+def _json_constant(name: str) -> Any:
+    raise MalformedMessage(f"status holds {name}, which is not JSON")
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
 def decode_status(payload: bytes) -> dict[str, Any]:
+    """Parse a status message within its limits: at most :data:`MAX_STATUS_BYTES` (checked
+    before parsing), nesting at most :data:`MAX_STATUS_DEPTH`, integers of at most 19 digits,
+    no NaN or Infinity. Any breach is a :class:`ProtocolError`, never another exception."""
+    if len(payload) > MAX_STATUS_BYTES:
+        raise TooLarge(f"status of {len(payload)} bytes exceeds {MAX_STATUS_BYTES}")
     try:
-        raw = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = json.loads(payload, parse_int=_json_int, parse_constant=_json_constant)
+    except ProtocolError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MalformedMessage(f"status is not JSON: {exc}") from None
     if not isinstance(raw, dict) or raw.get("state") not in ("online", "offline"):
         raise MalformedMessage("status needs state 'online' or 'offline'")
+    if _depth(raw) > MAX_STATUS_DEPTH:
+        raise MalformedMessage(f"status nests deeper than {MAX_STATUS_DEPTH}")
     return raw
+
+
+# --------------------------------------------------------------------------- clock proof
+
+CLOCK_PROOF_FIELD = "clock_proof"
+"""The status field holding a :class:`ClockProof` envelope, CBOR then base64 (JSON is text)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClockProof:
+    """A synced clock reading, signed by the terminal: ``wall_ns`` was true at ``boot_ns`` of
+    boot ``boot_id``. The gateway corrects the boot's unsynced taps with it, so it carries a
+    signature like an event: an unsigned heartbeat cannot move a terminal's taps in time.
+    Its body has ``type: "clock"`` and no event field, so it can never pass for an event."""
+
+    terminal_id: str
+    boot_id: str
+    boot_ns: int
+    wall_ns: int
+    maxerror_us: int
+
+    def to_body(self) -> bytes:
+        return canonical({
+            "v": PROTOCOL_VERSION, "type": "clock", "terminal": self.terminal_id,
+            "boot_id": self.boot_id, "boot_ns": self.boot_ns, "wall_ns": self.wall_ns,
+            "maxerror_us": self.maxerror_us,
+        })  # fmt: skip
+
+    @classmethod
+    def from_body(cls, body: bytes) -> ClockProof:
+        raw = _loads(body, "clock proof", max_items=32)
+        fields = {"v", "type", "terminal", "boot_id", "boot_ns", "wall_ns", "maxerror_us"}
+        if not isinstance(raw, Mapping) or set(raw) != fields:
+            raise MalformedMessage(f"clock proof must have exactly {sorted(fields)}")
+        if raw["v"] != PROTOCOL_VERSION or raw["type"] != "clock":
+            raise MalformedMessage("clock proof is not a version 1 clock body")
+        return cls(
+            terminal_id=check_terminal_id(raw["terminal"]),
+            boot_id=check_text("clock proof boot_id", raw["boot_id"]),
+            boot_ns=check_int("clock proof boot_ns", raw["boot_ns"], NS_RANGE),
+            wall_ns=check_int("clock proof wall_ns", raw["wall_ns"], NS_RANGE),
+            maxerror_us=check_int("clock proof maxerror_us", raw["maxerror_us"], MAXERROR_US_RANGE),
+        )
+
+
+def attach_clock_proof(status: dict[str, Any], terminal_id: str, signer: Signer) -> dict[str, Any]:
+    """The status with a signed :class:`ClockProof` of its own clock fields when its clock is
+    synced (the terminal's side); unchanged otherwise."""
+    clock = status.get("clock")
+    if not isinstance(clock, Mapping) or clock.get("synced") is not True:
+        return status
+    try:
+        proof = ClockProof(
+            terminal_id, status["boot_id"], status["boot_ns"], status["wall_ns"],
+            clock.get("maxerror_us", -1),
+        )  # fmt: skip
+    except KeyError:
+        return status
+    envelope = seal(proof.to_body(), signer)
+    return {**status, CLOCK_PROOF_FIELD: base64.b64encode(canonical(envelope.to_map())).decode()}
+
+
+def verify_clock_proof(
+    status: Mapping[str, Any], terminal_id: str, keys: Mapping[str, bytes]
+) -> ClockProof | None:
+    """The status's clock proof, checked (signature with ``keys``, terminal, ranges); None when it
+    carries none (a terminal from before proofs: its heartbeat is kept, it corrects nothing)."""
+    text = status.get(CLOCK_PROOF_FIELD)
+    if text is None:
+        return None
+    if not isinstance(text, str) or len(text) > 1024:
+        raise MalformedMessage("clock_proof must be base64 text", reason="bad_clock_proof")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedMessage("clock_proof is not base64", reason="bad_clock_proof") from None
+    envelope = Envelope.from_map(_loads(raw, "clock proof envelope", max_items=16))
+    envelope.verify(keys)
+    proof = ClockProof.from_body(envelope.body)
+    if proof.terminal_id != terminal_id:
+        raise MalformedMessage("clock proof names another terminal", reason="wrong_terminal")
+    return proof

@@ -230,6 +230,11 @@ class Outbox:
             raise
         self._conn = conn
 
+    @property
+    def signer(self) -> Signer:
+        """The key this outbox signs with (the uplink also signs its clock proofs with it)."""
+        return self._signer
+
     # ----------------------------------------------------------------- helpers
 
     @property

@@ -56,6 +56,7 @@ from siteclock.protocol import (
     ProtocolError,
     Roster,
     SignedEvent,
+    attach_clock_proof,
     decode_roster,
     encode_batch,
     encode_status,
@@ -377,6 +378,8 @@ class Uplink:
             stats = self.outbox.stats()
             status["queue_depth"] = stats.depth
         status["state"] = "online"
+        # Signed, so the gateway may use this reading to date the boot's unsynced taps.
+        status = attach_clock_proof(status, self.terminal_id, self.outbox.signer)
         self._client.publish(self._topics[Channel.STATUS], encode_status(status), 1, retain=True)
         self.counters["heartbeats"] += 1
 

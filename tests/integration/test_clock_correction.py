@@ -1,7 +1,8 @@
 """DESIGN decision 4: the gateway dates taps taken before the terminal's clock was synced.
 
 A terminal flags such a tap ``clock_unsynced`` and keeps its boot id and boot-time clock. When
-a later heartbeat of the same boot carries a synced clock, the intake keeps it as a sync point
+a later heartbeat of the same boot carries a synced clock with a clock proof signed by the
+terminal, the intake keeps it as a sync point (an unsigned one is recorded but corrects nothing)
 and the relay submits ``sync.wall_ns - (sync.boot_ns - event.boot_ns)`` to CIaO. Without one,
 the relay holds the event for ``unsynced_hold_s``, then sends the terminal's own time with a
 note for the employer.
@@ -67,6 +68,11 @@ def heartbeat(*, boot_id: str, boot_ns: int, synced: bool, wall_ns: int) -> dict
     }
 
 
+def proof(terminal_id: str, *, boot_id: str, boot_ns: int, wall_ns: int) -> p.ClockProof:
+    """A synced reading as the intake hands it over once its signature checked."""
+    return p.ClockProof(terminal_id, boot_id, boot_ns, wall_ns, 2000)
+
+
 class Clock:
     """The relay's clock: real time plus a shift the test moves forward."""
 
@@ -108,9 +114,11 @@ def test_unsynced_tap_is_dated_from_a_later_sync_of_its_boot(
     assert [r["ssin"] for r in sim.registrations()] == [world.people[1].inss]
 
     # NTP synced at 60 s after boot; the terminal says so in its next heartbeat.
+    beat = dict(boot_id="boot-A", boot_ns=60 * S, wall_ns=TRUE_START + 60 * S)
     registry.record_heartbeat(
         feed.terminal_id,
-        heartbeat(boot_id="boot-A", boot_ns=60 * S, synced=True, wall_ns=TRUE_START + 60 * S),
+        heartbeat(synced=True, **beat),  # type: ignore[arg-type]
+        proof=proof(feed.terminal_id, **beat),  # type: ignore[arg-type]
     )
     clock.shift_ns = 2 * S  # past the recheck
     world.run_until_final()
@@ -138,9 +146,11 @@ def test_without_a_sync_of_its_boot_the_tap_is_held_then_sent_with_terminal_time
     insert(world.db, [tap(feed, world.people[0].badge, boot_id="boot-A", boot_ns=5 * S,
                           synced=False)])  # fmt: skip
     # A synced point of another boot, and an unsynced one of this boot: neither may be used.
+    beat = dict(boot_id="boot-B", boot_ns=60 * S, wall_ns=TRUE_START + 60 * S)
     registry.record_heartbeat(
         feed.terminal_id,
-        heartbeat(boot_id="boot-B", boot_ns=60 * S, synced=True, wall_ns=TRUE_START + 60 * S),
+        heartbeat(synced=True, **beat),  # type: ignore[arg-type]
+        proof=proof(feed.terminal_id, **beat),  # type: ignore[arg-type]
     )
     registry.record_heartbeat(
         feed.terminal_id,
@@ -181,7 +191,8 @@ def test_intake_keeps_synced_heartbeats_as_sync_points_and_ignores_unsynced(
     status = p.topic("t-clock-03", p.Channel.STATUS)
 
     def send(**fields: Any) -> None:
-        intake.handle(status, p.encode_status(heartbeat(**fields)))
+        signed = p.attach_clock_proof(heartbeat(**fields), "t-clock-03", signer)
+        intake.handle(status, p.encode_status(signed))
 
     send(boot_id="boot-A", boot_ns=10 * S, synced=False, wall_ns=RTC_START + 10 * S)
     assert registry.sync_point("t-clock-03", "boot-A") is None
@@ -195,7 +206,39 @@ def test_intake_keeps_synced_heartbeats_as_sync_points_and_ignores_unsynced(
     assert (point.wall_ns, point.boot_ns, point.maxerror_us) == (TRUE_START + 60 * S, 60 * S, 2000)
     assert registry.sync_point("t-clock-03", "boot-B") is None
     assert intake.stats["heartbeats"] == 4
+    assert intake.stats["unsigned_clock"] == 0
 
+
+def test_unsigned_or_forged_clock_readings_set_no_sync_point(tmp_path: Path) -> None:
+    """Finding 14: a heartbeat is unsigned JSON that anyone with the terminal's broker password
+    can publish; before clock proofs, its wall_ns moved the boot's unsynced taps in time."""
+    db = tmp_path / "gateway.db"
+    signer, mallory = p.Ed25519Signer.generate(), p.Ed25519Signer.generate()
+    registry = TerminalRegistry(db)
+    registry.register("t-clock-04", WORKPLACE, public_key=signer.public_key_bytes())
+    registry.register("t-clock-05", WORKPLACE, public_key=mallory.public_key_bytes())
+    intake = Intake(MqttConfig(), inbox=Inbox(db), registry=registry)  # never connected
+    status = p.topic("t-clock-04", p.Channel.STATUS)
+    beat = heartbeat(boot_id="boot-A", boot_ns=60 * S, synced=True, wall_ns=TRUE_START)
+
+    intake.handle(status, p.encode_status(beat))  # an old terminal, or a forger: no proof
+    intake.handle(status, p.encode_status(p.attach_clock_proof(beat, "t-clock-04", mallory)))
+    # A proof genuinely signed by another terminal, replayed here
+    intake.handle(status, p.encode_status(p.attach_clock_proof(beat, "t-clock-05", mallory)))
+    tampered = p.attach_clock_proof(beat, "t-clock-04", signer)
+    tampered[p.CLOCK_PROOF_FIELD] = tampered[p.CLOCK_PROOF_FIELD][:-8] + "AAAAAAA="
+    intake.handle(status, p.encode_status(tampered))
+
+    assert registry.sync_point("t-clock-04", "boot-A") is None
+    assert registry.last_heartbeat("t-clock-04")["wall_ns"] == TRUE_START  # still shown
+    assert intake.stats["heartbeats"] == 4
+    assert intake.stats["unsigned_clock"] == 4
+    assert intake.counters["bad_clock_proof"] == 3
+
+    intake.handle(status, p.encode_status(p.attach_clock_proof(beat, "t-clock-04", signer)))
+    point = registry.sync_point("t-clock-04", "boot-A")
+    assert point is not None
+    assert point.wall_ns == TRUE_START
 
 
 def test_an_older_relay_database_gets_the_clock_columns(tmp_path: Path) -> None:

@@ -38,8 +38,13 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_a_good_file_loads_into_typed_values(tmp_path):
-    cfg = load(write(tmp_path, 'name = "a"\nmode = "fast"\npath = "/x"\ntags = ["t"]\n'
-                     "[inner]\nport = 5\nratio = 2\n"), Outer)
+    cfg = load(
+        write(
+            tmp_path,
+            'name = "a"\nmode = "fast"\npath = "/x"\ntags = ["t"]\n[inner]\nport = 5\nratio = 2\n',
+        ),
+        Outer,
+    )
     assert cfg == Outer("a", Inner(5, 2.0), Mode.FAST, Path("/x"), ["t"])
 
 
@@ -47,7 +52,7 @@ def test_a_good_file_loads_into_typed_values(tmp_path):
     ("text", "key", "words"),
     [
         ('name = "a"\n', "inner", "missing"),
-        ('name = 5\n[inner]\nport = 1\n', "name", "expected text"),
+        ("name = 5\n[inner]\nport = 1\n", "name", "expected text"),
         ('name = "a"\n[inner]\nport = "1"\n', "inner.port", "expected an integer"),
         ('name = "a"\n[inner]\nport = true\n', "inner.port", "expected an integer"),
         ('name = "a"\n[inner]\nport = 1\nprot = 2\n', "inner.prot", "unknown key"),
