@@ -111,7 +111,9 @@ def site(tmp_path: Path) -> Iterator[Site]:
                 feed.terminal_id, WORKPLACE, public_key=feed.signer.public_key_bytes()
             )
         intake = Intake(
-            gateway_config(broker, client_id="gw-hostile"), inbox=inbox, registry=registry
+            gateway_config(broker, client_id="siteclock_gateway-hostile"),
+            inbox=inbox,
+            registry=registry,
         )
         intake.start()
         honest_link = Flooder(broker, "t-honest", "t-honest")
@@ -221,8 +223,10 @@ def test_intake_sizes_per_message_kind(site: Site) -> None:
     site.evil_link.send(p.topic("t-evil", p.Channel.STATUS), [huge])
     assert wait_until(lambda: site.intake.counters["status_too_large"] == 1)
     assert "pad" not in (site.registry.last_heartbeat("t-evil") or {})
-    # Larger than any message of the protocol: the broker does not even send it to the gateway.
-    site.evil_link.send(p.topic("t-evil", p.Channel.STATUS), [b"{" * (4 * 2**20)])
+    # Larger than any message of the protocol: the broker refuses it (its max_packet_size closes
+    # the sender's connection; QoS 0, so paho does not resend it after reconnecting) and the
+    # gateway never sees it.
+    site.evil_link.client.publish(p.topic("t-evil", p.Channel.STATUS), b"{" * (4 * 2**20), qos=0)
     site.evil_link.send(p.topic("t-evil", p.Channel.STATUS), [p.encode_status(heartbeat(n=2))])
     assert wait_until(lambda: (site.registry.last_heartbeat("t-evil") or {}).get("n") == 2)
     assert site.intake.counters["status_too_large"] == 1
