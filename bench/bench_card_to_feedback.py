@@ -19,10 +19,10 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
 
-from hw.nfc_reader import NfcReader
-from hw.pn532_emulator import PN532Emulator, frontend_for_pty
-from terminal.config import FeedbackConfig, ReaderConfig, TerminalConfig
-from terminal.service import Terminal
+from siteclock.hw.nfc_reader import NfcReader
+from siteclock.hw.pn532_emulator import PN532Emulator, frontend_for_pty
+from siteclock.terminal.config import FeedbackConfig, ReaderConfig, TerminalConfig
+from siteclock.terminal.service import Terminal
 
 TAPS = 60
 GOAL_P99_MS = 150.0

@@ -20,11 +20,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.store import Inbox
-from gateway.terminals import TerminalRegistry
+from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.protocol import Channel, ClockState, Ed25519Signer, Kind, topic
-from terminal.outbox import Outbox
-from terminal.uplink import Uplink
+from siteclock.terminal.outbox import Outbox
+from siteclock.terminal.uplink import Uplink
 from tests.support.mosquitto import (
     MosquittoBroker,
     running_broker,

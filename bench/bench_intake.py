@@ -28,9 +28,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.intake import Intake
-from gateway.store import Inbox
-from gateway.terminals import TerminalRegistry
+from siteclock.gateway.intake import Intake
+from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.protocol import (
     GENESIS_HASH,
     Channel,

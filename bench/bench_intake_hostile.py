@@ -38,10 +38,10 @@ from typing import Any
 import cbor2
 
 from bench.bench_intake import CLOCK, WORKPLACE, Chain, connect, send
-from gateway.intake import MAX_PACKET_BYTES, Intake
-from gateway.store import Inbox
-from gateway.terminals import TerminalRegistry
 from siteclock import protocol as p
+from siteclock.gateway.intake import MAX_PACKET_BYTES, Intake
+from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminals import TerminalRegistry
 from tests.support.mosquitto import gateway_config, running_broker
 
 HONEST = 100

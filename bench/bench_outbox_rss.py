@@ -25,10 +25,10 @@ import time
 import uuid
 from pathlib import Path
 
-from hw.sim import send_taps
+from siteclock.hw.sim import send_taps
 from siteclock.protocol import ClockState, Ed25519Signer, Event, Kind
-from terminal import identity
-from terminal.outbox import Outbox
+from siteclock.terminal import identity
+from siteclock.terminal.outbox import Outbox
 
 SMALL, LARGE = 10_000, 1_000_000
 GOAL_MB = 60.0

@@ -21,9 +21,9 @@ from typing import Any
 
 import requests
 
-from gateway.ciao.sim import SimServer
-from gateway.registry import Registry
-from gateway.relay import Relay, RelayConfig, registration_date
+from siteclock.gateway.ciao.sim import SimServer
+from siteclock.gateway.registry import Registry
+from siteclock.gateway.relay import Relay, RelayConfig, registration_date
 from tests.support.ciao import CLIENT_ID, client_for, populate, rsa_pair
 from tests.support.inbox import TerminalFeed, create_inbox, insert, make_events
 

@@ -32,11 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.ciao.client import CiaoClient, Timeouts
-from gateway.ciao.environments import for_local_sim
-from gateway.ciao.sim import SimServer
-from gateway.registry import Registry
-from gateway.relay import Relay, RelayConfig
+from siteclock.gateway.ciao.client import CiaoClient, Timeouts
+from siteclock.gateway.ciao.environments import for_local_sim
+from siteclock.gateway.ciao.sim import SimServer
+from siteclock.gateway.registry import Registry
+from siteclock.gateway.relay import Relay, RelayConfig
 from tests.support.ciao import CLIENT_ID, exactly_once_report, populate, rsa_pair
 from tests.support.clock import CompressedClock
 from tests.support.inbox import TerminalFeed, create_inbox, insert, make_events

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.sequence import SiteDay
+from siteclock.gateway.sequence import SiteDay
 from tests.support.inbox import TerminalFeed, create_inbox, insert, make_events
 
 WORKERS = 200

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
 
-from hw.base import BadgeRead
+from siteclock.hw.base import BadgeRead
 from siteclock.protocol import ClockState, Ed25519Signer, Roster, RosterEntry, seal
-from terminal.capture import Capture
-from terminal.feedback import Feedback
-from terminal.outbox import Outbox
+from siteclock.terminal.capture import Capture
+from siteclock.terminal.feedback import Feedback
+from siteclock.terminal.outbox import Outbox
 
 TAPS = 400
 WARMUP = 20

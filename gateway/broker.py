@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.pki import PkiPaths, ensure_site_pki, write_public, write_secret
+from siteclock.gateway.pki import PkiPaths, ensure_site_pki, write_public, write_secret
 from siteclock.protocol import TOPIC_ROOT, Channel, check_terminal_id
 
 GATEWAY_USER = "siteclock_gateway"

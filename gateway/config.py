@@ -30,9 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.ciao.environments import CiaoConfig
-from gateway.relay import RelayConfig
-from gateway.sequence import SequenceConfig
+from siteclock.gateway.ciao.environments import CiaoConfig
+from siteclock.gateway.relay import RelayConfig
+from siteclock.gateway.sequence import SequenceConfig
 
 DEFAULT_INSS_KEY = Path("/etc/siteclock/keys/inss.key")
 """Where the INSS key lives unless configured: not beside the database (docs/provisioning.md)."""

@@ -51,11 +51,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.config import MqttConfig
-from gateway.ratelimit import TerminalBudget
-from gateway.roster import RosterPublisher
-from gateway.store import SEQ_GAP, Gap, Inbox, PutStatus
-from gateway.terminals import ACTIVE, TerminalRecord, TerminalRegistry
+from siteclock.gateway.config import MqttConfig
+from siteclock.gateway.ratelimit import TerminalBudget
+from siteclock.gateway.roster import RosterPublisher
+from siteclock.gateway.store import SEQ_GAP, Gap, Inbox, PutStatus
+from siteclock.gateway.terminals import ACTIVE, TerminalRecord, TerminalRegistry
 from siteclock.log import fields
 from siteclock.protocol import (
     MAX_EVENT_BODY_BYTES,
@@ -78,7 +78,7 @@ from siteclock.protocol import (
     verify_clock_proof,
 )
 
-log = logging.getLogger("siteclock.gateway.intake")
+log = logging.getLogger(__name__)
 
 GROUP_MAX = 256  # messages per group commit
 HANDOFF_MAX = 4 * GROUP_MAX

@@ -36,14 +36,14 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.identifiers import (
+from siteclock import sqlite
+from siteclock.gateway.identifiers import (
     InvalidIdentifier,
     normalize_enterprise_number,
     normalize_foreign_vat,
     normalize_inss,
     normalize_workplace,
 )
-from siteclock import sqlite
 from siteclock.protocol import RosterEntry, check_badge
 
 KEY_SIZE = 32

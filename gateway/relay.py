@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.ciao.client import (
+from siteclock.gateway.ciao.client import (
     Ambiguous,
     AuthError,
     BadResponse,
@@ -58,16 +58,16 @@ from gateway.ciao.client import (
     ShuttingDown,
     describe_problem,
 )
-from gateway.ciao.policy import PolicyConfig, delay_for_attempt, requeue_wait
-from gateway.registry import EmployerKind, Registry, Resolved, Workplace
-from gateway.relay_store import FINAL, WAITING_FOR_REGISTRY, RelayStore, State
-from gateway.sequence import SequenceCheck
-from gateway.terminals import TerminalRegistry
+from siteclock.gateway.ciao.policy import PolicyConfig, delay_for_attempt, requeue_wait
+from siteclock.gateway.registry import EmployerKind, Registry, Resolved, Workplace
+from siteclock.gateway.relay_store import FINAL, WAITING_FOR_REGISTRY, RelayStore, State
+from siteclock.gateway.sequence import SequenceCheck
+from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.log import fields, redact
 from siteclock.protocol import Event, Outcome, ProtocolError, Verdict
 from siteclock.shift import ShiftRule
 
-log = logging.getLogger("siteclock.relay")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

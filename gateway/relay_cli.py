@@ -24,10 +24,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.relay_store import REQUEUE_TARGET, RelayStore, State
+from siteclock.gateway.relay_store import REQUEUE_TARGET, RelayStore, State
 from siteclock.log import INSS_PATTERN, fields, redact
 
-log = logging.getLogger("siteclock.relay.requeue")
+log = logging.getLogger(__name__)
 
 
 class UsageError(ValueError):
@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 def _db_path(args: argparse.Namespace) -> Path:
     if args.db is not None:
         return Path(args.db)
-    from gateway.config import GatewayConfig
     from siteclock.config import load
+    from siteclock.gateway.config import GatewayConfig
 
     return Path(load(args.config, GatewayConfig).db)
 

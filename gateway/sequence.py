@@ -53,7 +53,7 @@ from siteclock.log import fields
 from siteclock.protocol import NON_ATTENDANCE_FLAGS, DayEntry, Flag, Kind
 from siteclock.shift import NS_PER_HOUR, ShiftRule
 
-log = logging.getLogger("siteclock.sequence")
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS worker_sequence(

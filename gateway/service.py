@@ -26,25 +26,25 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.ciao.auth import load_private_key
-from gateway.ciao.client import CiaoClient, Timeouts
-from gateway.ciao.environments import resolve
-from gateway.ciao.profile import load as load_profile
-from gateway.config import GatewayConfig
-from gateway.intake import Intake
-from gateway.registry import Registry
-from gateway.relay import Relay
-from gateway.roster import write_gateway_keys
-from gateway.sequence import SiteDay
-from gateway.store import Inbox
-from gateway.terminals import ACTIVE, TerminalRegistry
 from siteclock import log as sclog
 from siteclock.config import ConfigError, load
+from siteclock.gateway.ciao.auth import load_private_key
+from siteclock.gateway.ciao.client import CiaoClient, Timeouts
+from siteclock.gateway.ciao.environments import resolve
+from siteclock.gateway.ciao.profile import load as load_profile
+from siteclock.gateway.config import GatewayConfig
+from siteclock.gateway.intake import Intake
+from siteclock.gateway.registry import Registry
+from siteclock.gateway.relay import Relay
+from siteclock.gateway.roster import write_gateway_keys
+from siteclock.gateway.sequence import SiteDay
+from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminals import ACTIVE, TerminalRegistry
 from siteclock.log import fields
 from siteclock.protocol import DayEntry, RosterEntry, Verdict
-from terminal.identity import IdentityError, load_or_create
+from siteclock.terminal.identity import IdentityError, load_or_create
 
-log = logging.getLogger("siteclock.gateway")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hw.base import BadgeRead, Reader, ReaderItem, ReaderState, ReaderStatus
-from hw.errors import (
+from siteclock.hw.base import BadgeRead, Reader, ReaderItem, ReaderState, ReaderStatus
+from siteclock.hw.errors import (
     BadgeSpecError,
     FrameError,
     ReaderAccessDenied,
@@ -26,12 +26,12 @@ from hw.errors import (
     ReaderNotFound,
     ReaderSpecError,
 )
-from hw.rdm6300 import Rdm6300Reader
-from hw.repeat import mark_repeats
-from hw.sim import SimReader, send_taps
+from siteclock.hw.rdm6300 import Rdm6300Reader
+from siteclock.hw.repeat import mark_repeats
+from siteclock.hw.sim import SimReader, send_taps
 
 if TYPE_CHECKING:
-    from hw.nfc_reader import NfcReader
+    from siteclock.hw.nfc_reader import NfcReader
 
 __all__ = [
     "BadgeRead",
@@ -80,7 +80,7 @@ def open_reader(spec: str, **kwargs: Any) -> Reader:
         raise ReaderSpecError(f"reader spec {spec!r} is not a string; {SPEC_HELP}")
     kind, _, rest = spec.partition(":")
     if kind in ("tty", "usb", "udp", "pn532") and (rest or kind in ("usb", "udp")):
-        from hw.nfc_reader import NfcReader
+        from siteclock.hw.nfc_reader import NfcReader
 
         return NfcReader(spec, **kwargs)
     if kind == "rdm6300" and rest:
@@ -92,7 +92,7 @@ def open_reader(spec: str, **kwargs: Any) -> Reader:
 
 def __getattr__(name: str) -> Any:
     if name == "NfcReader":
-        from hw.nfc_reader import NfcReader
+        from siteclock.hw.nfc_reader import NfcReader
 
         return NfcReader
     raise AttributeError(f"module 'hw' has no attribute {name!r}")

@@ -35,8 +35,8 @@ import nfc
 import nfc.clf.pn532
 import nfc.clf.transport
 
-from hw.base import BadgeRead, ReaderItem, ReaderState, ReaderStatus
-from hw.errors import (
+from siteclock.hw.base import BadgeRead, ReaderItem, ReaderState, ReaderStatus
+from siteclock.hw.errors import (
     ReaderAccessDenied,
     ReaderBusy,
     ReaderDriverFailed,

@@ -414,6 +414,6 @@ def frontend_for_pty(path: str) -> Any:
 
         NfcReader(chip.path, frontend_factory=frontend_for_pty)
     """
-    from hw.nfc_reader import pn532_frontend  # nfc is imported in hw/nfc_reader.py only
+    from siteclock.hw.nfc_reader import pn532_frontend  # nfc is imported in hw/nfc_reader.py only
 
     return pn532_frontend(path)

@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 import serial
 
-from hw.base import BadgeRead, ReaderItem, ReaderState, ReaderStatus
-from hw.errors import FrameError, ReaderGone, ReaderNotFound
+from siteclock.hw.base import BadgeRead, ReaderItem, ReaderState, ReaderStatus
+from siteclock.hw.errors import FrameError, ReaderGone, ReaderNotFound
 
 log = logging.getLogger(__name__)
 

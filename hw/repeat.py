@@ -18,7 +18,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from hw.base import BadgeRead, ReaderItem
+from siteclock.hw.base import BadgeRead, ReaderItem
 
 
 def mark_repeats(

@@ -31,8 +31,8 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 
-from hw.base import BadgeRead, ReaderItem, ReaderState, ReaderStatus
-from hw.errors import BadgeSpecError, ReaderBusy, ReaderError
+from siteclock.hw.base import BadgeRead, ReaderItem, ReaderState, ReaderStatus
+from siteclock.hw.errors import BadgeSpecError, ReaderBusy, ReaderError
 from siteclock.protocol import BADGE_RE
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.relay_store import RelayStore, State
-from provisioning.workers import WorkerError, Workers
+from siteclock.gateway.relay_store import RelayStore, State
 from siteclock.protocol import Flag, check_terminal_id
+from siteclock.provisioning.workers import WorkerError, Workers
 
 POLL_S = 0.2
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from provisioning.workplace import (
+from siteclock.provisioning.workplace import (
     Address,
     Coordinates,
     WorkplaceBinding,
@@ -113,10 +113,10 @@ def _workplace_args(p: argparse.ArgumentParser) -> None:
 
 
 def _service(args: argparse.Namespace) -> Any:
-    from gateway.pki import ensure_site_pki
-    from gateway.registry import Registry
-    from gateway.terminals import TerminalRegistry
-    from provisioning.enrolment import (
+    from siteclock.gateway.pki import ensure_site_pki
+    from siteclock.gateway.registry import Registry
+    from siteclock.gateway.terminals import TerminalRegistry
+    from siteclock.provisioning.enrolment import (
         BrokerAccounts,
         BrokerEndpoint,
         EnrolmentService,
@@ -132,7 +132,7 @@ def _service(args: argparse.Namespace) -> Any:
     keys = {}
     if getattr(args, "gateway_keys_file", None):
         keys = json.loads(Path(args.gateway_keys_file).read_text())
-    from gateway.config import DEFAULT_INSS_KEY
+    from siteclock.gateway.config import DEFAULT_INSS_KEY
 
     inss_key = Path(args.inss_key) if args.inss_key else DEFAULT_INSS_KEY
     return EnrolmentService(
@@ -157,9 +157,9 @@ def _gateway_args(p: argparse.ArgumentParser) -> None:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from gateway.pki import ensure_site_pki
-    from provisioning.enrolment import TokenStore
-    from provisioning.http import ca_fingerprint
+    from siteclock.gateway.pki import ensure_site_pki
+    from siteclock.provisioning.enrolment import TokenStore
+    from siteclock.provisioning.http import ca_fingerprint
 
     issued = TokenStore(args.db).create(
         args.workplace, ttl_s=args.ttl_hours * 3600, created_by=args.by, note=args.note
@@ -186,7 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from provisioning.http import create_app, serve_tls
+    from siteclock.provisioning.http import create_app, serve_tls
 
     service, pki = _service(args)
     host, _, port = args.listen.rpartition(":")
@@ -209,10 +209,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _locations(args: argparse.Namespace) -> int:
     """The workplace's location and the different ones terminals' installers typed."""
-    from gateway.config import DEFAULT_INSS_KEY
-    from gateway.registry import Registry
-    from provisioning.enrolment import TokenStore
-    from provisioning.workplace import parse_reference
+    from siteclock.gateway.config import DEFAULT_INSS_KEY
+    from siteclock.gateway.registry import Registry
+    from siteclock.provisioning.enrolment import TokenStore
+    from siteclock.provisioning.workplace import parse_reference
 
     reference = parse_reference(args.workplace)
     site = Registry(args.db, args.inss_key or DEFAULT_INSS_KEY).workplace(reference)
@@ -230,8 +230,8 @@ def _locations(args: argparse.Namespace) -> int:
 
 
 def _decommission(args: argparse.Namespace) -> int:
-    from provisioning.enrolment import EnrolmentRefused
-    from provisioning.lifecycle import Lifecycle
+    from siteclock.provisioning.enrolment import EnrolmentRefused
+    from siteclock.provisioning.lifecycle import Lifecycle
 
     confirmed = args.yes or _confirm(f"decommission terminal {args.terminal}", args.terminal)
     service, _ = _service(args)
@@ -255,7 +255,7 @@ def _confirm(what: str, expected: str) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from provisioning.installer import Installer, ProvisionOptions, ServiceControl
+    from siteclock.provisioning.installer import Installer, ProvisionOptions, ServiceControl
 
     opts = ProvisionOptions(
         data_dir=args.data_dir,
@@ -277,7 +277,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _rebind(args: argparse.Namespace) -> int:
-    from provisioning.installer import ServiceControl, rebind
+    from siteclock.provisioning.installer import ServiceControl, rebind
 
     binding = _binding(args)
     confirmed = args.yes or _confirm(
@@ -292,7 +292,7 @@ def _rebind(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    from provisioning.installer import ServiceControl, rotate_key
+    from siteclock.provisioning.installer import ServiceControl, rotate_key
 
     return rotate_key(
         args.data_dir, gateway_url=args.gateway, drain_timeout_s=args.drain_timeout,
@@ -301,8 +301,8 @@ def _rotate(args: argparse.Namespace) -> int:
 
 
 def _label(args: argparse.Namespace) -> int:
-    from provisioning.label import LabelInfo, write_label
-    from terminal import config, identity
+    from siteclock.provisioning.label import LabelInfo, write_label
+    from siteclock.terminal import config, identity
 
     cfg = config.load(args.data_dir / "terminal.toml")
     kid = identity.load(cfg.key_path).kid
@@ -405,11 +405,11 @@ def provision_cli(argv: list[str]) -> int:
 
 
 def _workers(args: argparse.Namespace) -> Any:
-    from gateway.registry import Registry
-    from provisioning.workers import Workers, load_or_create_ref_key
+    from siteclock.gateway.registry import Registry
+    from siteclock.provisioning.workers import Workers, load_or_create_ref_key
 
     db = Path(args.db)
-    from gateway.config import DEFAULT_INSS_KEY
+    from siteclock.gateway.config import DEFAULT_INSS_KEY
 
     registry = Registry(db, args.inss_key or DEFAULT_INSS_KEY)
     ref_key = args.ref_key or DEFAULT_INSS_KEY.with_name("worker-ref.key")
@@ -418,7 +418,7 @@ def _workers(args: argparse.Namespace) -> Any:
 
 
 def _w_add(args: argparse.Namespace) -> int:
-    from provisioning.workers import validate_row
+    from siteclock.provisioning.workers import validate_row
 
     inss = read_secret(args, "inss", "the worker's INSS")
     row = validate_row({
@@ -437,12 +437,12 @@ def _w_import(args: argparse.Namespace) -> int:
 
 
 def _w_link(args: argparse.Namespace) -> int:
-    from provisioning.workers import read_badge
+    from siteclock.provisioning.workers import read_badge
 
     if args.at is not None:
         import time
 
-        from provisioning.badge_enrolment import link_next_tap
+        from siteclock.provisioning.badge_enrolment import link_next_tap
 
         badge = link_next_tap(
             Path(args.db), _workers(args), worker_ref=args.worker, terminal_id=args.at,
@@ -474,7 +474,7 @@ def _w_list(args: argparse.Namespace) -> int:
 
 
 def workers_cli(argv: list[str]) -> int:
-    from provisioning.workers import WorkerError
+    from siteclock.provisioning.workers import WorkerError
 
     parser = argparse.ArgumentParser(prog="siteclock workers", description="workers and badges")
     parser.add_argument("--db", required=True, type=Path, help="the gateway's SQLite file")

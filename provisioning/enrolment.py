@@ -55,18 +55,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.broker import (
+from siteclock import sqlite
+from siteclock.gateway.broker import (
     generate_password,
     hash_password,
     password_file_lock,
     read_password_file,
     write_password_file,
 )
-from gateway.broker import reload as reload_broker
-from gateway.terminals import ACTIVE, TerminalRegistry
-from provisioning.ed25519_points import ed25519_key_problem
-from provisioning.workplace import WorkplaceBinding, WorkplaceError, parse_reference
-from siteclock import sqlite
+from siteclock.gateway.broker import reload as reload_broker
+from siteclock.gateway.terminals import ACTIVE, TerminalRegistry
 from siteclock.log import fields
 from siteclock.protocol import (
     ALGORITHMS,
@@ -75,8 +73,10 @@ from siteclock.protocol import (
     check_terminal_id,
     key_id,
 )
+from siteclock.provisioning.ed25519_points import ed25519_key_problem
+from siteclock.provisioning.workplace import WorkplaceBinding, WorkplaceError, parse_reference
 
-log = logging.getLogger("siteclock.provisioning.enrolment")
+log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 24 * 3600
 RETRY_GRACE_S = 3600

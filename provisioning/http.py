@@ -47,17 +47,17 @@ from cryptography.hazmat.primitives import serialization
 from flask import Flask, jsonify, request
 from urllib3.exceptions import InsecureRequestWarning
 
-from gateway.broker import TLS12_CIPHERS
-from provisioning.enrolment import (
+from siteclock.gateway.broker import TLS12_CIPHERS
+from siteclock.log import fields
+from siteclock.provisioning.enrolment import (
     EnrolmentRefused,
     EnrolmentRequest,
     EnrolmentResult,
     EnrolmentService,
 )
-from provisioning.lifecycle import KeyRequest, Lifecycle, RebindRequest
-from siteclock.log import fields
+from siteclock.provisioning.lifecycle import KeyRequest, Lifecycle, RebindRequest
 
-log = logging.getLogger("siteclock.provisioning.http")
+log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 MAX_HEADERS = 16 * 1024

@@ -38,18 +38,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.pki import write_public, write_secret
-from hw.base import Reader
-from provisioning.enrolment import EnrolmentRequest, EnrolmentResult
-from provisioning.http import GatewayClient, GatewayError, ca_fingerprint, single_ca_pem
-from provisioning.label import LabelInfo, write_label
-from provisioning.lifecycle import RebindRequest, sign_key_request
-from provisioning.selftest import Check, run_selftest
-from provisioning.workplace import WorkplaceBinding
 from siteclock.config import ConfigError
+from siteclock.gateway.pki import write_public, write_secret
+from siteclock.hw.base import Reader
 from siteclock.protocol import check_terminal_id
-from terminal import config as terminal_config
-from terminal import identity
+from siteclock.provisioning.enrolment import EnrolmentRequest, EnrolmentResult
+from siteclock.provisioning.http import GatewayClient, GatewayError, ca_fingerprint, single_ca_pem
+from siteclock.provisioning.label import LabelInfo, write_label
+from siteclock.provisioning.lifecycle import RebindRequest, sign_key_request
+from siteclock.provisioning.selftest import Check, run_selftest
+from siteclock.provisioning.workplace import WorkplaceBinding
+from siteclock.terminal import config as terminal_config
+from siteclock.terminal import identity
 
 STEPS = ("started", "key", "ca", "enrolled", "configured", "tested", "done")
 STATE_FILE = "provision-state.json"
@@ -388,7 +388,7 @@ class Installer:
 
 
 def _pending(cfg: terminal_config.TerminalConfig) -> list[Any]:
-    from terminal.outbox import Outbox
+    from siteclock.terminal.outbox import Outbox
 
     signer = identity.load(cfg.key_path)
     with Outbox(
@@ -400,8 +400,8 @@ def _pending(cfg: terminal_config.TerminalConfig) -> list[Any]:
 def drain(cfg: terminal_config.TerminalConfig, timeout_s: float) -> int:
     """Deliver what is queued (service stopped) under the *current* binding; returns what is
     still pending when done or timed out."""
-    from terminal.outbox import Outbox
-    from terminal.uplink import Uplink
+    from siteclock.terminal.outbox import Outbox
+    from siteclock.terminal.uplink import Uplink
 
     if cfg.uplink is None:
         return len(_pending(cfg))
@@ -546,7 +546,7 @@ def _old_key_pending(cfg: terminal_config.TerminalConfig, old_kid: str) -> int:
     Events are signed in sequence order and the key changes once, so the events of the old key
     are the oldest pending ones: counting stops at the first event signed by another key.
     """
-    from terminal.outbox import Outbox
+    from siteclock.terminal.outbox import Outbox
 
     signer = identity.load(cfg.key_path)  # the outbox wants one; nothing is signed here
     with Outbox(

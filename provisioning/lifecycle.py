@@ -26,8 +26,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.terminals import ACTIVE, DISABLED, TerminalRegistry
-from provisioning.enrolment import (
+from siteclock.gateway.terminals import ACTIVE, DISABLED, TerminalRegistry
+from siteclock.log import fields
+from siteclock.protocol import key_id
+from siteclock.provisioning.enrolment import (
     BrokerAccounts,
     EnrolmentRefused,
     EnrolmentResult,
@@ -43,11 +45,9 @@ from provisioning.enrolment import (
     unb64,
     verify_proof,
 )
-from provisioning.workplace import WorkplaceBinding
-from siteclock.log import fields
-from siteclock.protocol import key_id
+from siteclock.provisioning.workplace import WorkplaceBinding
 
-log = logging.getLogger("siteclock.provisioning.lifecycle")
+log = logging.getLogger(__name__)
 
 
 def _unb64(raw: dict[str, Any], name: str) -> bytes:

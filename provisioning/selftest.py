@@ -34,10 +34,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hw.base import BadgeRead, Reader, ReaderState, ReaderStatus
+from siteclock.hw.base import BadgeRead, Reader, ReaderState, ReaderStatus
 from siteclock.protocol import ClockState, Kind, Roster
-from terminal import identity
-from terminal.config import TerminalConfig, UplinkConfig
+from siteclock.terminal import identity
+from siteclock.terminal.config import TerminalConfig, UplinkConfig
 
 SELFTEST_FLAG = "selftest"
 MIN_FREE_MB = 200.0
@@ -152,9 +152,9 @@ def check_broker(cfg: UplinkConfig, terminal_id: str, timeout_s: float = 10.0) -
 
 def check_end_to_end(cfg: TerminalConfig, badge: str, timeout_s: float) -> Check:
     """Record the test tap and wait until the gateway acknowledges it (outbox depth back)."""
-    from terminal.clock import read_clock
-    from terminal.outbox import Outbox
-    from terminal.uplink import Uplink
+    from siteclock.terminal.clock import read_clock
+    from siteclock.terminal.outbox import Outbox
+    from siteclock.terminal.uplink import Uplink
 
     if cfg.uplink is None:
         return Check("end to end", Verdict.FAIL, "no [uplink] in the configuration")
@@ -201,7 +201,7 @@ def check_end_to_end(cfg: TerminalConfig, badge: str, timeout_s: float) -> Check
 
 def check_clock(read: Callable[[], ClockState] | None = None) -> Check:
     if read is None:
-        from terminal.clock import read_clock as read
+        from siteclock.terminal.clock import read_clock as read
     state = read()
     if state.synced:
         return Check(
@@ -244,7 +244,7 @@ def run_selftest(
 
     badge: str | None = None
     if reader is None:
-        import hw
+        from siteclock import hw
 
         try:
             reader = hw.open_reader(cfg.reader.spec)

@@ -31,16 +31,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.identifiers import (
+from siteclock.gateway.identifiers import (
     InvalidIdentifier,
     normalize_enterprise_number,
     normalize_foreign_vat,
     normalize_inss,
 )
-from gateway.registry import EmployerKind, Registry, RegistryError
-from provisioning.workplace import WorkplaceError, parse_reference
+from siteclock.gateway.registry import EmployerKind, Registry, RegistryError
 from siteclock.inss_shape import redact
 from siteclock.protocol import BADGE_RE
+from siteclock.provisioning.workplace import WorkplaceError, parse_reference
 
 CAPACITIES = ("employee", "self_employed", "temp_worker", "intern", "student", "other")
 REQUIRED_COLUMNS = ("inss", "name", "employer", "capacity")
@@ -271,8 +271,8 @@ class Workers:
 
 def read_badge(spec: str, timeout_s: float = 60.0) -> str:
     """Enrolment mode: open a reader and return the first badge tapped on it."""
-    import hw
-    from provisioning.selftest import check_reader
+    from siteclock import hw
+    from siteclock.provisioning.selftest import check_reader
 
     reader = hw.open_reader(spec)
     check, badge = check_reader(reader, spec, timeout_s)

@@ -2,7 +2,8 @@
 
 Subcommands are imported lazily so that ``siteclock terminal`` on a Pi never imports the
 gateway's web stack, and a missing optional library breaks only the command that needs it.
-Each target is ``def cli(argv: list[str]) -> int``.
+Each target is ``def cli(argv: list[str]) -> int``. Module names are relative to the
+``siteclock`` package.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from siteclock import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("siteclock.demo:cli", "run a whole simulated site end to end and show what happened"),
+    "demo": ("demo:cli", "run a whole simulated site end to end and show what happened"),
     "terminal": ("terminal.service:cli", "run a badge terminal"),
     "gateway": ("gateway.service:cli", "run the gateway: intake, relay to CIaO, verdicts"),
     "relay": ("gateway.relay_cli:cli", "employer: show relayed events, requeue fixed ones"),
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"siteclock: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module_name, func_name = target[0].split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
+    func = getattr(importlib.import_module(f"siteclock.{module_name}"), func_name)
     return int(func(args[1:]) or 0)
 
 

@@ -29,14 +29,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.broker import GATEWAY_USER, credential_path, write_site
-from gateway.ciao.sim import SimServer
-from gateway.identifiers import enterprise_check_digits, inss_check_digits
-from gateway.registry import Registry
-from gateway.roster import write_gateway_keys
-from gateway.terminals import TerminalRegistry
-from hw.sim import send_taps
-from terminal import identity
+from siteclock.gateway.broker import GATEWAY_USER, credential_path, write_site
+from siteclock.gateway.ciao.sim import SimServer
+from siteclock.gateway.identifiers import enterprise_check_digits, inss_check_digits
+from siteclock.gateway.registry import Registry
+from siteclock.gateway.roster import write_gateway_keys
+from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.hw.sim import send_taps
+from siteclock.terminal import identity
 
 WORKPLACE = "1Y1003SQ5VSSZ"
 TERMINALS = ("t-lobby", "t-roof")

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hw.base import BadgeRead
+from siteclock.hw.base import BadgeRead
 from siteclock.log import fields
 from siteclock.protocol import (
     ClockState,
@@ -54,10 +54,10 @@ from siteclock.protocol import (
     Verdict,
 )
 from siteclock.shift import ShiftRule
-from terminal import clock as clock_mod
-from terminal.clock import read_clock
-from terminal.direction import Direction, WorkerStates, decide, state_key
-from terminal.outbox import Outbox, OutboxError, OutboxFull
+from siteclock.terminal import clock as clock_mod
+from siteclock.terminal.clock import read_clock
+from siteclock.terminal.direction import Direction, WorkerStates, decide, state_key
+from siteclock.terminal.outbox import Outbox, OutboxError, OutboxFull
 
 log = logging.getLogger(__name__)
 

@@ -41,9 +41,9 @@ from pathlib import Path
 from siteclock import config as config_mod
 from siteclock.config import ConfigError
 from siteclock.protocol import ProtocolError, check_terminal_id, check_workplace
-from terminal.capture import BreakWindow
-from terminal.direction import Direction
-from terminal.messages import LANGUAGES
+from siteclock.terminal.capture import BreakWindow
+from siteclock.terminal.direction import Direction
+from siteclock.terminal.messages import LANGUAGES
 
 
 @dataclass(frozen=True)

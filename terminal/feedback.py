@@ -49,7 +49,7 @@ from gpiozero import LED, Buzzer, CompositeDevice
 
 from siteclock.log import fields
 from siteclock.protocol import Kind, Outcome, Verdict
-from terminal.messages import words
+from siteclock.terminal.messages import words
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from siteclock import __version__
 from siteclock.protocol import ClockState
-from terminal import clock as clock_mod
-from terminal.outbox import Outbox
+from siteclock.terminal import clock as clock_mod
+from siteclock.terminal.outbox import Outbox
 
 DISK_LOW_MB = 50
 

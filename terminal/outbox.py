@@ -63,7 +63,7 @@ from siteclock.protocol import (
     sign_event,
     verify_chain,
 )
-from terminal import clock as clock_mod
+from siteclock.terminal import clock as clock_mod
 
 T = TypeVar("T")
 PENDING = "pending"

@@ -33,20 +33,20 @@ from typing import Any
 
 from gpiozero import Button, GPIOZeroError
 
-from hw.base import BadgeRead, Reader, ReaderState, ReaderStatus
-from hw.repeat import mark_repeats
 from siteclock import log as log_mod
 from siteclock.config import ConfigError
+from siteclock.hw.base import BadgeRead, Reader, ReaderState, ReaderStatus
+from siteclock.hw.repeat import mark_repeats
 from siteclock.log import fields
 from siteclock.shift import ShiftRule
-from terminal import config as config_mod
-from terminal import identity
-from terminal.capture import BreakWindow, Capture
-from terminal.config import TerminalConfig
-from terminal.direction import Direction
-from terminal.feedback import Feedback
-from terminal.health import Health
-from terminal.outbox import Outbox, OutboxError
+from siteclock.terminal import config as config_mod
+from siteclock.terminal import identity
+from siteclock.terminal.capture import BreakWindow, Capture
+from siteclock.terminal.config import TerminalConfig
+from siteclock.terminal.direction import Direction
+from siteclock.terminal.feedback import Feedback
+from siteclock.terminal.health import Health
+from siteclock.terminal.outbox import Outbox, OutboxError
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class Terminal:
 
     def start(self) -> None:
         if self._reader is None:
-            import hw
+            from siteclock import hw
 
             try:
                 self._reader = hw.open_reader(self.config.reader.spec)
@@ -186,9 +186,9 @@ class Terminal:
         if self.config.uplink is None:
             return
         try:
-            module = importlib.import_module("terminal.uplink")
+            module = importlib.import_module("siteclock.terminal.uplink")
         except ModuleNotFoundError as exc:
-            if exc.name != "terminal.uplink":
+            if exc.name != "siteclock.terminal.uplink":
                 raise
             log.warning("uplink not installed; recording offline only")
             return
@@ -306,7 +306,7 @@ def _tap_cli(argv: list[str]) -> int:
     parser.add_argument("--socket", type=Path, required=True, help="the sim reader's socket")
     parser.add_argument("badges", nargs="+", help="badges such as sim:0A1B2C3D")
     args = parser.parse_args(argv)
-    from hw import sim
+    from siteclock.hw import sim
 
     try:
         sim.send_taps(str(args.socket), args.badges)

@@ -65,10 +65,10 @@ from siteclock.protocol import (
 )
 
 if TYPE_CHECKING:
-    from terminal.config import UplinkConfig
-    from terminal.outbox import Outbox
+    from siteclock.terminal.config import UplinkConfig
+    from siteclock.terminal.outbox import Outbox
 
-log = logging.getLogger("siteclock.terminal.uplink")
+log = logging.getLogger(__name__)
 
 EVIDENCE_WINDOW_S = 45 * 86400.0
 """Delivered events stay this long (NSSO corrections are accepted within 30 days)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway.ciao.client import (
+from siteclock.gateway.ciao.client import (
     Ambiguous,
     AuthError,
     BadResponse,
@@ -27,12 +27,12 @@ from gateway.ciao.client import (
     Timeouts,
     Transient,
 )
-from gateway.ciao.environments import CiaoConfig, Environment, EnvironmentName, resolve
-from gateway.ciao.policy import PolicyConfig
-from gateway.ciao.profile import Profile
-from gateway.ciao.profile import load as load_profile
+from siteclock.gateway.ciao.environments import CiaoConfig, Environment, EnvironmentName, resolve
+from siteclock.gateway.ciao.policy import PolicyConfig
+from siteclock.gateway.ciao.profile import Profile
+from siteclock.gateway.ciao.profile import load as load_profile
 
-logging.getLogger("siteclock.ciao").addHandler(logging.NullHandler())
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "Ambiguous",

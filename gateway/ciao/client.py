@@ -42,20 +42,20 @@ from typing import Any
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from gateway.ciao.auth import ClientAssertion, Token, TokenCache
-from gateway.ciao.environments import Environment
-from gateway.ciao.policy import (
+from siteclock.gateway.ciao.auth import ClientAssertion, Token, TokenCache
+from siteclock.gateway.ciao.environments import Environment
+from siteclock.gateway.ciao.policy import (
     PolicyConfig,
     RetryStats,
     read_policy,
     retry_after_seconds,
     submit_policy,
 )
-from gateway.ciao.profile import Profile
-from gateway.ciao.profile import load as load_profile
+from siteclock.gateway.ciao.profile import Profile
+from siteclock.gateway.ciao.profile import load as load_profile
 from siteclock.log import fields
 
-log = logging.getLogger("siteclock.ciao.client")
+log = logging.getLogger(__name__)
 
 PROBLEM_PREFIX = "urn:problem-type:belgif:"
 KNOWN_PROBLEMS = frozenset(

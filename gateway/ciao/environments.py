@@ -22,9 +22,9 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gateway.ciao.profile import Profile
-from gateway.ciao.profile import load as load_profile
 from siteclock.config import ConfigError
+from siteclock.gateway.ciao.profile import Profile
+from siteclock.gateway.ciao.profile import load as load_profile
 
 PRODUCTION_ROOT = "https://services.socialsecurity.be"
 SIMULATION_ROOT = "https://services-sim.socialsecurity.be"

@@ -43,7 +43,7 @@ from tenacity.wait import wait_base
 
 from siteclock.log import fields
 
-log = logging.getLogger("siteclock.ciao.policy")
+log = logging.getLogger(__name__)
 
 RETRY_AFTER_CAP_S = 300.0
 """Longest Retry-After we obey; a bigger value is clamped (a broken server must not park us)."""

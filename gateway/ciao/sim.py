@@ -57,13 +57,13 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from flask import Flask, Response, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from gateway.ciao.auth import ASSERTION_TYPE
-from gateway.ciao.profile import Profile
-from gateway.ciao.profile import load as load_profile
-from gateway.identifiers import is_valid_inss
+from siteclock.gateway.ciao.auth import ASSERTION_TYPE
+from siteclock.gateway.ciao.profile import Profile
+from siteclock.gateway.ciao.profile import load as load_profile
+from siteclock.gateway.identifiers import is_valid_inss
 from siteclock.protocol import WORKPLACE_RE
 
-log = logging.getLogger("siteclock.ciao.sim")
+log = logging.getLogger(__name__)
 
 PROBLEM = "urn:problem-type:belgif:"
 ISSUE = PROBLEM + "input-validation:"

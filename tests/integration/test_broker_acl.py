@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.broker import GATEWAY_USER
+from siteclock.gateway.broker import GATEWAY_USER
 from siteclock.protocol import Channel, subscription, topic
 from tests.support.mosquitto import MosquittoBroker, running_broker
 

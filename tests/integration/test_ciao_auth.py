@@ -9,9 +9,9 @@ import jwt
 import pytest
 import requests
 
-from gateway.ciao.auth import ASSERTION_TYPE, ClientAssertion
-from gateway.ciao.client import Permanent
-from gateway.ciao.sim import SimServer
+from siteclock.gateway.ciao.auth import ASSERTION_TYPE, ClientAssertion
+from siteclock.gateway.ciao.client import Permanent
+from siteclock.gateway.ciao.sim import SimServer
 from tests.support.ciao import CLIENT_ID, client_for, rsa_pair
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ciao.sim import SimServer
+from siteclock.gateway.ciao.sim import SimServer
 from siteclock.protocol import Outcome
 from tests.support.ciao import CLIENT_ID, exactly_once_report, make_world, rsa_pair
 from tests.support.inbox import TerminalFeed, insert, make_events

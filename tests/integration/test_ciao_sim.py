@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import requests
 
-from gateway.ciao.client import Ambiguous, CiaoClient, Permanent, Transient
-from gateway.ciao.sim import (
+from siteclock.gateway.ciao.client import Ambiguous, CiaoClient, Permanent, Transient
+from siteclock.gateway.ciao.sim import (
     REMARK_DIMONA,
     REMARK_DOW_UNKNOWN,
     REMARK_DUPLICATE,

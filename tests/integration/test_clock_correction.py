@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 
-from gateway.ciao.sim import SimServer
-from gateway.config import MqttConfig
-from gateway.intake import Intake
-from gateway.relay import NEVER_SYNCED, WAITING_FOR_SYNC, registration_date
-from gateway.relay_store import ADDED_COLUMNS, SCHEMA, RelayStore
-from gateway.store import Inbox
-from gateway.terminals import TerminalRegistry
 from siteclock import protocol as p
+from siteclock.gateway.ciao.sim import SimServer
+from siteclock.gateway.config import MqttConfig
+from siteclock.gateway.intake import Intake
+from siteclock.gateway.relay import NEVER_SYNCED, WAITING_FOR_SYNC, registration_date
+from siteclock.gateway.relay_store import ADDED_COLUMNS, SCHEMA, RelayStore
+from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminals import TerminalRegistry
 from tests.support.ciao import CLIENT_ID, WORKPLACE, World, make_world, rsa_pair
 from tests.support.inbox import TerminalFeed, insert
 

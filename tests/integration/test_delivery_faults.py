@@ -26,12 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import Inbox
-from gateway.terminals import TerminalRegistry
+from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.protocol import ClockState, Ed25519Signer, Kind
-from terminal.config import UplinkConfig
-from terminal.outbox import Outbox
-from terminal.uplink import Uplink
+from siteclock.terminal.config import UplinkConfig
+from siteclock.terminal.outbox import Outbox
+from siteclock.terminal.uplink import Uplink
 from tests.support.mosquitto import MosquittoBroker, running_broker, terminal_config
 from tests.support.tcp_proxy import TcpProxy
 

@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.broker import GATEWAY_USER, MAX_PACKET_BYTES, TLS12_CIPHERS
+from siteclock.gateway.broker import GATEWAY_USER, MAX_PACKET_BYTES, TLS12_CIPHERS
 from siteclock.protocol import Channel, subscription, topic
 from tests.support.mosquitto import MosquittoBroker, running_broker
 from tests.support.waiting import wait_for

@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 import requests
 
-from gateway.broker import TLS12_CIPHERS, read_password_file
-from gateway.pki import _cert_pem, create_ca
-from gateway.registry import Registry
-from gateway.terminals import TerminalRegistry
-from provisioning.cli import provision_cli
-from provisioning.enrolment import (
+from siteclock.gateway.broker import TLS12_CIPHERS, read_password_file
+from siteclock.gateway.pki import _cert_pem, create_ca
+from siteclock.gateway.registry import Registry
+from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.protocol import Ed25519Signer
+from siteclock.provisioning.cli import provision_cli
+from siteclock.provisioning.enrolment import (
     BrokerAccounts,
     BrokerEndpoint,
     EnrolmentRequest,
@@ -31,10 +32,15 @@ from provisioning.enrolment import (
     TokenStore,
     signed_bytes,
 )
-from provisioning.http import GatewayClient, GatewayError, ca_fingerprint, create_app, serve_tls
-from provisioning.lifecycle import KeyRequest, sign_key_request
-from provisioning.workplace import Coordinates, WorkplaceBinding
-from siteclock.protocol import Ed25519Signer
+from siteclock.provisioning.http import (
+    GatewayClient,
+    GatewayError,
+    ca_fingerprint,
+    create_app,
+    serve_tls,
+)
+from siteclock.provisioning.lifecycle import KeyRequest, sign_key_request
+from siteclock.provisioning.workplace import Coordinates, WorkplaceBinding
 from tests.integration.test_hostile_broker import Client, tls12_handshake
 from tests.support.mosquitto import MosquittoBroker, running_broker
 from tests.unit.test_ed25519_points import mixed_order

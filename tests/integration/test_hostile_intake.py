@@ -29,13 +29,13 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from gateway.config import MqttConfig
-from gateway.intake import REFUSED_BURST, REFUSED_PER_S, Intake
-from gateway.store import Inbox
-from gateway.terminals import TerminalRegistry
 from siteclock import protocol as p
-from terminal.outbox import Outbox
-from terminal.uplink import Uplink
+from siteclock.gateway.config import MqttConfig
+from siteclock.gateway.intake import REFUSED_BURST, REFUSED_PER_S, Intake
+from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.terminal.outbox import Outbox
+from siteclock.terminal.uplink import Uplink
 from tests.support.inbox import TerminalFeed
 from tests.support.mosquitto import (
     MosquittoBroker,

@@ -21,10 +21,10 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from gateway.intake import Intake
-from gateway.ratelimit import TerminalBudget
-from gateway.store import Inbox
-from gateway.terminals import TerminalRegistry
+from siteclock.gateway.intake import Intake
+from siteclock.gateway.ratelimit import TerminalBudget
+from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.protocol import (
     GENESIS_HASH,
     Channel,
@@ -39,8 +39,8 @@ from siteclock.protocol import (
     sign_event,
     topic,
 )
-from terminal.outbox import Outbox
-from terminal.uplink import Uplink
+from siteclock.terminal.outbox import Outbox
+from siteclock.terminal.uplink import Uplink
 from tests.support.mosquitto import (
     MosquittoBroker,
     gateway_config,

@@ -27,16 +27,28 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gateway.config import GatewayConfig, MqttConfig
-from gateway.intake import KEY_REFRESH_S, Intake
-from gateway.service import Gateway
-from gateway.store import Inbox
-from gateway.terminals import TerminalRegistry
-from hw import sim
-from provisioning.cli import provision_cli
-from provisioning.enrolment import BrokerAccounts, BrokerEndpoint, EnrolmentService, TokenStore
-from provisioning.http import GatewayClient, GatewayError, ca_fingerprint, create_app, serve_tls
-from provisioning.installer import (
+from siteclock.gateway.config import GatewayConfig, MqttConfig
+from siteclock.gateway.intake import KEY_REFRESH_S, Intake
+from siteclock.gateway.service import Gateway
+from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.hw import sim
+from siteclock.protocol import Channel, Kind, ProtocolError, encode_batch, topic
+from siteclock.provisioning.cli import provision_cli
+from siteclock.provisioning.enrolment import (
+    BrokerAccounts,
+    BrokerEndpoint,
+    EnrolmentService,
+    TokenStore,
+)
+from siteclock.provisioning.http import (
+    GatewayClient,
+    GatewayError,
+    ca_fingerprint,
+    create_app,
+    serve_tls,
+)
+from siteclock.provisioning.installer import (
     KEY_PROPAGATION_S,
     Installer,
     KeyFiles,
@@ -44,14 +56,13 @@ from provisioning.installer import (
     ServiceControl,
     rotate_key,
 )
-from provisioning.lifecycle import sign_key_request
-from provisioning.workplace import Coordinates, WorkplaceBinding
-from siteclock.protocol import Channel, Kind, ProtocolError, encode_batch, topic
-from terminal import config as terminal_config
-from terminal import identity
-from terminal.clock import read_clock
-from terminal.outbox import Outbox, verify_cli
-from terminal.service import Terminal
+from siteclock.provisioning.lifecycle import sign_key_request
+from siteclock.provisioning.workplace import Coordinates, WorkplaceBinding
+from siteclock.terminal import config as terminal_config
+from siteclock.terminal import identity
+from siteclock.terminal.clock import read_clock
+from siteclock.terminal.outbox import Outbox, verify_cli
+from siteclock.terminal.service import Terminal
 from tests.support import waiting
 from tests.support.mosquitto import MosquittoBroker, gateway_config, running_broker
 

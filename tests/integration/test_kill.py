@@ -26,12 +26,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("hw.sim", reason="the simulated reader (hw/sim.py) has not landed yet")
+pytest.importorskip("siteclock.hw.sim", reason="the simulated reader (hw/sim.py) is missing")
 
-from hw import sim
+from siteclock.hw import sim
 from siteclock.protocol import verify_chain
-from terminal import identity
-from terminal.outbox import Outbox
+from siteclock.terminal import identity
+from siteclock.terminal.outbox import Outbox
 from tests.support.terminal_files import write_terminal_config
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from hw.base import ReaderState
-from hw.nfc_reader import NfcReader
-from hw.pn532_emulator import (
+from siteclock.hw.base import ReaderState
+from siteclock.hw.nfc_reader import NfcReader
+from siteclock.hw.pn532_emulator import (
     ACK,
     ERROR_FRAME,
     NACK,

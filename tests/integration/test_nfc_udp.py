@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from hw import open_reader
-from hw.base import ReaderState
-from hw.nfc_reader import NfcReader
+from siteclock.hw import open_reader
+from siteclock.hw.base import ReaderState
+from siteclock.hw.nfc_reader import NfcReader
 from tests.support.readers import ReaderFeed
 from tests.support.udp_tag import UdpTag
 

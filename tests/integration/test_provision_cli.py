@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.broker import read_password_file
-from gateway.terminals import TerminalRegistry
-from provisioning.cli import provision_cli
-from provisioning.enrolment import TokenStore
-from terminal import config as terminal_config
-from terminal import identity
+from siteclock.gateway.broker import read_password_file
+from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.provisioning.cli import provision_cli
+from siteclock.provisioning.enrolment import TokenStore
+from siteclock.terminal import config as terminal_config
+from siteclock.terminal import identity
 from tests.support.mosquitto import free_port
 
 WP = "1Y1003SQ5VSSZ"

@@ -17,32 +17,38 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("hw.sim", reason="the simulated reader has not landed yet")
+pytest.importorskip("siteclock.hw.sim", reason="the simulated reader has not landed yet")
 
 from gpiozero.pins.mock import MockFactory
 
-from gateway.config import MqttConfig
-from gateway.intake import Intake
-from gateway.roster import write_gateway_keys
-from gateway.store import Inbox
-from gateway.terminals import DISABLED, TerminalRegistry
-from hw import sim
-from provisioning.cli import provision_cli
-from provisioning.enrolment import (
+from siteclock.gateway.config import MqttConfig
+from siteclock.gateway.intake import Intake
+from siteclock.gateway.roster import write_gateway_keys
+from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminals import DISABLED, TerminalRegistry
+from siteclock.hw import sim
+from siteclock.protocol import Ed25519Signer
+from siteclock.provisioning.cli import provision_cli
+from siteclock.provisioning.enrolment import (
     BrokerAccounts,
     BrokerEndpoint,
     EnrolmentRequest,
     EnrolmentService,
     TokenStore,
 )
-from provisioning.http import GatewayClient, GatewayError, ca_fingerprint, create_app, serve_tls
-from provisioning.installer import Installer, ProvisionOptions, ServiceControl
-from provisioning.selftest import Verdict, check_broker
-from provisioning.workplace import Coordinates, WorkplaceBinding
-from siteclock.protocol import Ed25519Signer
-from terminal import config as terminal_config
-from terminal import identity
-from terminal.service import Terminal
+from siteclock.provisioning.http import (
+    GatewayClient,
+    GatewayError,
+    ca_fingerprint,
+    create_app,
+    serve_tls,
+)
+from siteclock.provisioning.installer import Installer, ProvisionOptions, ServiceControl
+from siteclock.provisioning.selftest import Verdict, check_broker
+from siteclock.provisioning.workplace import Coordinates, WorkplaceBinding
+from siteclock.terminal import config as terminal_config
+from siteclock.terminal import identity
+from siteclock.terminal.service import Terminal
 from tests.support.mosquitto import running_broker
 from tests.support.waiting import wait_for
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ciao.sim import SimServer
-from gateway.relay import registration_date
+from siteclock.gateway.ciao.sim import SimServer
+from siteclock.gateway.relay import registration_date
 from siteclock.protocol import Kind, Outcome
 from tests.support.ciao import (
     CLIENT_ID,
@@ -120,7 +120,7 @@ def test_alert_when_no_final_verdict_in_time(
                 [TerminalFeed("term-slow-01", WORKPLACE)], [p.badge for p in world.people], 3
             ),
         )
-        with caplog.at_level(logging.WARNING, logger="siteclock.relay"):
+        with caplog.at_level(logging.WARNING, logger="siteclock.gateway"):
             deadline = time.monotonic() + 5
             while world.relay.counters["alert.no_verdict"] < 3 and time.monotonic() < deadline:
                 world.relay.run_once()
@@ -221,7 +221,7 @@ def test_thousands_of_events_exactly_once_through_faults_and_kills(
     watch.close()
 
     # Restart in-process and keep hurting it: token expiry, 429 storms, 5xx bursts.
-    from gateway.relay import Relay
+    from siteclock.gateway.relay import Relay
 
     relay = Relay(
         world.db,

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ciao.client import Permanent, Transient
-from gateway.ciao.policy import PolicyConfig
-from gateway.ciao.profile import load as load_profile
-from gateway.ciao.sim import SimServer
-from gateway.relay_cli import run as relay_cli
-from gateway.relay_store import NOT_BEFORE_KEY
 from siteclock import protocol as p
+from siteclock.gateway.ciao.client import Permanent, Transient
+from siteclock.gateway.ciao.policy import PolicyConfig
+from siteclock.gateway.ciao.profile import load as load_profile
+from siteclock.gateway.ciao.sim import SimServer
+from siteclock.gateway.relay_cli import run as relay_cli
+from siteclock.gateway.relay_store import NOT_BEFORE_KEY
 from siteclock.log import KeyValueFormatter
 from siteclock.protocol import Kind, Outcome
 from tests.support.ciao import (
@@ -101,7 +101,7 @@ def test_an_outage_keeps_every_event_queued_and_names_its_cause(
     world = make_world(tmp_path, sim, workers=4, policy=IMPATIENT)
     sim.outage(4.0, status=503, retry_after_s=1)
     _events(world, "term-out-01", 8)
-    with caplog.at_level(logging.WARNING, logger="siteclock.relay"):
+    with caplog.at_level(logging.WARNING, logger="siteclock.gateway"):
         # Through the whole outage: far more failed attempts than the old limit of 12.
         _turn_until(world, lambda: _outage_answers(sim) >= 2, 10, "the outage")
         assert set(world.relay.store.counts()) <= {"queued", "submitted"}
@@ -318,7 +318,7 @@ def test_problem_details_are_kept_whole_shown_and_the_item_requeued_after_the_fi
     with _upper_case_sim() as strict:
         world = make_world(tmp_path, strict, workers=2)
         _events(world, "term-case-01", 2)
-        with caplog.at_level(logging.WARNING, logger="siteclock.relay"):
+        with caplog.at_level(logging.WARNING, logger="siteclock.gateway"):
             world.run_until_final()
         assert world.relay.store.counts() == {"refused": 2}
         row = world.relay.store.get("term-case-01", 1)
@@ -357,7 +357,7 @@ def test_problem_details_are_kept_whole_shown_and_the_item_requeued_after_the_fi
         upper = dataclasses.replace(world.relay.profile, contract=strict.profile.contract)
         client = client_for(strict.url)
         client.profile = upper
-        from gateway.relay import Relay
+        from siteclock.gateway.relay import Relay
 
         world.relay = Relay(
             world.db,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gateway.ciao.sim import SimServer
 from siteclock import protocol as p
+from siteclock.gateway.ciao.sim import SimServer
 from tests.support.ciao import CLIENT_ID, WORKPLACE, make_world, rsa_pair
 from tests.support.inbox import TerminalFeed, insert
 

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import GatewayConfig
-from gateway.identifiers import enterprise_check_digits, inss_check_digits
-from gateway.service import Gateway
-from gateway.terminals import TerminalRegistry
-from hw.base import BadgeRead
-from provisioning.cli import workers_cli
+from siteclock.gateway.config import GatewayConfig
+from siteclock.gateway.identifiers import enterprise_check_digits, inss_check_digits
+from siteclock.gateway.service import Gateway
+from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.hw.base import BadgeRead
 from siteclock.protocol import Ed25519Signer, Roster
-from terminal.capture import Capture, TapResult
-from terminal.outbox import Outbox
-from terminal.uplink import Uplink
+from siteclock.provisioning.cli import workers_cli
+from siteclock.terminal.capture import Capture, TapResult
+from siteclock.terminal.outbox import Outbox
+from siteclock.terminal.uplink import Uplink
 from tests.support.mosquitto import gateway_config, running_broker, terminal_config
 from tests.support.waiting import wait_for
 

@@ -31,15 +31,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ciao.sim import SimServer
-from gateway.registry import Registry
-from gateway.sequence import Issue, SiteDay
-from gateway.service import Gateway
-from gateway.terminals import TerminalRegistry
-from provisioning.badge_enrolment import link_next_tap
-from provisioning.workers import Workers, load_or_create_ref_key
+from siteclock.gateway.ciao.sim import SimServer
+from siteclock.gateway.registry import Registry
+from siteclock.gateway.sequence import Issue, SiteDay
+from siteclock.gateway.service import Gateway
+from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.protocol import Ed25519Signer, Flag, Kind
-from terminal.capture import TapResult
+from siteclock.provisioning.badge_enrolment import link_next_tap
+from siteclock.provisioning.workers import Workers, load_or_create_ref_key
+from siteclock.terminal.capture import TapResult
 from tests.support.ciao import (
     CLIENT_ID,
     make_enterprise,

@@ -24,13 +24,13 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gateway.ciao.sim import SimServer
-from gateway.registry import Registry
-from gateway.sequence import SiteDay
-from gateway.service import Gateway
-from gateway.terminals import TerminalRegistry
+from siteclock.gateway.ciao.sim import SimServer
+from siteclock.gateway.registry import Registry
+from siteclock.gateway.sequence import SiteDay
+from siteclock.gateway.service import Gateway
+from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.protocol import Ed25519Signer, Flag, Kind
-from terminal.feedback import Feedback
+from siteclock.terminal.feedback import Feedback
 from tests.support.ciao import (
     CLIENT_ID,
     make_enterprise,

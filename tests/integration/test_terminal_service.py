@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("hw.sim", reason="the simulated reader (hw/sim.py) has not landed yet")
+pytest.importorskip("siteclock.hw.sim", reason="the simulated reader (hw/sim.py) is missing")
 
 from gpiozero.pins.mock import MockFactory
 
-from hw import sim
+from siteclock.hw import sim
 from siteclock.protocol import Ed25519Signer, Flag, Kind, Roster, RosterEntry
-from terminal import config as config_mod
-from terminal import identity
-from terminal.outbox import Outbox
-from terminal.service import Terminal, cli
+from siteclock.terminal import config as config_mod
+from siteclock.terminal import identity
+from siteclock.terminal.outbox import Outbox
+from siteclock.terminal.service import Terminal, cli
 from tests.support import waiting
 from tests.support.terminal_files import write_terminal_config
 

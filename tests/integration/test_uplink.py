@@ -15,10 +15,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.intake import Intake
-from gateway.roster import write_gateway_keys
-from gateway.store import Inbox
-from gateway.terminals import TerminalRegistry
+from siteclock.gateway.intake import Intake
+from siteclock.gateway.roster import write_gateway_keys
+from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.protocol import (
     Channel,
     ClockState,
@@ -33,8 +33,8 @@ from siteclock.protocol import (
     encode_roster,
     topic,
 )
-from terminal.outbox import Outbox
-from terminal.uplink import Uplink
+from siteclock.terminal.outbox import Outbox
+from siteclock.terminal.uplink import Uplink
 from tests.support.mosquitto import (
     MosquittoBroker,
     gateway_config,

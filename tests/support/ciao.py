@@ -13,11 +13,11 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.ciao.client import CiaoClient, Timeouts
-from gateway.ciao.environments import for_local_sim
-from gateway.ciao.policy import PolicyConfig
-from gateway.identifiers import enterprise_check_digits, inss_check_digits
-from gateway.registry import Registry
+from siteclock.gateway.ciao.client import CiaoClient, Timeouts
+from siteclock.gateway.ciao.environments import for_local_sim
+from siteclock.gateway.ciao.policy import PolicyConfig
+from siteclock.gateway.identifiers import enterprise_check_digits, inss_check_digits
+from siteclock.gateway.registry import Registry
 
 CLIENT_ID = "self_service_chaman_12345_test"
 FAST_POLICY = PolicyConfig(
@@ -150,7 +150,7 @@ def make_world(
     policy: PolicyConfig = FAST_POLICY,
     **relay_options: object,
 ) -> World:
-    from gateway.relay import Relay, RelayConfig
+    from siteclock.gateway.relay import Relay, RelayConfig
     from tests.support.inbox import create_inbox
 
     db = tmp_path / "gateway.db"

@@ -29,9 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.broker import GATEWAY_USER, credential_path, write_site
-from gateway.config import MqttConfig
-from terminal.config import UplinkConfig
+from siteclock.gateway.broker import GATEWAY_USER, credential_path, write_site
+from siteclock.gateway.config import MqttConfig
+from siteclock.terminal.config import UplinkConfig
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from hw.base import BadgeRead, Reader, ReaderItem, ReaderState, ReaderStatus
+from siteclock.hw.base import BadgeRead, Reader, ReaderItem, ReaderState, ReaderStatus
 
 
 class ReaderFeed:

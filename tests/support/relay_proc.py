@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.registry import Registry
-from gateway.relay import Relay, RelayConfig
+from siteclock.gateway.registry import Registry
+from siteclock.gateway.relay import Relay, RelayConfig
 from tests.support.ciao import FAST_RELAY, client_for
 
 ROOT = Path(__file__).resolve().parents[2]

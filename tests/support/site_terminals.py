@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.ciao.environments import CiaoConfig
-from gateway.ciao.sim import SimServer
-from gateway.config import GatewayConfig
-from gateway.relay import RelayConfig
-from hw.base import BadgeRead
+from siteclock.gateway.ciao.environments import CiaoConfig
+from siteclock.gateway.ciao.sim import SimServer
+from siteclock.gateway.config import GatewayConfig
+from siteclock.gateway.relay import RelayConfig
+from siteclock.hw.base import BadgeRead
 from siteclock.protocol import ClockState, Ed25519Signer, Roster
-from terminal.capture import Capture, TapResult
-from terminal.outbox import Outbox
-from terminal.uplink import Uplink
+from siteclock.terminal.capture import Capture, TapResult
+from siteclock.terminal.outbox import Outbox
+from siteclock.terminal.uplink import Uplink
 from tests.support.ciao import CLIENT_ID, FAST_RELAY, rsa_pair, write_private_key
 from tests.support.mosquitto import MosquittoBroker, gateway_config, terminal_config
 from tests.support.waiting import wait_for

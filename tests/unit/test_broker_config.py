@@ -10,8 +10,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway import broker
-from gateway.broker import (
+from siteclock.gateway import broker
+from siteclock.gateway.broker import (
     GATEWAY_USER,
     acl_text,
     hash_password,
@@ -19,7 +19,7 @@ from gateway.broker import (
     verify_password,
     write_site,
 )
-from gateway.pki import ensure_site_pki
+from siteclock.gateway.pki import ensure_site_pki
 
 # Produced by Debian's mosquitto_passwd 2.0.11: `mosquitto_passwd -c -b f t-001 'correct horse'`
 MOSQUITTO_PASSWD_LINE = (
@@ -203,7 +203,7 @@ def test_the_password_file_keeps_the_brokers_group_and_mode_when_rewritten(tmp_p
 
 
 def test_gateway_client_ids_must_start_with_siteclock() -> None:
-    from gateway.config import MqttConfig
+    from siteclock.gateway.config import MqttConfig
 
     assert MqttConfig().client_id.startswith("siteclock")
     with pytest.raises(ValueError, match="client_id"):
@@ -215,7 +215,7 @@ def test_broker_config_and_enrolments_at_once_lose_no_user(tmp_path: Path) -> No
     neither drops the other's line."""
     import threading
 
-    from provisioning.enrolment import BrokerAccounts
+    from siteclock.provisioning.enrolment import BrokerAccounts
 
     write_site(tmp_path, hostnames=["gw.local"], terminals=[])
     accounts = BrokerAccounts(tmp_path / "passwd", reload=lambda: None)

@@ -12,7 +12,7 @@ from gpiozero.pins.mock import MockFactory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hw.base import BadgeRead
+from siteclock.hw.base import BadgeRead
 from siteclock.protocol import (
     ClockState,
     DayEntry,
@@ -23,9 +23,9 @@ from siteclock.protocol import (
     Roster,
     RosterEntry,
 )
-from terminal.capture import BreakWindow, Capture
-from terminal.direction import Direction, LastTap, decide
-from terminal.outbox import Outbox, OutboxFull
+from siteclock.terminal.capture import BreakWindow, Capture
+from siteclock.terminal.direction import Direction, LastTap, decide
+from siteclock.terminal.outbox import Outbox, OutboxFull
 
 SYNCED = ClockState(synced=True, maxerror_us=20_000, source="adjtimex")
 UNSYNCED = ClockState(synced=False, maxerror_us=16_000_000, source="adjtimex")

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ciao.environments import (
+from siteclock.config import ConfigError, from_mapping
+from siteclock.gateway.ciao.environments import (
     PRODUCTION_ROOT,
     SIMULATION_ROOT,
     CiaoConfig,
     EnvironmentName,
     resolve,
 )
-from siteclock.config import ConfigError, from_mapping
 
 KEY = Path("/etc/siteclock/ciao.pem")
 

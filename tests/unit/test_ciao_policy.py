@@ -9,8 +9,8 @@ from email.utils import formatdate
 
 import pytest
 
-from gateway.ciao.client import Ambiguous, Permanent, Transient
-from gateway.ciao.policy import (
+from siteclock.gateway.ciao.client import Ambiguous, Permanent, Transient
+from siteclock.gateway.ciao.policy import (
     RETRY_AFTER_CAP_S,
     PolicyConfig,
     RetryStats,
@@ -120,7 +120,7 @@ def test_before_sleep_counts_and_logs_without_payload(caplog: pytest.LogCaptureF
     stats = RetryStats()
     secret = "90010100123"
     fn = Flaky(Transient(f"body had {secret}", retry_after=0.0))
-    with caplog.at_level(logging.WARNING, logger="siteclock.ciao.policy"):
+    with caplog.at_level(logging.WARNING, logger="siteclock.gateway.ciao.policy"):
         run(make_retrying(CFG, operation="register", stats=stats, sleep=lambda s: None), fn)
     assert stats.retries["register"] == 1
     [record] = caplog.records
@@ -131,7 +131,7 @@ def test_before_sleep_counts_and_logs_without_payload(caplog: pytest.LogCaptureF
 
 
 def test_requeue_backoff_is_jittered_and_capped() -> None:
-    from gateway.ciao.policy import delay_for_attempt, requeue_wait
+    from siteclock.gateway.ciao.policy import delay_for_attempt, requeue_wait
 
     wait = requeue_wait(PolicyConfig(initial_wait_s=1.0, max_wait_s=300.0))
     late = [delay_for_attempt(wait, 30) for _ in range(50)]

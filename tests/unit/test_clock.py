@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from terminal import clock
+from siteclock.terminal import clock
 
 
 @pytest.fixture(autouse=True)

@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.config import MqttConfig
-from gateway.intake import Intake
-from gateway.ratelimit import TerminalBudget
-from gateway.store import Inbox
-from gateway.terminals import TerminalRegistry
 from siteclock import protocol as p
+from siteclock.gateway.config import MqttConfig
+from siteclock.gateway.intake import Intake
+from siteclock.gateway.ratelimit import TerminalBudget
+from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminals import TerminalRegistry
 
 WORKPLACE = "1Y1003SQ5VSSZ"
 SIGNER = p.Ed25519Signer.generate()

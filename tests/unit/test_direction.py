@@ -8,7 +8,14 @@ import pytest
 
 from siteclock.protocol import DayEntry, Flag, Kind
 from siteclock.shift import NS_PER_HOUR, ShiftRule
-from terminal.direction import Decision, Direction, LastTap, WorkerStates, decide, state_key
+from siteclock.terminal.direction import (
+    Decision,
+    Direction,
+    LastTap,
+    WorkerStates,
+    decide,
+    state_key,
+)
 
 H = NS_PER_HOUR
 NOON = int(dt.datetime(2026, 11, 20, 12, 0).timestamp()) * 10**9  # local time

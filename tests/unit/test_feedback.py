@@ -12,7 +12,7 @@ from gpiozero.pins.mock import MockFactory
 from luma.core.device import dummy
 
 from siteclock.protocol import Kind, Outcome, Verdict
-from terminal.feedback import PATTERNS, Feedback
+from siteclock.terminal.feedback import PATTERNS, Feedback
 
 GREEN, RED, BUZZER = 27, 22, 17
 TEMPO = 0.002  # patterns run 500x faster than on a wall

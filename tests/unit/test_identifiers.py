@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.identifiers import (
+from siteclock.gateway.identifiers import (
     InvalidIdentifier,
     inss_check_digits,
     is_valid_inss,

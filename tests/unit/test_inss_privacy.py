@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.identifiers import inss_check_digits, normalize_inss
-from gateway.registry import Registry
-from provisioning.cli import provision_cli, workers_cli
-from provisioning.workers import Workers, load_or_create_ref_key
 from siteclock import log
+from siteclock.gateway.identifiers import inss_check_digits, normalize_inss
+from siteclock.gateway.registry import Registry
 from siteclock.inss_shape import REDACTED, SEPARATORS
+from siteclock.provisioning.cli import provision_cli, workers_cli
+from siteclock.provisioning.workers import Workers, load_or_create_ref_key
 
 INSS = "85073003328"
 FORMS = [
@@ -92,7 +92,7 @@ def test_secrets_on_the_command_line_are_refused(cli, argv, capsys) -> None:
 
 
 def test_the_token_is_read_from_the_environment_or_a_file(monkeypatch, tmp_path: Path) -> None:
-    from provisioning.cli import read_secret
+    from siteclock.provisioning.cli import read_secret
 
     class Args:
         token_file = None

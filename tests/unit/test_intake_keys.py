@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gateway.config import MqttConfig
-from gateway.intake import KEY_REFRESH_S, Intake
-from gateway.store import Inbox
-from gateway.terminals import TerminalRegistry
+from siteclock.gateway.config import MqttConfig
+from siteclock.gateway.intake import KEY_REFRESH_S, Intake
+from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.protocol import (
     GENESIS_HASH,
     Channel,

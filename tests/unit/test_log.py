@@ -46,7 +46,7 @@ def test_values_with_spaces_are_quoted(captured):
     ["85-07-30-033-28", "85/07/30-033/28", "85.07.30 033-28", "8507 3003 328", "85.07.30-033.28"],
 )
 def test_each_form_the_parser_accepts_is_masked_in_a_log_line(captured, form: str) -> None:
-    from gateway.identifiers import normalize_inss
+    from siteclock.gateway.identifiers import normalize_inss
 
     assert normalize_inss(form) == "85073003328"  # the parser accepts it...
     logging.getLogger("t").warning("worker %s refused", form, extra=log.fields(inss=form))

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from hw.base import ReaderState, ReaderStatus
-from hw.errors import (
+from siteclock.hw.base import ReaderState, ReaderStatus
+from siteclock.hw.errors import (
     ReaderAccessDenied,
     ReaderBusy,
     ReaderDriverFailed,
@@ -18,7 +18,7 @@ from hw.errors import (
     ReaderGone,
     ReaderNotFound,
 )
-from hw.nfc_reader import NfcReader, translate
+from siteclock.hw.nfc_reader import NfcReader, translate
 from tests.support.readers import ReaderFeed
 
 

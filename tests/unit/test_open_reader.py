@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-import hw
-from hw import NfcReader, Rdm6300Reader, ReaderSpecError, SimReader, open_reader
+from siteclock import hw
+from siteclock.hw import NfcReader, Rdm6300Reader, ReaderSpecError, SimReader, open_reader
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_opening_touches_no_device():
 
 
 def test_import_hw_does_not_import_nfcpy():
-    code = "import sys, hw; print('nfc' in sys.modules)"
+    code = "import sys; import siteclock.hw; print('nfc' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert "NfcReader" in hw.__all__

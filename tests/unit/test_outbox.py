@@ -18,7 +18,7 @@ from siteclock.protocol import (
     Verdict,
     verify_chain,
 )
-from terminal.outbox import Outbox, OutboxCorrupt, OutboxFull, verify_cli
+from siteclock.terminal.outbox import Outbox, OutboxCorrupt, OutboxFull, verify_cli
 
 SYNCED = ClockState(synced=True, maxerror_us=20_000, source="adjtimex")
 TID, WORKPLACE = "t-0001", "ABCDEFGH12345"

@@ -8,9 +8,9 @@ import serial
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from hw.base import ReaderState, ReaderStatus
-from hw.errors import FrameError
-from hw.rdm6300 import ETX, STX, FrameParser, Rdm6300Reader, build_frame, checksum
+from siteclock.hw.base import ReaderState, ReaderStatus
+from siteclock.hw.errors import FrameError
+from siteclock.hw.rdm6300 import ETX, STX, FrameParser, Rdm6300Reader, build_frame, checksum
 from tests.support.readers import ReaderFeed
 
 CARD = "62E3086CED"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.identifiers import InvalidIdentifier
-from gateway.registry import EmployerKind, Inss, Registry, RegistryError
+from siteclock.gateway.identifiers import InvalidIdentifier
+from siteclock.gateway.registry import EmployerKind, Inss, Registry, RegistryError
 from tests.support.ciao import make_enterprise, make_inss
 
 DOW = "1Y1003SQ5VSSZ"

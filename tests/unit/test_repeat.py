@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from hw.base import BadgeRead, ReaderState, ReaderStatus
-from hw.repeat import mark_repeats
+from siteclock.hw.base import BadgeRead, ReaderState, ReaderStatus
+from siteclock.hw.repeat import mark_repeats
 
 
 class FakeClock:

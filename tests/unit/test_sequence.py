@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.registry import Registry
-from gateway.relay_store import RelayStore
-from gateway.sequence import Issue, Judgement, Prior, SequenceCheck, SiteDay, judge
+from siteclock.gateway.registry import Registry
+from siteclock.gateway.relay_store import RelayStore
+from siteclock.gateway.sequence import Issue, Judgement, Prior, SequenceCheck, SiteDay, judge
 from siteclock.protocol import DayEntry, Flag, Kind
 from siteclock.shift import NS_PER_HOUR, ShiftRule
 from tests.support.ciao import make_enterprise, make_inss
@@ -266,8 +266,8 @@ signing_key_file = "/etc/siteclock/gateway-signing.key"
 
 
 def test_the_gateway_shift_rule_is_a_setting(gw, tmp_path: Path) -> None:
-    from gateway.config import GatewayConfig
     from siteclock.config import ConfigError, load
+    from siteclock.gateway.config import GatewayConfig
 
     path = tmp_path / "gateway.toml"
     path.write_text(GATEWAY_TOML)
@@ -289,10 +289,10 @@ def test_the_gateway_shift_rule_is_a_setting(gw, tmp_path: Path) -> None:
 
 
 def test_the_gateway_gives_its_relay_the_configured_shift_rule(tmp_path: Path) -> None:
-    from gateway.ciao.environments import CiaoConfig
-    from gateway.config import GatewayConfig
-    from gateway.sequence import SequenceConfig
-    from gateway.service import Gateway
+    from siteclock.gateway.ciao.environments import CiaoConfig
+    from siteclock.gateway.config import GatewayConfig
+    from siteclock.gateway.sequence import SequenceConfig
+    from siteclock.gateway.service import Gateway
     from tests.support.ciao import CLIENT_ID, rsa_pair, write_private_key
 
     cfg = GatewayConfig(

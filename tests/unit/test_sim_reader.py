@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from hw.base import BadgeRead, ReaderState
-from hw.errors import BadgeSpecError
-from hw.sim import SimReader, parse_badge, send_taps
+from siteclock.hw.base import BadgeRead, ReaderState
+from siteclock.hw.errors import BadgeSpecError
+from siteclock.hw.sim import SimReader, parse_badge, send_taps
 from tests.support.readers import ReaderFeed
 
 

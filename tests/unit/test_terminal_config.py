@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from siteclock.config import ConfigError
-from terminal import identity
-from terminal.config import TerminalConfig, UplinkConfig, load
+from siteclock.terminal import identity
+from siteclock.terminal.config import TerminalConfig, UplinkConfig, load
 
 GOOD = """
 terminal_id = "t-0001"

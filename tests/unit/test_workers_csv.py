@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.identifiers import enterprise_check_digits, inss_check_digits
-from gateway.registry import Registry
-from provisioning.workers import WorkerError, Workers, load_or_create_ref_key, worker_ref
+from siteclock.gateway.identifiers import enterprise_check_digits, inss_check_digits
+from siteclock.gateway.registry import Registry
+from siteclock.provisioning.workers import WorkerError, Workers, load_or_create_ref_key, worker_ref
 
 WP = "1Y1003SQ5VSSZ"
 
