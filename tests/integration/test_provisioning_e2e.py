@@ -81,7 +81,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         intake = Intake(
             MqttConfig(host="127.0.0.1", port=broker.gateway_port, ca_file=broker.ca_file,
                        password_file=gw.password_file, client_id="siteclock_gateway-e2e"),
-            inbox=Inbox(db), registry=TerminalRegistry(db), roster_signer=gw_signer,
+            inbox=Inbox(db), registry=TerminalRegistry(db),
         )  # fmt: skip
         intake.start()
         ca_pem = broker.ca_file.read_text()
