@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from siteclock.config import ConfigError
-from siteclock.gateway.pki import write_public, write_secret
+from siteclock.files import write_public, write_secret
 from siteclock.hw.base import Reader
 from siteclock.protocol import check_terminal_id
 from siteclock.provisioning.enrolment import EnrolmentRequest, EnrolmentResult

@@ -22,7 +22,7 @@ from siteclock.gateway.broker import TLS12_CIPHERS, read_password_file
 from siteclock.gateway.pki import _cert_pem, create_ca
 from siteclock.gateway.registry import Registry
 from siteclock.gateway.terminals import TerminalRegistry
-from siteclock.protocol import Ed25519Signer
+from siteclock.keys import Ed25519Signer
 from siteclock.provisioning.cli import provision_cli
 from siteclock.provisioning.enrolment import (
     BrokerAccounts,

@@ -27,7 +27,7 @@ from siteclock.gateway.roster import write_gateway_keys
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import DISABLED, TerminalRegistry
 from siteclock.hw import sim
-from siteclock.protocol import Ed25519Signer
+from siteclock.keys import Ed25519Signer
 from siteclock.provisioning.cli import provision_cli
 from siteclock.provisioning.enrolment import (
     BrokerAccounts,

@@ -36,7 +36,8 @@ from siteclock.gateway.registry import Registry
 from siteclock.gateway.sequence import Issue, SiteDay
 from siteclock.gateway.service import Gateway
 from siteclock.gateway.terminals import TerminalRegistry
-from siteclock.protocol import Ed25519Signer, Flag, Kind
+from siteclock.keys import Ed25519Signer
+from siteclock.protocol import Flag, Kind
 from siteclock.provisioning.badge_enrolment import link_next_tap
 from siteclock.provisioning.workers import Workers, load_or_create_ref_key
 from siteclock.terminal.capture import TapResult

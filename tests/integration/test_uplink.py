@@ -19,10 +19,10 @@ from siteclock.gateway.intake import Intake
 from siteclock.gateway.roster import write_gateway_keys
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.keys import Ed25519Signer
 from siteclock.protocol import (
     Channel,
     ClockState,
-    Ed25519Signer,
     Flag,
     Kind,
     Outcome,

@@ -13,16 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from siteclock.hw.base import BadgeRead
-from siteclock.protocol import (
-    ClockState,
-    DayEntry,
-    Ed25519Signer,
-    Flag,
-    Kind,
-    Outcome,
-    Roster,
-    RosterEntry,
-)
+from siteclock.keys import Ed25519Signer
+from siteclock.protocol import ClockState, DayEntry, Flag, Kind, Outcome, Roster, RosterEntry
 from siteclock.terminal.capture import BreakWindow, Capture
 from siteclock.terminal.direction import Direction, LastTap, decide
 from siteclock.terminal.outbox import Outbox, OutboxFull

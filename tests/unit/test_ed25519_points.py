@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from siteclock.protocol import Ed25519Signer
+from siteclock.keys import Ed25519Signer
 from siteclock.provisioning.ed25519_points import P, decode, ed25519_key_problem
 from siteclock.provisioning.enrolment import EnrolmentRefused, check_public_key
 
