@@ -38,8 +38,8 @@ from siteclock.gateway.service import Gateway
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.keys import Ed25519Signer
 from siteclock.protocol import Flag, Kind
-from siteclock.provisioning.badge_enrolment import link_next_tap
-from siteclock.provisioning.workers import Workers, load_or_create_ref_key
+from siteclock.provisioning.gateway.badge_enrolment import link_next_tap
+from siteclock.provisioning.gateway.workers import Workers, load_or_create_ref_key
 from siteclock.terminal.capture import TapResult
 from tests.support.ciao import (
     CLIENT_ID,
