@@ -1,5 +1,4 @@
-"""Terminals' broker logins: one line each in Mosquitto's password file, reloaded by SIGHUP.
-"""
+"""Terminals' broker logins: one line each in Mosquitto's password file, reloaded by SIGHUP."""
 
 from __future__ import annotations
 

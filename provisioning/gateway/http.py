@@ -15,7 +15,7 @@ The server is cheroot (a maintained, production WSGI server) with the site's TLS
 timeouts and bounded threads and bodies; its TLS handshake runs on a worker thread, not on the
 thread that accepts connections, so a client that connects and says nothing holds up no one.
 Refusals never tell a caller without a valid token or key anything about a terminal: they all
-read ``401 unauthorized`` (see :mod:`provisioning.enrolment`).
+read ``401 unauthorized`` (see :mod:`provisioning.gateway.service`).
 
 Example::
 

@@ -1,5 +1,4 @@
-"""Checks on the public keys and proofs of possession a terminal presents.
-"""
+"""Checks on the public keys and proofs of possession a terminal presents."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@
   signed by the terminal's current key, and the registry records it in its audit trail with the
   reason. The old binding is revoked: the registry now names the new workplace (events naming
   the old one are refused from now on) and the terminal gets a new broker password, so the old
-  credentials stop working. The terminal side (:mod:`provisioning.installer`) first lets every
+  credentials stop working. The terminal side (:mod:`provisioning.terminal.rebind`) first lets every
   event queued under the old binding be delivered under it, then switches.
 * **Key rotation** overlaps old and new key: the new key is added (signed by the old key, and by
   the new key to prove possession) while the old stays valid, so events already signed with it
@@ -17,7 +17,7 @@
   broker account (next login refused). It is an employer's act on the gateway host.
 
 Every request a terminal makes here is signed with one of its registered, unrevoked keys over
-:func:`provisioning.enrolment.signed_bytes` of the request's fields.
+:func:`provisioning.shared.requests.signed_bytes` of the request's fields.
 """
 
 from __future__ import annotations

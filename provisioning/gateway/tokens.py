@@ -1,5 +1,4 @@
-"""Enrolment tokens in the gateway's SQLite file: random, hashed at rest, expiring, single use.
-"""
+"""Enrolment tokens in the gateway's SQLite file: random, hashed at rest, expiring, single use."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The site CA as a terminal first meets it: exactly one certificate, pinned by its fingerprint.
-"""
+"""The site CA as a terminal first meets it: exactly one certificate, pinned by its fingerprint."""
 
 from __future__ import annotations
 

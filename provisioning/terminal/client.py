@@ -1,5 +1,4 @@
-"""The client a terminal uses to reach the gateway's enrolment endpoint during provisioning.
-"""
+"""The client a terminal uses to reach the gateway's enrolment endpoint during provisioning."""
 
 from __future__ import annotations
 

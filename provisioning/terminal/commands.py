@@ -1,5 +1,4 @@
-"""The terminal side's ``siteclock provision`` commands: run, rebind, rotate-key, label.
-"""
+"""The terminal side's ``siteclock provision`` commands: run, rebind, rotate-key, label."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Delivering what a stopped terminal still has queued, before its binding or key changes.
-"""
+"""Delivering what a stopped terminal still has queued, before its binding or key changes."""
 
 from __future__ import annotations
 

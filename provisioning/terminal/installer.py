@@ -8,7 +8,7 @@
 3. **enrol**: the one-time token, the workplace and the public key (signed by the key) go to the
    gateway, which answers with broker credentials; they are written (``mqtt.password``, 0600);
 4. **config**: ``terminal.toml`` is written atomically and loaded back to validate it;
-5. **selftest**: reader, broker, end to end, clock, disk (:mod:`provisioning.selftest`);
+5. **selftest**: reader, broker, end to end, clock, disk (:mod:`provisioning.terminal.selftest`);
 6. **label**: ``label.svg`` with the QR code naming terminal and worksite.
 
 A state file (``provision-state.json``) records the last completed step. A run interrupted at

@@ -1,5 +1,4 @@
-"""Rebind, terminal side: deliver everything under the old binding, then switch workplace.
-"""
+"""Rebind, terminal side: deliver everything under the old binding, then switch workplace."""
 
 from __future__ import annotations
 
@@ -37,7 +36,7 @@ def rebind(
     drain_timeout_s: float = 120.0,
     out: Callable[[str], None] = print,
 ) -> int:
-    """Move this terminal to another workplace (see :mod:`provisioning.lifecycle`).
+    """Move this terminal to another workplace (see :mod:`provisioning.gateway.lifecycle`).
 
     Everything queued under the old binding is delivered under it first; the switch happens
     only with an empty queue and the service stopped, so no event is ever relabelled.

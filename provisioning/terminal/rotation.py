@@ -1,5 +1,4 @@
-"""Key rotation, terminal side: a new key with an overlap, the old one revoked once delivered.
-"""
+"""Key rotation, terminal side: a new key with an overlap, the old one revoked once delivered."""
 
 from __future__ import annotations
 
@@ -128,7 +127,7 @@ def rotate_key(
     drain_timeout_s: float = 120.0,
     out: Callable[[str], None] = print,
 ) -> int:
-    """Replace the signing key with an overlap (see :mod:`provisioning.lifecycle`).
+    """Replace the signing key with an overlap (see :mod:`provisioning.gateway.lifecycle`).
 
     1. a new key ``terminal.key.new`` is made here and registered at the gateway (signed by the
        current key, and by the new key to prove possession); the old key stays valid;

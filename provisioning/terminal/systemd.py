@@ -1,5 +1,4 @@
-"""Stopping and starting the terminal's systemd unit around provisioning steps.
-"""
+"""Stopping and starting the terminal's systemd unit around provisioning steps."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 
 Real parts throughout: Mosquitto with the site's TLS, passwords and ACL; a running
 :class:`gateway.service.Gateway` with its relay to the CIaO simulator over HTTP; the employer's
-badge enrolment (:func:`provisioning.badge_enrolment.link_next_tap`); and three terminals, each
+badge enrolment (:func:`provisioning.gateway.badge_enrolment.link_next_tap`); and three terminals, each
 its own outbox, :class:`terminal.uplink.Uplink` and :class:`terminal.capture.Capture` (what
 ``siteclock terminal`` runs). The terminals' wall clocks are injected: the day (and the morning
 before it) is replayed in seconds, two days in the past so the simulator takes every date.
@@ -179,7 +179,7 @@ def test_a_day_on_site_sends_each_worker_the_right_types(site: Site) -> None:
 
     # ---- morning: an installer's self-test with ana's badge is not her `in`
     lobby.clock[0] = at("06:55")
-    # recorded as provisioning.selftest records it: kind `in`, flag `selftest`
+    # recorded as provisioning.terminal.selftest records it: kind `in`, flag `selftest`
     selftest = lobby.outbox.append(kind=Kind.IN, badge=ana, clock=SYNCED, wall_ns=at("06:55"),
                                    flags=[Flag.SELFTEST])  # fmt: skip
     ana_in, decided = tap(lobby, ana, "07:05", worker="ana")
