@@ -59,7 +59,7 @@ class State(StrEnum):
     REJECTED = "rejected"  # final: invalid, or not created
     REFUSED = "refused"  # final: a 400 named this item; the employer fixes it and requeues
     SELFTEST = "selftest"  # an installer's check tap: kept, never registered with the NSSO
-    ENROLMENT = "enrolment"  # a badge-enrolment tap (provisioning.gateway.badge_enrolment): never sent
+    ENROLMENT = "enrolment"  # a badge-enrolment tap (provisioning.badge_enrolment): never sent
 
     # The tap of a badge nobody linked: the name badge enrolment claims such taps under.
     UNRESOLVED = "unknown_badge"

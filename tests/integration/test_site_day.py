@@ -3,10 +3,11 @@
 
 Real parts throughout: Mosquitto with the site's TLS, passwords and ACL; a running
 :class:`gateway.service.Gateway` with its relay to the CIaO simulator over HTTP; the employer's
-badge enrolment (:func:`provisioning.gateway.badge_enrolment.link_next_tap`); and three terminals, each
-its own outbox, :class:`terminal.uplink.Uplink` and :class:`terminal.capture.Capture` (what
-``siteclock terminal`` runs). The terminals' wall clocks are injected: the day (and the morning
-before it) is replayed in seconds, two days in the past so the simulator takes every date.
+badge enrolment (:func:`provisioning.gateway.badge_enrolment.link_next_tap`); and three
+terminals, each its own outbox, :class:`terminal.uplink.Uplink` and
+:class:`terminal.capture.Capture` (what ``siteclock terminal`` runs). The terminals' wall clocks
+are injected: the day (and the morning before it) is replayed in seconds, two days in the past
+so the simulator takes every date.
 
 * lobby and roof are on the site all day; office comes from another worksite (a rebind) and
   is offline for an hour in the afternoon;

@@ -281,7 +281,8 @@ def at_clock(outbox, moment: list[int], **options) -> Capture:
 
 
 def test_a_selftest_tap_never_becomes_the_workers_in(outbox) -> None:
-    # what provisioning.terminal.selftest records with the worker's real badge, before the service runs
+    # what provisioning.terminal.selftest records with the worker's real badge, before the
+    # service runs
     outbox.append(kind=Kind.IN, badge=ANA, clock=SYNCED, flags=[Flag.SELFTEST])
     cap, _, _ = make(outbox)
     assert cap.tap(read(ANA)).signed.event.kind is Kind.IN

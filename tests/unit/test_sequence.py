@@ -200,7 +200,7 @@ def test_stored_taps_that_are_not_attendance_never_show(gw) -> None:
     enrolment = lobby.event(Kind.OUT, ANA, T0 + 2 * H)
     insert(gw.db, [came_in, selftest, enrolment])
     now = time.time_ns()
-    with gw.store.tx() as db:  # claimed as provisioning.gateway.badge_enrolment claims a linking tap
+    with gw.store.tx() as db:  # claimed as provisioning.badge_enrolment claims a linking tap
         db.execute(
             "INSERT INTO registrations(terminal, seq, state, created_ns, updated_ns) "
             "VALUES (?, ?, 'enrolment', ?, ?)",
