@@ -26,7 +26,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from siteclock.files import write_public
+from siteclock.gateway.pki import write_public
 from siteclock.log import INSS_PATTERN
 from siteclock.protocol import (
     Channel,
