@@ -45,9 +45,9 @@ from siteclock.gateway.sequence import SiteDay
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import ACTIVE, TerminalRegistry
 from siteclock.gateway.verdicts import VerdictPublisher
+from siteclock.keys import IdentityError, load_or_create
 from siteclock.log import fields
 from siteclock.protocol import DayEntry, RosterEntry, Verdict
-from siteclock.terminal.identity import IdentityError, load_or_create
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from siteclock.demo import WORKERS
+from siteclock.app.demo import WORKERS
 
 
 def test_demo_runs_a_site_end_to_end(tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ from siteclock.gateway.roster import RosterPublisher, write_gateway_keys
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.gateway.verdicts import VerdictPublisher
+from siteclock.keys import Ed25519Signer
 from siteclock.protocol import (
     Channel,
     ClockState,
-    Ed25519Signer,
     Flag,
     Kind,
     Outcome,
