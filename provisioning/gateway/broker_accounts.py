@@ -6,14 +6,14 @@ import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from siteclock.gateway.broker import (
+from siteclock.gateway.broker import reload as reload_broker
+from siteclock.gateway.broker_passwords import (
     generate_password,
     hash_password,
     password_file_lock,
     read_password_file,
     write_password_file,
 )
-from siteclock.gateway.broker import reload as reload_broker
 
 
 def pid_file_reloader(pid_file: Path) -> Callable[[], None]:

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import requests
 
-from siteclock.gateway.broker import TLS12_CIPHERS, read_password_file
+from siteclock.gateway.broker import TLS12_CIPHERS
+from siteclock.gateway.broker_passwords import read_password_file
 from siteclock.gateway.pki import _cert_pem, create_ca
 from siteclock.gateway.registry import Registry
 from siteclock.gateway.terminals import TerminalRegistry

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from siteclock.gateway.broker import read_password_file
+from siteclock.gateway.broker_passwords import read_password_file
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.provisioning.cli import provision_cli
 from siteclock.provisioning.gateway.tokens import TokenStore

@@ -11,13 +11,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from siteclock.gateway import broker
-from siteclock.gateway.broker import (
-    GATEWAY_USER,
-    acl_text,
+from siteclock.gateway.broker import GATEWAY_USER, acl_text, write_site
+from siteclock.gateway.broker_passwords import (
     hash_password,
     read_password_file,
     verify_password,
-    write_site,
+    write_password_file,
 )
 from siteclock.gateway.pki import ensure_site_pki
 
@@ -171,10 +170,10 @@ def test_limits_and_identity_settings_are_in_the_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize("user", ["t-evil\n", "t:x", "", "t evil", "siteclock_gateway\nx"])
 def test_the_password_file_writer_refuses_lines_that_would_split(tmp_path: Path, user: str) -> None:
     path = tmp_path / "passwd"
-    broker.write_password_file(path, {"t-good": hash_password("pw")})
+    write_password_file(path, {"t-good": hash_password("pw")})
     before = path.read_bytes()
     with pytest.raises(ValueError, match="refusing"):
-        broker.write_password_file(path, {"t-good": hash_password("pw"), user: hash_password("x")})
+        write_password_file(path, {"t-good": hash_password("pw"), user: hash_password("x")})
     assert path.read_bytes() == before
 
 
@@ -197,7 +196,7 @@ def test_the_password_file_keeps_the_brokers_group_and_mode_when_rewritten(tmp_p
     # An enrolment rewriting passwd later keeps what the broker needs to read it.
     users = read_password_file(files.password_file)
     users["t-two"] = hash_password("pw2")
-    broker.write_password_file(files.password_file, users)
+    write_password_file(files.password_file, users)
     assert mode(files.password_file) == 0o640
     assert files.password_file.stat().st_gid == os.getgid()
 
