@@ -61,12 +61,15 @@ def sim() -> Iterator[SimServer]:
 
 
 def _turn_until(world: World, predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {world.relay.store.counts()}")
+    """Turn the relay by hand (one ``run_once`` per poll) until ``predicate`` holds."""
+
+    def turned() -> bool:
+        if predicate():
+            return True
         world.relay.run_once()
-        time.sleep(0.01)
+        return False
+
+    wait_for(turned, lambda: f"{what}: {world.relay.store.counts()}", timeout, interval=0.01)
 
 
 def _events(world: World, terminal: str, count: int) -> list[p.SignedEvent]:
