@@ -241,6 +241,7 @@ def test_interrupted_run_resumes_even_when_the_answer_was_lost(site: Site, tmp_p
     assert uplink_login(data / "terminal.toml") is Verdict.PASS
 
 
+@pytest.mark.slow
 def test_rebind_and_decommission_revoke_old_credentials(site: Site, tmp_path: Path) -> None:
     token = site.tokens.create(WP1, ttl_s=3600).token
     data = tmp_path / "t5"

@@ -98,6 +98,7 @@ def _show(db: Path, *args: str) -> str:
 # --------------------------------------------------------------------------- outages
 
 
+@pytest.mark.slow
 def test_an_outage_keeps_every_event_queued_and_names_its_cause(
     tmp_path: Path, sim: SimServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -120,6 +121,7 @@ def test_an_outage_keeps_every_event_queued_and_names_its_cause(
     assert sim.retry_after_violations() == []
 
 
+@pytest.mark.slow
 def test_many_failed_attempts_never_dead_letter(tmp_path: Path, sim: SimServer) -> None:
     # 500s without Retry-After, token endpoint included, for 3 s: many quick attempts.
     world = make_world(
@@ -168,6 +170,7 @@ def _spawn_relay(tmp_path: Path, sim: SimServer, key_file: Path) -> subprocess.P
     return spawn_relay(tmp_path, sim.url, key_file, read_s=1.0, batch_limit=50)
 
 
+@pytest.mark.slow
 def test_a_restarted_relay_honours_the_retry_after_of_the_one_before(
     tmp_path: Path, sim: SimServer
 ) -> None:
@@ -213,6 +216,7 @@ def test_a_restarted_relay_honours_the_retry_after_of_the_one_before(
 # --------------------------------------------------------------------------- credentials
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("fault", "words"),
     [
