@@ -43,6 +43,13 @@ PHASE_SPREAD_S = 0.5
 time), so the phase at which the card arrives is close to uniform whatever the exact period."""
 
 
+def pauses(count: int, seed: int = SEED) -> list[float]:
+    """The wait before each card is placed: time for the last card to be seen leaving, then a
+    random share of several poll periods (seeded, so a run repeats)."""
+    rng = random.Random(seed)
+    return [LEAVE_S + rng.uniform(0.0, PHASE_SPREAD_S) for _ in range(count)]
+
+
 def _wait_for(journal: Path, badge: str, offset: int) -> tuple[int, int]:
     """Return (at_ns of the first journal line about ``badge`` after ``offset``, new offset)."""
     deadline = time.monotonic() + WAIT_S
@@ -79,9 +86,8 @@ def run() -> dict:
                     raise RuntimeError("the emulated reader never came up")
                 time.sleep(0.01)
             offset = 0
-            phases = random.Random(SEED)
-            for i in range(TAPS):
-                time.sleep(LEAVE_S + phases.uniform(0.0, PHASE_SPREAD_S))
+            for i, pause in enumerate(pauses(TAPS)):
+                time.sleep(pause)  # pacing: the card arrives at a random moment of the poll
                 uid = bytes([0x04, 0xB0, i >> 8 & 0xFF, i & 0xFF, 0x10, 0x20, 0x30])
                 badge = f"nfc-a:{uid.hex().upper()}"
                 placed = time.monotonic_ns()

@@ -70,3 +70,14 @@ def test_before_round_prepares_outside_the_measures() -> None:
         {"m": lambda: seen.append("m")}, 3, before_round=lambda n: seen.append(f"setup{n}")
     )
     assert seen == ["setup0", "m", "setup1", "m", "setup2", "m"]
+
+
+def test_cards_arrive_at_every_phase_of_the_readers_poll() -> None:
+    """card_to_feedback used to place every card 0.25 s after the last: one phase of the
+    reader's 0.1 s poll, sampled sixty times."""
+    from bench.bench_card_to_feedback import TAPS, pauses
+
+    poll_s = 0.1
+    tenths = {int((pause % poll_s) / poll_s * 10) for pause in pauses(TAPS)}
+    assert len(tenths) >= 8, sorted(tenths)
+    assert pauses(TAPS) == pauses(TAPS)  # seeded: a run can be repeated
