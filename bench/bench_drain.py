@@ -27,7 +27,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bench import rounds
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
-from siteclock.protocol import Channel, ClockState, Ed25519Signer, Kind, topic
+from siteclock.keys import Ed25519Signer
+from siteclock.protocol import Channel, ClockState, Kind, topic
 from siteclock.terminal.outbox import Outbox
 from siteclock.terminal.uplink import Uplink
 from tests.support.mosquitto import (

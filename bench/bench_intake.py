@@ -37,11 +37,11 @@ from bench import rounds
 from siteclock.gateway.intake import Intake
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.keys import Ed25519Signer
 from siteclock.protocol import (
     GENESIS_HASH,
     Channel,
     ClockState,
-    Ed25519Signer,
     Event,
     Kind,
     encode_batch,

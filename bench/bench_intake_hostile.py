@@ -44,6 +44,7 @@ from siteclock import protocol as p
 from siteclock.gateway.intake import MAX_PACKET_BYTES, Intake
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.keys import Ed25519Signer
 from tests.support.mosquitto import gateway_config, running_broker
 
 HONEST = 100
@@ -76,10 +77,10 @@ def _event(tid: str, seq: int, **overrides: Any) -> p.Event:
     return p.Event(**values)
 
 
-def poison(tid: str, own: p.Ed25519Signer, registered_kid: str, holds_key: bool) -> list[bytes]:
+def poison(tid: str, own: Ed25519Signer, registered_kid: str, holds_key: bool) -> list[bytes]:
     """Every kind of poison one compromised terminal sends, as ``b"e"``/``b"s"`` + payload
     (events or status topic). ``own`` signs: the registered key when ``holds_key``."""
-    mallory = p.Ed25519Signer.generate()
+    mallory = Ed25519Signer.generate()
     body = p.sign_event(_event(tid, HISTORY + 1), own).envelope.body
 
     def batch(*events: p.SignedEvent) -> bytes:
@@ -170,12 +171,12 @@ class Bench:
         self.ctx = multiprocessing.get_context("spawn")
         self.chains = []
         for tid in honest_ids():
-            signer = p.Ed25519Signer.generate()
+            signer = Ed25519Signer.generate()
             self.registry.register(tid, WORKPLACE, public_key=signer.public_key_bytes())
             self.chains.append(Chain(tid, signer))
         self.hostile = []
         for i, tid in enumerate(hostile_ids()):
-            registered = p.Ed25519Signer.generate()
+            registered = Ed25519Signer.generate()
             self.registry.register(tid, WORKPLACE, public_key=registered.public_key_bytes())
             history = Chain(tid, registered)
             self.inbox.put(
@@ -183,7 +184,7 @@ class Bench:
                 received_ns=time.time_ns(),
             )  # fmt: skip
             holds_key = i < HOSTILE_WITH_KEYS
-            own = registered if holds_key else p.Ed25519Signer.generate()
+            own = registered if holds_key else Ed25519Signer.generate()
             kinds = poison(tid, own, registered.kid, holds_key)
             self.hostile.append((tid, broker.credentials(tid).password, kinds))
         self.runs = 0

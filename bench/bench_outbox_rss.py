@@ -26,7 +26,8 @@ import uuid
 from pathlib import Path
 
 from siteclock.hw.sim import send_taps
-from siteclock.protocol import ClockState, Ed25519Signer, Event, Kind
+from siteclock.keys import Ed25519Signer
+from siteclock.protocol import ClockState, Event, Kind
 from siteclock.terminal import identity
 from siteclock.terminal.outbox import Outbox
 

@@ -27,7 +27,8 @@ from gpiozero.pins.mock import MockFactory
 
 from bench import rounds
 from siteclock.hw.base import BadgeRead
-from siteclock.protocol import ClockState, Ed25519Signer, Roster, RosterEntry, seal
+from siteclock.keys import Ed25519Signer
+from siteclock.protocol import ClockState, Roster, RosterEntry, seal
 from siteclock.terminal.capture import Capture
 from siteclock.terminal.feedback import Feedback
 from siteclock.terminal.outbox import Outbox

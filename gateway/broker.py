@@ -43,7 +43,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from siteclock.gateway.pki import PkiPaths, ensure_site_pki, write_public, write_secret
+from siteclock.files import write_public, write_secret
+from siteclock.gateway.pki import PkiPaths, ensure_site_pki
 from siteclock.protocol import TOPIC_ROOT, Channel, check_terminal_id
 
 GATEWAY_USER = "siteclock_gateway"

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from siteclock.gateway.ciao.environments import CiaoConfig
-from siteclock.gateway.relay import RelayConfig
+from siteclock.gateway.relay_config import RelayConfig
 from siteclock.gateway.sequence import SequenceConfig
 
 DEFAULT_INSS_KEY = Path("/etc/siteclock/keys/inss.key")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from siteclock.files import write_public, write_secret
 
 CA_DAYS = 3650
 SERVER_DAYS = 825  # the longest lifetime common TLS clients still accept for a leaf
@@ -35,41 +36,6 @@ class PkiPaths:
     ca_key: Path
     server_cert: Path
     server_key: Path
-
-
-def write_secret(path: Path, data: bytes, *, mode: int = 0o600, group: int | None = None) -> None:
-    """Write ``data`` atomically to a file that has ``mode`` (0600 unless a reader group needs
-    0640) from its first byte: no window where it is wider, no half-written file after a power
-    cut (temporary file, fsync, rename, fsync of the directory). ``group`` (a gid) is given to
-    the file before the rename, so a broker reading it by group never sees it unreadable."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode & 0o640)
-    with os.fdopen(fd, "wb") as fh:
-        if group is not None:
-            os.fchown(fh.fileno(), -1, group)
-        os.fchmod(fh.fileno(), mode & 0o640)  # the umask must not narrow what the broker needs
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_directory(path.parent)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` survive a power cut."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_public(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    path.chmod(0o644)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

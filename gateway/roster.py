@@ -12,7 +12,7 @@ Terminals learn the gateway's public key(s) from a JSON file written by
 
 Example::
 
-    publisher = RosterPublisher(client, signer)
+    publisher = RosterPublisher(link, signer)   # the gateway's MqttLink (gateway.link)
     publisher.publish_roster("t-hall-01", [RosterEntry("nfc-a:04A1B2C3", "w-17", "An P.")])
 """
 
@@ -24,8 +24,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
+from siteclock.gateway.link import Publisher
 from siteclock.gateway.pki import write_public
 from siteclock.log import INSS_PATTERN
 from siteclock.protocol import (
@@ -59,14 +58,14 @@ def write_gateway_keys(path: Path, signers: Sequence[Signer]) -> None:
 
 
 class RosterPublisher:
-    """Signs and publishes rosters through a connected paho client.
+    """Signs and publishes rosters on the gateway's MQTT link (or any :class:`Publisher`).
 
     Versions are nanosecond timestamps, strictly increasing within this process, so a terminal
     can ignore an older roster that a broker replays.
     """
 
-    def __init__(self, client: mqtt.Client, signer: Signer) -> None:
-        self._client = client
+    def __init__(self, link: Publisher, signer: Signer) -> None:
+        self._link = link
         self._signer = signer
         self._lock = threading.Lock()
         self._last_version = 0
@@ -93,5 +92,5 @@ class RosterPublisher:
         ``day`` is the site view (each worker's last stored tap on the workplace) from
         :class:`gateway.sequence.SiteDay`: how a terminal learns the site's other taps."""
         roster, payload = self.build(terminal_id, entries, day)
-        self._client.publish(topic(terminal_id, Channel.CONFIG), payload, qos=1, retain=True)
+        self._link.publish(topic(terminal_id, Channel.CONFIG), payload, qos=1, retain=True)
         return roster

@@ -4,13 +4,16 @@ The gateway is three loops over one SQLite file:
 
 - the **intake** (:class:`gateway.intake.Intake`) verifies, stores and acknowledges events;
 - the **relay** (:class:`gateway.relay.Relay`, only when ``[ciao]`` is configured) registers each
-  stored event with CIaO exactly once and hands every final verdict back to the intake, which
-  publishes it on the terminal's ack topic;
+  stored event with CIaO exactly once and hands every final verdict to the verdict publisher
+  (:class:`gateway.verdicts.VerdictPublisher`), which publishes it on the terminal's ack topic;
 - the **roster** loop republishes each terminal's signed roster whenever the worker registry
   changes (a new badge, a blocked one), so terminals greet workers by name, and whenever the
   site view of its workplace changes: the roster carries each worker's last attendance tap
   (:class:`gateway.sequence.SiteDay`), as soon as the gateway has *stored* it, whether or not
   the relay could send it to the NSSO yet, so every terminal of a site knows the others' taps.
+
+All three talk to terminals over one MQTT connection (:class:`gateway.link.MqttLink`): the
+intake listens on it, verdicts and rosters are published on it.
 
 The broker or CIaO may be down at start: paho keeps reconnecting, the relay keeps retrying, and
 terminals keep their events until the gateway acknowledges them, so nothing waits on anything.
@@ -34,15 +37,17 @@ from siteclock.gateway.ciao.environments import resolve
 from siteclock.gateway.ciao.profile import load as load_profile
 from siteclock.gateway.config import GatewayConfig
 from siteclock.gateway.intake import Intake
+from siteclock.gateway.link import MqttLink
 from siteclock.gateway.registry import Registry
 from siteclock.gateway.relay import Relay
-from siteclock.gateway.roster import write_gateway_keys
+from siteclock.gateway.roster import RosterPublisher, write_gateway_keys
 from siteclock.gateway.sequence import SiteDay
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import ACTIVE, TerminalRegistry
+from siteclock.gateway.verdicts import VerdictPublisher
+from siteclock.keys import IdentityError, load_or_create
 from siteclock.log import fields
 from siteclock.protocol import DayEntry, RosterEntry, Verdict
-from siteclock.terminal.identity import IdentityError, load_or_create
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +70,10 @@ class Gateway:
         if cfg.gateway_keys_file is not None:
             write_gateway_keys(cfg.gateway_keys_file, [signer])
         self.terminals = TerminalRegistry(cfg.db)
-        self.intake = Intake(
-            cfg.mqtt, inbox=Inbox(cfg.db), registry=self.terminals, roster_signer=signer
-        )
+        self.link = MqttLink(cfg.mqtt)
+        self.intake = Intake(cfg.mqtt, inbox=Inbox(cfg.db), registry=self.terminals, link=self.link)
+        self.verdicts = VerdictPublisher(self.link)
+        self.rosters = RosterPublisher(self.link, signer)
         self.registry = Registry(cfg.db, cfg.inss_key_path)
         self._stop = threading.Event()
         self.relay: Relay | None = None
@@ -95,16 +101,14 @@ class Gateway:
         )
 
     def _send_verdict(self, terminal_id: str, verdict: Verdict) -> None:
-        self.intake.send_verdicts(terminal_id, [verdict])
+        self.verdicts.send(terminal_id, [verdict])
 
     # ----------------------------------------------------------------- rosters
 
     def publish_rosters(self) -> int:
         """Publish the roster of every active terminal whose roster changed. Returns how many."""
         version = self.registry.version
-        publisher = self.intake.roster
-        if publisher is None:
-            raise RuntimeError("intake was built without a roster signer")
+        publisher = self.rosters
         sent = 0
         views: dict[str, _SiteView] = {}  # each workplace looked at once per round
         for terminal_id in self.terminals.ids():

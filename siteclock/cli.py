@@ -14,7 +14,7 @@ import sys
 from siteclock import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("demo:cli", "run a whole simulated site end to end and show what happened"),
+    "demo": ("app.demo:cli", "run a whole simulated site end to end and show what happened"),
     "terminal": ("terminal.service:cli", "run a badge terminal"),
     "gateway": ("gateway.service:cli", "run the gateway: intake, relay to CIaO, verdicts"),
     "relay": ("gateway.relay_cli:cli", "employer: show relayed events, requeue fixed ones"),

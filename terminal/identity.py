@@ -1,9 +1,7 @@
 """The terminal's signing identity: one Ed25519 key, generated on the terminal, kept in a 0600 file.
 
-The key file holds the 32 raw private-key bytes and nothing else. It is created atomically with
-``O_CREAT|O_EXCL`` and mode 0600, so two starting processes cannot both create one and the key is
-never readable by anyone else, not even for a moment. A key file that group or others can read
-is refused: a leaked key lets anyone forge this terminal's history (DESIGN decision 2).
+The key-file code is the core's (:mod:`siteclock.keys`), shared with the gateway's roster key;
+this module names it in the terminal's words.
 
 Example::
 
@@ -11,73 +9,24 @@ Example::
     signer.kid   # "3f2a..." the name the gateway knows this key by
 """
 
-from __future__ import annotations
+from siteclock.keys import (
+    KEY_SIZE,
+    IdentityError,
+    KeyFileInsecure,
+    KeyFileInvalid,
+    create,
+    load,
+    load_or_create,
+    public_path,
+)
 
-import os
-import stat
-from pathlib import Path
-
-from siteclock.protocol import Ed25519Signer
-
-KEY_SIZE = 32
-
-
-class IdentityError(Exception):
-    """The terminal's key file cannot be used."""
-
-
-class KeyFileInsecure(IdentityError, PermissionError):
-    """The key file is readable or writable by group or others."""
-
-
-class KeyFileInvalid(IdentityError, ValueError):
-    """The key file does not hold a 32-byte Ed25519 private key."""
-
-
-def load(path: Path) -> Ed25519Signer:
-    """Load an existing key file, refusing one that is not private to its owner."""
-    path = Path(path)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_IMODE(mode) & 0o077:
-            raise KeyFileInsecure(
-                f"{path}: key file has mode {stat.S_IMODE(mode):04o}; it must not be readable by "
-                f"group or others (run: chmod 600 {path})"
-            )
-        raw = os.read(fd, KEY_SIZE + 1)
-    finally:
-        os.close(fd)
-    if len(raw) != KEY_SIZE:
-        raise KeyFileInvalid(f"{path}: key file holds {len(raw)} bytes, expected {KEY_SIZE}")
-    return Ed25519Signer.from_private_bytes(raw)
-
-
-def create(path: Path) -> Ed25519Signer:
-    """Generate a new key and write it to ``path``, which must not exist yet."""
-    path = Path(path)
-    signer = Ed25519Signer.generate()
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    try:
-        os.write(fd, signer.private_bytes())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return signer
-
-
-def load_or_create(path: Path) -> Ed25519Signer:
-    """The terminal's signer: the key at ``path``, generated there on first start."""
-    path = Path(path)
-    try:
-        signer = create(path)
-    except FileExistsError:
-        return load(path)
-    # The public half, in hex, for ``siteclock verify-chain --public-key`` and provisioning.
-    public_path(path).write_text(signer.public_key_bytes().hex() + "\n")
-    return signer
-
-
-def public_path(path: Path) -> Path:
-    """Where the public key of the key file ``path`` is written (``terminal.key.pub``)."""
-    return Path(path).with_name(Path(path).name + ".pub")
+__all__ = [
+    "KEY_SIZE",
+    "IdentityError",
+    "KeyFileInsecure",
+    "KeyFileInvalid",
+    "create",
+    "load",
+    "load_or_create",
+    "public_path",
+]

@@ -9,8 +9,8 @@ from pathlib import Path
 from siteclock import protocol as p
 from siteclock.gateway.ciao.sim import SimServer
 from siteclock.gateway.relay_store import RelayStore
-from siteclock.provisioning.badge_enrolment import link_next_tap
-from siteclock.provisioning.workers import Workers, load_or_create_ref_key
+from siteclock.provisioning.gateway.badge_enrolment import link_next_tap
+from siteclock.provisioning.gateway.workers import Workers, load_or_create_ref_key
 from tests.support.ciao import CLIENT_ID, WORKPLACE, make_world, rsa_pair
 from tests.support.inbox import TerminalFeed, insert
 

@@ -29,6 +29,7 @@ from siteclock.gateway.relay import NEVER_SYNCED, WAITING_FOR_SYNC, registration
 from siteclock.gateway.relay_store import ADDED_COLUMNS, SCHEMA, RelayStore
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.keys import Ed25519Signer
 from tests.support.ciao import CLIENT_ID, WORKPLACE, World, make_world, rsa_pair
 from tests.support.inbox import TerminalFeed, insert
 
@@ -184,7 +185,7 @@ def test_intake_keeps_synced_heartbeats_as_sync_points_and_ignores_unsynced(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "gateway.db"
-    signer = p.Ed25519Signer.generate()
+    signer = Ed25519Signer.generate()
     registry = TerminalRegistry(db)
     registry.register("t-clock-03", WORKPLACE, public_key=signer.public_key_bytes())
     intake = Intake(MqttConfig(), inbox=Inbox(db), registry=registry)  # never connected
@@ -213,7 +214,7 @@ def test_unsigned_or_forged_clock_readings_set_no_sync_point(tmp_path: Path) -> 
     """Finding 14: a heartbeat is unsigned JSON that anyone with the terminal's broker password
     can publish; before clock proofs, its wall_ns moved the boot's unsynced taps in time."""
     db = tmp_path / "gateway.db"
-    signer, mallory = p.Ed25519Signer.generate(), p.Ed25519Signer.generate()
+    signer, mallory = Ed25519Signer.generate(), Ed25519Signer.generate()
     registry = TerminalRegistry(db)
     registry.register("t-clock-04", WORKPLACE, public_key=signer.public_key_bytes())
     registry.register("t-clock-05", WORKPLACE, public_key=mallory.public_key_bytes())

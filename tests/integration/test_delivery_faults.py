@@ -27,7 +27,8 @@ import pytest
 
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
-from siteclock.protocol import ClockState, Ed25519Signer, Kind
+from siteclock.keys import Ed25519Signer
+from siteclock.protocol import ClockState, Kind
 from siteclock.terminal.config import UplinkConfig
 from siteclock.terminal.outbox import Outbox
 from siteclock.terminal.uplink import Uplink

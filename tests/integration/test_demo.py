@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from siteclock.demo import WORKERS
+from siteclock.app.demo import WORKERS
 
 
 @pytest.mark.slow

@@ -22,25 +22,22 @@ from siteclock.gateway.broker import TLS12_CIPHERS, read_password_file
 from siteclock.gateway.pki import _cert_pem, create_ca
 from siteclock.gateway.registry import Registry
 from siteclock.gateway.terminals import TerminalRegistry
-from siteclock.protocol import Ed25519Signer
+from siteclock.keys import Ed25519Signer
 from siteclock.provisioning.cli import provision_cli
-from siteclock.provisioning.enrolment import (
-    BrokerAccounts,
+from siteclock.provisioning.gateway.broker_accounts import BrokerAccounts
+from siteclock.provisioning.gateway.http import create_app, serve_tls
+from siteclock.provisioning.gateway.service import EnrolmentService
+from siteclock.provisioning.gateway.tokens import TokenStore
+from siteclock.provisioning.shared.ca import ca_fingerprint
+from siteclock.provisioning.shared.requests import (
     BrokerEndpoint,
     EnrolmentRequest,
-    EnrolmentService,
-    TokenStore,
+    KeyRequest,
+    sign_key_request,
     signed_bytes,
 )
-from siteclock.provisioning.http import (
-    GatewayClient,
-    GatewayError,
-    ca_fingerprint,
-    create_app,
-    serve_tls,
-)
-from siteclock.provisioning.lifecycle import KeyRequest, sign_key_request
-from siteclock.provisioning.workplace import Coordinates, WorkplaceBinding
+from siteclock.provisioning.shared.workplace import Coordinates, WorkplaceBinding
+from siteclock.provisioning.terminal.client import GatewayClient, GatewayError
 from tests.integration.test_hostile_broker import Client, tls12_handshake
 from tests.support.mosquitto import MosquittoBroker, running_broker
 from tests.unit.test_ed25519_points import mixed_order

@@ -25,11 +25,11 @@ from siteclock.gateway.intake import Intake
 from siteclock.gateway.ratelimit import TerminalBudget
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.keys import Ed25519Signer
 from siteclock.protocol import (
     GENESIS_HASH,
     Channel,
     ClockState,
-    Ed25519Signer,
     Envelope,
     Event,
     Kind,

@@ -35,29 +35,17 @@ from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.hw import sim
 from siteclock.protocol import Channel, Kind, ProtocolError, encode_batch, topic
 from siteclock.provisioning.cli import provision_cli
-from siteclock.provisioning.enrolment import (
-    BrokerAccounts,
-    BrokerEndpoint,
-    EnrolmentService,
-    TokenStore,
-)
-from siteclock.provisioning.http import (
-    GatewayClient,
-    GatewayError,
-    ca_fingerprint,
-    create_app,
-    serve_tls,
-)
-from siteclock.provisioning.installer import (
-    KEY_PROPAGATION_S,
-    Installer,
-    KeyFiles,
-    ProvisionOptions,
-    ServiceControl,
-    rotate_key,
-)
-from siteclock.provisioning.lifecycle import sign_key_request
-from siteclock.provisioning.workplace import Coordinates, WorkplaceBinding
+from siteclock.provisioning.gateway.broker_accounts import BrokerAccounts
+from siteclock.provisioning.gateway.http import create_app, serve_tls
+from siteclock.provisioning.gateway.service import EnrolmentService
+from siteclock.provisioning.gateway.tokens import TokenStore
+from siteclock.provisioning.shared.ca import ca_fingerprint
+from siteclock.provisioning.shared.requests import BrokerEndpoint, sign_key_request
+from siteclock.provisioning.shared.workplace import Coordinates, WorkplaceBinding
+from siteclock.provisioning.terminal.client import GatewayClient, GatewayError
+from siteclock.provisioning.terminal.installer import Installer, ProvisionOptions
+from siteclock.provisioning.terminal.rotation import KEY_PROPAGATION_S, KeyFiles, rotate_key
+from siteclock.provisioning.terminal.systemd import ServiceControl
 from siteclock.terminal import config as terminal_config
 from siteclock.terminal import identity
 from siteclock.terminal.clock import read_clock

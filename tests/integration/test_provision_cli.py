@@ -26,7 +26,7 @@ import pytest
 from siteclock.gateway.broker import read_password_file
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.provisioning.cli import provision_cli
-from siteclock.provisioning.enrolment import TokenStore
+from siteclock.provisioning.gateway.tokens import TokenStore
 from siteclock.terminal import config as terminal_config
 from siteclock.terminal import identity
 from tests.support.mosquitto import free_port

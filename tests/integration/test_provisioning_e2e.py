@@ -27,25 +27,19 @@ from siteclock.gateway.roster import write_gateway_keys
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import DISABLED, TerminalRegistry
 from siteclock.hw import sim
-from siteclock.protocol import Ed25519Signer
+from siteclock.keys import Ed25519Signer
 from siteclock.provisioning.cli import provision_cli
-from siteclock.provisioning.enrolment import (
-    BrokerAccounts,
-    BrokerEndpoint,
-    EnrolmentRequest,
-    EnrolmentService,
-    TokenStore,
-)
-from siteclock.provisioning.http import (
-    GatewayClient,
-    GatewayError,
-    ca_fingerprint,
-    create_app,
-    serve_tls,
-)
-from siteclock.provisioning.installer import Installer, ProvisionOptions, ServiceControl
-from siteclock.provisioning.selftest import Verdict, check_broker
-from siteclock.provisioning.workplace import Coordinates, WorkplaceBinding
+from siteclock.provisioning.gateway.broker_accounts import BrokerAccounts
+from siteclock.provisioning.gateway.http import create_app, serve_tls
+from siteclock.provisioning.gateway.service import EnrolmentService
+from siteclock.provisioning.gateway.tokens import TokenStore
+from siteclock.provisioning.shared.ca import ca_fingerprint
+from siteclock.provisioning.shared.requests import BrokerEndpoint, EnrolmentRequest
+from siteclock.provisioning.shared.workplace import Coordinates, WorkplaceBinding
+from siteclock.provisioning.terminal.client import GatewayClient, GatewayError
+from siteclock.provisioning.terminal.installer import Installer, ProvisionOptions
+from siteclock.provisioning.terminal.selftest import Verdict, check_broker
+from siteclock.provisioning.terminal.systemd import ServiceControl
 from siteclock.terminal import config as terminal_config
 from siteclock.terminal import identity
 from siteclock.terminal.service import Terminal
@@ -81,7 +75,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         intake = Intake(
             MqttConfig(host="127.0.0.1", port=broker.gateway_port, ca_file=broker.ca_file,
                        password_file=gw.password_file, client_id="siteclock_gateway-e2e"),
-            inbox=Inbox(db), registry=TerminalRegistry(db), roster_signer=gw_signer,
+            inbox=Inbox(db), registry=TerminalRegistry(db),
         )  # fmt: skip
         intake.start()
         ca_pem = broker.ca_file.read_text()
@@ -239,6 +233,35 @@ def test_interrupted_run_resumes_even_when_the_answer_was_lost(site: Site, tmp_p
     # Same command again: resumes, the gateway recognises the claimant, new credentials work.
     assert Installer(opts, service=quiet, out=lambda _m: None).run() == 0
     assert uplink_login(data / "terminal.toml") is Verdict.PASS
+
+
+def test_rebind_rewrites_a_hand_formatted_configuration(site: Site, tmp_path: Path) -> None:
+    """The configuration is data, not text: a ``workplace`` line an installer retyped in
+    another valid TOML form is still moved (patching the text kept the old workplace in
+    silence while the gateway had moved the terminal), and every other value is kept."""
+    token = site.tokens.create(WP1, ttl_s=3600).token
+    data = tmp_path / "t6"
+    assert provision(site, data, token, "t-e2e-06") == 0
+    path = data / "terminal.toml"
+    before = terminal_config.load(path)
+    text = path.read_text()
+    retyped = text.replace(f'workplace = "{WP1}"', f"workplace='{WP1}'  # the DoW of the site")
+    assert retyped != text
+    path.write_text(retyped)
+
+    new_token = site.tokens.create(WP2, ttl_s=3600).token
+    code = provision_cli([
+        "rebind", "--data-dir", str(data), "--workplace", WP2, "--coordinates", COORDS,
+        "--gateway", site.url, "--token-file", token_file(tmp_path / "rebind", new_token),
+        "--reason", "site moved", "--yes", "--no-service",
+    ])  # fmt: skip
+    assert code == 0
+    assert site.registry.get("t-e2e-06").workplace == WP2
+    after = terminal_config.load(path)
+    assert after.workplace == WP2
+    assert after.uplink == before.uplink
+    assert (after.terminal_id, after.key_path) == (before.terminal_id, before.key_path)
+    assert (path.stat().st_mode & 0o777) == 0o600
 
 
 @pytest.mark.slow

@@ -25,7 +25,8 @@ from siteclock.gateway.identifiers import enterprise_check_digits, inss_check_di
 from siteclock.gateway.service import Gateway
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.hw.base import BadgeRead
-from siteclock.protocol import Ed25519Signer, Roster
+from siteclock.keys import Ed25519Signer
+from siteclock.protocol import Roster
 from siteclock.provisioning.cli import workers_cli
 from siteclock.terminal.capture import Capture, TapResult
 from siteclock.terminal.outbox import Outbox

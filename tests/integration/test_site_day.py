@@ -3,10 +3,11 @@
 
 Real parts throughout: Mosquitto with the site's TLS, passwords and ACL; a running
 :class:`gateway.service.Gateway` with its relay to the CIaO simulator over HTTP; the employer's
-badge enrolment (:func:`provisioning.badge_enrolment.link_next_tap`); and three terminals, each
-its own outbox, :class:`terminal.uplink.Uplink` and :class:`terminal.capture.Capture` (what
-``siteclock terminal`` runs). The terminals' wall clocks are injected: the day (and the morning
-before it) is replayed in seconds, two days in the past so the simulator takes every date.
+badge enrolment (:func:`provisioning.gateway.badge_enrolment.link_next_tap`); and three
+terminals, each its own outbox, :class:`terminal.uplink.Uplink` and
+:class:`terminal.capture.Capture` (what ``siteclock terminal`` runs). The terminals' wall clocks
+are injected: the day (and the morning before it) is replayed in seconds, two days in the past
+so the simulator takes every date.
 
 * lobby and roof are on the site all day; office comes from another worksite (a rebind) and
   is offline for an hour in the afternoon;
@@ -36,9 +37,10 @@ from siteclock.gateway.registry import Registry
 from siteclock.gateway.sequence import Issue, SiteDay
 from siteclock.gateway.service import Gateway
 from siteclock.gateway.terminals import TerminalRegistry
-from siteclock.protocol import Ed25519Signer, Flag, Kind
-from siteclock.provisioning.badge_enrolment import link_next_tap
-from siteclock.provisioning.workers import Workers, load_or_create_ref_key
+from siteclock.keys import Ed25519Signer
+from siteclock.protocol import Flag, Kind
+from siteclock.provisioning.gateway.badge_enrolment import link_next_tap
+from siteclock.provisioning.gateway.workers import Workers, load_or_create_ref_key
 from siteclock.terminal.capture import TapResult
 from tests.support.ciao import (
     CLIENT_ID,
@@ -178,7 +180,7 @@ def test_a_day_on_site_sends_each_worker_the_right_types(site: Site) -> None:
 
     # ---- morning: an installer's self-test with ana's badge is not her `in`
     lobby.clock[0] = at("06:55")
-    # recorded as provisioning.selftest records it: kind `in`, flag `selftest`
+    # recorded as provisioning.terminal.selftest records it: kind `in`, flag `selftest`
     selftest = lobby.outbox.append(kind=Kind.IN, badge=ana, clock=SYNCED, wall_ns=at("06:55"),
                                    flags=[Flag.SELFTEST])  # fmt: skip
     ana_in, decided = tap(lobby, ana, "07:05", worker="ana")

@@ -29,7 +29,8 @@ from siteclock.gateway.registry import Registry
 from siteclock.gateway.sequence import SiteDay
 from siteclock.gateway.service import Gateway
 from siteclock.gateway.terminals import TerminalRegistry
-from siteclock.protocol import Ed25519Signer, Flag, Kind
+from siteclock.keys import Ed25519Signer
+from siteclock.protocol import Flag, Kind
 from siteclock.terminal.feedback import Feedback
 from tests.support.ciao import (
     CLIENT_ID,

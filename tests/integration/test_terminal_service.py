@@ -23,7 +23,8 @@ pytest.importorskip("siteclock.hw.sim", reason="the simulated reader (hw/sim.py)
 from gpiozero.pins.mock import MockFactory
 
 from siteclock.hw import sim
-from siteclock.protocol import Ed25519Signer, Flag, Kind, Roster, RosterEntry
+from siteclock.keys import Ed25519Signer
+from siteclock.protocol import Flag, Kind, Roster, RosterEntry
 from siteclock.terminal import config as config_mod
 from siteclock.terminal import identity
 from siteclock.terminal.outbox import Outbox

@@ -16,13 +16,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from siteclock.gateway.intake import Intake
-from siteclock.gateway.roster import write_gateway_keys
+from siteclock.gateway.roster import RosterPublisher, write_gateway_keys
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.gateway.verdicts import VerdictPublisher
+from siteclock.keys import Ed25519Signer
 from siteclock.protocol import (
     Channel,
     ClockState,
-    Ed25519Signer,
     Flag,
     Kind,
     Outcome,
@@ -75,7 +76,6 @@ class Site:
             gateway_config(self.broker),
             inbox=self.inbox,
             registry=self.registry,
-            roster_signer=self.gateway_signer,
         )
         intake.start()
         self.closers.append(intake.stop)
@@ -176,15 +176,16 @@ def test_a_signed_roster_is_applied_and_a_forged_one_refused(site: Site) -> None
     up = site.uplink("t-alpha", box, rosters)
     assert wait_until(lambda: up.connected)
     entries = [RosterEntry("nfc-a:04A1B2C3", "w-17", "An P.")]
-    sent = intake.publish_roster("t-alpha", entries)
+    rosters_out = RosterPublisher(intake.link, site.gateway_signer)
+    sent = rosters_out.publish_roster("t-alpha", entries)
     assert wait_until(lambda: len(rosters) == 1)
     assert rosters[0].entries == tuple(entries)
     assert rosters[0].version == sent.version
     with pytest.raises(ValueError, match="INSS"):
-        intake.publish_roster("t-alpha", [RosterEntry("nfc-a:01", "90010100123", "x")])
+        rosters_out.publish_roster("t-alpha", [RosterEntry("nfc-a:01", "90010100123", "x")])
     forged = Roster("t-alpha", sent.version + 1, (RosterEntry("nfc-a:FF", "w-1", "Mallory"),))
     payload = encode_roster(forged, Ed25519Signer.generate())
-    intake._client.publish(topic("t-alpha", Channel.CONFIG), payload, qos=1, retain=True)
+    intake.link.publish(topic("t-alpha", Channel.CONFIG), payload, qos=1, retain=True)
     assert wait_until(lambda: up.counters["roster_rejected"] == 1)
     assert len(rosters) == 1
 
@@ -195,7 +196,8 @@ def test_verdicts_reach_the_outbox(site: Site) -> None:
     intake = site.intake()
     up = site.uplink("t-alpha", box)
     assert wait_until(lambda: box.stats().depth == 0)
-    intake.send_verdicts("t-alpha", [Verdict(seq, Outcome.REJECTED, "unknown declaration")])
+    verdicts = VerdictPublisher(intake.link)
+    verdicts.send("t-alpha", [Verdict(seq, Outcome.REJECTED, "unknown declaration")])
     assert wait_until(lambda: up.counters["verdicts"] == 1)
     verdict = box.last_verdict_for("nfc-a:04A1B2C3")
     assert verdict is not None

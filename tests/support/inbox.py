@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from siteclock import protocol as p
+from siteclock.keys import Ed25519Signer
 
 INBOX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox(
@@ -42,7 +43,7 @@ class TerminalFeed:
     def __init__(self, terminal_id: str, workplace: str) -> None:
         self.terminal_id = terminal_id
         self.workplace = workplace
-        self.signer = p.Ed25519Signer.generate()
+        self.signer = Ed25519Signer.generate()
         KEYS[self.signer.kid] = self.signer.public_key_bytes()
         self.seq = 0
         self.prev = p.GENESIS_HASH

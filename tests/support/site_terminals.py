@@ -21,7 +21,8 @@ from siteclock.gateway.ciao.sim import SimServer
 from siteclock.gateway.config import GatewayConfig
 from siteclock.gateway.relay import RelayConfig
 from siteclock.hw.base import BadgeRead
-from siteclock.protocol import ClockState, Ed25519Signer, Roster
+from siteclock.keys import Ed25519Signer
+from siteclock.protocol import ClockState, Roster
 from siteclock.terminal.capture import Capture, TapResult
 from siteclock.terminal.outbox import Outbox
 from siteclock.terminal.uplink import Uplink

@@ -215,7 +215,7 @@ def test_broker_config_and_enrolments_at_once_lose_no_user(tmp_path: Path) -> No
     neither drops the other's line."""
     import threading
 
-    from siteclock.provisioning.enrolment import BrokerAccounts
+    from siteclock.provisioning.gateway.broker_accounts import BrokerAccounts
 
     write_site(tmp_path, hostnames=["gw.local"], terminals=[])
     accounts = BrokerAccounts(tmp_path / "passwd", reload=lambda: None)

@@ -13,16 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from siteclock.hw.base import BadgeRead
-from siteclock.protocol import (
-    ClockState,
-    DayEntry,
-    Ed25519Signer,
-    Flag,
-    Kind,
-    Outcome,
-    Roster,
-    RosterEntry,
-)
+from siteclock.keys import Ed25519Signer
+from siteclock.protocol import ClockState, DayEntry, Flag, Kind, Outcome, Roster, RosterEntry
 from siteclock.terminal.capture import BreakWindow, Capture
 from siteclock.terminal.direction import Direction, LastTap, decide
 from siteclock.terminal.outbox import Outbox, OutboxFull
@@ -289,7 +281,8 @@ def at_clock(outbox, moment: list[int], **options) -> Capture:
 
 
 def test_a_selftest_tap_never_becomes_the_workers_in(outbox) -> None:
-    # what provisioning.selftest records with the worker's real badge, before the service runs
+    # what provisioning.terminal.selftest records with the worker's real badge, before the
+    # service runs
     outbox.append(kind=Kind.IN, badge=ANA, clock=SYNCED, flags=[Flag.SELFTEST])
     cap, _, _ = make(outbox)
     assert cap.tap(read(ANA)).signed.event.kind is Kind.IN

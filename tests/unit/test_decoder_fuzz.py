@@ -26,9 +26,10 @@ from siteclock.gateway.intake import Intake
 from siteclock.gateway.ratelimit import TerminalBudget
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.keys import Ed25519Signer
 
 WORKPLACE = "1Y1003SQ5VSSZ"
-SIGNER = p.Ed25519Signer.generate()
+SIGNER = Ed25519Signer.generate()
 KEYS = {SIGNER.kid: SIGNER.public_key_bytes()}
 BUDGET = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

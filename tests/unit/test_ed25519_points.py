@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from siteclock.protocol import Ed25519Signer
-from siteclock.provisioning.ed25519_points import P, decode, ed25519_key_problem
-from siteclock.provisioning.enrolment import EnrolmentRefused, check_public_key
+from siteclock.keys import Ed25519Signer
+from siteclock.provisioning.gateway.ed25519_points import P, decode, ed25519_key_problem
+from siteclock.provisioning.gateway.key_checks import check_public_key
+from siteclock.provisioning.shared.requests import EnrolmentRefused
 
 # The encodings of the eight points of order 1, 2, 4 and 8 (RFC 8032's curve), canonical ones.
 SMALL_ORDER = [

@@ -15,7 +15,7 @@ from siteclock.gateway.identifiers import inss_check_digits, normalize_inss
 from siteclock.gateway.registry import Registry
 from siteclock.inss_shape import REDACTED, SEPARATORS
 from siteclock.provisioning.cli import provision_cli, workers_cli
-from siteclock.provisioning.workers import Workers, load_or_create_ref_key
+from siteclock.provisioning.gateway.workers import Workers, load_or_create_ref_key
 
 INSS = "85073003328"
 FORMS = [

@@ -11,11 +11,11 @@ from siteclock.gateway.config import MqttConfig
 from siteclock.gateway.intake import KEY_REFRESH_S, Intake
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.keys import Ed25519Signer
 from siteclock.protocol import (
     GENESIS_HASH,
     Channel,
     ClockState,
-    Ed25519Signer,
     Event,
     Kind,
     encode_batch,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from siteclock.keys import Ed25519Signer
 from siteclock.protocol import (
     GENESIS_HASH,
     ChainBroken,
     ClockState,
-    Ed25519Signer,
     Kind,
     Outcome,
     Verdict,

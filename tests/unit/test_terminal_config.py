@@ -1,6 +1,7 @@
 """Terminal config files: good ones load, broken ones name the file and the key.
 
-Also the signing key file (terminal.identity): created private, refused when not.
+Also the signing key file (siteclock.keys, named terminal.identity on the terminal): created
+private, refused when not.
 """
 
 from __future__ import annotations

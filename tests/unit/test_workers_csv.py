@@ -8,7 +8,12 @@ import pytest
 
 from siteclock.gateway.identifiers import enterprise_check_digits, inss_check_digits
 from siteclock.gateway.registry import Registry
-from siteclock.provisioning.workers import WorkerError, Workers, load_or_create_ref_key, worker_ref
+from siteclock.provisioning.gateway.workers import (
+    WorkerError,
+    Workers,
+    load_or_create_ref_key,
+    worker_ref,
+)
 
 WP = "1Y1003SQ5VSSZ"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from siteclock.provisioning.workplace import (
+from siteclock.provisioning.shared.workplace import (
     Address,
     Coordinates,
     ForeignQrCode,
@@ -124,7 +124,7 @@ def test_binding_needs_a_location_and_round_trips() -> None:
 
 
 def test_label_qr_names_terminal_and_worksite(tmp_path) -> None:
-    from siteclock.provisioning.label import LabelInfo, parse_label, qr_code, write_label
+    from siteclock.provisioning.terminal.label import LabelInfo, parse_label, qr_code, write_label
 
     info = LabelInfo("t-hall-01", REF, "3f2a9c0d1e2b4a5f", "Hall A")
     assert parse_label(info.uri()) == LabelInfo("t-hall-01", REF, "3f2a9c0d1e2b4a5f")

@@ -40,7 +40,7 @@ from siteclock.gateway.identifiers import (
 from siteclock.gateway.registry import EmployerKind, Registry, RegistryError
 from siteclock.inss_shape import redact
 from siteclock.protocol import BADGE_RE
-from siteclock.provisioning.workplace import WorkplaceError, parse_reference
+from siteclock.provisioning.shared.workplace import WorkplaceError, parse_reference
 
 CAPACITIES = ("employee", "self_employed", "temp_worker", "intern", "student", "other")
 REQUIRED_COLUMNS = ("inss", "name", "employer", "capacity")
@@ -267,18 +267,6 @@ class Workers:
             raise WorkerError(f"badge {badge} is not linked to anyone, or already blocked")
         self.registry.block_badge(badge)
         return badge
-
-
-def read_badge(spec: str, timeout_s: float = 60.0) -> str:
-    """Enrolment mode: open a reader and return the first badge tapped on it."""
-    from siteclock import hw
-    from siteclock.provisioning.selftest import check_reader
-
-    reader = hw.open_reader(spec)
-    check, badge = check_reader(reader, spec, timeout_s)
-    if badge is None:
-        raise WorkerError(f"no badge read: {check.detail}")
-    return badge
 
 
 def push_rosters(

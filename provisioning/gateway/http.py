@@ -1,4 +1,4 @@
-"""The enrolment endpoint the gateway serves over HTTPS, and the client a terminal uses.
+"""The enrolment endpoint the gateway serves over HTTPS (the client is the terminal side's).
 
 Routes (JSON in, JSON out; errors are ``{"error": <reason>, "detail": <what to do>}``):
 
@@ -15,7 +15,7 @@ The server is cheroot (a maintained, production WSGI server) with the site's TLS
 timeouts and bounded threads and bodies; its TLS handshake runs on a worker thread, not on the
 thread that accepts connections, so a client that connects and says nothing holds up no one.
 Refusals never tell a caller without a valid token or key anything about a terminal: they all
-read ``401 unauthorized`` (see :mod:`provisioning.enrolment`).
+read ``401 unauthorized`` (see :mod:`provisioning.gateway.service`).
 
 Example::
 
@@ -27,96 +27,46 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import ssl
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
 from cheroot import wsgi
 from cheroot.server import HTTPConnection
 from cheroot.ssl.builtin import BuiltinSSLAdapter
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from flask import Flask, jsonify, request
-from urllib3.exceptions import InsecureRequestWarning
 
 from siteclock.gateway.broker import TLS12_CIPHERS
 from siteclock.log import fields
-from siteclock.provisioning.enrolment import (
+from siteclock.provisioning.gateway.lifecycle import Lifecycle
+from siteclock.provisioning.gateway.service import EnrolmentService
+from siteclock.provisioning.shared.requests import (
     EnrolmentRefused,
     EnrolmentRequest,
-    EnrolmentResult,
-    EnrolmentService,
+    KeyRequest,
+    RebindRequest,
 )
-from siteclock.provisioning.lifecycle import KeyRequest, Lifecycle, RebindRequest
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+
+
 MAX_HEADERS = 16 * 1024
-MAX_CA_BYTES = 16 * 1024
-FINGERPRINT_HEX = 64
-"""A CA pin is the whole SHA-256 (256 bits): a prefix is a second-preimage target, not a pin."""
+
+
 TIMEOUT_S = 10.0
 """Longest wait for a client's bytes (TLS handshake, request line, body) before hanging up."""
+
+
 THREADS = 8
+
+
 LISTEN_BACKLOG = 64
-
-_PEM_CERT = re.compile(
-    rb"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----\r?\n?"
-)
-
-
-def single_certificate(ca_pem: str | bytes) -> x509.Certificate:
-    """The one certificate in ``ca_pem``; ValueError if there is not exactly one, or anything
-    else besides it (a second certificate after the pinned one would be trusted too)."""
-    data = ca_pem.encode() if isinstance(ca_pem, str) else ca_pem
-    data = data.strip(b" \t\r\n") + b"\n"
-    if not _PEM_CERT.fullmatch(data):
-        raise ValueError("the CA file must hold exactly one PEM certificate and nothing else")
-    return x509.load_pem_x509_certificate(data)
-
-
-def ca_fingerprint(ca_pem: str | bytes) -> str:
-    """SHA-256 of the CA certificate's DER bytes, lower-case hex (what ``token create`` prints).
-    Refuses a file that is not exactly one certificate."""
-    cert = single_certificate(ca_pem)
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-
-def single_ca_pem(ca_pem: str | bytes) -> str:
-    """The one certificate in ``ca_pem``, re-encoded as PEM (ValueError unless exactly one)."""
-    return single_certificate(ca_pem).public_bytes(serialization.Encoding.PEM).decode()
-
-
-def pinned_ca_pem(ca_pem: str | bytes, fingerprint: str) -> str:
-    """The certificate to trust, re-encoded from what was checked (so what is saved is exactly
-    what was pinned), or ValueError if ``fingerprint`` is not its full SHA-256."""
-    wanted = normalize_fingerprint(fingerprint)
-    cert = single_certificate(ca_pem)
-    der = cert.public_bytes(serialization.Encoding.DER)
-    actual = hashlib.sha256(der).hexdigest()
-    if actual != wanted:
-        raise ValueError(f"CA fingerprint {actual[:16]}... is not the pinned {wanted[:16]}...")
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def normalize_fingerprint(fingerprint: str) -> str:
-    """64 lower-case hex digits (colons and spaces ignored), or ValueError."""
-    wanted = fingerprint.replace(":", "").replace(" ", "").lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", wanted):
-        raise ValueError(
-            f"a CA fingerprint is the full SHA-256: {FINGERPRINT_HEX} hex digits (it is printed "
-            "next to the enrolment token), not a prefix"
-        )
-    return wanted
 
 
 def create_app(service: EnrolmentService, *, ca_pem: str) -> Flask:
@@ -253,85 +203,3 @@ def serve_tls(app: Flask, host: str, port: int, cert_file: Path, key_file: Path)
     thread = threading.Thread(target=server.serve, name="enrolment-https", daemon=True)
     thread.start()
     return Server(server, thread)
-
-
-# --------------------------------------------------------------------------- client
-
-
-class GatewayError(Exception):
-    """The gateway could not be reached, is not who it should be, or refused the request."""
-
-    def __init__(self, message: str, *, reason: str = "unreachable") -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class GatewayClient:
-    """What a terminal calls during provisioning. ``ca_file`` is the pinned site CA."""
-
-    def __init__(self, base_url: str, ca_file: Path, *, timeout_s: float = 15.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.ca_file = Path(ca_file)
-        self.timeout_s = timeout_s
-
-    @staticmethod
-    def fetch_ca(base_url: str, fingerprint: str, *, timeout_s: float = 15.0) -> str:
-        """Download the site CA (unverified, once) and accept it only if it is exactly one
-        certificate whose full SHA-256 is ``fingerprint``; returns that certificate alone."""
-        try:
-            wanted = normalize_fingerprint(fingerprint)
-        except ValueError as exc:
-            raise GatewayError(str(exc), reason="bad_fingerprint") from None
-        try:
-            # Unverified on purpose, once: trust comes from the fingerprint check below.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", InsecureRequestWarning)
-                response = requests.get(
-                    base_url.rstrip("/") + "/v1/ca.pem", verify=False, timeout=timeout_s,
-                    stream=True,
-                )  # fmt: skip
-            with response:
-                response.raise_for_status()
-                # Whoever answers is not trusted yet: read no more than a certificate needs.
-                content = response.raw.read(MAX_CA_BYTES + 1, decode_content=True)
-        except (requests.RequestException, OSError) as exc:
-            raise GatewayError(f"cannot fetch the site CA from {base_url}: {exc}") from None
-        try:
-            if len(content) > MAX_CA_BYTES:
-                raise ValueError(f"more than {MAX_CA_BYTES} bytes is not one certificate")
-            return pinned_ca_pem(content, wanted)
-        except ValueError as exc:
-            raise GatewayError(
-                f"the gateway at {base_url} does not present the pinned site CA ({exc}): wrong "
-                "address, or someone in between. Not enrolling.",
-                reason="fingerprint_mismatch",
-            ) from None
-
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            response = requests.post(
-                self.base_url + path, json=body, verify=str(self.ca_file), timeout=self.timeout_s
-            )
-        except requests.RequestException as exc:
-            raise GatewayError(f"cannot reach the gateway at {self.base_url}: {exc}") from None
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = {}
-        if response.status_code != 200:
-            raise GatewayError(
-                f"the gateway refused: {payload.get('detail') or response.reason}",
-                reason=str(payload.get("error", response.status_code)),
-            )
-        if not isinstance(payload, dict):
-            raise GatewayError("the gateway's answer is not a JSON object", reason="malformed")
-        return payload
-
-    def enrol(self, req: EnrolmentRequest) -> EnrolmentResult:
-        return EnrolmentResult.from_json(self._post("/v1/enrol", req.to_json()))
-
-    def rebind(self, req: RebindRequest) -> EnrolmentResult:
-        return EnrolmentResult.from_json(self._post("/v1/rebind", req.to_json()))
-
-    def keys(self, req: KeyRequest) -> str:
-        return str(self._post("/v1/keys", req.to_json())["kid"])

@@ -6,7 +6,7 @@
   signed by the terminal's current key, and the registry records it in its audit trail with the
   reason. The old binding is revoked: the registry now names the new workplace (events naming
   the old one are refused from now on) and the terminal gets a new broker password, so the old
-  credentials stop working. The terminal side (:mod:`provisioning.installer`) first lets every
+  credentials stop working. The terminal side (:mod:`provisioning.terminal.rebind`) first lets every
   event queued under the old binding be delivered under it, then switches.
 * **Key rotation** overlaps old and new key: the new key is added (signed by the old key, and by
   the new key to prove possession) while the old stays valid, so events already signed with it
@@ -17,190 +17,29 @@
   broker account (next login refused). It is an employer's act on the gateway host.
 
 Every request a terminal makes here is signed with one of its registered, unrevoked keys over
-:func:`provisioning.enrolment.signed_bytes` of the request's fields.
+:func:`provisioning.shared.requests.signed_bytes` of the request's fields.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from siteclock.gateway.terminals import ACTIVE, DISABLED, TerminalRegistry
 from siteclock.log import fields
 from siteclock.protocol import key_id
-from siteclock.provisioning.enrolment import (
-    BrokerAccounts,
+from siteclock.provisioning.gateway.broker_accounts import BrokerAccounts
+from siteclock.provisioning.gateway.key_checks import check_public_key, verify_proof
+from siteclock.provisioning.gateway.service import EnrolmentService
+from siteclock.provisioning.shared.requests import (
     EnrolmentRefused,
     EnrolmentResult,
-    EnrolmentService,
-    b64,
-    check_public_key,
-    hash_token,
-    request_binding,
-    request_map,
-    request_terminal_id,
-    signed_bytes,
+    KeyRequest,
+    RebindRequest,
     unauthorized,
-    unb64,
-    verify_proof,
 )
-from siteclock.provisioning.workplace import WorkplaceBinding
 
 log = logging.getLogger(__name__)
-
-
-def _unb64(raw: dict[str, Any], name: str) -> bytes:
-    return unb64(raw.get(name), name)
-
-
-def _text(raw: dict[str, Any], name: str) -> str:
-    value = raw.get(name)
-    if not isinstance(value, str) or not value:
-        raise EnrolmentRefused("malformed", f"{name} must be non-empty text", status=400)
-    return value
-
-
-# --------------------------------------------------------------------------- requests
-
-
-@dataclass(frozen=True)
-class RebindRequest:
-    terminal_id: str
-    token: str
-    workplace: WorkplaceBinding
-    reason: str
-    confirm: bool
-    kid: str = ""
-    signature: bytes = b""
-
-    def signed_body(self) -> bytes:
-        return signed_bytes(
-            "rebind",
-            {
-                "terminal": self.terminal_id,
-                "token_hash": hash_token(self.token),
-                "workplace": self.workplace.reference,
-                "reason": self.reason,
-                "confirm": self.confirm,
-                "kid": self.kid,
-            },
-        )
-
-    def signed_by(self, signer: Any) -> RebindRequest:
-        base = RebindRequest(
-            self.terminal_id, self.token, self.workplace, self.reason, self.confirm, signer.kid
-        )
-        return RebindRequest(
-            base.terminal_id, base.token, base.workplace, base.reason, base.confirm, base.kid,
-            signer.sign(base.signed_body()),
-        )  # fmt: skip
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "terminal_id": self.terminal_id,
-            "token": self.token,
-            "workplace": self.workplace.to_map(),
-            "reason": self.reason,
-            "confirm": self.confirm,
-            "kid": self.kid,
-            "signature": b64(self.signature),
-        }
-
-    @classmethod
-    def from_json(cls, raw: Any) -> RebindRequest:
-        raw = request_map(raw)
-        terminal_id, binding = request_binding(raw)
-        return cls(
-            terminal_id,
-            _text(raw, "token"),
-            binding,
-            _text(raw, "reason"),
-            raw.get("confirm") is True,
-            _text(raw, "kid"),
-            _unb64(raw, "signature"),
-        )
-
-
-@dataclass(frozen=True)
-class KeyRequest:
-    """Add a key (``action="add"``, ``public_key`` set, ``new_signature`` by the new key) or
-    revoke one (``action="revoke"``, ``revoke_kid`` set). Signed by ``kid``, a current key."""
-
-    terminal_id: str
-    action: str
-    kid: str = ""
-    public_key: bytes = b""
-    alg: str = "ed25519"
-    revoke_kid: str = ""
-    signature: bytes = b""
-    new_signature: bytes = b""
-
-    def signed_body(self) -> bytes:
-        return signed_bytes(
-            f"key-{self.action}",
-            {
-                "terminal": self.terminal_id,
-                "kid": self.kid,
-                "public_key": self.public_key,
-                "alg": self.alg,
-                "revoke_kid": self.revoke_kid,
-            },
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "terminal_id": self.terminal_id,
-            "action": self.action,
-            "kid": self.kid,
-            "public_key": b64(self.public_key),
-            "alg": self.alg,
-            "revoke_kid": self.revoke_kid,
-            "signature": b64(self.signature),
-            "new_signature": b64(self.new_signature),
-        }
-
-    @classmethod
-    def from_json(cls, raw: Any) -> KeyRequest:
-        raw = request_map(raw)
-        terminal_id = request_terminal_id(raw)
-        action = _text(raw, "action")
-        if action not in ("add", "revoke"):
-            raise EnrolmentRefused("malformed", "action must be 'add' or 'revoke'", status=400)
-        return cls(
-            terminal_id,
-            action,
-            _text(raw, "kid"),
-            _unb64(raw, "public_key"),
-            str(raw.get("alg", "ed25519")),
-            str(raw.get("revoke_kid", "")),
-            _unb64(raw, "signature"),
-            _unb64(raw, "new_signature"),
-        )
-
-
-def sign_key_request(
-    terminal_id: str,
-    *,
-    current: Any,
-    add: Any = None,
-    revoke_kid: str = "",
-) -> KeyRequest:
-    """Build a signed :class:`KeyRequest`: add ``add`` (a signer) or revoke ``revoke_kid``."""
-    if add is not None:
-        req = KeyRequest(terminal_id, "add", current.kid, add.public_key_bytes(), add.alg)
-        body = req.signed_body()
-        return KeyRequest(
-            req.terminal_id, req.action, req.kid, req.public_key, req.alg, "",
-            current.sign(body), add.sign(body),
-        )  # fmt: skip
-    req = KeyRequest(terminal_id, "revoke", current.kid, revoke_kid=revoke_kid)
-    signature = current.sign(req.signed_body())
-    return KeyRequest(req.terminal_id, req.action, req.kid, b"", req.alg, revoke_kid, signature)
-
-
-# --------------------------------------------------------------------------- gateway side
-
 
 class Lifecycle:
     """Rebind, rotate and decommission, on the gateway's registry, tokens and broker."""

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from siteclock.gateway.relay_store import RelayStore, State
 from siteclock.protocol import Flag, check_terminal_id
-from siteclock.provisioning.workers import WorkerError, Workers
+from siteclock.provisioning.gateway.workers import WorkerError, Workers
 
 POLL_S = 0.2
 

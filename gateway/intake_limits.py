@@ -1,0 +1,54 @@
+"""The intake's limits and budgets: every figure in one place (explained in docs/limits.md).
+
+Sizes per message kind are checked before anything is parsed; each terminal has a budget of
+refused or repeated events per second and of heartbeats, so one stolen terminal cannot saturate
+the intake with junk signatures.
+"""
+
+from __future__ import annotations
+
+from siteclock.protocol import MAX_EVENT_BODY_BYTES
+
+GROUP_MAX = 256  # messages per group commit
+HANDOFF_MAX = 4 * GROUP_MAX
+"""Most received, not yet stored messages held in memory. When full, paho's network thread
+waits: TCP pushes back and the broker keeps the rest queued. Without a bound, a gateway coming
+back to a large backlog reads it all into memory, and Python's garbage collector then spends
+a quarter of the time walking those objects (measured in the intake benchmark)."""
+VERIFY_SPLIT_MIN = 8
+"""With fewer signatures than this in a group, the worker checks them all itself: waking the
+helper thread costs tens of microseconds, and at such low rates nothing needs the speed."""
+REGISTRY_TTL_S = 5.0
+KEY_REFRESH_S = 1.0
+"""A key id the cached entry does not know makes the intake reread the registry, at most this
+often per terminal: a key added by a rotation is accepted within a second, and a terminal
+sending made-up key ids cannot turn every message into a registry query."""
+LOG_FIRST_PER_REASON = 20  # then one line per 1000, so a flood cannot fill the disk
+REFUSED_PER_S = 20.0
+REFUSED_BURST = 100.0
+"""A terminal's budget of refused or unreadable events: this many per second after a burst.
+Only refusals are charged (and a duplicate a tenth, :data:`DUPLICATE_COST`): an honest
+terminal's good events cost nothing, so its backlog drain (4,500 events/s measured) is never
+slowed, and a resend of a whole in-flight window (4 x 200 duplicates) costs 80. Signatures are
+checked last, after the cheap checks, and a terminal's failed checks in one group stop at its
+remaining budget, so junk signatures cost at most this many checks per second per terminal."""
+DUPLICATE_COST = 0.1
+ADMIT_PER_GROUP = 4 * 500
+"""Most events of one terminal in good standing (a full budget) looked at in one group: an
+honest in-flight window, 4 batches of up to 500. A terminal that has spent part of its budget
+gets only as many events looked at as it has tokens left; its further messages in that group
+are dropped as ``rate_limited``, unread when their size alone shows they would not fit."""
+MAX_ENVELOPE_BYTES = MAX_EVENT_BODY_BYTES + 256
+"""The most bytes one event can take in a batch: a message of N bytes holds at least
+N / MAX_ENVELOPE_BYTES events, which is known before it is decoded."""
+RATE_LIMITED = "rate_limited"
+HEARTBEATS_PER_S = 0.5
+HEARTBEAT_BURST = 5.0
+"""A terminal heartbeats every 30 s; more than this is a flood (each one is a write)."""
+RATE_ALERT_EVERY_S = 60.0
+"""At most one ``rate_limited`` security alert per terminal per this many seconds."""
+GAP_GRACE_S = 300.0
+"""A missing seq is reported as a security alert when still missing this long after a later
+one arrived: a terminal resends what is not acked within seconds, so a gap that lasts means
+events that will never come (a wiped outbox, a terminal swapped or tampered with)."""
+GAP_CHECK_S = 1.0

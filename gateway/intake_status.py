@@ -1,0 +1,68 @@
+"""Heartbeats: a terminal's retained status, recorded in the terminal registry. A signed clock
+reading in it (``clock_proof``) becomes a sync point the relay dates unsynced taps from; an
+unsigned one corrects nothing (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from siteclock.gateway.intake_checks import VerifierCache
+from siteclock.gateway.intake_limits import HEARTBEAT_BURST, HEARTBEATS_PER_S
+from siteclock.gateway.intake_refusals import Refusals
+from siteclock.gateway.ratelimit import TerminalBudget
+from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.log import fields
+from siteclock.protocol import ClockProof, ProtocolError, decode_status, verify_clock_proof
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeats:
+    """Records heartbeats within each terminal's heartbeat budget. ``stats`` gets
+    ``heartbeats`` and ``unsigned_clock`` (a synced heartbeat without a clock proof)."""
+
+    def __init__(
+        self,
+        registry: TerminalRegistry,
+        verifiers: VerifierCache,
+        refusals: Refusals,
+        stats: Counter[str],
+        clock: Callable[[], float],
+    ) -> None:
+        self.registry = registry
+        self.verifiers = verifiers
+        self.refusals = refusals
+        self.stats = stats
+        self.budget = TerminalBudget(rate=HEARTBEATS_PER_S, burst=HEARTBEAT_BURST, clock=clock)
+
+    def handle(self, terminal: str, payload: bytes) -> None:
+        if not self.budget.allow(terminal):
+            self.refusals.rate_limited(terminal, "heartbeats")
+            return
+        self.budget.charge(terminal, 1)
+        try:
+            status = decode_status(payload)
+        except ProtocolError as exc:
+            reason = "status_too_large" if exc.reason == "too_large" else "bad_status"
+            self.refusals.reject(reason, terminal)
+            return
+        verifier = self.verifiers.get(terminal)
+        if verifier is None:
+            self.refusals.reject("unknown_terminal", terminal)
+            return
+        proof: ClockProof | None = None
+        try:
+            proof = verify_clock_proof(status, terminal, verifier.keys)
+        except ProtocolError as exc:
+            self.refusals.reject("bad_clock_proof", terminal)
+            log.warning(
+                "SECURITY: heartbeat clock proof refused; no clock correction from it",
+                extra=fields(terminal=terminal, reason=exc.reason),
+            )
+        clock = status.get("clock")
+        if proof is None and isinstance(clock, dict) and clock.get("synced") is True:
+            self.stats["unsigned_clock"] += 1  # a terminal from before clock proofs
+        self.registry.record_heartbeat(terminal, status, proof=proof)
+        self.stats["heartbeats"] += 1

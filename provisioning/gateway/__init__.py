@@ -1,0 +1,1 @@
+"""Provisioning that runs on the gateway: tokens, broker accounts, enrolment, lifecycle, workers."""

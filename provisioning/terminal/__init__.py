@@ -1,0 +1,1 @@
+"""Provisioning that runs on the terminal: install flow, terminal.toml, rebind, key rotation."""
