@@ -15,7 +15,8 @@ senders are off the 2 cores while the gateway is measured) and then works throug
 where honest and hostile messages are interleaved as they arrived. ``good_events_per_s`` is the
 honest events over the time until the last one is stored and acknowledged. Each round runs a
 *clean* run (the same honest traffic, no hostile senders) and a *hostile* run, in alternating
-order; the figures are medians over :data:`ROUNDS` rounds.
+order (:mod:`bench.rounds`); the figures are medians over :data:`ROUNDS` rounds, with their
+spread, and ``ratio_to_clean`` is the ratio of the medians.
 
 ``good_lost``: honest events not stored. ``hostile_accepted``: inbox rows and clock sync points
 the hostile terminals obtained (beyond the history they had before being compromised).
@@ -37,6 +38,7 @@ from typing import Any
 
 import cbor2
 
+from bench import rounds
 from bench.bench_intake import CLOCK, WORKPLACE, Chain, connect, send
 from siteclock import protocol as p
 from siteclock.gateway.intake import MAX_PACKET_BYTES, Intake
@@ -51,7 +53,7 @@ HOSTILE_WITH_KEYS = 3
 EVENTS_PER_TERMINAL = 60  # per run: 6,000 honest events
 POISON_PER_TERMINAL = 20_000  # a cap per run, to bound the broker's memory
 POISON_IN_FLIGHT = 2000
-ROUNDS = 3
+ROUNDS = rounds.ROUNDS
 SENDERS = 4
 HISTORY = 10  # events each hostile terminal stored before it was compromised
 S = 10**9
@@ -263,15 +265,15 @@ def run() -> dict:
         everyone = honest_ids() + hostile_ids()
         with running_broker(root / "broker", terminals=everyone) as broker:
             bench = Bench(root, broker)
-            clean, hostile = [], []
-            for round_no in range(ROUNDS):
-                order = (False, True) if round_no % 2 == 0 else (True, False)
-                for with_hostile in order:
-                    (hostile if with_hostile else clean).append(bench.run(hostile=with_hostile))
+            runs = rounds.interleaved({
+                "clean": lambda: bench.run(hostile=False),
+                "hostile": lambda: bench.run(hostile=True),
+            }, rounds=ROUNDS)  # fmt: skip
+            clean, hostile = runs["clean"], runs["hostile"]
             accepted = bench.hostile_held()
-    good = statistics.median(r["events_per_s"] for r in hostile)
-    base = statistics.median(r["events_per_s"] for r in clean)
-    ratio = good / base
+    good_rates = [r["events_per_s"] for r in hostile]
+    clean_rates = [r["events_per_s"] for r in clean]
+    ratio = rounds.median(good_rates) / rounds.median(clean_rates)
     lost = sum(r["lost"] for r in hostile + clean)
     return {
         "honest_terminals": HONEST,
@@ -282,17 +284,13 @@ def run() -> dict:
             statistics.median(r["hostile_messages"] for r in hostile)
         ),
         "rounds": ROUNDS,
-        "good_events_per_s": round(good),
-        "clean_events_per_s": round(base),
-        "ratio_to_clean": round(ratio, 3),
+        **rounds.figure("good_events_per_s", good_rates, digits=0),
+        **rounds.figure("clean_events_per_s", clean_rates, digits=0),
+        **rounds.ratio_of_medians("ratio_to_clean", good_rates, clean_rates, digits=3),
         "good_lost": lost,
         "hostile_accepted": accepted,
         "hostile_refused_per_run": round(statistics.median(r["refused"] for r in hostile)),
         "rate_limited_per_run": round(statistics.median(r["rate_limited"] for r in hostile)),
-        "runs_events_per_s": {
-            "clean": [round(r["events_per_s"]) for r in clean],
-            "hostile": [round(r["events_per_s"]) for r in hostile],
-        },
         "goal": "ratio_to_clean >= 0.8, good_lost 0, hostile_accepted 0",
         "goal_met": ratio >= 0.8 and lost == 0 and accepted == 0,
     }

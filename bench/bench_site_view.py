@@ -8,7 +8,10 @@ inbox, all decided but each worker's last three (an NSSO outage: stored, not dec
 
 Figures: ``version_ms`` and ``day_ms`` (mean per call), ``count_version_ms`` (the count over
 the workplace's decisions the roster loop used to run every round, for comparison), and
-``day_entries`` (200: every worker, with their newest stored tap).
+``day_entries`` (200: every worker, with their newest stored tap). The three timings are taken
+interleaved over :data:`bench.rounds.ROUNDS` rounds (:mod:`bench.rounds`): medians, with their
+spread, and ``count_ratio_to_version`` the ratio of the medians (how many times cheaper the
+version is than the count it replaced).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import rounds
 from siteclock.gateway.sequence import SiteDay
 from tests.support.inbox import TerminalFeed, create_inbox, insert, make_events
 
@@ -36,7 +40,7 @@ def _mean_ms(call: Callable[[], object], repeat: int = 50) -> float:
     started = time.perf_counter()
     for _ in range(repeat):
         call()
-    return round((time.perf_counter() - started) / repeat * 1000, 3)
+    return (time.perf_counter() - started) / repeat * 1000
 
 
 def run() -> dict[str, Any]:
@@ -58,13 +62,22 @@ def run() -> dict[str, Any]:
                   e.event.wall_ns) for e in decided],
             )  # fmt: skip
         entries = day.day(SITE, badges)
+        timings = rounds.interleaved({
+            "version_ms": lambda: _mean_ms(day.version),
+            "day_ms": lambda: _mean_ms(lambda: day.day(SITE, badges)),
+            "count_version_ms": lambda: _mean_ms(
+                lambda: day.db.execute(COUNT_VERSION, (SITE,)).fetchone()
+            ),
+        })  # fmt: skip
         figures = {
             "workers": WORKERS,
             "stored_taps": TAPS,
             "decided_taps": len(decided),
-            "version_ms": _mean_ms(day.version),
-            "day_ms": _mean_ms(lambda: day.day(SITE, badges)),
-            "count_version_ms": _mean_ms(lambda: day.db.execute(COUNT_VERSION, (SITE,)).fetchone()),
+            "rounds": len(timings["day_ms"]),
+            **{k: v for name, ms in timings.items() for k, v in rounds.figure(name, ms, 3).items()},
+            **rounds.ratio_of_medians(
+                "count_ratio_to_version", timings["count_version_ms"], timings["version_ms"], 0
+            ),
             "day_entries": len(entries),
             "day_entries_from_stored_taps": sum(
                 1 for e in entries if e.wall_ns > decided[-1].event.wall_ns

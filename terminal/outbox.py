@@ -33,23 +33,17 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sqlite3
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from siteclock.protocol import (
     GENESIS_HASH,
-    ChainBroken,
     ClockState,
-    Envelope,
     Event,
     Kind,
     Outcome,
@@ -59,133 +53,38 @@ from siteclock.protocol import (
     check_badge,
     check_terminal_id,
     check_workplace,
-    key_id,
     sign_event,
     verify_chain,
 )
 from siteclock.terminal import clock as clock_mod
+from siteclock.terminal.outbox_file import (
+    COLUMNS,
+    SCHEMA,
+    OutboxCorrupt,
+    OutboxError,
+    OutboxFull,
+    OutboxStats,
+    check_integrity,
+    is_full,
+    signed_from_row,
+)
+from siteclock.terminal.outbox_verify import verify_cli
+
+# The file's schema and errors (outbox_file) and the offline verifier (outbox_verify) live in
+# their own modules; these names stay importable from here.
+__all__ = [
+    "Outbox",
+    "OutboxCorrupt",
+    "OutboxError",
+    "OutboxFull",
+    "OutboxStats",
+    "verify_cli",
+]
 
 T = TypeVar("T")
 PENDING = "pending"
 DELIVERED = "delivered"
-SQLITE_FULL = 13
 _CHUNK = 500  # bound on "IN (...)" lists: SQLite's default host-parameter limit is far above
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class OutboxError(Exception):
-    """Base of the outbox's errors."""
-
-
-class OutboxFull(OutboxError, OSError):
-    """The disk (or the database's page limit) is full: the tap was NOT recorded."""
-
-
-class OutboxCorrupt(OutboxError, OSError):
-    """The outbox file fails SQLite's integrity check or is not a database. It is left untouched."""
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxStats:
-    """What the heartbeat reports. ``depth`` counts events not yet acked by the gateway."""
-
-    depth: int
-    oldest_unsent_wall_ns: int | None
-    last_seq: int
-    total: int
-
-
-# --------------------------------------------------------------------------- schema
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    badge TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    body BLOB NOT NULL,
-    alg TEXT NOT NULL,
-    kid TEXT NOT NULL,
-    sig BLOB NOT NULL,
-    digest BLOB NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered')),
-    wall_ns INTEGER NOT NULL,
-    delivered_at INTEGER,
-    verdict TEXT,
-    verdict_reason TEXT,
-    verdict_shown INTEGER NOT NULL DEFAULT 0
-);
--- Partial indexes stay small: only what is unsent, only verdicts a worker has not seen yet.
-CREATE INDEX IF NOT EXISTS events_pending ON events(seq) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS events_unshown ON events(badge, seq)
-    WHERE verdict IS NOT NULL AND verdict_shown = 0;
-CREATE TABLE IF NOT EXISTS head (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    last_seq INTEGER NOT NULL,
-    last_digest BLOB NOT NULL,
-    pruned_seq INTEGER NOT NULL,      -- every seq <= this one was pruned (0: none)
-    pruned_digest BLOB NOT NULL,      -- digest of event pruned_seq: where verification resumes
-    pending INTEGER NOT NULL,
-    total INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO head VALUES (1, 0, zeroblob(32), 0, zeroblob(32), 0, 0);
--- Each worker's last attendance tap on each workplace survives pruning and restarts: capture
--- decides the next direction from it (terminal.direction). Keyed by workplace so a rebind
--- starts clean; only attendance taps write it (never a self-test). An older file may still
--- hold the table badge_state this replaced; nothing reads it any more.
-CREATE TABLE IF NOT EXISTS worker_state (
-    workplace TEXT NOT NULL,
-    worker TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    wall_ns INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (workplace, worker)
-) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS events_count_insert AFTER INSERT ON events BEGIN
-    UPDATE head SET total = total + 1, pending = pending + (NEW.state = 'pending') WHERE id = 1;
-END;
-CREATE TRIGGER IF NOT EXISTS events_count_delete AFTER DELETE ON events BEGIN
-    UPDATE head SET total = total - 1, pending = pending - (OLD.state = 'pending') WHERE id = 1;
-END;
-CREATE TRIGGER IF NOT EXISTS events_count_state AFTER UPDATE OF state ON events
-    WHEN OLD.state <> NEW.state BEGIN
-    UPDATE head SET pending = pending + (NEW.state = 'pending') - (OLD.state = 'pending')
-    WHERE id = 1;
-END;
-"""
-
-_COLUMNS = "seq, body, alg, kid, sig"
-
-
-def _signed(row: tuple) -> SignedEvent:
-    _seq, body, alg, kid, sig = row
-    return SignedEvent(Envelope(body=bytes(body), alg=alg, kid=kid, sig=bytes(sig)))
-
-
-def _is_full(exc: BaseException) -> bool:
-    if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        return code == SQLITE_FULL or "database or disk is full" in str(exc)
-    return isinstance(exc, OSError) and exc.errno == 28  # ENOSPC
-
-
-def _check(conn: sqlite3.Connection, path: Path) -> None:
-    """Run ``quick_check``; raise :class:`OutboxCorrupt` (touching nothing) when it fails."""
-    try:
-        rows = conn.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise OutboxCorrupt(
-            f"{path}: outbox is unreadable ({exc}); it was left as it is: copy it aside for "
-            "recovery before starting this terminal with a new data directory"
-        ) from exc
-    problems = [r[0] for r in rows if r[0] != "ok"]
-    if problems:
-        raise OutboxCorrupt(
-            f"{path}: outbox fails its integrity check ({'; '.join(problems[:3])}); it was left "
-            "as it is: copy it aside for recovery before starting this terminal again"
-        )
 
 
 # --------------------------------------------------------------------------- outbox
@@ -213,16 +112,16 @@ class Outbox:
             str(self.path), isolation_level=None, check_same_thread=False, timeout=10.0
         )
         try:
-            _check(conn, self.path)  # before anything that could write to the file
+            check_integrity(conn, self.path)  # before anything that could write to the file
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only effective on a new file
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             # One script, one transaction: a crash here leaves no half-made schema.
-            conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
         except sqlite3.Error as exc:
             conn.close()
-            if _is_full(exc):
+            if is_full(exc):
                 raise OutboxFull(f"{self.path}: no space to open the outbox ({exc})") from exc
             raise OutboxError(f"{self.path}: cannot open the outbox: {exc}") from exc
         except BaseException:
@@ -260,7 +159,7 @@ class Outbox:
                 return result
             except (sqlite3.Error, OSError) as exc:
                 self._rollback()
-                if _is_full(exc):
+                if is_full(exc):
                     raise OutboxFull(
                         28, f"{self.path}: disk full, nothing was written ({exc})"
                     ) from exc
@@ -444,11 +343,11 @@ class Outbox:
         """Pending events with ``seq > after_seq``, oldest first, at most ``limit``."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE state = 'pending' AND seq > ? "
+                f"SELECT {COLUMNS} FROM events WHERE state = 'pending' AND seq > ? "
                 "ORDER BY seq LIMIT ?",
                 (int(after_seq), int(limit)),
             ).fetchall()
-        return [_signed(r) for r in rows]
+        return [signed_from_row(r) for r in rows]
 
     def stats(self) -> OutboxStats:
         """Queue depth, oldest unsent wall time, last seq, rows held: a few index lookups."""
@@ -472,13 +371,13 @@ class Outbox:
         while True:
             with self._lock:
                 rows = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT 1000",
+                    f"SELECT {COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT 1000",
                     (after,),
                 ).fetchall()
             if not rows:
                 return
             for row in rows:
-                yield _signed(row)
+                yield signed_from_row(row)
             after = rows[-1][0]
 
     def checkpoint(self) -> tuple[int, bytes]:
@@ -518,78 +417,3 @@ class Outbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# --------------------------------------------------------------------------- verify-chain CLI
-
-
-class _ReadOnlyHistory:
-    """Read a held history without writing anything to the file (for offline verification)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        _check(self.conn, path)
-
-    def checkpoint(self) -> tuple[int, bytes]:
-        pruned_seq, pruned_digest = self.conn.execute(
-            "SELECT pruned_seq, pruned_digest FROM head WHERE id = 1"
-        ).fetchone()
-        return pruned_seq + 1, bytes(pruned_digest) if pruned_seq else GENESIS_HASH
-
-    def events(self, from_seq: int) -> Iterator[SignedEvent]:
-        cur = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM events WHERE seq >= ? ORDER BY seq", (from_seq,)
-        )
-        for row in cur:
-            yield _signed(row)
-
-
-def verify_cli(argv: list[str]) -> int:
-    """``siteclock verify-chain --db PATH --public-key HEXFILE``: check a terminal's history."""
-    parser = argparse.ArgumentParser(
-        prog="siteclock verify-chain",
-        description="Verify the signatures and hash chain of a terminal's outbox, offline.",
-    )
-    parser.add_argument("--db", type=Path, required=True, help="the terminal's outbox.db")
-    parser.add_argument(
-        "--public-key", type=Path, required=True, action="append",
-        help="file holding one of the terminal's Ed25519 public keys in hex; repeat it for"
-        " a history that spans a key rotation",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    keys: dict[str, bytes] = {}
-    for path in args.public_key:
-        try:
-            public = bytes.fromhex(path.read_text().strip())
-        except (OSError, ValueError) as exc:
-            print(f"verify-chain: cannot read public key {path}: {exc}", file=sys.stderr)
-            return 2
-        keys[key_id(public)] = public
-    if not args.db.is_file():
-        print(f"verify-chain: {args.db}: no such outbox file", file=sys.stderr)
-        return 2
-    try:
-        history = _ReadOnlyHistory(args.db)
-        first_seq, prev = history.checkpoint()
-        started = time.monotonic()
-        count = verify_chain(
-            history.events(first_seq), keys, prev_hash=prev,
-            first_seq=first_seq,
-        )  # fmt: skip
-    except (OutboxCorrupt, sqlite3.Error) as exc:
-        print(f"verify-chain: {args.db}: cannot read: {exc}", file=sys.stderr)
-        return 2
-    except ChainBroken as exc:
-        print(f"BROKEN {args.db}: {exc}")
-        return 1
-    took = time.monotonic() - started
-    if count == 0:
-        print(f"OK {args.db}: no events held (history pruned through seq {first_seq - 1})")
-    else:
-        pruned = ", earlier events pruned" if first_seq > 1 else ""
-        print(
-            f"OK {args.db}: {count} events, seq {first_seq}..{first_seq + count - 1} signed and "
-            f"chained{pruned} ({took:.1f} s)"
-        )
-    return 0

@@ -264,7 +264,9 @@ class Uplink:
             except Exception:  # the uplink must outlive any one failure; the outbox is safe
                 self.counters["sender_error"] += 1
                 log.exception("uplink sender step failed; retrying")
-                time.sleep(1.0)
+                # A pause before the retry so a persistent failure does not spin, cut short by
+                # stop() so shutting down never waits for it.
+                self._stopping.wait(1.0)
 
     def _drain_events(self) -> None:
         while True:

@@ -29,19 +29,25 @@ Every counted state lands in :attr:`CiaoClient.stats`. Nothing here logs a paylo
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from siteclock.gateway.ciao.answers import (
+    ItemResult,
+    Registration,
+    Timeouts,
+    body_retry_after,
+    decode_json,
+    parse_registration,
+    parse_results,
+)
 from siteclock.gateway.ciao.auth import ClientAssertion, Token, TokenCache
 from siteclock.gateway.ciao.environments import Environment
 from siteclock.gateway.ciao.policy import (
@@ -51,207 +57,42 @@ from siteclock.gateway.ciao.policy import (
     retry_after_seconds,
     submit_policy,
 )
+from siteclock.gateway.ciao.problems import (
+    KNOWN_PROBLEMS,
+    PROBLEM_PREFIX,
+    Ambiguous,
+    AuthError,
+    BadResponse,
+    CiaoError,
+    Permanent,
+    ShuttingDown,
+    Transient,
+    describe_problem,
+    whole_problem,
+)
 from siteclock.gateway.ciao.profile import Profile
 from siteclock.gateway.ciao.profile import load as load_profile
 from siteclock.log import fields
 
+# The error classes and values live in their own modules (problems, answers); this module keeps
+# the names the rest of the gateway has always imported from it.
+__all__ = [
+    "Ambiguous",
+    "AuthError",
+    "BadResponse",
+    "CiaoClient",
+    "CiaoError",
+    "ItemResult",
+    "Permanent",
+    "Registration",
+    "ShuttingDown",
+    "Timeouts",
+    "Transient",
+    "describe_problem",
+    "whole_problem",
+]
+
 log = logging.getLogger(__name__)
-
-PROBLEM_PREFIX = "urn:problem-type:belgif:"
-KNOWN_PROBLEMS = frozenset(
-    PROBLEM_PREFIX + name
-    for name in (
-        "badRequest",
-        "noAccessToken",
-        "invalidAccessToken",
-        "expiredAccessToken",
-        "missingScope",
-        "missingPermission",
-        "resourceNotFound",
-        "tooManyRequests",
-        "internalServerError",
-        "serviceUnavailable",
-        "payloadTooLarge",
-    )
-)
-_ITEM_INDEX = re.compile(r"^items\[(\d+)\]")
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class CiaoError(Exception):
-    """Base of every failure of a CIaO call. ``reason`` is a short code that is counted."""
-
-    transient = False
-    permanent = False
-    reason = "error"
-
-    def __init__(
-        self,
-        detail: str,
-        *,
-        reason: str | None = None,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(detail)
-        if reason is not None:
-            self.reason = reason
-        self.status = status
-        self.retry_after = retry_after
-
-
-class Transient(CiaoError):
-    """The server did not act on the request; sending it again is safe."""
-
-    transient = True
-    reason = "transient"
-
-
-class Ambiguous(CiaoError):
-    """A POST may or may not have been committed: search before sending it again."""
-
-    reason = "ambiguous"
-
-
-class BadResponse(CiaoError):
-    """The answer does not follow the contract. ``after_send``: the server may have acted."""
-
-    reason = "bad_response"
-
-    def __init__(self, detail: str, *, kind: str, after_send: bool, status: int | None) -> None:
-        super().__init__(detail, reason=kind, status=status)
-        self.kind = kind
-        self.after_send = after_send
-
-
-class Permanent(CiaoError):
-    """Refused for good. ``problem`` is the problem details as received (status, type, title,
-    detail, issues); ``issues`` its issues[]; ``item_indexes`` the items they name
-    (``items[3].ssin`` -> 3), so the other items of a batch can go again."""
-
-    permanent = True
-    reason = "permanent"
-
-    def __init__(
-        self,
-        detail: str,
-        *,
-        reason: str,
-        status: int | None,
-        issues: Sequence[Mapping[str, Any]] = (),
-        problem: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(detail, reason=reason, status=status)
-        self.issues = [dict(i) for i in issues if isinstance(i, Mapping)]
-        self.problem = whole_problem(problem or {}, status, self.issues)
-        self.item_indexes = sorted(
-            {
-                int(m.group(1))
-                for issue in self.issues
-                if isinstance(issue, Mapping)
-                and (m := _ITEM_INDEX.match(str(issue.get("name", ""))))
-            }
-        )
-
-
-class AuthError(CiaoError):
-    """Our credentials were refused (token endpoint ``invalid_client``, API 403): a configuration
-    problem, not an event's. Not retried by the client (the answer will not change by itself),
-    not permanent for any event either: the relay keeps the events queued and raises an alert."""
-
-    auth = True
-    reason = "auth"
-
-
-class ShuttingDown(CiaoError):
-    """The gateway is stopping; the call was not made."""
-
-
-# --------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Connect and read timeouts in seconds: required, because ``requests`` has none."""
-
-    connect_s: float
-    read_s: float
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    """CIaO's answer for one submitted item."""
-
-    created: bool
-    id: str | None = None
-    validity: str | None = None
-    remarks: tuple[str, ...] = ()
-    reasons: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Registration:
-    """A registration as lookup or search returns it (``ssin`` is kept out of ``repr``)."""
-
-    id: str
-    validity: str
-    remarks: tuple[str, ...] = ()
-    registration_date: str = ""
-    type: str = ""
-    workplace: str = ""
-    ssin: str = field(default="", repr=False)
-
-
-PROBLEM_FIELDS = ("status", "type", "title", "detail", "instance")
-ISSUE_FIELDS = ("type", "title", "in", "name", "value", "detail")
-
-
-def whole_problem(
-    body: Mapping[str, Any], status: int | None, issues: Sequence[Mapping[str, Any]]
-) -> dict[str, Any]:
-    """The problem details to keep with a row: its standard fields and every issue's."""
-    problem = {k: body[k] for k in PROBLEM_FIELDS if body.get(k) is not None}
-    if status is not None:
-        problem.setdefault("status", status)
-    problem["issues"] = [
-        {k: issue[k] for k in ISSUE_FIELDS if issue.get(k) is not None} for issue in issues
-    ]
-    return problem
-
-
-def describe_problem(problem: Mapping[str, Any]) -> str:
-    """One line for people: title/detail, then each issue's place, title, detail and value."""
-    head = str(problem.get("detail") or problem.get("title") or problem.get("type") or "")
-    parts = [head] if head else []
-    for issue in problem.get("issues") or ():
-        where = str(issue.get("name", ""))
-        if issue.get("in") and issue.get("in") != "body":
-            where = f"{issue['in']} {where}".strip()
-        text = "; ".join(str(issue[k]) for k in ("title", "detail") if issue.get(k))
-        if "value" in issue:
-            text += f" (value {issue['value']!r})"
-        parts.append(f"{where}: {text}" if where else text)
-    return " | ".join(parts)
-
-
-def _texts(values: Any) -> tuple[str, ...]:
-    """Remarks/reasons as text, whether the server sends strings or {code, description}."""
-    if not isinstance(values, list):
-        return ()
-    out = []
-    for value in values:
-        if isinstance(value, Mapping):
-            code = value.get("code") or value.get("type") or ""
-            text = value.get("description") or value.get("detail") or value.get("title") or ""
-            out.append(f"{code}: {text}" if code and text else str(code or text))
-        else:
-            out.append(str(value))
-    return tuple(out)
-
-
-# --------------------------------------------------------------------------- client
 
 
 class CiaoClient:
@@ -322,13 +163,17 @@ class CiaoClient:
             post=True,
             json_body={"items": list(items)},
         )
-        return self._parse_results(body, len(items))
+        results, unexpected = parse_results(body, len(items), bad_response=self._bad_response)
+        if unexpected:
+            # Tolerated (a newer server may add fields) but counted, so a drift is visible.
+            self.stats["unexpected_fields"] += 1
+        return results
 
     def get(self, registration_id: str) -> Registration:
         body = self._call(
             read_policy, "GET", self.profile.api_path("lookup", id=registration_id), op="lookup"
         )
-        return self._parse_registration(body)
+        return parse_registration(body, bad_response=self._bad_response)
 
     def search(
         self,
@@ -376,7 +221,7 @@ class CiaoClient:
                     after_send=False,
                     status=200,
                 )
-            found += [self._parse_registration(i) for i in items]
+            found += [parse_registration(i, bad_response=self._bad_response) for i in items]
             total = body.get("total")
             done = (
                 len(items) < page_size
@@ -495,7 +340,7 @@ class CiaoClient:
         if status >= 500:
             cls = Ambiguous if post else Transient
             raise cls(f"HTTP {status}", reason=f"http_{status}", status=status, retry_after=wait)
-        body = self._json(resp, after_send=post and status < 300)
+        body = decode_json(resp, bad_response=self._bad_response, after_send=post and status < 300)
         if status < 300:
             return body
         problem_type = body.get("type") if isinstance(body, dict) else None
@@ -527,7 +372,7 @@ class CiaoClient:
             return None
         wait = retry_after_seconds(resp.headers.get("Retry-After"), now=self.clock)
         if wait is None and resp.status_code in (429, 503):
-            wait = _body_retry_after(resp)
+            wait = body_retry_after(resp)
         self._defer(wait)
         return wait
 
@@ -538,26 +383,6 @@ class CiaoClient:
         raise: every bad answer is both counted and raised, never one without the other."""
         self.stats[f"bad_response.{kind}"] += 1
         return BadResponse(message, kind=kind, after_send=after_send, status=status)
-
-    def _json(self, resp: requests.Response, *, after_send: bool) -> Any:
-        ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if ctype not in ("application/json", "application/problem+json"):
-            kind = "html" if "html" in ctype or resp.content.lstrip()[:1] == b"<" else "not_json"
-            raise self._bad_response(
-                f"HTTP {resp.status_code} answered {ctype or 'no content type'}",
-                kind=kind,
-                after_send=after_send,
-                status=resp.status_code,
-            )
-        try:
-            return json.loads(resp.content)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise self._bad_response(
-                f"HTTP {resp.status_code} body is not valid JSON",
-                kind="malformed_json",
-                after_send=after_send,
-                status=resp.status_code,
-            ) from None
 
     def _token_once(self) -> Token:
         """One token request, with a freshly signed assertion (a jti is never replayed)."""
@@ -579,7 +404,7 @@ class CiaoClient:
                 reason="token_unavailable",
                 retry_after=wait,
             )
-        body = self._json(resp, after_send=False)
+        body = decode_json(resp, bad_response=self._bad_response, after_send=False)
         if resp.status_code != 200:
             error = body.get("error", "unknown") if isinstance(body, dict) else "unknown"
             self.stats["token.refused"] += 1
@@ -599,68 +424,6 @@ class CiaoClient:
             )
         return Token(value, float(expires))
 
-    # ------------------------------------------------------------------ parsing
-
-    def _parse_results(self, body: Any, count: int) -> list[ItemResult]:
-        items = body.get("items") if isinstance(body, dict) else None
-        if not isinstance(items, list) or len(items) != count:
-            raise self._bad_response(
-                f"registerInBulk answered {len(items) if isinstance(items, list) else 'no'} "
-                f"results for {count} items",
-                kind="unexpected_shape",
-                after_send=True,
-                status=200,
-            )
-        unexpected = set(body) - {"items"}
-        results = []
-        for entry in items:
-            entry = entry if isinstance(entry, dict) else {}
-            created = entry.get("createdPresenceRegistration")
-            refused = entry.get("notCreatedPresenceRegistration")
-            if isinstance(created, dict) and "id" in created and "validity" in created:
-                unexpected |= set(entry) - {"createdPresenceRegistration"}
-                unexpected |= set(created) - {"id", "validity", "remarks"}
-                results.append(
-                    ItemResult(
-                        True,
-                        str(created["id"]),
-                        str(created["validity"]),
-                        _texts(created.get("remarks")),
-                    )
-                )
-            elif isinstance(refused, dict):
-                reasons = _texts(refused.get("reasons") or refused.get("errors"))
-                results.append(ItemResult(False, reasons=reasons or ("not created",)))
-            else:
-                raise self._bad_response(
-                    "a registerInBulk result is neither created nor notCreated",
-                    kind="unexpected_shape",
-                    after_send=True,
-                    status=200,
-                )
-        if unexpected:
-            # Tolerated (a newer server may add fields) but counted, so a drift is visible.
-            self.stats["unexpected_fields"] += 1
-        return results
-
-    def _parse_registration(self, raw: Any) -> Registration:
-        if not isinstance(raw, dict) or "id" not in raw or "validity" not in raw:
-            raise self._bad_response(
-                "registration lacks id/validity",
-                kind="unexpected_shape",
-                after_send=False,
-                status=200,
-            )
-        return Registration(
-            id=str(raw["id"]),
-            validity=str(raw["validity"]),
-            remarks=_texts(raw.get("remarks")),
-            registration_date=str(raw.get("registrationDate", "")),
-            type=str(raw.get("type", "")),
-            workplace=str(raw.get("contractualRelationshipReference", "")),
-            ssin=str(raw.get("ssin", "")),
-        )
-
 
 def _never_sent(exc: requests.RequestException) -> bool:
     """True when the connection could not even be opened (so nothing was sent)."""
@@ -668,11 +431,3 @@ def _never_sent(exc: requests.RequestException) -> bool:
     if isinstance(inner, MaxRetryError):
         inner = inner.reason
     return isinstance(inner, NewConnectionError)
-
-
-def _body_retry_after(resp: requests.Response) -> float | None:
-    try:
-        value = json.loads(resp.content).get("retryAfterSec")
-    except (ValueError, AttributeError):
-        return None
-    return float(value) if isinstance(value, int | float) and value >= 0 else None

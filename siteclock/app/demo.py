@@ -87,6 +87,8 @@ def _wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-unty
     while time.monotonic() < deadline:
         if check():
             return
+        # A poll: the terminals and the gateway are other processes, seen only through their
+        # files and sockets, which offer nothing to wait on.
         time.sleep(0.05)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
@@ -270,7 +272,7 @@ resend_after_s = 2.0
 def _tap(root: Path, terminal: str, badge: str, who: str, say) -> None:  # type: ignore[no-untyped-def]
     reply = send_taps(str(root / terminal / "taps.sock"), [badge])
     say(f"  {time.strftime('%H:%M:%S')}  {who:<14} taps {badge:<22} at {terminal:<8} {reply[0]}")
-    time.sleep(0.3)
+    time.sleep(0.3)  # pacing: a worker's taps are moments apart, and a reader follows the story
 
 
 def _relay_states(db: Path) -> dict[tuple[str, int], sqlite3.Row]:
@@ -316,7 +318,9 @@ def run_day(site: Site, configs: dict[str, Path], say) -> None:  # type: ignore[
         )
     finally:
         registry.close()
-    time.sleep(1.5)  # the gateway publishes rosters every 0.5 s; let them land
+    # The gateway publishes rosters every 0.5 s; a terminal's heartbeat does not say which
+    # roster it holds, so nothing here can see one land: three publication rounds, by time.
+    time.sleep(1.5)
     _tap(root, "t-lobby", ana.badge, ana.name, say)
     _tap(root, "t-lobby", ana.badge, ana.name + " again", say)  # a nervous double tap
     _tap(root, "t-lobby", bram.badge, bram.name, say)
@@ -324,6 +328,7 @@ def run_day(site: Site, configs: dict[str, Path], say) -> None:  # type: ignore[
     _tap(root, "t-roof", STRANGER, "a visitor", say)
     say("  ... waiting for the NSSO's verdicts")
     _wait_for(lambda: (site.check_alive(), _settled(configs["db"], 4))[1], 60, "verdicts")
+    # The story's hours pass: the terminals' repeat filter is a window of real time.
     time.sleep(max(0.0, REPEAT_WINDOW_S - 1.0))
     say("\nEnd of the shift: each tap out shows the NSSO's word on the tap in; Bram leaves by the "
         "roof, which knows from the gateway that he came in at the lobby")  # fmt: skip
@@ -331,7 +336,23 @@ def run_day(site: Site, configs: dict[str, Path], say) -> None:  # type: ignore[
     _tap(root, "t-roof", chloe.badge, chloe.name, say)
     _tap(root, "t-roof", bram.badge, bram.name, say)
     _wait_for(lambda: (site.check_alive(), _settled(configs["db"], 7))[1], 60, "verdicts")
-    time.sleep(1.0)  # let the last verdicts reach the terminals' outboxes
+    notified = sum(1 for r in _relay_states(configs["db"]).values() if r["notified"])
+    _wait_for(lambda: _verdicts_held(root) >= notified, 10, "verdicts on the terminals")
+
+
+def _verdicts_held(root: Path) -> int:
+    """Verdicts the terminals have recorded in their outboxes (read-only: they own the files)."""
+    held = 0
+    for tid in TERMINALS:
+        con = sqlite3.connect(f"file:{root / tid / 'outbox.db'}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT count(*) FROM events WHERE verdict IS NOT NULL").fetchone()
+            held += row[0]
+        except sqlite3.OperationalError:
+            pass  # the terminal is still creating its file
+        finally:
+            con.close()
+    return held
 
 
 def _terminals_online(registry: TerminalRegistry) -> bool:

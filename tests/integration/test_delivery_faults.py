@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from siteclock.terminal.outbox import Outbox
 from siteclock.terminal.uplink import Uplink
 from tests.support.mosquitto import MosquittoBroker, running_broker, terminal_config
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -43,15 +43,6 @@ CLOCK = ClockState(synced=True, maxerror_us=2000, source="test")
 IN_PROCESS = ["t-f1", "t-f2"]
 KILLED = "t-f3"
 TAP_INTERVAL_S = 0.03
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 # ---------------------------------------------------------------------- a terminal process
@@ -71,8 +62,7 @@ def terminal_main(argv: list[str]) -> None:
         box.append(kind=Kind.IN, badge="nfc-a:0F", clock=CLOCK)
         up.wake()
         time.sleep(TAP_INTERVAL_S)
-    while box.stats().depth:
-        time.sleep(0.05)
+    wait_until(lambda: box.stats().depth == 0, timeout=600)  # the parent's checks time it out
     up.stop()
     box.close()
 

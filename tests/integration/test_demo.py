@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from siteclock.app.demo import WORKERS
 
 
+@pytest.mark.slow
 def test_demo_runs_a_site_end_to_end(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "siteclock.cli", "demo", "--dir", str(tmp_path / "site")],

@@ -133,6 +133,7 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield b
 
 
+@pytest.mark.slow
 def test_hostile_payloads_are_counted_and_every_good_event_stored(
     tmp_path: Path, broker: MosquittoBroker
 ) -> None:

@@ -177,6 +177,7 @@ def test_rotation_waits_out_the_gateways_key_refresh() -> None:
     assert KEY_PROPAGATION_S > KEY_REFRESH_S
 
 
+@pytest.mark.slow
 def test_rotation_overlaps_keys_delivers_old_events_then_revokes(
     site: Site, tmp_path: Path
 ) -> None:

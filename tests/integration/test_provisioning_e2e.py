@@ -264,6 +264,7 @@ def test_rebind_rewrites_a_hand_formatted_configuration(site: Site, tmp_path: Pa
     assert (path.stat().st_mode & 0o777) == 0o600
 
 
+@pytest.mark.slow
 def test_rebind_and_decommission_revoke_old_credentials(site: Site, tmp_path: Path) -> None:
     token = site.tokens.create(WP1, ttl_s=3600).token
     data = tmp_path / "t5"

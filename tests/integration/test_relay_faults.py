@@ -34,6 +34,7 @@ from tests.support.ciao import (
 )
 from tests.support.inbox import TerminalFeed, insert, make_events
 from tests.support.relay_proc import spawn_relay
+from tests.support.waiting import wait_for, wait_until
 
 
 @pytest.fixture
@@ -142,9 +143,7 @@ def test_relay_thread_starts_and_stops(tmp_path: Path, sim: SimServer) -> None:
         make_events([TerminalFeed("term-thr-01", WORKPLACE)], [p.badge for p in world.people], 10),
     )
     world.relay.start()
-    deadline = time.monotonic() + 10
-    while len(world.verdicts) < 10 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(world.verdicts) >= 10, timeout=10)
     world.relay.stop()
     assert len(world.verdicts) == 10
     assert not world.relay._thread.is_alive()
@@ -158,14 +157,6 @@ BATCH = 50
 
 def _spawn_relay(tmp_path: Path, sim: SimServer, key_file: Path) -> subprocess.Popen[bytes]:
     return spawn_relay(tmp_path, sim.url, key_file, read_s=0.4, batch_limit=BATCH)
-
-
-def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.mark.slow
@@ -203,15 +194,18 @@ def test_thousands_of_events_exactly_once_through_faults_and_kills(
     # Kill 1 and 2: SIGKILL a relay process while it has a POST in flight.
     for kill, threshold in enumerate((400, 1000)):
         proc = _spawn_relay(tmp_path, sim, key_file)
-        _wait(
-            lambda t=threshold: len(sim.sim.state.registrations) >= t, 30, f"{threshold} registered"
+        wait_for(
+            lambda t=threshold: len(sim.sim.state.registrations) >= t,
+            f"{threshold} registered",
+            30,
+            interval=0.01,
         )
         # Every POST now commits, then hangs past the client's timeout.
         calm = sim.set_faults(commit_then_hang_rate=1.0, error_rate=0.0, drop_rate=0.0)
         # A batch submitted from now on is sent after the change: wait for one such.
-        _wait(lambda: in_flight() == 0, 10, "no POST in flight")
+        wait_for(lambda: in_flight() == 0, "no POST in flight", 10, interval=0.01)
         insert(world.db, events[slices[kill] : slices[kill + 1]])
-        _wait(in_flight, 10, "a POST in flight")
+        wait_for(in_flight, "a POST in flight", 10, interval=0.01)
         time.sleep(0.1)  # inside the hang: committed at CIaO, "submitted" in our database
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

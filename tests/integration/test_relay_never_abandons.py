@@ -61,12 +61,15 @@ def sim() -> Iterator[SimServer]:
 
 
 def _turn_until(world: World, predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {world.relay.store.counts()}")
+    """Turn the relay by hand (one ``run_once`` per poll) until ``predicate`` holds."""
+
+    def turned() -> bool:
+        if predicate():
+            return True
         world.relay.run_once()
-        time.sleep(0.01)
+        return False
+
+    wait_for(turned, lambda: f"{what}: {world.relay.store.counts()}", timeout, interval=0.01)
 
 
 def _events(world: World, terminal: str, count: int) -> list[p.SignedEvent]:
@@ -95,6 +98,7 @@ def _show(db: Path, *args: str) -> str:
 # --------------------------------------------------------------------------- outages
 
 
+@pytest.mark.slow
 def test_an_outage_keeps_every_event_queued_and_names_its_cause(
     tmp_path: Path, sim: SimServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -117,6 +121,7 @@ def test_an_outage_keeps_every_event_queued_and_names_its_cause(
     assert sim.retry_after_violations() == []
 
 
+@pytest.mark.slow
 def test_many_failed_attempts_never_dead_letter(tmp_path: Path, sim: SimServer) -> None:
     # 500s without Retry-After, token endpoint included, for 3 s: many quick attempts.
     world = make_world(
@@ -165,6 +170,7 @@ def _spawn_relay(tmp_path: Path, sim: SimServer, key_file: Path) -> subprocess.P
     return spawn_relay(tmp_path, sim.url, key_file, read_s=1.0, batch_limit=50)
 
 
+@pytest.mark.slow
 def test_a_restarted_relay_honours_the_retry_after_of_the_one_before(
     tmp_path: Path, sim: SimServer
 ) -> None:
@@ -210,6 +216,7 @@ def test_a_restarted_relay_honours_the_retry_after_of_the_one_before(
 # --------------------------------------------------------------------------- credentials
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("fault", "words"),
     [

@@ -32,6 +32,7 @@ from pathlib import Path
 from siteclock.gateway.broker import GATEWAY_USER, credential_path, write_site
 from siteclock.gateway.config import MqttConfig
 from siteclock.terminal.config import UplinkConfig
+from tests.support.waiting import wait_until
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -43,14 +44,14 @@ def free_port() -> int:
 
 
 def wait_for_port(host: str, port: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def accepts() -> bool:
         try:
             with socket.create_connection((host, port), timeout=0.2):
                 return True
         except OSError:
-            time.sleep(0.02)
-    return False
+            return False
+
+    return wait_until(accepts, timeout, interval=0.02)
 
 
 @dataclass(frozen=True)

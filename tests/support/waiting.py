@@ -42,17 +42,22 @@ def wait_until(
 
 
 def wait_for(
-    predicate: Callable[[], T], what: str, timeout: float = 15.0, *, interval: float = POLL_S
+    predicate: Callable[[], T],
+    what: str | Callable[[], str],
+    timeout: float = 15.0,
+    *,
+    interval: float = POLL_S,
 ) -> T:
     """Poll ``predicate`` until it is truthy and return that value; after ``timeout`` seconds
-    raise ``AssertionError("timed out waiting for <what>")``."""
+    raise ``AssertionError("timed out waiting for <what>")``. ``what`` may be a callable, asked
+    only on timeout, to name the state that was reached instead."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
 __all__ = ["POLL_S", "wait_for", "wait_until"]
