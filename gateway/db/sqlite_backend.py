@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from siteclock.gateway.db.enrolment_ops import EnrolmentOps
 from siteclock.gateway.db.inbox_ops import InboxOps
 from siteclock.gateway.db.registry_ops import RegistryOps
 from siteclock.gateway.db.terminal_ops import TerminalOps
 
 
-class SQLiteGatewayDB(InboxOps, TerminalOps, RegistryOps):
+class SQLiteGatewayDB(InboxOps, TerminalOps, RegistryOps, EnrolmentOps):
     """The gateway database in one SQLite file (see :class:`~.interface.GatewayDB`)."""
