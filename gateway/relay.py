@@ -60,7 +60,7 @@ from siteclock.gateway.ciao.client import (
 )
 from siteclock.gateway.ciao.policy import PolicyConfig, delay_for_attempt, requeue_wait
 from siteclock.gateway.registry import EmployerKind, Registry, Resolved, Workplace
-from siteclock.gateway.relay_store import FINAL, WAITING_FOR_REGISTRY, RelayStore, State
+from siteclock.gateway.relay_store import FINAL, RelayStore, State
 from siteclock.gateway.sequence import SequenceCheck
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.log import fields, redact
@@ -266,8 +266,8 @@ class Relay:
             self._thread.join(timeout)
         self._executor.shutdown(wait=True)
         if self._carry:
-            with self._tx():
-                pass
+            self.store.flush(self._carry)
+            self._carry = []
         self.store.close()
         self.terminals.close()
 
@@ -373,8 +373,8 @@ class Relay:
         if in_flight is not None:
             work += self._finish(*in_flight)
         if not work and self._carry:  # nothing to pair the last results with: commit them
-            with self._tx():
-                pass
+            self.store.flush(self._carry)
+            self._carry = []
             work = 1
         return work
 
@@ -935,16 +935,7 @@ class Relay:
     # ------------------------------------------------------------------ unresolved
 
     def _retry_unresolved(self) -> int:
-        version = self.registry.version
-        waiting = ",".join(f"'{s}'" for s in WAITING_FOR_REGISTRY)
-        if not self.store.rows(f"state IN ({waiting}) AND registry_version<>?", (version,), 1):
-            return 0
-        with self._tx() as db:
-            return db.execute(
-                f"UPDATE registrations SET state='queued', next_try_ns=0 "
-                f"WHERE state IN ({waiting}) AND registry_version<>?",
-                (version,),
-            ).rowcount
+        return self.store.retry_waiting_for_registry(self.registry.version)
 
     # ------------------------------------------------------------------ poll
 

@@ -19,18 +19,19 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from siteclock.gateway.broker import GATEWAY_USER, credential_path, write_site
 from siteclock.gateway.ciao.sim import SimServer
+from siteclock.gateway.db import SQLiteGatewayDB
 from siteclock.gateway.identifiers import enterprise_check_digits, inss_check_digits
 from siteclock.gateway.registry import Registry
 from siteclock.gateway.roster import write_gateway_keys
@@ -273,19 +274,12 @@ def _tap(root: Path, terminal: str, badge: str, who: str, say) -> None:  # type:
     time.sleep(0.3)
 
 
-def _relay_states(db: Path) -> dict[tuple[str, int], sqlite3.Row]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    con.row_factory = sqlite3.Row
+def _relay_states(db: Path) -> dict[tuple[str, int], Any]:
+    gateway_db = SQLiteGatewayDB(db)
     try:
-        rows = con.execute(
-            "SELECT i.terminal, i.seq, i.kind, i.badge, i.flags, r.state, r.ciao_id, "
-            "r.validity, r.remarks, r.last_error, r.notified, r.clock_note FROM inbox i "
-            "LEFT JOIN registrations r USING (terminal, seq) ORDER BY i.received_ns"
-        ).fetchall()
-    except sqlite3.OperationalError:
-        return {}
+        rows = gateway_db.event_journeys()
     finally:
-        con.close()
+        gateway_db.close()
     return {(r["terminal"], r["seq"]): r for r in rows}
 
 

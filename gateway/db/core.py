@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,15 @@ class SQLiteCore:
         with self._lock:
             yield self._conn
 
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows read by column name (``row["state"]``), as the relay and its tools use them."""
+        with self.reading() as conn:
+            conn.row_factory = sqlite3.Row
+            try:
+                return conn.execute(sql, args).fetchall()
+            finally:
+                conn.row_factory = None
+
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
         """The connection inside :meth:`atomic`: what every write operation uses."""
@@ -111,7 +120,9 @@ class SQLiteCore:
         """Apply the migrations this file has not had, each with its ``schema_version`` row,
         all in one transaction (two processes opening a new file never see half a schema).
         Returns the versions applied."""
-        applied = []
+        applied: list[int] = []
+        if self._current_version() >= migrations[-1].version:
+            return applied  # up to date: no write transaction (the demo reads while it runs)
         with self._writing() as conn:
             conn.execute(SCHEMA_VERSION)
             (current,) = conn.execute(
@@ -127,6 +138,14 @@ class SQLiteCore:
                 )
                 applied.append(migration.version)
         return applied
+
+    def _current_version(self) -> int:
+        try:
+            return self.schema_version()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return 0
+            raise
 
     def schema_version(self) -> int:
         with self.reading() as conn:
