@@ -109,6 +109,15 @@ class RelayOps(SQLiteCore):
             limit,
         )
 
+    def has_unreconciled(self) -> bool:
+        """Whether a row waits for a person (``needs_review``) or for a search CIaO refused."""
+        with self.reading() as conn:
+            found = conn.execute(
+                "SELECT 1 FROM registrations "
+                "WHERE state='needs_review' OR search_refused_ns IS NOT NULL LIMIT 1"
+            ).fetchone()
+        return found is not None
+
     def claimed_ciao_ids(self, ids: Iterable[str]) -> set[str]:
         """Which CIaO ids already belong to a registration (never adopt one twice)."""
         ids = list(ids)

@@ -141,6 +141,10 @@ def test_a_crash_while_submitting_makes_the_rows_ambiguous(db: GatewayDB) -> Non
     row = db.registration(T, 1)
     assert (row["state"], row["next_try_ns"], row["updated_ns"]) == ("ambiguous", 0, 9)
     assert [r["seq"] for r in db.registrations_in(["ambiguous"], due_ns=9)] == [1]
+    assert db.registrations_in(["ambiguous"], due_ns=-1) == []
+    assert db.has_unreconciled() is False
+    db.set_registrations([((T, 1), {"state": "needs_review"})])
+    assert db.has_unreconciled() is True
 
 
 def test_requeue_moves_only_rows_still_in_their_state_and_audits(db: GatewayDB) -> None:
@@ -166,6 +170,8 @@ def test_rows_waiting_for_the_registry_are_retried_on_a_new_version(db: GatewayD
     assert db.retry_waiting_for_registry(waiting, 3) == 0
     assert db.retry_waiting_for_registry(waiting, 4) == 1
     assert db.registration_counts() == {"queued": 2}
+    db.set_registrations([((T, 1), {"state": "pending", "created_ns": 0})])
+    assert [r["seq"] for r in db.overdue(["queued", "pending"], 1, 10)] == [1]
 
 
 def test_a_badge_enrolment_claim_wins_over_the_relay_but_not_after_it(db: GatewayDB) -> None:
