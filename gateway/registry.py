@@ -35,7 +35,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from siteclock.gateway.db import GatewayDB, open_gateway_db
+from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, GatewayDB, open_gateway_db
 from siteclock.gateway.identifiers import (
     InvalidIdentifier,
     normalize_enterprise_number,
@@ -153,7 +153,7 @@ class Registry:
 
     def __init__(self, db_path: Path | str | GatewayDB, key_path: Path | str) -> None:
         self._aead = AESGCM(load_or_create_key(key_path))
-        self._db, self._owned = open_gateway_db(db_path)
+        self._db, self._owned = open_gateway_db(db_path, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
 
     def close(self) -> None:
         if self._owned:

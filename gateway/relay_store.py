@@ -40,7 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from siteclock.gateway.db import GatewayDB, open_gateway_db
+from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, GatewayDB, open_gateway_db
 from siteclock.gateway.db.relay_admin_ops import NOT_BEFORE_KEY
 from siteclock.gateway.db.relay_ops import UNSYNCED_LIKE
 
@@ -79,6 +79,7 @@ REQUEUE_TARGET = {
 }
 """What ``siteclock relay requeue`` may put back, and where to."""
 
+
 class RelayStore:
     """The relay's view of the gateway database: named operations, used by one thread at a
     time (the relay's), plus the Retry-After instant saved from the client's thread.
@@ -89,7 +90,7 @@ class RelayStore:
     """
 
     def __init__(self, db_path: Path | str | GatewayDB) -> None:
-        self.db, self._owned = open_gateway_db(db_path)
+        self.db, self._owned = open_gateway_db(db_path, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
         self.path = str(self.db.path)
 
     def close(self) -> None:

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siteclock.gateway.db import GatewayDB, open_gateway_db
+from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, GatewayDB, open_gateway_db
 from siteclock.log import fields
 from siteclock.protocol import NON_ATTENDANCE_FLAGS, DayEntry, Flag, Kind
 from siteclock.shift import NS_PER_HOUR, ShiftRule
@@ -337,7 +337,7 @@ class SiteDay:
     """
 
     def __init__(self, db_path: Path | str | GatewayDB) -> None:
-        self.db, self._owned = open_gateway_db(db_path)
+        self.db, self._owned = open_gateway_db(db_path, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
         self.db.index_inbox_by_badge()
 
     def close(self) -> None:

@@ -15,16 +15,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from siteclock.gateway.db.core import DEFAULT_BUSY_TIMEOUT_S, RELAY_BUSY_TIMEOUT_S
 from siteclock.gateway.db.interface import GatewayDB
 from siteclock.gateway.db.sqlite_backend import SQLiteGatewayDB
 
 
-def open_gateway_db(db: Path | str | GatewayDB) -> tuple[GatewayDB, bool]:
-    """``db`` itself when it is already open, else the SQLite database at that path, migrated;
-    and whether the caller opened it (and so closes it)."""
+def open_gateway_db(
+    db: Path | str | GatewayDB, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+) -> tuple[GatewayDB, bool]:
+    """``db`` itself when it is already open, else the SQLite database at that path, migrated
+    (its statements wait ``busy_timeout_s`` for another writer's lock); and whether the caller
+    opened it (and so closes it)."""
     if isinstance(db, (str, Path)):
-        return SQLiteGatewayDB(db), True
+        return SQLiteGatewayDB(db, busy_timeout_s=busy_timeout_s), True
     return db, False
 
 
-__all__ = ["GatewayDB", "SQLiteGatewayDB", "open_gateway_db"]
+__all__ = [
+    "DEFAULT_BUSY_TIMEOUT_S",
+    "RELAY_BUSY_TIMEOUT_S",
+    "GatewayDB",
+    "SQLiteGatewayDB",
+    "open_gateway_db",
+]

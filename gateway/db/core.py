@@ -23,7 +23,11 @@ from typing import Any
 from siteclock import sqlite
 from siteclock.gateway.db.schema import MIGRATIONS, SCHEMA_VERSION, Migration
 
-DEFAULT_BUSY_TIMEOUT_S = 10.0
+DEFAULT_BUSY_TIMEOUT_S = sqlite.DEFAULT_BUSY_TIMEOUT_S
+"""How long a statement waits for another connection's write lock (the intake's 30 s)."""
+RELAY_BUSY_TIMEOUT_S = 10.0
+"""The relay's, the worker registry's and the site view's connections give up sooner, as
+they did before the data layer: their loops retry on the next turn."""
 
 
 class SQLiteCore:

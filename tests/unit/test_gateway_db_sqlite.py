@@ -128,3 +128,14 @@ def test_no_sql_outside_the_data_layer(folder: str) -> None:
         and SQL.search(path.read_text())
     ]
     assert offenders == []
+
+
+def test_each_store_waits_for_a_writer_as_long_as_before(tmp_path: Path) -> None:
+    """The intake's side waits 30 s for another writer's lock; the relay's side 10 s."""
+    path = tmp_path / "gateway.db"
+    inbox, relay = Inbox(path), RelayStore(path)
+    for store, waits_ms in ((inbox, 30_000), (relay, 10_000)):
+        with store.db.reading() as conn:  # type: ignore[attr-defined]
+            assert conn.execute("PRAGMA busy_timeout").fetchone() == (waits_ms,)
+    inbox.close()
+    relay.close()
