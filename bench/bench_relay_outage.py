@@ -64,9 +64,10 @@ def run() -> dict[str, Any]:
 
 def _run() -> dict[str, Any]:
     clock = CompressedClock()
-    with tempfile.TemporaryDirectory() as tmp, SimServer(
-        validation_delay_s=VALIDATION_S, clock=clock.now, seed=3
-    ) as sim:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        SimServer(validation_delay_s=VALIDATION_S, clock=clock.now, seed=3) as sim,
+    ):
         sim.register_client(CLIENT_ID, rsa_pair()[1])
         db = Path(tmp) / "gateway.db"
         create_inbox(db)
@@ -110,12 +111,8 @@ def _run() -> dict[str, Any]:
                 break
         real_s = time.perf_counter() - started_real
         counts = relay.store.counts()
-        max_attempts = relay.store.db.execute(
-            "SELECT max(attempts) FROM registrations"
-        ).fetchone()[0]
-        alerts_raised = dict(
-            relay.store.db.execute("SELECT cause, raised FROM relay_alerts").fetchall()
-        )
+        max_attempts = relay.store.db.max_attempts()
+        alerts_raised = relay.store.db.relay_alert_counts()
         relay.stop()
         registry.close()
         records = sim.registrations()
@@ -125,9 +122,7 @@ def _run() -> dict[str, Any]:
     registered_at_ciao = sum(1 for r in records if r["validity"] == "valid")
     dead = sum(counts.get(s, 0) for s in ("refused", "rejected", "needs_review"))
     registered = min(counts.get("registered", 0), registered_at_ciao)
-    goal_met = (
-        dead == 0 and not duplicates and not violations and registered == EVENTS == total
-    )
+    goal_met = dead == 0 and not duplicates and not violations and registered == EVENTS == total
     return {
         "events": EVENTS,
         "outage_s": OUTAGE_S,

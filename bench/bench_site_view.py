@@ -16,6 +16,7 @@ version is than the count it replaced).
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,20 +54,18 @@ def run() -> dict[str, Any]:
         insert(db, events)
         day = SiteDay(db)
         decided = events[: TAPS - UNDECIDED_PER_WORKER * WORKERS]
-        with day.db:  # the relay's decisions, as SequenceCheck.commit writes them
-            day.db.executemany(
-                "INSERT INTO worker_sequence(terminal, seq, workplace, worker_ref, wall_ns, kind,"
-                " ciao_type, issues, decided_ns) VALUES (?,?,?,?,?,?,?,?,?)",
-                [(e.event.terminal_id, e.event.seq, SITE, badges[e.event.badge], e.event.wall_ns,
-                  str(e.event.kind), "in" if e.event.kind in ("in", "break_end") else "out", "",
-                  e.event.wall_ns) for e in decided],
-            )  # fmt: skip
+        day.db.record_decisions(  # the relay's decisions, as SequenceCheck.commit writes them
+            [(e.event.terminal_id, e.event.seq, SITE, badges[e.event.badge], e.event.wall_ns,
+              str(e.event.kind), "in" if e.event.kind in ("in", "break_end") else "out", "",
+              e.event.wall_ns) for e in decided],
+        )  # fmt: skip
         entries = day.day(SITE, badges)
+        reference = sqlite3.connect(db)  # the count a version could have been, own connection
         timings = rounds.interleaved({
             "version_ms": lambda: _mean_ms(day.version),
             "day_ms": lambda: _mean_ms(lambda: day.day(SITE, badges)),
             "count_version_ms": lambda: _mean_ms(
-                lambda: day.db.execute(COUNT_VERSION, (SITE,)).fetchone()
+                lambda: reference.execute(COUNT_VERSION, (SITE,)).fetchone()
             ),
         })  # fmt: skip
         figures = {
@@ -83,5 +82,6 @@ def run() -> dict[str, Any]:
                 1 for e in entries if e.wall_ns > decided[-1].event.wall_ns
             ),
         }
+        reference.close()
         day.close()
         return figures

@@ -27,7 +27,6 @@ import json
 import os
 import secrets
 import stat
-import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from siteclock import sqlite
+from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, GatewayDB, open_gateway_db
 from siteclock.gateway.identifiers import (
     InvalidIdentifier,
     normalize_enterprise_number,
@@ -119,23 +118,6 @@ class Resolved:
     capacity: str
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS reg_workers(
-  ref TEXT PRIMARY KEY, name TEXT NOT NULL, inss_enc BLOB NOT NULL,
-  employer_id TEXT NOT NULL, employer_kind TEXT NOT NULL, capacity TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS reg_badges(
-  badge TEXT PRIMARY KEY, worker_ref TEXT NOT NULL REFERENCES reg_workers(ref),
-  active INTEGER NOT NULL DEFAULT 1);
-CREATE TABLE IF NOT EXISTS reg_workplaces(
-  ref TEXT PRIMARY KEY, latitude REAL, longitude REAL, address TEXT);
-CREATE TABLE IF NOT EXISTS reg_assignments(
-  worker_ref TEXT NOT NULL REFERENCES reg_workers(ref), workplace TEXT NOT NULL,
-  PRIMARY KEY (worker_ref, workplace));
-CREATE TABLE IF NOT EXISTS reg_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO reg_meta VALUES ('version', 0);
-"""
-
-
 def load_or_create_key(path: Path | str) -> bytes:
     """Read the 32-byte INSS key, creating it (mode 0600, never overwritten) if absent.
 
@@ -169,13 +151,12 @@ class Registry:
     events it could not resolve.
     """
 
-    def __init__(self, db_path: Path | str, key_path: Path | str) -> None:
+    def __init__(self, db_path: Path | str | GatewayDB, key_path: Path | str) -> None:
         self._aead = AESGCM(load_or_create_key(key_path))
-        self._lock = threading.Lock()
-        self._db = sqlite.connect(db_path, schema=_SCHEMA, busy_timeout_s=10.0)
+        self._db, self._owned = open_gateway_db(db_path, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
 
     def close(self) -> None:
-        with self._lock:
+        if self._owned:
             self._db.close()
 
     # ------------------------------------------------------------------ changes
@@ -197,25 +178,16 @@ class Registry:
         emp = Employer.parse(employer, employer_kind)
         nonce = os.urandom(12)
         sealed = nonce + self._aead.encrypt(nonce, digits.encode(), ref.encode())
-        self._write(
-            "INSERT INTO reg_workers VALUES (?,?,?,?,?,?) ON CONFLICT(ref) DO UPDATE SET "
-            "name=excluded.name, inss_enc=excluded.inss_enc, employer_id=excluded.employer_id, "
-            "employer_kind=excluded.employer_kind, capacity=excluded.capacity",
-            (ref, name, sealed, emp.id, str(emp.kind), capacity),
-        )
+        self._db.save_worker(ref, name, sealed, emp.id, str(emp.kind), capacity)
 
     def enrol_badge(self, badge: str, worker_ref: str) -> None:
         check_badge(badge)
-        if not self._one("SELECT 1 FROM reg_workers WHERE ref=?", (worker_ref,)):
+        if not self._db.worker_exists(worker_ref):
             raise RegistryError(f"unknown worker {worker_ref!r}")
-        self._write(
-            "INSERT INTO reg_badges VALUES (?,?,1) ON CONFLICT(badge) DO UPDATE SET "
-            "worker_ref=excluded.worker_ref, active=1",
-            (badge, worker_ref),
-        )
+        self._db.link_badge(badge, worker_ref)
 
     def block_badge(self, badge: str) -> None:
-        self._write("UPDATE reg_badges SET active=0 WHERE badge=?", (badge,))
+        self._db.block_badge(badge)
 
     def add_workplace(
         self,
@@ -232,47 +204,31 @@ class Registry:
             raise RegistryError("a workplace needs coordinates or an address")
         if has_coords and not (-90 <= latitude <= 90 and -180 <= longitude <= 180):  # type: ignore[operator]
             raise RegistryError("coordinates are out of range")
-        self._write(
-            "INSERT OR REPLACE INTO reg_workplaces VALUES (?,?,?,?)",
-            (ref, latitude, longitude, json.dumps(address) if address else None),
-        )
+        self._db.save_workplace(ref, latitude, longitude, json.dumps(address) if address else None)
 
     def assign(self, worker_ref: str, workplace: str) -> None:
         """Put a worker on a workplace's roster (the badges its terminals greet by name)."""
-        self._write(
-            "INSERT OR IGNORE INTO reg_assignments VALUES (?,?)",
-            (worker_ref, normalize_workplace(workplace)),
-        )
+        self._db.assign_worker(worker_ref, normalize_workplace(workplace))
 
     # ------------------------------------------------------------------ queries
 
     @property
     def version(self) -> int:
-        return int(self._one("SELECT value FROM reg_meta WHERE key='version'")[0])
+        return self._db.registry_version()
 
     def resolve(self, badge: str) -> Resolved | None:
         """The worker behind an active badge, or None (unknown, blocked)."""
-        return self._worker(
-            "FROM reg_badges b JOIN reg_workers w ON w.ref=b.worker_ref "
-            "WHERE b.badge=? AND b.active=1",
-            badge,
-        )
+        return self._worker(self._db.worker_row_of_badge(badge))
 
     def badge_blocked(self, badge: str) -> bool:
         """True when the badge is enrolled but blocked (the relay tells it from "unknown")."""
-        row = self._one("SELECT active FROM reg_badges WHERE badge=?", (badge,))
-        return row is not None and not row[0]
+        return self._db.badge_active(badge) is False
 
     def worker(self, ref: str) -> Resolved | None:
         """A worker by pseudonymous reference (the relay's search after an ambiguous POST)."""
-        return self._worker("FROM reg_workers w WHERE w.ref=?", ref)
+        return self._worker(self._db.worker_row(ref))
 
-    def _worker(self, from_where: str, arg: str) -> Resolved | None:
-        row = self._one(
-            "SELECT w.ref, w.name, w.inss_enc, w.employer_id, w.employer_kind, w.capacity "
-            + from_where,
-            (arg,),
-        )
+    def _worker(self, row: tuple[Any, ...] | None) -> Resolved | None:
         if row is None:
             return None
         ref, name, sealed, emp_id, emp_kind, capacity = row
@@ -283,32 +239,15 @@ class Registry:
         return Resolved(ref, name, Inss(digits), Employer(emp_id, EmployerKind(emp_kind)), capacity)
 
     def workplace(self, ref: str) -> Workplace | None:
-        row = self._one("SELECT * FROM reg_workplaces WHERE ref=?", (ref,))
+        row = self._db.workplace_row(ref)
         if row is None:
             return None
         return Workplace(row[0], row[1], row[2], json.loads(row[3]) if row[3] else None)
 
     def roster_for(self, workplace: str) -> list[RosterEntry]:
         """The badges a workplace's terminals may greet: reference and name, never the INSS."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT b.badge, w.ref, w.name, b.active FROM reg_assignments a "
-                "JOIN reg_workers w ON w.ref=a.worker_ref JOIN reg_badges b ON b.worker_ref=w.ref "
-                "WHERE a.workplace=? ORDER BY b.badge",
-                (normalize_workplace(workplace),),
-            ).fetchall()
+        rows = self._db.roster_rows(normalize_workplace(workplace))
         return [RosterEntry(b, ref, name, blocked=not active) for b, ref, name, active in rows]
-
-    # ------------------------------------------------------------------ plumbing
-
-    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()
-
-    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
-        with self._lock, sqlite.immediate(self._db):
-            self._db.execute(sql, args)
-            self._db.execute("UPDATE reg_meta SET value=value+1 WHERE key='version'")
 
 
 __all__ = [

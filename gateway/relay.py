@@ -34,7 +34,6 @@ Retry-After is persisted, so a restart honours it. Failures are counted in
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -44,6 +43,7 @@ from pathlib import Path
 
 from siteclock.gateway.ciao.client import CiaoClient, ShuttingDown
 from siteclock.gateway.ciao.policy import delay_for_attempt, requeue_wait
+from siteclock.gateway.db import GatewayDB
 from siteclock.gateway.registry import Registry
 from siteclock.gateway.relay_config import RelayConfig
 from siteclock.gateway.relay_failures import (
@@ -190,7 +190,7 @@ class Relay:
     # ------------------------------------------------------------------ shared by the stages
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> Iterator[GatewayDB]:
         """A write transaction that also commits the carried results of the last POST.
 
         Results are carried rather than committed on their own so that one fsync covers them
@@ -214,8 +214,8 @@ class Relay:
     def flush_carried(self) -> None:
         """Commit the carried results now, when no other write comes to take them along."""
         if self._carry:
-            with self.tx():
-                pass
+            self.store.flush(self._carry)
+            self._carry = []
 
     def told_to_wait(self) -> bool:
         """CIaO's last Retry-After has not passed: no call would leave, so prepare none (the

@@ -1,68 +1,53 @@
-"""Every SQL fragment the relay's stages hand to :class:`gateway.relay_store.RelayStore`, in one
-place and under a name that says what it selects.
+"""The relay stages' reads of the gateway database, under names that say what they select.
 
 The stages (:mod:`gateway.relay_reconcile`, :mod:`gateway.relay_poll`,
-:mod:`gateway.relay_notify`, :mod:`gateway.relay`) call only these functions; none of them
-writes SQL. Each function is meant to become one named operation of the gateway data layer.
+:mod:`gateway.relay_notify`, :mod:`gateway.relay_submit`) call only these functions; each is one
+named operation of the gateway data layer (:mod:`siteclock.gateway.db`), with the batch sizes
+and state sets the relay uses. No SQL here.
 """
 
 from __future__ import annotations
 
-import sqlite3
+from typing import Any
 
-from siteclock.gateway.relay_store import WAITING_FOR_REGISTRY, RelayStore
+from siteclock.gateway.relay_store import RelayStore, State
 
 RECONCILE_BATCH = 500
 NOTIFY_BATCH = 500
 OVERDUE_BATCH = 1000
-_WAITING = ",".join(f"'{s}'" for s in WAITING_FOR_REGISTRY)
-_WITHOUT_VERDICT = (
-    "'queued','unknown_badge','blocked_badge','unknown_workplace',"
-    "'awaiting_clock_sync','submitted','ambiguous','pending'"
+WITHOUT_VERDICT = (
+    State.QUEUED,
+    State.UNKNOWN_BADGE,
+    State.BLOCKED_BADGE,
+    State.UNKNOWN_WORKPLACE,
+    State.AWAITING_CLOCK_SYNC,
+    State.SUBMITTED,
+    State.AMBIGUOUS,
+    State.PENDING,
 )
+"""States in which an event still waits for its verdict (``needs_review`` has its own alert)."""
 
 
-def due_ambiguous(store: RelayStore, now_ns: int) -> list[sqlite3.Row]:
+def due_ambiguous(store: RelayStore, now_ns: int) -> list[Any]:
     """Ambiguous rows whose search is due."""
-    return store.rows("state='ambiguous' AND next_try_ns<=?", (now_ns,), RECONCILE_BATCH)
+    return store.db.registrations_in([State.AMBIGUOUS], due_ns=now_ns, limit=RECONCILE_BATCH)
 
 
 def anyone_awaits_review(store: RelayStore) -> bool:
     """Whether any row waits for a person, or for a search CIaO refuses."""
-    return bool(store.rows("state='needs_review' OR search_refused_ns IS NOT NULL", (), 1))
+    return store.db.has_unreconciled()
 
 
-def due_pending(store: RelayStore, now_ns: int, limit: int) -> list[sqlite3.Row]:
+def due_pending(store: RelayStore, now_ns: int, limit: int) -> list[Any]:
     """Pending registrations due for a poll, the longest waiting first."""
-    return store.rows("state='pending' AND next_try_ns<=? ORDER BY next_try_ns", (now_ns,), limit)
+    return store.db.registrations_in([State.PENDING], due_ns=now_ns, limit=limit)
 
 
-def unnotified_verdicts(store: RelayStore) -> list[sqlite3.Row]:
+def unnotified_verdicts(store: RelayStore) -> list[Any]:
     """Rows with a final verdict not yet handed to their terminal."""
-    return store.rows(
-        "notified=0 AND state IN ('registered','rejected','refused')", (), NOTIFY_BATCH
-    )
+    return store.db.unnotified_verdicts(NOTIFY_BATCH)
 
 
-def overdue_without_verdict(store: RelayStore, cutoff_ns: int) -> list[sqlite3.Row]:
+def overdue_without_verdict(store: RelayStore, cutoff_ns: int) -> list[Any]:
     """Rows created before ``cutoff_ns`` still without a final verdict, not yet alerted."""
-    return store.rows(
-        f"state IN ({_WITHOUT_VERDICT}) AND created_ns<? AND alerted=0",
-        (cutoff_ns,),
-        OVERDUE_BATCH,
-    )
-
-
-def requeue_waiting_for_registry(store: RelayStore, db: sqlite3.Connection, version: int) -> int:
-    """Rows held by a registry gap, looked at under another registry version: queued again
-    (in the caller's transaction ``db``). Returns how many."""
-    return db.execute(
-        f"UPDATE registrations SET state='queued', next_try_ns=0 "
-        f"WHERE state IN ({_WAITING}) AND registry_version<>?",
-        (version,),
-    ).rowcount
-
-
-def any_waiting_for_registry(store: RelayStore, version: int) -> bool:
-    """Whether a row held by a registry gap was looked at under another registry version."""
-    return bool(store.rows(f"state IN ({_WAITING}) AND registry_version<>?", (version,), 1))
+    return store.db.overdue(WITHOUT_VERDICT, cutoff_ns, OVERDUE_BATCH)

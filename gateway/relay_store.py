@@ -34,15 +34,15 @@ computed) and why (``clock_note``), so the employer can see and review what was 
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from siteclock import sqlite
+from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, GatewayDB, open_gateway_db
+from siteclock.gateway.db.relay_admin_ops import NOT_BEFORE_KEY
+from siteclock.gateway.db.relay_ops import UNSYNCED_LIKE
 
 
 class State(StrEnum):
@@ -79,215 +79,67 @@ REQUEUE_TARGET = {
 }
 """What ``siteclock relay requeue`` may put back, and where to."""
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS registrations(
-  terminal TEXT NOT NULL, seq INTEGER NOT NULL,
-  state TEXT NOT NULL,
-  ciao_id TEXT, validity TEXT, remarks TEXT NOT NULL DEFAULT '[]',
-  attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
-  solo INTEGER NOT NULL DEFAULT 0,
-  registry_version INTEGER NOT NULL DEFAULT -1,
-  worker_ref TEXT, employer TEXT, workplace TEXT, reg_date TEXT, ciao_type TEXT,
-  created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL,
-  submitted_ns INTEGER, final_ns INTEGER,
-  next_try_ns INTEGER NOT NULL DEFAULT 0,
-  alerted INTEGER NOT NULL DEFAULT 0, notified INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY (terminal, seq));
-CREATE INDEX IF NOT EXISTS registrations_state ON registrations(state, terminal, seq);
-CREATE INDEX IF NOT EXISTS registrations_ciao_id ON registrations(ciao_id);
-CREATE INDEX IF NOT EXISTS registrations_unnotified ON registrations(notified, state);
-CREATE TABLE IF NOT EXISTS relay_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS relay_alerts(
-  cause TEXT PRIMARY KEY, message TEXT NOT NULL, since_ns INTEGER NOT NULL,
-  cleared_ns INTEGER, raised INTEGER NOT NULL DEFAULT 1);
-CREATE TABLE IF NOT EXISTS relay_requeues(
-  at_ns INTEGER NOT NULL, terminal TEXT NOT NULL, seq INTEGER NOT NULL,
-  from_state TEXT NOT NULL, to_state TEXT NOT NULL, last_error TEXT NOT NULL,
-  selection TEXT NOT NULL);
-"""
-
-# Columns added after the first release: a database created before them gets them at open.
-# All nullable, so existing rows stay valid and older relays reading ``*`` are unaffected.
-ADDED_COLUMNS = {
-    "terminal_wall_ns": "INTEGER",  # the terminal's time of a clock_unsynced event
-    "corrected_wall_ns": "INTEGER",  # the time submitted instead (NULL: terminal time used)
-    "clock_note": "TEXT",  # why, in words, for the employer's review
-    "problem": "TEXT",  # the last problem details (JSON: status, type, title, detail, issues)
-    "ambiguous_ns": "INTEGER",  # when the row became ambiguous
-    "search_refused_ns": "INTEGER",  # first time the search for it was refused (400)
-    "requeued_ns": "INTEGER",  # last ``siteclock relay requeue`` of the row
-}
-
-NOT_BEFORE_KEY = "ciao_not_before_ns"
-"""``relay_meta`` key: the latest Retry-After instant (wall ns), so a restart honours it too."""
-
-UNSYNCED_LIKE = '%"clock_unsynced"%'
-"""``inbox.flags`` is a JSON list of text: this LIKE finds the flag without parsing JSON."""
-
 
 class RelayStore:
-    """SQL for the relay. One connection, used by one thread at a time (the relay's)."""
+    """The relay's view of the gateway database: named operations, used by one thread at a
+    time (the relay's), plus the Retry-After instant saved from the client's thread.
 
-    def __init__(self, db_path: Path | str) -> None:
-        self.path = str(db_path)
-        self.db = sqlite.connect(db_path, schema=SCHEMA, busy_timeout_s=10.0)
-        try:
-            self._add_columns()
-        except BaseException:
-            self.db.close()
-            raise
+    The methods that take ``db`` (the object :meth:`tx` yields) run inside that transaction;
+    the stages' reads are named operations of :class:`siteclock.gateway.db.GatewayDB`
+    (:mod:`gateway.relay_queries`).
+    """
 
-    def _add_columns(self) -> None:
-        """Bring an older ``registrations`` table up to date (idempotent; one writer at a time,
-        so two relays opening the same old file never both add a column)."""
-        with self.tx() as db:
-            have = {row[1] for row in db.execute("PRAGMA table_info(registrations)")}
-            for name, kind in ADDED_COLUMNS.items():
-                if name not in have:
-                    db.execute(f"ALTER TABLE registrations ADD COLUMN {name} {kind}")
+    def __init__(self, db_path: Path | str | GatewayDB) -> None:
+        self.db, self._owned = open_gateway_db(db_path, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
+        self.path = str(self.db.path)
 
     def close(self) -> None:
-        self.db.close()
+        if self._owned:
+            self.db.close()
 
-    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` write transaction on the relay's connection."""
-        return sqlite.immediate(self.db)
-
-    # ------------------------------------------------------------------ intake
+    def tx(self) -> AbstractContextManager[GatewayDB]:
+        """One write transaction (nested: a savepoint); yields the database."""
+        return self.db.atomic()
 
     def take_new(self, now_ns: int, *, full: bool) -> int:
-        """Copy new inbox keys in as ``queued``. ``full`` rescans the whole inbox (cheap, and it
-        catches rows a rowid watermark could miss); otherwise only rows past the watermark."""
-        try:
-            row = self.db.execute("SELECT value FROM relay_meta WHERE key='inbox_rowid'").fetchone()
-            mark = 0 if full or row is None else row[0]
-            top = self.db.execute("SELECT max(rowid) FROM inbox").fetchone()[0] or 0
-            if top <= mark:
-                return 0  # nothing new: no write transaction, no fsync
-            with self.tx() as db:
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO registrations(terminal, seq, state, created_ns, "
-                    "updated_ns) SELECT terminal, seq, CASE WHEN flags LIKE '%\"selftest\"%' "
-                    "THEN 'selftest' ELSE 'queued' END, received_ns, ? FROM inbox "
-                    "WHERE rowid > ?",
-                    (now_ns, mark),
-                )
-                top = db.execute("SELECT max(rowid) FROM inbox").fetchone()[0] or 0
-                db.execute("INSERT OR REPLACE INTO relay_meta VALUES ('inbox_rowid', ?)", (top,))
-                return cur.rowcount
-        except sqlite3.OperationalError as exc:
-            if "no such table: inbox" in str(exc):
-                return 0  # the intake has not created it yet
-            raise
+        """Copy new inbox keys in as ``queued``; see :meth:`GatewayDB.take_new_events`."""
+        return self.db.take_new_events(now_ns, full=full)
 
     def recover_submitted(self, now_ns: int) -> int:
         """After a crash, a ``submitted`` row may or may not have reached CIaO."""
-        with self.tx() as db:
-            return db.execute(
-                "UPDATE registrations SET state='ambiguous', next_try_ns=0, updated_ns=?, "
-                "last_error='relay stopped while submitting' WHERE state='submitted'",
-                (now_ns,),
-            ).rowcount
+        return self.db.recover_submitted(now_ns)
 
-    # ------------------------------------------------------------------ queries
-
-    def queued(self, now_ns: int, limit: int) -> list[sqlite3.Row]:
-        self.db.row_factory = sqlite3.Row
-        try:
-            return self.db.execute(
-                "SELECT r.terminal, r.seq, r.solo, r.attempts, r.created_ns, i.kind, i.badge, "
-                "i.workplace, i.wall_ns, "
-                # The signed body only for clock_unsynced events: the rest never pay for it.
-                "CASE WHEN i.flags LIKE ? THEN i.body END AS unsynced_body "
-                "FROM registrations r JOIN inbox i USING (terminal, seq) "
-                "WHERE r.state IN ('queued','awaiting_clock_sync') AND r.next_try_ns<=? "
-                "ORDER BY r.terminal, r.seq LIMIT ?",
-                (UNSYNCED_LIKE, now_ns, limit),
-            ).fetchall()
-        finally:
-            self.db.row_factory = None
-
-    def rows(self, where: str, args: Sequence[Any] = (), limit: int = 1000) -> list[sqlite3.Row]:
-        self.db.row_factory = sqlite3.Row
-        try:
-            return self.db.execute(
-                f"SELECT * FROM registrations WHERE {where} LIMIT ?", (*args, limit)
-            ).fetchall()
-        finally:
-            self.db.row_factory = None
+    def queued(self, now_ns: int, limit: int) -> list[Any]:
+        return self.db.sendable(now_ns, limit)
 
     def claimed_ids(self, ids: Iterable[str]) -> set[str]:
-        ids = list(ids)
-        if not ids:
-            return set()
-        marks = ",".join("?" * len(ids))
-        sql = f"SELECT ciao_id FROM registrations WHERE ciao_id IN ({marks})"
-        return {r[0] for r in self.db.execute(sql, ids)}
+        return self.db.claimed_ciao_ids(ids)
 
     def counts(self) -> dict[str, int]:
         """Rows per state: what the dashboard shows and the tests check."""
-        return dict(self.db.execute("SELECT state, count(*) FROM registrations GROUP BY state"))
+        return self.db.registration_counts()
 
-    def get(self, terminal: str, seq: int) -> sqlite3.Row | None:
-        found = self.rows("terminal=? AND seq=?", (terminal, seq), 1)
-        return found[0] if found else None
-
-    # ------------------------------------------------------------------ Retry-After
+    def get(self, terminal: str, seq: int) -> Any | None:
+        return self.db.registration(terminal, seq)
 
     def not_before_ns(self) -> int:
-        row = self.db.execute("SELECT value FROM relay_meta WHERE key=?", (NOT_BEFORE_KEY,))
-        found = row.fetchone()
-        return int(found[0]) if found else 0
+        return self.db.not_before_ns()
 
     def save_not_before(self, instant_ns: int) -> None:
-        """Persist a Retry-After instant at once, from whichever thread learnt it (its own
-        short connection: the relay's may be inside a transaction on another thread)."""
-        con = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        try:
-            con.execute(
-                "INSERT INTO relay_meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
-                "value=max(value, excluded.value)",
-                (NOT_BEFORE_KEY, instant_ns),
-            )
-        finally:
-            con.close()
-
-    # ------------------------------------------------------------------ alerts
+        """Persist a Retry-After instant at once, from whichever thread learnt it."""
+        self.db.save_not_before(instant_ns)
 
     def raise_alert(self, cause: str, message: str, now_ns: int) -> bool:
         """Open an alert for ``cause`` (True when it was not open already)."""
-        with self.tx() as db:
-            row = db.execute(
-                "SELECT cleared_ns FROM relay_alerts WHERE cause=?", (cause,)
-            ).fetchone()
-            if row is not None and row[0] is None:
-                return False
-            db.execute(
-                "INSERT INTO relay_alerts(cause, message, since_ns) VALUES (?, ?, ?) "
-                "ON CONFLICT(cause) DO UPDATE SET message=excluded.message, "
-                "since_ns=excluded.since_ns, cleared_ns=NULL, raised=raised+1",
-                (cause, message, now_ns),
-            )
-            return True
+        return self.db.raise_relay_alert(cause, message, now_ns)
 
     def clear_alert(self, cause: str, now_ns: int) -> str | None:
         """Close the open alert for ``cause``; its message, or None when none was open."""
-        with self.tx() as db:
-            row = db.execute(
-                "SELECT message FROM relay_alerts WHERE cause=? AND cleared_ns IS NULL", (cause,)
-            ).fetchone()
-            if row is None:
-                return None
-            db.execute("UPDATE relay_alerts SET cleared_ns=? WHERE cause=?", (now_ns, cause))
-            return str(row[0])
+        return self.db.clear_relay_alert(cause, now_ns)
 
     def open_alerts(self) -> dict[str, str]:
         """Open alerts: cause -> message."""
-        return dict(
-            self.db.execute("SELECT cause, message FROM relay_alerts WHERE cleared_ns IS NULL")
-        )
-
-    # ------------------------------------------------------------------ requeue
+        return self.db.open_relay_alerts()
 
     def select(
         self,
@@ -297,120 +149,50 @@ class RelayStore:
         terminal: str | None = None,
         state: str | None = None,
         limit: int = 100_000,
-    ) -> list[sqlite3.Row]:
+    ) -> list[Any]:
         """Rows matching every given criterion (``worker``: a worker reference or a badge)."""
-        where: list[str] = ["1"]
-        args: list[Any] = []
-        if keys:
-            where.append("(r.terminal, r.seq) IN (VALUES " + ",".join("(?,?)" for _ in keys) + ")")
-            args += [v for key in keys for v in key]
-        if worker:
-            clause = "r.worker_ref=? OR i.badge=?"
-            args += [worker, worker]
-            if self.db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='reg_badges'"
-            ).fetchone():
-                clause += " OR i.badge IN (SELECT badge FROM reg_badges WHERE worker_ref=?)"
-                args.append(worker)
-            where.append(f"({clause})")
-        if terminal:
-            where.append("r.terminal=?")
-            args.append(terminal)
-        if state:
-            where.append("r.state=?")
-            args.append(state)
-        self.db.row_factory = sqlite3.Row
-        try:
-            return self.db.execute(
-                "SELECT r.*, i.badge, i.kind FROM registrations r "
-                "LEFT JOIN inbox i USING (terminal, seq) "
-                f"WHERE {' AND '.join(where)} ORDER BY r.terminal, r.seq LIMIT ?",
-                (*args, limit),
-            ).fetchall()
-        finally:
-            self.db.row_factory = None
+        return self.db.select_registrations(
+            keys=keys, worker=worker, terminal=terminal, state=state, limit=limit
+        )
 
-    def requeue(self, rows: Sequence[sqlite3.Row], selection: str, now_ns: int) -> int:
+    def requeue(self, rows: Sequence[Mapping[str, Any]], selection: str, now_ns: int) -> int:
         """Put rows back on their way (see :data:`REQUEUE_TARGET`), each audited in
         ``relay_requeues``. Rows in other states are left alone. Returns how many moved."""
-        moved = 0
-        with self.tx() as db:
-            for row in rows:
-                target = REQUEUE_TARGET.get(State(row["state"]))
-                if target is None:
-                    continue
-                changed = db.execute(
-                    "UPDATE registrations SET state=?, next_try_ns=0, attempts=0, solo=0, "
-                    "final_ns=NULL, notified=0, alerted=0, search_refused_ns=NULL, "
-                    "ambiguous_ns=CASE WHEN ?='ambiguous' THEN ? ELSE ambiguous_ns END, "
-                    "requeued_ns=?, updated_ns=? WHERE terminal=? AND seq=? AND state=?",
-                    (
-                        target,
-                        target,
-                        now_ns,
-                        now_ns,
-                        now_ns,
-                        row["terminal"],
-                        row["seq"],
-                        row["state"],
-                    ),
-                ).rowcount
-                if changed:
-                    db.execute(
-                        "INSERT INTO relay_requeues VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            now_ns,
-                            row["terminal"],
-                            row["seq"],
-                            row["state"],
-                            target,
-                            row["last_error"],
-                            selection,
-                        ),
-                    )
-                    moved += changed
-        return moved
+        return self.db.requeue_registrations(rows, REQUEUE_TARGET, selection, now_ns)
 
-    # ------------------------------------------------------------------ updates
+    def retry_waiting_for_registry(self, version: int) -> int:
+        """Queue again the rows held for the registry, judged on another registry version."""
+        return self.db.retry_waiting_for_registry(WAITING_FOR_REGISTRY, version)
 
-    def update(
-        self, db: sqlite3.Connection, keys: Iterable[tuple[str, int]], **values: Any
-    ) -> None:
+    # ------------------------------------------------------------------ inside tx()
+
+    def update(self, db: GatewayDB, keys: Iterable[tuple[str, int]], **values: Any) -> None:
         """Set the same columns to the same values on rows (inside :meth:`tx`)."""
-        self.update_each(db, [(key, values) for key in keys])
+        db.set_registrations([(key, values) for key in keys])
 
-    def still_queued(
-        self, db: sqlite3.Connection, keys: Iterable[tuple[str, int]]
-    ) -> set[tuple[str, int]]:
+    def still_queued(self, db: GatewayDB, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
         """Which of ``keys`` are still sendable (inside :meth:`tx`): another writer, such as
         a badge enrolment, may have claimed a row since it was read."""
-        keys = list(keys)
-        if not keys:
-            return set()
-        wanted = ",".join("(?,?)" for _ in keys)
-        found = db.execute(
-            f"SELECT terminal, seq FROM registrations "
-            f"WHERE state IN ('queued','awaiting_clock_sync') "
-            f"AND (terminal, seq) IN (VALUES {wanted})",
-            [v for key in keys for v in key],
-        )
-        return {(terminal, seq) for terminal, seq in found}
+        return db.still_sendable(keys)
 
     def update_each(
-        self, db: sqlite3.Connection, updates: Iterable[tuple[tuple[str, int], dict[str, Any]]]
+        self, db: GatewayDB, updates: Iterable[tuple[tuple[str, int], dict[str, Any]]]
     ) -> None:
-        """Set columns per row (inside :meth:`tx`); ``remarks`` lists are stored as JSON.
+        """Set columns per row (inside :meth:`tx`); ``remarks`` lists are stored as JSON."""
+        db.set_registrations(updates)
 
-        Rows that set the same columns share one ``executemany``: a batch of 200 results is
-        one statement, not 200.
-        """
-        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-        for (terminal, seq), values in updates:
-            remarks = values.get("remarks")
-            if remarks is not None and not isinstance(remarks, str):
-                text = json.dumps(list(remarks)) if remarks else "[]"
-                values = {**values, "remarks": text}
-            groups.setdefault(tuple(values), []).append((*values.values(), terminal, seq))
-        for columns, params in groups.items():
-            sets = ", ".join(f"{c}=?" for c in columns)
-            db.executemany(f"UPDATE registrations SET {sets} WHERE terminal=? AND seq=?", params)
+    def flush(self, updates: Iterable[tuple[tuple[str, int], dict[str, Any]]]) -> None:
+        """Commit carried results on their own (when no next batch comes to pair them with)."""
+        self.db.set_registrations(updates)
+
+
+__all__ = [
+    "FINAL",
+    "NOT_BEFORE_KEY",
+    "REQUEUE_TARGET",
+    "SENDABLE",
+    "UNSYNCED_LIKE",
+    "WAITING_FOR_REGISTRY",
+    "RelayStore",
+    "State",
+]

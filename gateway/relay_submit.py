@@ -40,7 +40,6 @@ from siteclock.gateway.relay_mapping import (
     unresolved,
     unsynced_tap,
 )
-from siteclock.gateway.relay_queries import any_waiting_for_registry, requeue_waiting_for_registry
 from siteclock.gateway.relay_store import FINAL, State
 from siteclock.log import fields
 from siteclock.protocol import Event, ProtocolError
@@ -105,11 +104,7 @@ class Submitter:
     def retry_unresolved(self) -> int:
         """Rows waiting for the registry go again when the registry changed."""
         relay = self.relay
-        version = relay.registry.version
-        if not any_waiting_for_registry(relay.store, version):
-            return 0
-        with relay.tx() as db:
-            return requeue_waiting_for_registry(relay.store, db, version)
+        return relay.store.retry_waiting_for_registry(relay.registry.version)
 
     # ------------------------------------------------------------------ submit
 

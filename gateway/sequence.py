@@ -19,7 +19,7 @@ CIaO item. The rules (docs/direction.md has the table):
   then, and nothing is reordered or resent silently. The late tap is decided from the taps
   before it; the employer resolves the rest with a correction.
 
-Every decision is kept in ``worker_sequence`` (same SQLite file, written in the relay's own
+Every decision is kept in ``worker_sequence`` (the gateway database, written in the relay's own
 transaction, so a decision exists exactly when its item was marked submitted). Issues are
 counted (``sequence.<issue>``), logged with the worker's pseudonymous reference (never the
 INSS), and listed by :meth:`SequenceCheck.issues` for the employer. The site view the gateway
@@ -29,7 +29,7 @@ part of the worker's day on the site as soon as the gateway holds it.
 
 Example (inside the relay)::
 
-    check = SequenceCheck(store.db, counters=counters)
+    check = SequenceCheck(store.db, counters=counters)   # the relay's GatewayDB
     check.start_batch(rows)
     kind = check.decide(row, worker_ref="w-17", wall_ns=wall)   # "in" or "out"
     with store.tx() as db:
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -48,25 +47,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siteclock import sqlite
+from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, GatewayDB, open_gateway_db
 from siteclock.log import fields
 from siteclock.protocol import NON_ATTENDANCE_FLAGS, DayEntry, Flag, Kind
 from siteclock.shift import NS_PER_HOUR, ShiftRule
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS worker_sequence(
-  terminal TEXT NOT NULL, seq INTEGER NOT NULL,
-  workplace TEXT NOT NULL, worker_ref TEXT NOT NULL,
-  wall_ns INTEGER NOT NULL,          -- the tap's time as relayed (corrected when it was)
-  kind TEXT NOT NULL,                -- what the terminal recorded
-  ciao_type TEXT NOT NULL,           -- 'in' or 'out': what the sequence supports, sent
-  issues TEXT NOT NULL DEFAULT '',   -- comma-separated, for the employer; '' when none
-  decided_ns INTEGER NOT NULL,
-  PRIMARY KEY (terminal, seq));
-CREATE INDEX IF NOT EXISTS worker_sequence_day ON worker_sequence(workplace, worker_ref, wall_ns);
-"""
 
 
 class Issue:
@@ -86,15 +72,6 @@ and a night, so a terminal sees yesterday's ``in`` and flags the ``out`` that is
 FUTURE_SLACK_NS = 60 * 1_000_000_000
 """How far after its arrival at the gateway a stored tap may be dated and still be shown (the
 terminal's and the gateway's clocks differ a little even when both are synced)."""
-
-_ATTENDANCE_ONLY = "".join(
-    f"AND i.flags NOT LIKE '%\"{flag}\"%' " for flag in sorted(NON_ATTENDANCE_FLAGS)
-)
-"""SQL that leaves out a stored tap flagged as not attendance (the flags column is a JSON
-list of strings, so each flag appears quoted)."""
-_NOT_CLAIMED = "AND coalesce(r.state, 'queued') NOT IN ('selftest', 'enrolment')"
-"""SQL that leaves out a tap the relay (``r``: its registrations row) holds as a self-test or
-that a badge enrolment claimed: evidence, never attendance."""
 
 
 @dataclass(frozen=True)
@@ -116,19 +93,6 @@ class SequenceConfig:
     @property
     def rule(self) -> ShiftRule:
         return ShiftRule(self.shift_gap_h, self.shift_calendar_day)
-
-
-def index_inbox_by_badge(db: sqlite3.Connection) -> bool:
-    """A worker's taps are found in the inbox by badge and time (the sequence check's replay,
-    the site view's newest stored tap): that index is created here, additively, because only
-    this module asks that question. False while the intake has not created the inbox yet."""
-    try:
-        db.execute("CREATE INDEX IF NOT EXISTS inbox_badge_time ON inbox(badge, wall_ns)")
-    except sqlite3.OperationalError as exc:
-        if "no such table" not in str(exc):
-            raise
-        return False
-    return True
 
 
 def ciao_direction(kind: Kind) -> str:
@@ -163,9 +127,7 @@ def judge(
     issues: list[str] = []
     # The terminal's `missing_out` also ends a shift: its own rule (e.g. a new calendar day) is
     # the site's setting, which the gateway's default rule may not know.
-    if prior is not None and (
-        rule.new_shift(prior.wall_ns, wall_ns) or Flag.MISSING_OUT in flags
-    ):
+    if prior is not None and (rule.new_shift(prior.wall_ns, wall_ns) or Flag.MISSING_OUT in flags):
         if prior.ciao_type == "in":
             issues.append(Issue.MISSING_OUT)
         prior = None
@@ -219,27 +181,21 @@ class SequenceCheck:
     memory and written by :meth:`commit` inside the transaction that marks it submitted.
     """
 
-    db: sqlite3.Connection
+    db: GatewayDB
     counters: Counter[str] = field(default_factory=Counter)
     rule: ShiftRule = field(default_factory=ShiftRule)
     _batch: dict[tuple[str, int], _Decided] = field(default_factory=dict)
     _inbox: dict[tuple[str, int], tuple[frozenset[str], int]] = field(default_factory=dict)
     _badges: dict[str, list[str]] = field(default_factory=dict)  # per batch: links may change
-    _indexed: bool = False
 
     def __post_init__(self) -> None:
-        self.db.executescript(SCHEMA)
-        self._index_inbox()
-
-    def _index_inbox(self) -> None:
-        self._indexed = self._indexed or index_inbox_by_badge(self.db)
+        self.db.index_inbox_by_badge()
 
     # ----------------------------------------------------------------- the relay's calls
 
     def start_batch(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """Forget the last batch's decisions, read these rows' flags and arrival in one
         query, and return the rows in time order: a worker's taps are decided oldest first."""
-        self._index_inbox()
         self._batch.clear()
         self._badges.clear()
         self._inbox = dict(self._read_inbox([(r["terminal"], r["seq"]) for r in rows]))
@@ -277,48 +233,32 @@ class SequenceCheck:
             )  # fmt: skip
         return verdict.ciao_type
 
-    def commit(self, db: sqlite3.Connection, keys: Iterable[tuple[str, int]], now_ns: int) -> None:
+    def commit(self, db: GatewayDB, keys: Iterable[tuple[str, int]], now_ns: int) -> None:
         """Write the decisions of ``keys`` (the rows actually marked submitted) in the relay's
-        transaction; decisions of rows dropped from the batch are forgotten."""
+        transaction (``db``, inside its ``atomic()``); decisions of rows dropped from the batch
+        are forgotten."""
         rows = []
         for key in keys:
             d = self._batch.get(key)
             if d is not None:
                 rows.append((*key, d.workplace, d.worker_ref, d.wall_ns, d.kind, d.ciao_type,
                              ",".join(d.issues), now_ns))  # fmt: skip
-        db.executemany(
-            "INSERT OR IGNORE INTO worker_sequence(terminal, seq, workplace, worker_ref, wall_ns,"
-            " kind, ciao_type, issues, decided_ns) VALUES (?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
+        db.record_decisions(rows)
         self._batch.clear()
 
     def issues(self, workplace: str | None = None) -> list[dict[str, Any]]:
         """Every decision with an issue, oldest tap first: what the employer must resolve."""
-        return SiteDay.issues_of(self.db, workplace)
+        return issues_of(self.db, workplace)
 
     # ----------------------------------------------------------------- queries
 
     def _read_inbox(
         self, keys: list[tuple[str, int]]
     ) -> Iterable[tuple[tuple[str, int], tuple[frozenset[str], int]]]:
-        for start in range(0, len(keys), 400):
-            chunk = keys[start : start + 400]
-            wanted = ",".join("(?,?)" for _ in chunk)
-            found = self.db.execute(
-                "SELECT terminal, seq, flags, received_ns FROM inbox "
-                f"WHERE (terminal, seq) IN (VALUES {wanted})",
-                [v for key in chunk for v in key],
-            )
-            for terminal, seq, text, received_ns in found:
-                yield (terminal, seq), (frozenset(json.loads(text)), received_ns)
+        return self.db.inbox_flags(keys)
 
     def _stored(self, key: tuple[str, int]) -> _Decided | None:
-        row = self.db.execute(
-            "SELECT workplace, worker_ref, wall_ns, kind, ciao_type, issues FROM worker_sequence "
-            "WHERE terminal=? AND seq=?",
-            key,
-        ).fetchone()
+        row = self.db.decision(key)
         if row is None:
             return None
         return _Decided(*row[:5], tuple(i for i in row[5].split(",") if i))
@@ -327,11 +267,7 @@ class SequenceCheck:
         self, workplace: str, worker_ref: str, wall_ns: int, key: tuple[str, int]
     ) -> Prior | None:
         """The worker's newest *decided* tap at or before ``wall_ns`` (stored or this batch)."""
-        found = self.db.execute(
-            "SELECT ciao_type, wall_ns FROM worker_sequence WHERE workplace=? AND worker_ref=? "
-            "AND wall_ns<=? AND NOT (terminal=? AND seq=?) ORDER BY wall_ns DESC LIMIT 1",
-            (workplace, worker_ref, wall_ns, *key),
-        ).fetchone()
+        found = self.db.prior_decision(workplace, worker_ref, wall_ns, key)
         best = Prior(*found) if found is not None else None
         for other, d in self._batch.items():
             if other == key or d.workplace != workplace or d.worker_ref != worker_ref:
@@ -356,22 +292,10 @@ class SequenceCheck:
         )
         badges = self._badges.get(worker_ref)
         if badges is None:
-            sql = "SELECT badge FROM reg_badges WHERE worker_ref=?"
-            found = self.db.execute(sql, (worker_ref,))
-            badges = self._badges[worker_ref] = [b for (b,) in found]
+            badges = self._badges[worker_ref] = self.db.worker_badges(worker_ref)
         if not badges:
             return []
-        marks = ",".join("?" * len(badges))
-        # badge IN (...) first, so the (badge, wall_ns) index answers: no scan of the inbox
-        rows = self.db.execute(
-            "SELECT i.terminal, i.seq, i.kind, i.wall_ns, i.flags FROM inbox i "
-            "LEFT JOIN registrations r ON r.terminal = i.terminal AND r.seq = i.seq "
-            "LEFT JOIN worker_sequence s ON s.terminal = i.terminal AND s.seq = i.seq "
-            f"WHERE i.badge IN ({marks}) AND i.wall_ns > ? AND i.wall_ns <= ? "
-            "AND i.workplace = ? AND s.terminal IS NULL "
-            f"{_NOT_CLAIMED} ORDER BY i.wall_ns, i.terminal, i.seq",
-            (*badges, since, wall_ns, workplace),
-        ).fetchall()
+        rows = self.db.undecided_taps(badges, since, wall_ns, workplace)
         taps = []
         for terminal, seq, kind, tap_ns, text in rows:
             flags = frozenset(json.loads(text))
@@ -387,14 +311,7 @@ class SequenceCheck:
     ) -> bool:
         """True when a later tap of this worker had already been decided when this one
         arrived at the gateway: it went to the NSSO without knowing of this tap."""
-        return (
-            self.db.execute(
-                "SELECT 1 FROM worker_sequence WHERE workplace=? AND worker_ref=? AND wall_ns>? "
-                "AND decided_ns<? LIMIT 1",
-                (workplace, worker_ref, wall_ns, received_ns),
-            ).fetchone()
-            is not None
-        )
+        return self.db.decided_later(workplace, worker_ref, wall_ns, received_ns)
 
 
 def _shown(worker: str, kind: str, ciao_type: str, wall_ns: int) -> DayEntry:
@@ -419,29 +336,23 @@ class SiteDay:
     relay has not run yet, so a gateway without ``[ciao]`` still publishes the stored taps.
     """
 
-    def __init__(self, db_path: Path | str) -> None:
-        self.db = sqlite.connect(db_path, schema=SCHEMA, busy_timeout_s=10.0)
-        self._indexed = False
-        self._index_inbox()
+    def __init__(self, db_path: Path | str | GatewayDB) -> None:
+        self.db, self._owned = open_gateway_db(db_path, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
+        self.db.index_inbox_by_badge()
 
     def close(self) -> None:
-        self.db.close()
-
-    def _index_inbox(self) -> bool:
-        self._indexed = self._indexed or index_inbox_by_badge(self.db)
-        return self._indexed
+        if self._owned:
+            self.db.close()
 
     def version(self) -> tuple[int, int]:
         """Changes whenever the relay decides a tap or the gateway stores one, on any
         workplace (two index look-ups, whatever the size of the file): whether that changed a
         workplace's view is for the caller to see in :meth:`day`."""
-        (decided,) = self.db.execute(
-            "SELECT coalesce(max(rowid), 0) FROM worker_sequence"
-        ).fetchone()
-        stored = 0
-        if self._index_inbox():
-            (stored,) = self.db.execute("SELECT coalesce(max(rowid), 0) FROM inbox").fetchone()
-        return decided, stored
+        return self.db.sequence_version()
+
+    def issues(self, workplace: str | None = None) -> list[dict[str, Any]]:
+        """Every decision with an issue, oldest tap first: what the employer must resolve."""
+        return issues_of(self.db, workplace)
 
     def day(self, workplace: str, badges: Mapping[str, str] | None = None) -> list[DayEntry]:
         """Each worker's newest attendance tap on the workplace, within two days of the site's
@@ -460,80 +371,38 @@ class SiteDay:
                 found = self._decided(workplace, worker)
                 if found is not None:
                     newest[worker] = found
-            if self._index_inbox():
-                sql = self._stored_tap_sql()
-                for badge, worker in badges.items():
-                    known = newest.get(worker)
-                    # Only a tap newer than the worker's decided one can change the view; the
-                    # bound keeps the index walk to the taps since then.
-                    since = known.wall_ns if known is not None else -(2**63)
-                    row = self.db.execute(sql, (badge, since, workplace)).fetchone()
-                    if row is not None and (known is None or row[1] > known.wall_ns):
-                        newest[worker] = DayEntry(worker, Kind(row[0]), row[1])
+            for badge, worker in badges.items():
+                known = newest.get(worker)
+                # Only a tap newer than the worker's decided one can change the view; the
+                # bound keeps the index walk to the taps since then. A tap dated after it
+                # reached the gateway comes from a clock gone wrong: it would hide every other
+                # tap (newest wins, and the window follows the newest), so it waits for the
+                # relay's corrected time instead.
+                since = known.wall_ns if known is not None else -(2**63)
+                row = self.db.newest_stored_tap(badge, since, workplace, FUTURE_SLACK_NS)
+                if row is not None and (known is None or row[1] > known.wall_ns):
+                    newest[worker] = DayEntry(worker, Kind(row[0]), row[1])
         if not newest:
             return []
         since = max(d.wall_ns for d in newest.values()) - SITE_DAY_WINDOW_NS
         return [newest[w] for w in sorted(newest) if newest[w].wall_ns >= since]
 
     def _decided(self, workplace: str, worker: str) -> DayEntry | None:
-        row = self.db.execute(
-            "SELECT kind, ciao_type, wall_ns FROM worker_sequence WHERE workplace=? "
-            "AND worker_ref=? ORDER BY wall_ns DESC LIMIT 1",
-            (workplace, worker),
-        ).fetchone()
+        row = self.db.newest_decision(workplace, worker)
         return _shown(worker, *row) if row is not None else None
 
     def _decided_all(self, workplace: str) -> dict[str, DayEntry]:
-        (last,) = self.db.execute(
-            "SELECT max(wall_ns) FROM worker_sequence WHERE workplace=?", (workplace,)
-        ).fetchone()
-        if last is None:
-            return {}
-        rows = self.db.execute(
-            "SELECT worker_ref, kind, ciao_type, max(wall_ns) FROM worker_sequence "
-            "WHERE workplace=? AND wall_ns>=? GROUP BY worker_ref",
-            (workplace, last - SITE_DAY_WINDOW_NS),
-        )
+        rows = self.db.newest_decisions(workplace, SITE_DAY_WINDOW_NS)
         return {worker: _shown(worker, *rest) for worker, *rest in rows}
 
-    def _stored_tap_sql(self) -> str:
-        """A badge's newest stored attendance tap on a workplace, newer than a bound, that the
-        relay has not decided: found through the (badge, wall_ns) index, newest first. Taps
-        the relay claimed as a self-test or a badge enrolment are left out too (once a relay
-        has run: before that nothing was claimed). A tap dated after it reached the gateway
-        comes from a clock gone wrong: it would hide every other tap (newest wins, and the
-        window follows the newest), so it waits for the relay's corrected time instead."""
-        claimed = self.db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='registrations'"
-        ).fetchone()
-        join = where = ""
-        if claimed is not None:
-            join = "LEFT JOIN registrations r ON r.terminal = i.terminal AND r.seq = i.seq "
-            where = f"{_NOT_CLAIMED} "
-        return (
-            "SELECT i.kind, i.wall_ns FROM inbox i "
-            "LEFT JOIN worker_sequence s ON s.terminal = i.terminal AND s.seq = i.seq "
-            f"{join}WHERE i.badge = ? AND i.wall_ns > ? AND i.workplace = ? "
-            f"AND s.terminal IS NULL AND i.wall_ns <= i.received_ns + {FUTURE_SLACK_NS} "
-            f"{_ATTENDANCE_ONLY}{where}"
-            "ORDER BY i.wall_ns DESC LIMIT 1"
-        )
 
-    @staticmethod
-    def issues_of(db: sqlite3.Connection, workplace: str | None = None) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT terminal, seq, workplace, worker_ref, wall_ns, kind, ciao_type, issues "
-            "FROM worker_sequence WHERE issues<>''"
-        )
-        args: tuple[Any, ...] = ()
-        if workplace is not None:
-            sql += " AND workplace=?"
-            args = (workplace,)
-        names = ("terminal", "seq", "workplace", "worker_ref", "wall_ns", "kind", "sent", "issues")
-        return [
-            {**dict(zip(names, row, strict=True)), "issues": row[7].split(",")}
-            for row in db.execute(sql + " ORDER BY wall_ns, terminal, seq", args)
-        ]
+def issues_of(db: GatewayDB, workplace: str | None = None) -> list[dict[str, Any]]:
+    """Every sequence decision with an issue (of ``workplace``), oldest tap first."""
+    names = ("terminal", "seq", "workplace", "worker_ref", "wall_ns", "kind", "sent", "issues")
+    return [
+        {**dict(zip(names, row, strict=True)), "issues": row[7].split(",")}
+        for row in db.sequence_issues(workplace)
+    ]
 
 
 # --------------------------------------------------------------------------- the employer's list
@@ -565,7 +434,7 @@ def cli(argv: list[str]) -> int:
         return 2
     day = SiteDay(args.db)
     try:
-        found = SiteDay.issues_of(day.db, args.workplace)
+        found = day.issues(args.workplace)
     finally:
         day.close()
     for item in found:

@@ -12,8 +12,8 @@ stored event after it) is a ``chain_break`` security alert. The event is stored 
 it is evidence, and dropping it would hide what happened. Gaps (seqs never received) become
 ``seq_gap`` alerts through :meth:`Inbox.record_alert` once they have lasted (see the intake).
 
-The ``inbox`` table's columns are a contract: the CIaO relay reads them by SQL from the same
-file. Add tables and indexes freely; never change these columns.
+The tables live in the gateway data layer (:mod:`siteclock.gateway.db`), with their schema
+and every statement on them; the relay reads the same rows through it.
 
 Example::
 
@@ -26,32 +26,14 @@ Example::
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from siteclock import sqlite
+from siteclock.gateway.db import GatewayDB, open_gateway_db
 from siteclock.protocol import GENESIS_HASH, Event, ProtocolError, SignedEvent
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS inbox(
-  terminal TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL, digest BLOB NOT NULL,
-  body BLOB NOT NULL, alg TEXT NOT NULL, kid TEXT NOT NULL, sig BLOB NOT NULL,
-  workplace TEXT NOT NULL, kind TEXT NOT NULL, badge TEXT NOT NULL, wall_ns INTEGER NOT NULL,
-  flags TEXT NOT NULL,
-  received_ns INTEGER NOT NULL,
-  PRIMARY KEY (terminal, seq));
-CREATE INDEX IF NOT EXISTS inbox_received ON inbox(received_ns);
-CREATE TABLE IF NOT EXISTS security_alerts(
-  id INTEGER PRIMARY KEY AUTOINCREMENT, at_ns INTEGER NOT NULL, terminal TEXT NOT NULL,
-  seq INTEGER NOT NULL, kind TEXT NOT NULL, stored_digest BLOB, offered_digest BLOB,
-  offered_body BLOB);
-"""
-_ALERT_DETAIL = "ALTER TABLE security_alerts ADD COLUMN detail TEXT"
-"""Added after the first release: why the alert was raised, in words (a gap's range...)."""
 CHAIN_BREAK = "chain_break"
 SEQ_CONFLICT = "seq_conflict"
 SEQ_GAP = "seq_gap"
@@ -82,20 +64,15 @@ class Gap:
 
 
 class Inbox:
-    """The SQLite inbox. One connection behind a lock; every ``put`` is one transaction."""
+    """The inbox on the gateway database; every ``put`` is one transaction."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._conn = sqlite.connect(self.path, schema=_SCHEMA)
-        with self._lock, sqlite.immediate(self._conn) as db:
-            columns = {row[1] for row in db.execute("PRAGMA table_info(security_alerts)")}
-            if "detail" not in columns:
-                db.execute(_ALERT_DETAIL)
+    def __init__(self, db: Path | str | GatewayDB) -> None:
+        self.db, self._owned = open_gateway_db(db)
+        self.path = self.db.path
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        if self._owned:
+            self.db.close()
 
     def put(
         self,
@@ -120,9 +97,9 @@ class Inbox:
         fsync covers many MQTT messages when a hundred terminals send single events.
         Results are in the order of ``items``."""
         results: list[PutResult] = []
-        # BEGIN IMMEDIATE takes the write lock: nobody inserts between look and write
-        with self._lock, sqlite.immediate(self._conn) as db:
-            held, bodies = self._held(db, items)
+        # atomic() takes the write lock first: nobody inserts between look and write
+        with self.db.atomic():
+            held, bodies = self._held(items)
             prevs: dict[tuple[str, int], bytes] = {}  # prev hash of rows new in this call
             new_rows, alerts = [], []
             for terminal, signed, ev in items:
@@ -151,59 +128,29 @@ class Inbox:
                     alerts.append((received_ns, terminal, ev.seq, SEQ_CONFLICT, held[key],
                                    digest, signed.envelope.body, why))  # fmt: skip
                     results.append(PutResult(ev.seq, PutStatus.CONFLICT, terminal))
-            db.executemany("INSERT INTO inbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", new_rows)
-            db.executemany(
-                "INSERT INTO security_alerts(at_ns, terminal, seq, kind, stored_digest, "
-                "offered_digest, offered_body, detail) VALUES (?,?,?,?,?,?,?,?)",
-                alerts,
-            )
+            self.db.store_events(new_rows, alerts)
         return results
 
-    @staticmethod
     def _held(
-        db: sqlite3.Connection, items: Sequence[tuple[str, SignedEvent, Event]]
+        self, items: Sequence[tuple[str, SignedEvent, Event]]
     ) -> tuple[dict[tuple[str, int], bytes], dict[tuple[str, int], bytes]]:
         """Digests and bodies already stored for the (terminal, seq) pairs of ``items`` and
-        their neighbours (seq - 1 and seq + 1, for the chain check): one query per terminal
-        and 500 seqs instead of one per event."""
+        their neighbours (seq - 1 and seq + 1, for the chain check)."""
         wanted: dict[str, set[int]] = {}
         for terminal, _, ev in items:
             wanted.setdefault(terminal, set()).update((ev.seq - 1, ev.seq, ev.seq + 1))
-        held: dict[tuple[str, int], bytes] = {}
-        bodies: dict[tuple[str, int], bytes] = {}
-        for terminal, seqs in wanted.items():
-            ordered = sorted(seqs)
-            for i in range(0, len(ordered), 500):
-                chunk = ordered[i : i + 500]
-                rows = db.execute(
-                    f"SELECT seq, digest, body FROM inbox WHERE terminal = ? "
-                    f"AND seq IN ({','.join('?' * len(chunk))})",
-                    (terminal, *chunk),
-                )
-                for seq, digest, body in rows:
-                    held[(terminal, seq)] = bytes(digest)
-                    bodies[(terminal, seq)] = bytes(body)
+        found = self.db.held_events(wanted)
+        held = {key: digest for key, (digest, _) in found.items()}
+        bodies = {key: body for key, (_, body) in found.items()}
         return held, bodies
 
     def record_alert(self, terminal: str, seq: int, kind: str, detail: str, *, at_ns: int) -> None:
         """A security alert that is not about one offered event (a gap, a rate limit)."""
-        with self._lock, sqlite.immediate(self._conn) as db:
-            db.execute(
-                "INSERT INTO security_alerts(at_ns, terminal, seq, kind, detail) "
-                "VALUES (?,?,?,?,?)",
-                (at_ns, terminal, seq, kind, detail),
-            )
+        self.db.record_security_alert(terminal, seq, kind, detail, at_ns=at_ns)
 
     def missing(self, terminal: str, first: int, last: int) -> list[Gap]:
         """The runs of ``first..last`` of ``terminal`` not stored (now)."""
-        with self._lock:
-            held = [
-                s
-                for (s,) in self._conn.execute(
-                    "SELECT seq FROM inbox WHERE terminal = ? AND seq BETWEEN ? AND ? ORDER BY seq",
-                    (terminal, first, last),
-                )
-            ]
+        held = self.db.stored_seqs(terminal, first, last)
         gaps, expected = [], first
         for seq in [*held, last + 1]:
             if seq > expected:
@@ -213,62 +160,25 @@ class Inbox:
 
     def alerted_gaps(self) -> set[tuple[str, int]]:
         """``(terminal, first missing seq)`` of every gap already alerted."""
-        with self._lock:
-            return set(
-                self._conn.execute(
-                    "SELECT terminal, seq FROM security_alerts WHERE kind = ?", (SEQ_GAP,)
-                )
-            )
+        return self.db.alert_keys(SEQ_GAP)
 
     def max_seq(self, terminal: str) -> int:
-        with self._lock:
-            (value,) = self._conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE terminal = ?", (terminal,)
-            ).fetchone()
-        return int(value)
+        return self.db.max_seq(terminal)
 
     def gaps(self, terminal: str | None = None) -> list[Gap]:
         """Every run of missing seqs below each terminal's highest stored seq (from seq 1)."""
-        where, args = ("WHERE terminal = ?", (terminal,)) if terminal else ("", ())
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT terminal, prev + 1, seq - 1 FROM ("
-                "  SELECT terminal, seq, LAG(seq, 1, 0) OVER (PARTITION BY terminal ORDER BY seq)"
-                f"  AS prev FROM inbox {where}) WHERE seq > prev + 1 ORDER BY terminal, seq",
-                args,
-            ).fetchall()
-        return [Gap(t, lo, hi) for t, lo, hi in rows]
+        return [Gap(t, lo, hi) for t, lo, hi in self.db.seq_gaps(terminal)]
 
     def count(self, terminal: str | None = None) -> int:
-        with self._lock:
-            if terminal is None:
-                (n,) = self._conn.execute("SELECT COUNT(*) FROM inbox").fetchone()
-            else:
-                (n,) = self._conn.execute(
-                    "SELECT COUNT(*) FROM inbox WHERE terminal = ?", (terminal,)
-                ).fetchone()
-        return int(n)
+        return self.db.count_events(terminal)
 
     def rows(self, terminal: str) -> list[tuple[int, str, bytes]]:
         """``(seq, event_id, digest)`` of a terminal's stored events, in seq order."""
-        with self._lock:
-            return [
-                (s, e, bytes(d))
-                for s, e, d in self._conn.execute(
-                    "SELECT seq, event_id, digest FROM inbox WHERE terminal = ? ORDER BY seq",
-                    (terminal,),
-                )
-            ]
+        return self.db.event_keys(terminal)
 
     def alerts(self, kind: str | None = None) -> list[tuple[str, int, str]]:
         """``(terminal, seq, kind)`` of every security alert (of ``kind``), oldest first."""
-        where, args = ("WHERE kind = ?", (kind,)) if kind else ("", ())
-        with self._lock:
-            return list(
-                self._conn.execute(
-                    f"SELECT terminal, seq, kind FROM security_alerts {where} ORDER BY id", args
-                )
-            )
+        return self.db.security_alerts(kind)
 
 
 def _broken_link(

@@ -1,8 +1,8 @@
 """One way to open the gateway's SQLite files, and one way to write to them.
 
-The gateway's inbox, terminal registry, worker registry, relay table and enrolment tokens all
-live in SQLite files that several threads (and sometimes processes: the relay reads the inbox
-by SQL) share. They all want the same settings, and a store that forgot one of them would
+The gateway database (``gateway/db/``, its only user on the gateway) lives in a SQLite file
+that several threads and processes share (the intake, the relay, the command-line tools).
+Every connection wants the same settings, and one that forgot one of them would
 quietly lose the durability the effectively-once chain rests on (reference/reliability.md):
 
 * ``journal_mode=WAL``: readers never block the writer, and a crash leaves a consistent file;
@@ -10,7 +10,7 @@ quietly lose the durability the effectively-once chain rests on (reference/relia
 * a busy timeout, so a second writer waits for the lock instead of failing at once;
 * ``isolation_level=None``: we say ``BEGIN IMMEDIATE`` ourselves (:func:`immediate`), so the
   write lock is taken before we read what we are about to decide on;
-* ``check_same_thread=False``: each store guards its one connection with its own lock.
+* ``check_same_thread=False``: the data layer guards each connection with its own lock.
 
 The terminal's outbox (``terminal/outbox.py``) opens its file itself: it needs more pragmas
 (``auto_vacuum`` before WAL, ``foreign_keys``, a ``quick_check``) and its own error types.

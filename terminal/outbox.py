@@ -417,3 +417,15 @@ class Outbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def verdicts_held(path: Path | str) -> int:
+    """How many events of the outbox at ``path`` carry the NSSO's verdict, read without taking
+    the file from its terminal (read-only; 0 while the terminal is still creating it)."""
+    con = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT count(*) FROM events WHERE verdict IS NOT NULL").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()

@@ -20,46 +20,24 @@ Example::
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from siteclock.gateway.relay_store import RelayStore, State
+from siteclock.gateway.db import GatewayDB, open_gateway_db
+from siteclock.gateway.relay_store import State
 from siteclock.protocol import Flag, check_terminal_id
 from siteclock.provisioning.gateway.workers import WorkerError, Workers
 
 POLL_S = 0.2
 
 
-def _next_unknown_tap(store: RelayStore, terminal_id: str, since_ns: int) -> tuple | None:
-    try:
-        return store.db.execute(
-            "SELECT seq, badge FROM inbox WHERE terminal=? AND received_ns>=? AND flags LIKE ? "
-            "ORDER BY seq LIMIT 1",
-            (terminal_id, since_ns, f'%"{Flag.UNKNOWN_BADGE}"%'),
-        ).fetchone()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return None  # the gateway has not stored anything yet
-        raise
-
-
-def _claim(store: RelayStore, terminal_id: str, seq: int) -> None:
+def _claim(db: GatewayDB, terminal_id: str, seq: int) -> None:
     """Mark the enrolment tap so the relay never registers it as attendance."""
-    now = time.time_ns()
-    with store.tx() as db:
-        db.execute(
-            "INSERT INTO registrations(terminal, seq, state, last_error, created_ns, updated_ns) "
-            "VALUES (?, ?, ?, 'badge enrolment tap, not attendance', ?, ?) "
-            "ON CONFLICT(terminal, seq) DO UPDATE SET state=excluded.state, "
-            "last_error=excluded.last_error, updated_ns=excluded.updated_ns "
-            "WHERE state IN (?, ?)",
-            (terminal_id, seq, State.ENROLMENT, now, now, State.QUEUED, State.UNRESOLVED),
-        )
-        (state,) = db.execute(
-            "SELECT state FROM registrations WHERE terminal=? AND seq=?", (terminal_id, seq)
-        ).fetchone()
+    state = db.claim_tap(
+        terminal_id, seq, State.ENROLMENT, "badge enrolment tap, not attendance",
+        (State.QUEUED, State.UNRESOLVED), time.time_ns(),
+    )  # fmt: skip
     if state != State.ENROLMENT:
         raise WorkerError(
             f"tap {terminal_id}#{seq} was already handled as attendance ({state}); "
@@ -68,7 +46,7 @@ def _claim(store: RelayStore, terminal_id: str, seq: int) -> None:
 
 
 def link_next_tap(
-    db_path: Path,
+    db_path: Path | GatewayDB,
     workers: Workers,
     *,
     worker_ref: str,
@@ -82,12 +60,13 @@ def link_next_tap(
     check_terminal_id(terminal_id)
     if workers.registry.worker(worker_ref) is None:
         raise WorkerError(f"no worker {worker_ref!r}; add the worker first")
-    store = RelayStore(db_path)  # its table exists from here on, relay running or not
+    db, owned = open_gateway_db(db_path)  # its tables exist from here on, relay running or not
+    unknown = f'%"{Flag.UNKNOWN_BADGE}"%'
     try:
         if on_waiting is not None:
             on_waiting()
         deadline = time.monotonic() + timeout_s
-        while (found := _next_unknown_tap(store, terminal_id, since_ns)) is None:
+        while (found := db.next_unknown_badge_tap(terminal_id, since_ns, unknown)) is None:
             if time.monotonic() > deadline:
                 raise WorkerError(
                     f"no new badge was tapped on {terminal_id} within {timeout_s:.0f} s; "
@@ -95,7 +74,8 @@ def link_next_tap(
                 )
             time.sleep(POLL_S)
         seq, badge = found
-        _claim(store, terminal_id, seq)
+        _claim(db, terminal_id, seq)
     finally:
-        store.close()
+        if owned:
+            db.close()
     return workers.link_badge(badge, worker_ref)

@@ -1,17 +1,16 @@
-"""Enrolment tokens in the gateway's SQLite file: random, hashed at rest, expiring, single use."""
+"""Enrolment tokens on the gateway database: random, hashed at rest, expiring, single use."""
 
 from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from siteclock import sqlite
+from siteclock.gateway.db import GatewayDB, open_gateway_db
 from siteclock.provisioning.shared.requests import (
     EnrolmentRefused,
     format_token,
@@ -28,17 +27,6 @@ RETRY_GRACE_S = 3600
 
 
 TOKEN_BYTES = 15  # 120 bits -> 24 base32 characters, typed in six groups of four
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS enrol_tokens(
-  token_hash TEXT PRIMARY KEY, workplace TEXT NOT NULL, created_ns INTEGER NOT NULL,
-  expires_ns INTEGER NOT NULL, created_by TEXT NOT NULL, note TEXT NOT NULL DEFAULT '',
-  used_ns INTEGER, used_by TEXT, used_kid TEXT);
-CREATE TABLE IF NOT EXISTS enrol_location_conflicts(
-  workplace TEXT NOT NULL, terminal_id TEXT NOT NULL, at_ns INTEGER NOT NULL,
-  latitude REAL, longitude REAL, address TEXT);
-"""
 
 
 @dataclass(frozen=True)
@@ -63,15 +51,16 @@ class TokenInfo:
 
 
 class TokenStore:
-    """Enrolment tokens in the gateway's SQLite file (table ``enrol_tokens``)."""
+    """Enrolment tokens on the gateway database (:mod:`siteclock.gateway.db`)."""
 
-    def __init__(self, path: Path | str, *, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self, path: Path | str | GatewayDB, *, clock: Callable[[], int] = time.time_ns
+    ) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
-        self._db = sqlite.connect(path, schema=_SCHEMA)
+        self._db, self._owned = open_gateway_db(path)
 
     def close(self) -> None:
-        with self._lock:
+        if self._owned:
             self._db.close()
 
     def create(
@@ -90,65 +79,33 @@ class TokenStore:
         now = self._clock()
         expires = now + int(ttl_s * 1e9)
         digest = hash_token(token)
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO enrol_tokens(token_hash, workplace, created_ns, expires_ns, "
-                "created_by, note) VALUES (?,?,?,?,?,?)",
-                (digest, workplace, now, expires, created_by, note),
-            )
+        self._db.add_token(digest, workplace, now, expires, created_by, note)
         return IssuedToken(token, workplace, expires, digest)
 
     def info(self, token: str) -> TokenInfo | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT token_hash, workplace, created_ns, expires_ns, created_by, note, used_ns, "
-                "used_by FROM enrol_tokens WHERE token_hash = ?",
-                (hash_token(token),),
-            ).fetchone()
+        row = self._db.token(hash_token(token))
         return TokenInfo(*row) if row else None
 
     def list(self) -> list[TokenInfo]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT token_hash, workplace, created_ns, expires_ns, created_by, note, used_ns, "
-                "used_by FROM enrol_tokens ORDER BY created_ns"
-            ).fetchall()
-        return [TokenInfo(*r) for r in rows]
+        return [TokenInfo(*r) for r in self._db.tokens()]
 
     def check(self, token: str, *, terminal_id: str, kid: str, workplace: str) -> None:
         """Raise what :meth:`claim` would, without claiming: the caller's right to hear more."""
-        with self._lock:
-            row = self._claim_row(hash_token(token))
+        row = self._db.token_claim(hash_token(token))
         self._check_claim(row, self._clock(), terminal_id, kid, workplace)
-
-    def _claim_row(self, digest: str) -> Any:
-        return self._db.execute(
-            "SELECT workplace, expires_ns, used_ns, used_by, used_kid FROM enrol_tokens "
-            "WHERE token_hash = ?",
-            (digest,),
-        ).fetchone()
 
     def record_location_conflict(self, workplace: str, terminal_id: str, location: Any) -> None:
         """Keep a location a terminal gave that differs from the site's (for the employer)."""
         coords, address = location.coordinates, location.address
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT INTO enrol_location_conflicts VALUES (?,?,?,?,?,?)",
-                (
-                    workplace, terminal_id, self._clock(),
-                    coords.latitude if coords else None, coords.longitude if coords else None,
-                    json.dumps(address.to_ciao()) if address else None,
-                ),
-            )  # fmt: skip
+        self._db.record_location_conflict(
+            workplace, terminal_id, self._clock(),
+            coords.latitude if coords else None, coords.longitude if coords else None,
+            json.dumps(address.to_ciao()) if address else None,
+        )  # fmt: skip
 
     def location_conflicts(self, workplace: str) -> list[dict[str, Any]]:
         """Locations terminals gave for ``workplace`` that were not applied, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT terminal_id, at_ns, latitude, longitude, address "
-                "FROM enrol_location_conflicts WHERE workplace = ? ORDER BY at_ns",
-                (workplace,),
-            ).fetchall()
+        rows = self._db.location_conflicts(workplace)
         return [
             {"terminal": r[0], "at_ns": r[1], "latitude": r[2], "longitude": r[3],
              "address": json.loads(r[4]) if r[4] else None}
@@ -163,15 +120,11 @@ class TokenStore:
         """
         digest = hash_token(token)
         now = self._clock()
-        with self._lock, sqlite.immediate(self._db):
-            row = self._claim_row(digest)
+        with self._db.atomic():
+            row = self._db.token_claim(digest)
             first = self._check_claim(row, now, terminal_id, kid, workplace)
             if first:
-                self._db.execute(
-                    "UPDATE enrol_tokens SET used_ns=?, used_by=?, used_kid=? "
-                    "WHERE token_hash=? AND used_ns IS NULL",
-                    (now, terminal_id, kid, digest),
-                )
+                self._db.claim_token(digest, terminal_id, kid, now)
         return first
 
     @staticmethod

@@ -19,24 +19,26 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from siteclock.gateway.broker import GATEWAY_USER, credential_path, write_site
 from siteclock.gateway.ciao.sim import SimServer
+from siteclock.gateway.db import SQLiteGatewayDB
 from siteclock.gateway.identifiers import enterprise_check_digits, inss_check_digits
 from siteclock.gateway.registry import Registry
 from siteclock.gateway.roster import write_gateway_keys
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.hw.sim import send_taps
 from siteclock.terminal import identity
+from siteclock.terminal.outbox import verdicts_held
 
 WORKPLACE = "1Y1003SQ5VSSZ"
 TERMINALS = ("t-lobby", "t-roof")
@@ -275,19 +277,12 @@ def _tap(root: Path, terminal: str, badge: str, who: str, say) -> None:  # type:
     time.sleep(0.3)  # pacing: a worker's taps are moments apart, and a reader follows the story
 
 
-def _relay_states(db: Path) -> dict[tuple[str, int], sqlite3.Row]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    con.row_factory = sqlite3.Row
+def _relay_states(db: Path) -> dict[tuple[str, int], Any]:
+    gateway_db = SQLiteGatewayDB(db)
     try:
-        rows = con.execute(
-            "SELECT i.terminal, i.seq, i.kind, i.badge, i.flags, r.state, r.ciao_id, "
-            "r.validity, r.remarks, r.last_error, r.notified, r.clock_note FROM inbox i "
-            "LEFT JOIN registrations r USING (terminal, seq) ORDER BY i.received_ns"
-        ).fetchall()
-    except sqlite3.OperationalError:
-        return {}
+        rows = gateway_db.event_journeys()
     finally:
-        con.close()
+        gateway_db.close()
     return {(r["terminal"], r["seq"]): r for r in rows}
 
 
@@ -341,18 +336,8 @@ def run_day(site: Site, configs: dict[str, Path], say) -> None:  # type: ignore[
 
 
 def _verdicts_held(root: Path) -> int:
-    """Verdicts the terminals have recorded in their outboxes (read-only: they own the files)."""
-    held = 0
-    for tid in TERMINALS:
-        con = sqlite3.connect(f"file:{root / tid / 'outbox.db'}?mode=ro", uri=True)
-        try:
-            row = con.execute("SELECT count(*) FROM events WHERE verdict IS NOT NULL").fetchone()
-            held += row[0]
-        except sqlite3.OperationalError:
-            pass  # the terminal is still creating its file
-        finally:
-            con.close()
-    return held
+    """Verdicts the terminals have recorded in their outboxes."""
+    return sum(verdicts_held(root / tid / "outbox.db") for tid in TERMINALS)
 
 
 def _terminals_online(registry: TerminalRegistry) -> bool:

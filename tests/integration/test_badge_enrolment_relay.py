@@ -52,11 +52,7 @@ def test_the_relay_sees_which_rows_are_still_queued(tmp_path: Path) -> None:
     store = RelayStore(tmp_path / "gateway.db")
     with store.tx() as db:
         for seq, state in ((1, "queued"), (2, "enrolment"), (3, "queued"), (4, "submitted")):
-            db.execute(
-                "INSERT INTO registrations(terminal, seq, state, created_ns, updated_ns) "
-                "VALUES ('t-a', ?, ?, 0, 0)",
-                (seq, state),
-            )
+            db.claim_tap("t-a", seq, state, "", ("queued",), 0)
         keys = [("t-a", 1), ("t-a", 2), ("t-a", 3), ("t-a", 4), ("t-b", 1)]
         assert store.still_queued(db, keys) == {("t-a", 1), ("t-a", 3)}
         assert store.still_queued(db, []) == set()

@@ -24,9 +24,10 @@ import pytest
 from siteclock import protocol as p
 from siteclock.gateway.ciao.sim import SimServer
 from siteclock.gateway.config import MqttConfig
+from siteclock.gateway.db.schema import ADDED_COLUMNS, RELAY
 from siteclock.gateway.intake import Intake
 from siteclock.gateway.relay import NEVER_SYNCED, WAITING_FOR_SYNC, registration_date
-from siteclock.gateway.relay_store import ADDED_COLUMNS, SCHEMA, RelayStore
+from siteclock.gateway.relay_store import RelayStore
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.keys import Ed25519Signer
@@ -245,8 +246,9 @@ def test_unsigned_or_forged_clock_readings_set_no_sync_point(tmp_path: Path) -> 
 def test_an_older_relay_database_gets_the_clock_columns(tmp_path: Path) -> None:
     db_path = tmp_path / "gateway.db"
     old = sqlite3.connect(db_path)
-    old.executescript(SCHEMA)  # the table as released before the clock columns
-    assert not set(ADDED_COLUMNS) & {r[1] for r in old.execute("PRAGMA table_info(registrations)")}
+    old.executescript(RELAY)  # the table as released before the clock columns
+    added = set(ADDED_COLUMNS["registrations"])
+    assert not added & {r[1] for r in old.execute("PRAGMA table_info(registrations)")}
     old.execute(
         "INSERT INTO registrations(terminal, seq, state, created_ns, updated_ns) "
         "VALUES ('t-old', 1, 'registered', 1, 1)"

@@ -136,8 +136,7 @@ def test_many_failed_attempts_never_dead_letter(tmp_path: Path, sim: SimServer) 
     _events(world, "term-500-01", 3)
 
     def attempts() -> int:
-        sql = "SELECT max(attempts) FROM registrations"
-        return world.relay.store.db.execute(sql).fetchone()[0] or 0
+        return world.relay.store.db.max_attempts()
 
     _turn_until(world, lambda: attempts() > 12, 15, "more than 12 attempts")  # the old limit
     counts = world.relay.store.counts()
@@ -381,9 +380,7 @@ def test_problem_details_are_kept_whole_shown_and_the_item_requeued_after_the_fi
         world.run_until_final()
         assert world.relay.store.counts() == {"registered": 2}
         assert [r["type"] for r in strict.registrations()] == ["IN", "IN"]
-        audit = world.relay.store.db.execute(
-            "SELECT terminal, seq, from_state, to_state FROM relay_requeues ORDER BY seq"
-        ).fetchall()
+        audit = [row[1:5] for row in world.relay.store.db.requeue_audit()]
         assert audit == [
             ("term-case-01", 1, "refused", "queued"),
             ("term-case-01", 2, "refused", "queued"),

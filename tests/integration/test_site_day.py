@@ -34,7 +34,7 @@ import pytest
 
 from siteclock.gateway.ciao.sim import SimServer
 from siteclock.gateway.registry import Registry
-from siteclock.gateway.sequence import Issue, SiteDay
+from siteclock.gateway.sequence import Issue
 from siteclock.gateway.service import Gateway
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.keys import Ed25519Signer
@@ -257,5 +257,5 @@ def test_a_day_on_site_sends_each_worker_the_right_types(site: Site) -> None:
     assert site.state(LOBBY, selftest.event.seq) == "selftest"
     assert site.state(LOBBY, enrolment.signed.event.seq) == "enrolment"
     # the employer's list: bob's missing `out`, ana's late tap, and nothing else
-    issues = [(i["worker_ref"], i["issues"]) for i in SiteDay.issues_of(site.watch)]
+    issues = [(i["worker_ref"], i["issues"]) for i in site.gateway.site_day.issues()]
     assert issues == [("w-bob", [Issue.MISSING_OUT]), ("w-ana", [Issue.LATE])]

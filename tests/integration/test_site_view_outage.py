@@ -26,7 +26,6 @@ from gpiozero.pins.mock import MockFactory
 
 from siteclock.gateway.ciao.sim import SimServer
 from siteclock.gateway.registry import Registry
-from siteclock.gateway.sequence import SiteDay
 from siteclock.gateway.service import Gateway
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.keys import Ed25519Signer
@@ -150,4 +149,4 @@ def test_a_stored_tap_reaches_the_sites_terminals_while_the_nsso_is_down(site: S
     sent = sorted(site.sim.registrations(), key=lambda r: r["registrationDate"])
     assert [r["type"] for r in sent if r["ssin"] == make_inss(1)] == ["in", "out"]
     assert site.decisions(ANA) == 2
-    assert SiteDay.issues_of(site.watch) == []  # nothing for the employer to correct
+    assert site.gateway.site_day.issues() == []  # nothing for the employer to correct

@@ -132,9 +132,7 @@ class World:
             counts = self.relay.store.counts()  # type: ignore[attr-defined]
             total = sum(counts.values())
             final = sum(counts.get(s, 0) for s in ("registered", "rejected", "refused"))
-            notified = self.relay.store.db.execute(  # type: ignore[attr-defined]
-                "SELECT count(*) FROM registrations WHERE notified=1"
-            ).fetchone()[0]
+            notified = self.relay.store.db.count_notified()  # type: ignore[attr-defined]
             if total and final == total and notified == total:
                 return
             time.sleep(0.02)

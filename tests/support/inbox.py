@@ -1,36 +1,25 @@
 """Test helper: the intake's ``inbox`` table, filled with real signed protocol events.
 
-The intake (another module) owns this table in production; the relay only reads it. Tests of
-the relay create it here with the same columns, and insert rows built from genuinely signed
-:mod:`siteclock.protocol` events, one hash chain per terminal.
+The intake (another module) fills this table in production; tests of the relay fill it here,
+through the gateway data layer, with rows built from genuinely signed :mod:`siteclock.protocol`
+events, one hash chain per terminal.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
 from pathlib import Path
 
 from siteclock import protocol as p
+from siteclock.gateway.db import SQLiteGatewayDB
 from siteclock.keys import Ed25519Signer
-
-INBOX_SCHEMA = """
-CREATE TABLE IF NOT EXISTS inbox(
-  terminal TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL, digest BLOB NOT NULL,
-  body BLOB NOT NULL, alg TEXT NOT NULL, kid TEXT NOT NULL, sig BLOB NOT NULL,
-  workplace TEXT NOT NULL, kind TEXT NOT NULL, badge TEXT NOT NULL, wall_ns INTEGER NOT NULL,
-  flags TEXT NOT NULL, received_ns INTEGER NOT NULL,
-  PRIMARY KEY (terminal, seq));
-"""
 
 
 def create_inbox(db_path: Path | str) -> None:
-    db = sqlite3.connect(db_path)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.executescript(INBOX_SCHEMA)
-    db.close()
+    """Create the gateway database at ``db_path`` (every table, through its migrations)."""
+    SQLiteGatewayDB(db_path).close()
 
 
 KEYS: dict[str, bytes] = {}
@@ -82,7 +71,6 @@ class TerminalFeed:
 
 def insert(db_path: Path | str, events: list[p.SignedEvent]) -> None:
     """Store events as the intake would (signature checked first, as it does)."""
-    db = sqlite3.connect(db_path, timeout=30)
     rows = []
     for signed in events:
         ev = signed.event
@@ -106,9 +94,11 @@ def insert(db_path: Path | str, events: list[p.SignedEvent]) -> None:
                 time.time_ns(),
             )
         )
-    with db:
-        db.executemany("INSERT INTO inbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-    db.close()
+    db = SQLiteGatewayDB(db_path)
+    try:
+        db.store_events(rows)
+    finally:
+        db.close()
 
 
 CYCLE = (p.Kind.IN, p.Kind.BREAK_START, p.Kind.BREAK_END, p.Kind.OUT)

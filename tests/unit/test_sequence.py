@@ -9,7 +9,15 @@ import pytest
 
 from siteclock.gateway.registry import Registry
 from siteclock.gateway.relay_store import RelayStore
-from siteclock.gateway.sequence import Issue, Judgement, Prior, SequenceCheck, SiteDay, judge
+from siteclock.gateway.sequence import (
+    FUTURE_SLACK_NS,
+    Issue,
+    Judgement,
+    Prior,
+    SequenceCheck,
+    SiteDay,
+    judge,
+)
 from siteclock.protocol import DayEntry, Flag, Kind
 from siteclock.shift import NS_PER_HOUR, ShiftRule
 from tests.support.ciao import make_enterprise, make_inss
@@ -84,8 +92,8 @@ class Gateway:
         return {key: (sent, issues.get(key, ())) for key, sent in decided.items()}
 
     def _badge(self, row) -> str:
-        sql = "SELECT badge FROM inbox WHERE terminal=? AND seq=?"
-        return self.store.db.execute(sql, (row["terminal"], row["seq"])).fetchone()[0]
+        [found] = self.store.db.select_registrations(keys=[(row["terminal"], row["seq"])])
+        return found["badge"]
 
     def close(self) -> None:
         self.store.close()
@@ -199,13 +207,11 @@ def test_stored_taps_that_are_not_attendance_never_show(gw) -> None:
     selftest = lobby.event(Kind.IN, ANA, T0 + H, flags=(Flag.SELFTEST,))
     enrolment = lobby.event(Kind.OUT, ANA, T0 + 2 * H)
     insert(gw.db, [came_in, selftest, enrolment])
-    now = time.time_ns()
-    with gw.store.tx() as db:  # claimed as provisioning.badge_enrolment claims a linking tap
-        db.execute(
-            "INSERT INTO registrations(terminal, seq, state, created_ns, updated_ns) "
-            "VALUES (?, ?, 'enrolment', ?, ?)",
-            ("t-lobby", enrolment.event.seq, now, now),
-        )
+    # claimed as provisioning.badge_enrolment claims a linking tap
+    gw.store.db.claim_tap(
+        "t-lobby", enrolment.event.seq, "enrolment", "", ("queued", "unknown_badge"),
+        time.time_ns(),
+    )  # fmt: skip
     day = SiteDay(gw.db)
     assert day.day(SITE, BADGES) == [DayEntry("w-ana", Kind.IN, T0)]
     day.close()
@@ -237,8 +243,7 @@ def test_a_stored_tap_from_a_clock_in_the_future_waits_for_the_relay(gw) -> None
 def test_the_site_view_reads_stored_taps_through_the_badge_index(gw) -> None:
     insert(gw.db, [TerminalFeed("t-lobby", SITE).event(Kind.IN, ANA, T0)])
     day = SiteDay(gw.db)
-    query = "EXPLAIN QUERY PLAN " + day._stored_tap_sql()
-    plan = " ".join(str(row) for row in day.db.execute(query, (ANA, 0, SITE)))
+    plan = day.db.explain_newest_stored_tap(FUTURE_SLACK_NS)
     assert "USING INDEX inbox_badge_time" in plan
     assert "SCAN i" not in plan
     day.close()

@@ -1,0 +1,172 @@
+"""The gateway database's recorded migrations: the only place its tables are defined.
+
+Each migration has a number and a name; :meth:`SQLiteGatewayDB.migrate` applies the ones a file
+has not had yet, in order, each in the same transaction as its row in ``schema_version``. A
+migration is never edited once released: a change to the schema is a new migration at the end.
+
+Migration 1 is the schema the separate stores created before the data layer existed (every
+``CREATE ... IF NOT EXISTS``, then the columns added after the first release when missing), so a
+``gateway.db`` written by that code is adopted as it is: nothing is rebuilt or copied.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+INBOX = """
+CREATE TABLE IF NOT EXISTS inbox(
+  terminal TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL, digest BLOB NOT NULL,
+  body BLOB NOT NULL, alg TEXT NOT NULL, kid TEXT NOT NULL, sig BLOB NOT NULL,
+  workplace TEXT NOT NULL, kind TEXT NOT NULL, badge TEXT NOT NULL, wall_ns INTEGER NOT NULL,
+  flags TEXT NOT NULL,
+  received_ns INTEGER NOT NULL,
+  PRIMARY KEY (terminal, seq));
+CREATE INDEX IF NOT EXISTS inbox_received ON inbox(received_ns);
+CREATE TABLE IF NOT EXISTS security_alerts(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at_ns INTEGER NOT NULL, terminal TEXT NOT NULL,
+  seq INTEGER NOT NULL, kind TEXT NOT NULL, stored_digest BLOB, offered_digest BLOB,
+  offered_body BLOB);
+"""
+
+RELAY = """
+CREATE TABLE IF NOT EXISTS registrations(
+  terminal TEXT NOT NULL, seq INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  ciao_id TEXT, validity TEXT, remarks TEXT NOT NULL DEFAULT '[]',
+  attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',
+  solo INTEGER NOT NULL DEFAULT 0,
+  registry_version INTEGER NOT NULL DEFAULT -1,
+  worker_ref TEXT, employer TEXT, workplace TEXT, reg_date TEXT, ciao_type TEXT,
+  created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL,
+  submitted_ns INTEGER, final_ns INTEGER,
+  next_try_ns INTEGER NOT NULL DEFAULT 0,
+  alerted INTEGER NOT NULL DEFAULT 0, notified INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (terminal, seq));
+CREATE INDEX IF NOT EXISTS registrations_state ON registrations(state, terminal, seq);
+CREATE INDEX IF NOT EXISTS registrations_ciao_id ON registrations(ciao_id);
+CREATE INDEX IF NOT EXISTS registrations_unnotified ON registrations(notified, state);
+CREATE TABLE IF NOT EXISTS relay_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS relay_alerts(
+  cause TEXT PRIMARY KEY, message TEXT NOT NULL, since_ns INTEGER NOT NULL,
+  cleared_ns INTEGER, raised INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS relay_requeues(
+  at_ns INTEGER NOT NULL, terminal TEXT NOT NULL, seq INTEGER NOT NULL,
+  from_state TEXT NOT NULL, to_state TEXT NOT NULL, last_error TEXT NOT NULL,
+  selection TEXT NOT NULL);
+"""
+
+TERMINALS = """
+CREATE TABLE IF NOT EXISTS terminals(
+  id TEXT PRIMARY KEY, workplace TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'active',
+  registered_ns INTEGER NOT NULL, last_status TEXT, last_status_ns INTEGER);
+CREATE TABLE IF NOT EXISTS terminal_keys(
+  terminal TEXT NOT NULL REFERENCES terminals(id), kid TEXT NOT NULL, alg TEXT NOT NULL,
+  public_key BLOB NOT NULL, valid_from_ns INTEGER NOT NULL, revoked_at_ns INTEGER,
+  PRIMARY KEY (terminal, kid));
+CREATE TABLE IF NOT EXISTS terminal_audit(
+  at_ns INTEGER NOT NULL, terminal TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clock_sync(
+  terminal TEXT NOT NULL, boot_id TEXT NOT NULL, wall_ns INTEGER NOT NULL,
+  boot_ns INTEGER NOT NULL, maxerror_us INTEGER NOT NULL, received_ns INTEGER NOT NULL,
+  PRIMARY KEY (terminal, boot_id));
+"""
+
+REGISTRY = """
+CREATE TABLE IF NOT EXISTS reg_workers(
+  ref TEXT PRIMARY KEY, name TEXT NOT NULL, inss_enc BLOB NOT NULL,
+  employer_id TEXT NOT NULL, employer_kind TEXT NOT NULL, capacity TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reg_badges(
+  badge TEXT PRIMARY KEY, worker_ref TEXT NOT NULL REFERENCES reg_workers(ref),
+  active INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS reg_workplaces(
+  ref TEXT PRIMARY KEY, latitude REAL, longitude REAL, address TEXT);
+CREATE TABLE IF NOT EXISTS reg_assignments(
+  worker_ref TEXT NOT NULL REFERENCES reg_workers(ref), workplace TEXT NOT NULL,
+  PRIMARY KEY (worker_ref, workplace));
+CREATE TABLE IF NOT EXISTS reg_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO reg_meta VALUES ('version', 0);
+"""
+
+SEQUENCE = """
+CREATE TABLE IF NOT EXISTS worker_sequence(
+  terminal TEXT NOT NULL, seq INTEGER NOT NULL,
+  workplace TEXT NOT NULL, worker_ref TEXT NOT NULL,
+  wall_ns INTEGER NOT NULL,          -- the tap's time as relayed (corrected when it was)
+  kind TEXT NOT NULL,                -- what the terminal recorded
+  ciao_type TEXT NOT NULL,           -- 'in' or 'out': what the sequence supports, sent
+  issues TEXT NOT NULL DEFAULT '',   -- comma-separated, for the employer; '' when none
+  decided_ns INTEGER NOT NULL,
+  PRIMARY KEY (terminal, seq));
+CREATE INDEX IF NOT EXISTS worker_sequence_day ON worker_sequence(workplace, worker_ref, wall_ns);
+"""
+
+ENROLMENT = """
+CREATE TABLE IF NOT EXISTS enrol_tokens(
+  token_hash TEXT PRIMARY KEY, workplace TEXT NOT NULL, created_ns INTEGER NOT NULL,
+  expires_ns INTEGER NOT NULL, created_by TEXT NOT NULL, note TEXT NOT NULL DEFAULT '',
+  used_ns INTEGER, used_by TEXT, used_kid TEXT);
+CREATE TABLE IF NOT EXISTS enrol_location_conflicts(
+  workplace TEXT NOT NULL, terminal_id TEXT NOT NULL, at_ns INTEGER NOT NULL,
+  latitude REAL, longitude REAL, address TEXT);
+"""
+
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    # why a security alert was raised, in words (a gap's range...)
+    "security_alerts": {"detail": "TEXT"},
+    # All nullable, so existing rows stay valid.
+    "registrations": {
+        "terminal_wall_ns": "INTEGER",  # the terminal's time of a clock_unsynced event
+        "corrected_wall_ns": "INTEGER",  # the time submitted instead (NULL: terminal time used)
+        "clock_note": "TEXT",  # why, in words, for the employer's review
+        "problem": "TEXT",  # the last problem details (JSON: status, type, title, detail...)
+        "ambiguous_ns": "INTEGER",  # when the row became ambiguous
+        "search_refused_ns": "INTEGER",  # first time the search for it was refused (400)
+        "requeued_ns": "INTEGER",  # last ``siteclock relay requeue`` of the row
+    },
+}
+"""Columns the stores added at open after their first release, in the order they added them."""
+
+INBOX_BADGE_INDEX = "CREATE INDEX IF NOT EXISTS inbox_badge_time ON inbox(badge, wall_ns)"
+"""Made by the sequence check when it first runs (as before the data layer): a gateway that
+only takes in events does not pay for it on every insert."""
+
+
+def _initial(conn: sqlite3.Connection) -> None:
+    """Today's schema, created where missing; the added columns added where missing."""
+    for script in (INBOX, RELAY, TERMINALS, REGISTRY, SEQUENCE, ENROLMENT):
+        for statement in statements(script):
+            conn.execute(statement)
+    for table, columns in ADDED_COLUMNS.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+
+def statements(script: str) -> list[str]:
+    """The statements of ``script`` one by one (``executescript`` would commit the migration's
+    transaction; a plain split on ``;`` would cut the comments that contain one)."""
+    found, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            found.append(buffer.strip())
+            buffer = ""
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "the schema of the separate stores", _initial),)
+
+SCHEMA_VERSION = """
+CREATE TABLE IF NOT EXISTS schema_version(
+  version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ns INTEGER NOT NULL)
+"""

@@ -1,0 +1,25 @@
+"""The SQLite backend of the gateway data layer: the core plus every group of operations."""
+
+from __future__ import annotations
+
+from siteclock.gateway.db.enrolment_ops import EnrolmentOps
+from siteclock.gateway.db.inbox_ops import InboxOps
+from siteclock.gateway.db.reads import ReadOps
+from siteclock.gateway.db.registry_ops import RegistryOps
+from siteclock.gateway.db.relay_admin_ops import RelayAdminOps
+from siteclock.gateway.db.relay_ops import RelayOps
+from siteclock.gateway.db.sequence_ops import SequenceOps
+from siteclock.gateway.db.terminal_ops import TerminalOps
+
+
+class SQLiteGatewayDB(
+    InboxOps,
+    RelayOps,
+    RelayAdminOps,
+    TerminalOps,
+    RegistryOps,
+    SequenceOps,
+    EnrolmentOps,
+    ReadOps,
+):
+    """The gateway database in one SQLite file (see :class:`~.interface.GatewayDB`)."""
