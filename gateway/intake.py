@@ -66,7 +66,6 @@ from siteclock.gateway.intake_limits import (
     RATE_LIMITED,
     REFUSED_BURST,
     REFUSED_PER_S,
-    REGISTRY_TTL_S,
 )
 from siteclock.gateway.intake_refusals import Refusals
 from siteclock.gateway.intake_status import Heartbeats
@@ -369,7 +368,7 @@ class Intake:
             return Handled(terminal), None, []
         admitted[terminal] += len(batch)
         if any(s.envelope.kid not in verifier.keys for s in batch):
-            verifier = self._active_verifier(terminal, max_age_s=KEY_REFRESH_S)
+            verifier = self._active_verifier(terminal, unknown_key=True)
             if verifier is None:
                 return Handled(terminal), None, []
         kept = []
@@ -409,12 +408,12 @@ class Intake:
                 passed.append((signed, event))
         return passed
 
-    def _active_verifier(
-        self, terminal: str, *, max_age_s: float = REGISTRY_TTL_S
-    ) -> Verifier | None:
+    def _active_verifier(self, terminal: str, *, unknown_key: bool = False) -> Verifier | None:
         """The verifier of a registered, active terminal; otherwise the refusal is counted
-        and None returned."""
-        verifier = self.verifiers.get(terminal, max_age_s=max_age_s)
+        and None returned. ``unknown_key``: the cached entry lacks a key id the batch names
+        (see :meth:`VerifierCache.for_unknown_key`)."""
+        cache = self.verifiers
+        verifier = cache.for_unknown_key(terminal) if unknown_key else cache.get(terminal)
         if verifier is None:
             self.refusals.reject("unknown_terminal", terminal)
         elif verifier.record.status != ACTIVE:

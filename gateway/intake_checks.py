@@ -8,7 +8,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from siteclock.gateway.intake_limits import RATE_LIMITED, REGISTRY_TTL_S, VERIFY_SPLIT_MIN
+from siteclock.gateway.intake_limits import (
+    KEY_REFRESH_S,
+    RATE_LIMITED,
+    REGISTRY_TTL_S,
+    VERIFY_SPLIT_MIN,
+)
 from siteclock.gateway.terminals import TerminalRecord, TerminalRegistry
 from siteclock.protocol import ProtocolError, SignedEvent
 
@@ -68,6 +73,19 @@ class VerifierCache:
         verifier = None if record is None else Verifier(record, record.keys, record.revoked_kids)
         self._cached[terminal] = (now, verifier)
         return verifier
+
+    def for_unknown_key(self, terminal: str) -> Verifier | None:
+        """The entry to check a key id the cached one does not know: reread at once when the
+        terminal has had a key added since it was read (whichever process added it, so an
+        event signed by a just-registered key is accepted on its first arrival); otherwise
+        at most every :data:`KEY_REFRESH_S`. A flood of made-up key ids thus costs one key
+        count per message, and a full reread at most once a second."""
+        cached = self._cached.get(terminal)
+        if cached is not None and cached[1] is not None:
+            known = len(cached[1].record.all_keys)
+            if self.registry.key_count(terminal) != known:
+                return self.get(terminal, max_age_s=0.0)
+        return self.get(terminal, max_age_s=KEY_REFRESH_S)
 
 
 class SignatureChecker:

@@ -20,9 +20,10 @@ VERIFY_SPLIT_MIN = 8
 helper thread costs tens of microseconds, and at such low rates nothing needs the speed."""
 REGISTRY_TTL_S = 5.0
 KEY_REFRESH_S = 1.0
-"""A key id the cached entry does not know makes the intake reread the registry, at most this
-often per terminal: a key added by a rotation is accepted within a second, and a terminal
-sending made-up key ids cannot turn every message into a registry query."""
+"""A key id the cached entry does not know makes the intake reread the registry at once when
+the terminal's key count changed since the entry was read (a key added by a rotation is accepted
+on its first event), and otherwise at most this often per terminal: a terminal sending made-up
+key ids cannot turn every message into a registry read (it costs one key count each)."""
 LOG_FIRST_PER_REASON = 20  # then one line per 1000, so a flood cannot fill the disk
 REFUSED_PER_S = 20.0
 REFUSED_BURST = 100.0

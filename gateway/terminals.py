@@ -182,5 +182,10 @@ class TerminalRegistry:
             tuple(TerminalKey(k[0], k[1], bytes(k[2]), k[3], k[4]) for k in keys),
         )
 
+    def key_count(self, terminal_id: str) -> int:
+        """How many keys the terminal has ever had: it grows with every key added, so a
+        cached record whose ``all_keys`` is shorter is stale (see the intake's key refresh)."""
+        return self.db.terminal_key_count(terminal_id)
+
     def ids(self) -> list[str]:
         return self.db.terminal_ids()

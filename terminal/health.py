@@ -39,6 +39,8 @@ class Health:
     :param data_dir: the directory whose free space matters (where the outbox lives).
     :param version: the software version to report.
     :param clock: returns the clock's trust now.
+    :param roster_version: returns the version of the roster the terminal holds (None: none
+        yet), so the gateway (and whoever waits for a roster to land) can see which it holds.
     """
 
     def __init__(
@@ -48,11 +50,13 @@ class Health:
         *,
         version: str = __version__,
         clock: Callable[[], ClockState] = clock_mod.read_clock,
+        roster_version: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._outbox = outbox
         self._data_dir = Path(data_dir)
         self._version = version
         self._clock = clock
+        self._roster_version = roster_version
         self._started = time.monotonic()
         self._lock = threading.Lock()
         self._reader = "ok"
@@ -107,4 +111,5 @@ class Health:
             "boot_ns": clock_mod.boot_ns(),
             "wall_ns": wall,
             "alerts": sorted(alerts),
+            "roster_version": self._roster_version(),
         }

@@ -107,6 +107,7 @@ class Outbox:
         self._terminal_id = terminal_id
         self._workplace = workplace
         self._lock = threading.RLock()
+        self._acked = threading.Condition()  # notified once acks are committed
         self._conn: sqlite3.Connection | None = None
         conn = sqlite3.connect(
             str(self.path), isolation_level=None, check_same_thread=False, timeout=10.0
@@ -258,7 +259,10 @@ class Outbox:
                 changed += cur.rowcount
             return changed
 
-        return self._write(work)
+        changed = self._write(work)
+        with self._acked:
+            self._acked.notify_all()
+        return changed
 
     def record_verdict(self, seq: int, outcome: Outcome, reason: str) -> None:
         """Keep the NSSO's verdict on an event, to show the worker on their next tap."""
@@ -336,6 +340,14 @@ class Outbox:
                     self._db.execute(f"PRAGMA incremental_vacuum({max(batch // 4, 16)})")
             if done:
                 return deleted
+
+    def wait_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until ``done()`` (say, "nothing pending") holds: checked now and again each
+        time :meth:`mark_delivered` commits acks on this object (an Uplink delivering in this
+        process), so the waiter wakes on the ack itself. False if ``timeout_s`` passed first.
+        """
+        with self._acked:
+            return self._acked.wait_for(done, timeout_s)
 
     # ----------------------------------------------------------------- reading
 

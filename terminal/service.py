@@ -134,7 +134,10 @@ class Terminal:
         factory = pin_factory if pin_factory is not None else _pin_factory(
             config.feedback.pin_factory
         )
-        self.health = Health(self.outbox, config.data_dir)
+        # Capture is made below; the heartbeat asks it for its roster only when it is sent.
+        self.health = Health(
+            self.outbox, config.data_dir, roster_version=lambda: self.capture.roster_version
+        )
         fb = config.feedback
         break_key = None
         try:

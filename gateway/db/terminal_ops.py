@@ -110,6 +110,16 @@ class TerminalOps(SQLiteCore):
             ).fetchall()
         return row[0], row[1], keys
 
+    def terminal_key_count(self, terminal_id: str) -> int:
+        """How many keys the terminal has ever had (revoked ones included). Keys are never
+        deleted, so this only grows: a change tells a reader its copy of the keys is stale,
+        whichever process added the key, for the price of one index lookup."""
+        with self.reading() as conn:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM terminal_keys WHERE terminal = ?", (terminal_id,)
+            ).fetchone()
+        return int(count)
+
     def terminal_ids(self) -> list[str]:
         with self.reading() as conn:
             return [r[0] for r in conn.execute("SELECT id FROM terminals ORDER BY id")]

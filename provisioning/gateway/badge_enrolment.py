@@ -65,6 +65,9 @@ def link_next_tap(
     try:
         if on_waiting is not None:
             on_waiting()
+        # A poll, on purpose: the tap is written by the gateway's intake, another process, so
+        # no in-process event can announce it; the database is all both share. One indexed
+        # read every POLL_S while a person walks to the terminal costs nothing.
         deadline = time.monotonic() + timeout_s
         while (found := db.next_unknown_badge_tap(terminal_id, since_ns, unknown)) is None:
             if time.monotonic() > deadline:

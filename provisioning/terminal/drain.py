@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from siteclock.terminal import config as terminal_config
@@ -42,10 +41,8 @@ def drain(cfg: terminal_config.TerminalConfig, timeout_s: float) -> int:
         )
         uplink.start()
         try:
-            deadline = time.monotonic() + timeout_s
-            while box.stats().depth and time.monotonic() < deadline:
-                uplink.wake()
-                time.sleep(0.05)
+            uplink.wake()  # send what is queued now, not at the uplink's next turn
+            box.wait_until(lambda: box.stats().depth == 0, timeout_s)  # woken by each ack
             return box.stats().depth
         finally:
             uplink.stop()

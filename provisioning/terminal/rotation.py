@@ -18,12 +18,6 @@ from siteclock.provisioning.terminal.systemd import ServiceControl
 from siteclock.terminal import config as terminal_config
 from siteclock.terminal import identity
 
-KEY_PROPAGATION_S = 1.5
-"""After a key is added, how long until every gateway process accepts events it signs: an
-intake that meets a key id it does not know rereads the registry, at most every
-``gateway.intake.KEY_REFRESH_S`` (1 s; a test keeps this above it). Not imported from there:
-the terminal side should not load the gateway's intake."""
-
 
 @dataclass(frozen=True)
 class KeyFiles:
@@ -113,6 +107,9 @@ def _wait_old_key_delivered(
     if not service.enabled:
         drain(cfg, timeout_s)
         return _old_key_pending(cfg, old_kid)
+    # A poll, on purpose: the acks are committed by the terminal service, another process,
+    # which no in-process condition (Outbox.wait_until) can hear; the outbox file is the only
+    # thing both share. Each check is one short indexed read, twice a second, until it drains.
     deadline = time.monotonic() + timeout_s
     while (left := _old_key_pending(cfg, old_kid)) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -152,10 +149,8 @@ def rotate_key(
             client.keys(sign_key_request(cfg.terminal_id, current=current, add=new))
             out(f"new key {new.kid} registered; old key {current.kid} stays valid meanwhile")
         if files.new.exists():  # not switched yet, or interrupted in the middle of the switch
-            # Each gateway process rereads a terminal's keys at most this often: a tap signed
-            # by the new key any sooner could be refused (and only resent much later).
-            out(f"waiting {KEY_PROPAGATION_S:.1f} s for every gateway process to know it")
-            time.sleep(KEY_PROPAGATION_S)
+            # No wait needed: a gateway process that meets the new key id sees the terminal's
+            # key count changed in the database and rereads its keys on that first event.
             service.stop()
             try:
                 _switch_keys(files)

@@ -178,17 +178,18 @@ def check_end_to_end(cfg: TerminalConfig, badge: str, timeout_s: float) -> Check
         uplink.start()
         try:
             started = time.monotonic()
-            deadline = started + timeout_s
-            while time.monotonic() < deadline:
-                if not any(e.event.seq == seq for e in box.unsent(after_seq=seq - 1, limit=1)):
-                    took = time.monotonic() - started
-                    return Check(
-                        "end to end",
-                        Verdict.PASS,
-                        f"event seq {seq} stored and acknowledged by the gateway in {took:.1f} s",
-                    )
-                uplink.wake()
-                time.sleep(0.05)
+            uplink.wake()  # send it now, not at the uplink's next turn
+
+            def acknowledged() -> bool:
+                return not any(e.event.seq == seq for e in box.unsent(after_seq=seq - 1, limit=1))
+
+            if box.wait_until(acknowledged, timeout_s):  # woken by each ack committed
+                took = time.monotonic() - started
+                return Check(
+                    "end to end",
+                    Verdict.PASS,
+                    f"event seq {seq} stored and acknowledged by the gateway in {took:.1f} s",
+                )
             return Check(
                 "end to end",
                 Verdict.FAIL,

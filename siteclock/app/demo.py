@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,11 +312,14 @@ def run_day(site: Site, configs: dict[str, Path], say) -> None:  # type: ignore[
         _wait_for(
             lambda: (site.check_alive(), _terminals_online(registry))[1], 20, "terminals online"
         )
+        # Greeted by name only once a terminal holds a roster; each heartbeat says which it
+        # holds. Every roster the gateway sends was built after setup enrolled the workers,
+        # so holding any roster is holding the current one.
+        _wait_for(
+            lambda: (site.check_alive(), _rosters_held(registry))[1], 20, "rosters on terminals"
+        )
     finally:
         registry.close()
-    # The gateway publishes rosters every 0.5 s; a terminal's heartbeat does not say which
-    # roster it holds, so nothing here can see one land: three publication rounds, by time.
-    time.sleep(1.5)
     _tap(root, "t-lobby", ana.badge, ana.name, say)
     _tap(root, "t-lobby", ana.badge, ana.name + " again", say)  # a nervous double tap
     _tap(root, "t-lobby", bram.badge, bram.name, say)
@@ -342,8 +346,17 @@ def _verdicts_held(root: Path) -> int:
 
 def _terminals_online(registry: TerminalRegistry) -> bool:
     """True once both terminals have reported ``online`` to the gateway."""
+    return _every_heartbeat(registry, lambda beat: beat.get("state") == "online")
+
+
+def _rosters_held(registry: TerminalRegistry) -> bool:
+    """True once both terminals' last heartbeats name the roster they hold."""
+    return _every_heartbeat(registry, lambda beat: beat.get("roster_version") is not None)
+
+
+def _every_heartbeat(registry: TerminalRegistry, holds: Callable[[dict[str, Any]], bool]) -> bool:
     beats = [registry.last_heartbeat(t) for t in TERMINALS]
-    return all(b and b.get("state") == "online" for b in beats)
+    return all(beat is not None and holds(beat) for beat in beats)
 
 
 # --------------------------------------------------------------------------- report

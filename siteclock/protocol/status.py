@@ -33,7 +33,8 @@ def encode_status(status: Mapping[str, Any]) -> bytes:
     """Retained JSON on the status topic (heartbeat and Last Will): readable by any dashboard.
 
     Carries ``state`` ("online"/"offline") and, when online, queue_depth, oldest_unsent_age_s,
-    clock, reader, disk_free_mb, version, uptime_s, boot_id, boot_ns and wall_ns, and, when the
+    clock, reader, disk_free_mb, version, uptime_s, boot_id, boot_ns, wall_ns, alerts and
+    roster_version (the roster held; optional, older terminals omit it), and, when the
     clock is synced, a signed ``clock_proof`` (see :class:`ClockProof`): only that proof lets the
     gateway correct events taken before a clock sync in the same boot.
     """

@@ -233,6 +233,19 @@ def test_terminal_registry_keys_and_sync_points(db: GatewayDB) -> None:
     assert db.terminal("t-nobody") is None
 
 
+def test_a_terminals_key_count_grows_with_each_key_and_not_on_revocation(db: GatewayDB) -> None:
+    # The intake rereads a terminal's keys when this count differs from its cached copy.
+    assert db.terminal_key_count(T) == 0
+    with db.atomic():
+        db.add_terminal(T, SITE, "active", 1)
+        db.add_terminal_key(T, "k1", "ed25519", b"\x01" * 32, 1)
+    assert db.terminal_key_count(T) == 1
+    db.add_terminal_key(T, "k2", "ed25519", b"\x02" * 32, 2)
+    db.revoke_terminal_key(T, "k1", 3)
+    assert db.terminal_key_count(T) == 2
+    assert db.terminal_key_count("t-nobody") == 0
+
+
 def test_every_registry_change_bumps_its_version(db: GatewayDB) -> None:
     start = db.registry_version()
     db.save_worker("w-1", "Ana", b"sealed", "0123456789", "enterprise", "employee")

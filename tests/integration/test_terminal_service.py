@@ -86,6 +86,14 @@ def test_taps_are_recorded_answered_and_repeats_only_answered(terminal, tmp_path
     assert snap["oldest_unsent_age_s"] >= 0
 
 
+def test_the_heartbeat_says_which_roster_the_terminal_holds(terminal) -> None:
+    assert terminal.health.snapshot()["roster_version"] is None  # none received yet
+    terminal.capture.apply_roster(Roster("t-0001", 7, (RosterEntry(ANA, "w-1", "Ana"),)))
+    assert terminal.health.snapshot()["roster_version"] == 7
+    terminal.capture.apply_roster(Roster("t-0001", 5, ()))  # older: ignored
+    assert terminal.health.snapshot()["roster_version"] == 7
+
+
 def test_disk_full_refuses_in_red_alerts_and_keeps_running(terminal, tmp_path) -> None:
     sock = str(tmp_path / "taps.sock")
     sim.send_taps(sock, [ANA])

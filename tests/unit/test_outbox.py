@@ -264,3 +264,41 @@ def test_heartbeat_and_uplink_queries_use_indexes_not_scans(fresh_box: Outbox) -
         plan = " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + query))
         assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, (query, plan)
         assert "TEMP B-TREE" not in plan, (query, plan)
+
+
+def test_wait_until_wakes_on_the_ack_itself(fresh_box: Outbox) -> None:
+    tap(fresh_box)
+    tap(fresh_box)
+    empty = threading.Event()
+    returned: list[bool] = []
+    acked_up_to_1 = threading.Event()
+
+    def waiter() -> None:
+        returned.append(fresh_box.wait_until(lambda: fresh_box.stats().depth == 0, 60.0))
+        empty.set()
+
+    def first_acked() -> bool:
+        done = not any(e.event.seq == 1 for e in fresh_box.unsent(limit=1))
+        if done:
+            acked_up_to_1.set()
+        return done
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    helper = threading.Thread(target=lambda: fresh_box.wait_until(first_acked, 60.0), daemon=True)
+    helper.start()
+    fresh_box.mark_delivered([1])
+    # Woken by the commit, not by a timeout: the helper returns long before its 60 s.
+    assert acked_up_to_1.wait(10.0)
+    assert not empty.is_set()  # seq 2 is still pending: the other waiter keeps waiting
+    fresh_box.mark_delivered([2])
+    assert empty.wait(10.0)
+    assert returned == [True]
+    thread.join(1.0)
+    helper.join(1.0)
+
+
+def test_wait_until_says_false_when_nothing_is_acked_in_time(fresh_box: Outbox) -> None:
+    tap(fresh_box)
+    assert not fresh_box.wait_until(lambda: fresh_box.stats().depth == 0, 0.05)
+    assert fresh_box.stats().depth == 1
