@@ -18,6 +18,7 @@ from siteclock.gateway.ciao.environments import for_local_sim
 from siteclock.gateway.ciao.policy import PolicyConfig
 from siteclock.gateway.identifiers import enterprise_check_digits, inss_check_digits
 from siteclock.gateway.registry import Registry
+from tests.support.waiting import wait_until
 
 CLIENT_ID = "self_service_chaman_12345_test"
 FAST_POLICY = PolicyConfig(
@@ -123,6 +124,16 @@ class World:
     sim: object
     relay: object
     verdicts: list[tuple[str, object]]
+
+    def run_until_state(self, terminal: str, seq: int, state: str, timeout: float = 5.0) -> bool:
+        """Turn the relay until the row ``(terminal, seq)`` is in ``state``; False if it is not
+        by ``timeout`` (the caller's assertions then say what it is in)."""
+
+        def reached() -> bool:
+            self.relay.run_once()  # type: ignore[attr-defined]
+            return self.relay.store.get(terminal, seq)["state"] == state  # type: ignore[attr-defined]
+
+        return wait_until(reached, timeout, interval=0.02)
 
     def run_until_final(self, timeout: float = 20.0) -> None:
         """Turn the relay until every stored event has a delivered final verdict."""
