@@ -6,6 +6,8 @@ import functools
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from siteclock.gateway.ciao.client import CiaoClient, Timeouts
 from siteclock.gateway.ciao.environments import for_local_sim
 from siteclock.gateway.ciao.policy import PolicyConfig
+from siteclock.gateway.ciao.sim import SimServer
 from siteclock.gateway.identifiers import enterprise_check_digits, inss_check_digits
 from siteclock.gateway.registry import Registry
 from tests.support.waiting import wait_until
@@ -112,6 +115,15 @@ FAST_RELAY = dict(
     rescan_s=5.0,
     backoff=PolicyConfig(initial_wait_s=0.05, max_wait_s=0.5),
 )
+
+
+@contextmanager
+def running_sim(**options: Any) -> Iterator[SimServer]:
+    """A CIaO simulator (``options`` as :class:`SimServer` takes them) that knows the test
+    client: ``CLIENT_ID`` with the public half of :func:`rsa_pair`."""
+    with SimServer(**options) as server:
+        server.register_client(CLIENT_ID, rsa_pair()[1])
+        yield server
 
 
 @dataclass
