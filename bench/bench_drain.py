@@ -35,6 +35,7 @@ from tests.support.mosquitto import (
     MosquittoBroker,
     running_broker,
     terminal_config,
+    write_gateway_toml,
 )
 
 EVENTS = 100_000
@@ -96,18 +97,7 @@ def raw_qos1_rate(broker: MosquittoBroker, payload_size: int) -> float:
 
 
 def start_gateway(root: Path, broker: MosquittoBroker) -> subprocess.Popen:
-    config = root / "gateway.toml"
-    config.write_text(
-        f'db = "{root / "gateway.db"}"\n'
-        f'signing_key_file = "{root / "gateway-signing.key"}"\n'
-        f'inss_key_file = "{root / "inss.key"}"\n'
-        'log_level = "WARNING"\n'
-        "[mqtt]\n"
-        f'host = "{broker.host}"\nport = {broker.gateway_port}\n'
-        f'ca_file = "{broker.ca_file}"\n'
-        f'password_file = "{broker.gateway.password_file}"\n'
-        'client_id = "siteclock_gateway-bench"\n'
-    )
+    config = write_gateway_toml(root, broker, "siteclock_gateway-bench")
     proc = subprocess.Popen(
         [sys.executable, "-m", "siteclock.cli", "gateway", "--config", str(config)],
         stdout=subprocess.DEVNULL, stderr=(root / "gateway.log").open("wb"),

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from siteclock.gateway.ciao.client import CiaoError, Permanent, Registration, ShuttingDown
 from siteclock.gateway.relay_failures import NOT_ANSWERED, Update
 from siteclock.gateway.relay_queries import due_pending
+from siteclock.gateway.relay_stage import DueRowsStage
 from siteclock.gateway.relay_store import FINAL, State
 
 if TYPE_CHECKING:
-    from siteclock.gateway.relay import Relay
+    pass
 
 
 def by_id(ids: Iterable[str], hits: Sequence[Registration]) -> dict[str, Registration | None]:
@@ -43,20 +44,14 @@ def polled_columns(
     return values
 
 
-class Poller:
+class Poller(DueRowsStage):
     """Looks up due pending registrations and records their validity."""
 
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
+    def due(self, now: int) -> Sequence[Any]:
+        return due_pending(self.relay.store, now, self.relay.config.poll_batch)
 
-    def run(self) -> int:
+    def handle(self, rows: Sequence[Any], now: int) -> int:
         relay = self.relay
-        if relay.told_to_wait():
-            return 0
-        now = relay.clock_ns()
-        rows = due_pending(relay.store, now, relay.config.poll_batch)
-        if not rows:
-            return 0
         groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
         for row in rows:
             groups[(row["employer"] or "", row["workplace"] or "")].append(row)

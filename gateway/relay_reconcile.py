@@ -29,11 +29,12 @@ from siteclock.gateway.ciao.client import (
 from siteclock.gateway.relay_failures import NOT_ANSWERED, UNRECONCILED, Update, describe
 from siteclock.gateway.relay_mapping import instant
 from siteclock.gateway.relay_queries import anyone_awaits_review, due_ambiguous
+from siteclock.gateway.relay_stage import DueRowsStage
 from siteclock.gateway.relay_store import FINAL, State
 from siteclock.log import fields
 
 if TYPE_CHECKING:
-    from siteclock.gateway.relay import Relay
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -162,20 +163,14 @@ class CiaoSearch:
                 )
 
 
-class Reconciler:
+class Reconciler(DueRowsStage):
     """Searches for the ambiguous rows that are due and adopts or requeues them."""
 
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
+    def due(self, now: int) -> Sequence[Any]:
+        return due_ambiguous(self.relay.store, now)
 
-    def run(self) -> int:
+    def handle(self, rows: Sequence[Any], now: int) -> int:
         relay = self.relay
-        if relay.told_to_wait():
-            return 0
-        now = relay.clock_ns()
-        rows = due_ambiguous(relay.store, now)
-        if not rows:
-            return 0
         groups: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
         for row in rows:
             groups[(row["worker_ref"], row["employer"], row["workplace"])].append(row)

@@ -40,7 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, GatewayDB, open_gateway_db
+from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, GatewayDB, OnGatewayDB
 from siteclock.gateway.db.relay_admin_ops import NOT_BEFORE_KEY
 from siteclock.gateway.db.relay_ops import UNSYNCED_LIKE
 
@@ -80,7 +80,7 @@ REQUEUE_TARGET = {
 """What ``siteclock relay requeue`` may put back, and where to."""
 
 
-class RelayStore:
+class RelayStore(OnGatewayDB):
     """The relay's view of the gateway database: named operations, used by one thread at a
     time (the relay's), plus the Retry-After instant saved from the client's thread.
 
@@ -89,13 +89,11 @@ class RelayStore:
     (:mod:`gateway.relay_queries`).
     """
 
-    def __init__(self, db_path: Path | str | GatewayDB) -> None:
-        self.db, self._owned = open_gateway_db(db_path, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
-        self.path = str(self.db.path)
+    busy_timeout_s = RELAY_BUSY_TIMEOUT_S
 
-    def close(self) -> None:
-        if self._owned:
-            self.db.close()
+    def __init__(self, db_path: Path | str | GatewayDB) -> None:
+        super().__init__(db_path)
+        self.path = str(self.db.path)
 
     def tx(self) -> AbstractContextManager[GatewayDB]:
         """One write transaction (nested: a savepoint); yields the database."""

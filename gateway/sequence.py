@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, GatewayDB, open_gateway_db
+from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, GatewayDB, OnGatewayDB
 from siteclock.log import fields
 from siteclock.protocol import NON_ATTENDANCE_FLAGS, DayEntry, Flag, Kind
 from siteclock.shift import NS_PER_HOUR, ShiftRule
@@ -322,7 +322,7 @@ def _shown(worker: str, kind: str, ciao_type: str, wall_ns: int) -> DayEntry:
     return DayEntry(worker, shown, wall_ns)
 
 
-class SiteDay:
+class SiteDay(OnGatewayDB):
     """Read side for the roster loop: each worker's newest attendance tap per workplace.
 
     Two sources, newest wins: the taps the relay *decided* (``worker_sequence``, with the CIaO
@@ -336,13 +336,11 @@ class SiteDay:
     relay has not run yet, so a gateway without ``[ciao]`` still publishes the stored taps.
     """
 
-    def __init__(self, db_path: Path | str | GatewayDB) -> None:
-        self.db, self._owned = open_gateway_db(db_path, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
-        self.db.index_inbox_by_badge()
+    busy_timeout_s = RELAY_BUSY_TIMEOUT_S
 
-    def close(self) -> None:
-        if self._owned:
-            self.db.close()
+    def __init__(self, db_path: Path | str | GatewayDB) -> None:
+        super().__init__(db_path)
+        self.db.index_inbox_by_badge()
 
     def version(self) -> tuple[int, int]:
         """Changes whenever the relay decides a tap or the gateway stores one, on any

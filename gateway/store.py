@@ -29,9 +29,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
-from siteclock.gateway.db import GatewayDB, open_gateway_db
+from siteclock.gateway.db import OnGatewayDB
 from siteclock.protocol import GENESIS_HASH, Event, ProtocolError, SignedEvent
 
 CHAIN_BREAK = "chain_break"
@@ -63,16 +62,8 @@ class Gap:
     last: int
 
 
-class Inbox:
+class Inbox(OnGatewayDB):
     """The inbox on the gateway database; every ``put`` is one transaction."""
-
-    def __init__(self, db: Path | str | GatewayDB) -> None:
-        self.db, self._owned = open_gateway_db(db)
-        self.path = self.db.path
-
-    def close(self) -> None:
-        if self._owned:
-            self.db.close()
 
     def put(
         self,

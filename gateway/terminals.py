@@ -20,10 +20,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from siteclock.gateway.db import GatewayDB, open_gateway_db
+from siteclock.gateway.db import OnGatewayDB
 from siteclock.protocol import ALGORITHMS, ClockProof, check_terminal_id, check_workplace, key_id
 
 ACTIVE = "active"
@@ -72,16 +71,8 @@ class SyncPoint:
     received_ns: int
 
 
-class TerminalRegistry:
+class TerminalRegistry(OnGatewayDB):
     """Terminals and their keys on the gateway database; safe to share between threads."""
-
-    def __init__(self, db: Path | str | GatewayDB) -> None:
-        self.db, self._owned = open_gateway_db(db)
-        self.path = self.db.path
-
-    def close(self) -> None:
-        if self._owned:
-            self.db.close()
 
     def _audit(self, terminal: str, action: str, **detail: Any) -> None:
         self.db.audit_terminal(terminal, action, json.dumps(detail, sort_keys=True), time.time_ns())

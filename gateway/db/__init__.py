@@ -31,10 +31,27 @@ def open_gateway_db(
     return db, False
 
 
+class OnGatewayDB:
+    """Base of the facades on the gateway database (inbox, registry, relay store, rosters):
+    they use the :class:`GatewayDB` they are given, or open the file at a path and then close it
+    on :meth:`close` (a shared database is closed by whoever opened it)."""
+
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
+
+    def __init__(self, db: Path | str | GatewayDB) -> None:
+        self.db, self._owned = open_gateway_db(db, busy_timeout_s=self.busy_timeout_s)
+        self.path = self.db.path
+
+    def close(self) -> None:
+        if self._owned:
+            self.db.close()
+
+
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT_S",
     "RELAY_BUSY_TIMEOUT_S",
     "GatewayDB",
+    "OnGatewayDB",
     "SQLiteGatewayDB",
     "open_gateway_db",
 ]

@@ -30,6 +30,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from siteclock.gateway.identifiers import (
     InvalidIdentifier,
@@ -46,6 +47,8 @@ CAPACITIES = ("employee", "self_employed", "temp_worker", "intern", "student", "
 REQUIRED_COLUMNS = ("inss", "name", "employer", "capacity")
 OPTIONAL_COLUMNS = ("badge", "workplace")
 MAX_NAME = 80
+
+T = TypeVar("T")
 
 
 class WorkerError(ValueError):
@@ -114,6 +117,14 @@ class WorkerRow:
     workplace: str | None = None
 
 
+def _column(name: str, text: str, parse: Callable[[str], T], error: type[Exception]) -> T:
+    """``parse(text)``; its ``error`` becomes a :class:`WorkerError` that names the column."""
+    try:
+        return parse(text)
+    except error as exc:
+        raise WorkerError(f"{name}: {exc}") from None
+
+
 def validate_row(raw: dict[str, str]) -> WorkerRow:
     """One CSV row -> a checked :class:`WorkerRow`; :class:`WorkerError` names the column."""
 
@@ -127,25 +138,16 @@ def validate_row(raw: dict[str, str]) -> WorkerRow:
     name = col("name")
     if not name or len(name) > MAX_NAME:
         raise WorkerError(f"name: must be 1-{MAX_NAME} characters")
-    try:
-        employer, kind = parse_employer(col("employer"))
-    except WorkerError as exc:
-        raise WorkerError(f"employer: {exc}") from None
+    employer, kind = _column("employer", col("employer"), parse_employer, WorkerError)
     capacity = col("capacity").lower().replace("-", "_").replace(" ", "_") or "employee"
     if capacity not in CAPACITIES:
         raise WorkerError(f"capacity: {col('capacity')!r} is not one of {', '.join(CAPACITIES)}")
-    badge = None
-    if col("badge"):
-        try:
-            badge = parse_badge(col("badge"))
-        except WorkerError as exc:
-            raise WorkerError(f"badge: {exc}") from None
-    workplace = None
-    if col("workplace"):
-        try:
-            workplace = parse_reference(col("workplace"))
-        except WorkplaceError as exc:
-            raise WorkerError(f"workplace: {exc}") from None
+    badge = _column("badge", col("badge"), parse_badge, WorkerError) if col("badge") else None
+    workplace = (
+        _column("workplace", col("workplace"), parse_reference, WorkplaceError)
+        if col("workplace")
+        else None
+    )
     return WorkerRow(inss, name, employer, kind, capacity, badge, workplace)
 
 

@@ -12,13 +12,12 @@ import requests
 from siteclock.gateway.ciao.auth import ASSERTION_TYPE, ClientAssertion
 from siteclock.gateway.ciao.client import Permanent
 from siteclock.gateway.ciao.sim import SimServer
-from tests.support.ciao import CLIENT_ID, client_for, rsa_pair
+from tests.support.ciao import CLIENT_ID, client_for, rsa_pair, running_sim
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimServer]:
-    with SimServer(validation_delay_s=0.1) as server:
-        server.register_client(CLIENT_ID, rsa_pair()[1])
+    with running_sim(validation_delay_s=0.1) as server:
         yield server
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from siteclock.gateway.ciao.sim import SimServer
 from siteclock.protocol import Outcome
-from tests.support.ciao import CLIENT_ID, exactly_once_report, make_world, rsa_pair
+from tests.support.ciao import exactly_once_report, make_world, running_sim
 from tests.support.inbox import TerminalFeed, insert, make_events
 
 EVENTS = 6
@@ -24,8 +24,7 @@ EVENTS = 6
 
 @pytest.fixture
 def sim() -> Iterator[SimServer]:
-    with SimServer(validation_delay_s=0.05) as server:
-        server.register_client(CLIENT_ID, rsa_pair()[1])
+    with running_sim(validation_delay_s=0.05) as server:
         yield server
 
 

@@ -19,12 +19,11 @@ from siteclock.gateway.ciao.sim import (
     SimServer,
 )
 from tests.support.ciao import (
-    CLIENT_ID,
     WORKPLACE,
     client_for,
     make_enterprise,
     make_inss,
-    rsa_pair,
+    running_sim,
 )
 
 EMPLOYER = make_enterprise(1)
@@ -45,8 +44,7 @@ def item(n: int = 1, *, minute: int = 0, **changes: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def sim() -> Iterator[SimServer]:
-    with SimServer(validation_delay_s=0.2) as server:
-        server.register_client(CLIENT_ID, rsa_pair()[1])
+    with running_sim(validation_delay_s=0.2) as server:
         yield server
 
 

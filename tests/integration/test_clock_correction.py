@@ -31,7 +31,7 @@ from siteclock.gateway.relay_store import RelayStore
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.keys import Ed25519Signer
-from tests.support.ciao import CLIENT_ID, WORKPLACE, World, make_world, rsa_pair
+from tests.support.ciao import WORKPLACE, World, make_world, running_sim
 from tests.support.inbox import TerminalFeed, insert
 
 S = 10**9
@@ -41,8 +41,7 @@ RTC_START = 1_735_689_540 * S  # 2024-12-31T23:59:00Z: what its unsynced clock s
 
 @pytest.fixture
 def sim() -> Iterator[SimServer]:
-    with SimServer(validation_delay_s=0.05, seed=11) as server:
-        server.register_client(CLIENT_ID, rsa_pair()[1])
+    with running_sim(validation_delay_s=0.05, seed=11) as server:
         yield server
 
 

@@ -32,7 +32,12 @@ from siteclock.protocol import ClockState, Kind
 from siteclock.terminal.config import UplinkConfig
 from siteclock.terminal.outbox import Outbox
 from siteclock.terminal.uplink import Uplink
-from tests.support.mosquitto import MosquittoBroker, running_broker, terminal_config
+from tests.support.mosquitto import (
+    MosquittoBroker,
+    running_broker,
+    terminal_config,
+    write_gateway_toml,
+)
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
@@ -84,22 +89,6 @@ def start_terminal_process(root: Path, cfg: UplinkConfig, key: Path, taps: int) 
 
 
 # ---------------------------------------------------------------------- the gateway process
-
-
-def write_gateway_config(root: Path, broker: MosquittoBroker) -> Path:
-    path = root / "gateway.toml"
-    path.write_text(
-        f'db = "{root / "gateway.db"}"\n'
-        f'signing_key_file = "{root / "gateway-signing.key"}"\n'
-        f'inss_key_file = "{root / "inss.key"}"\n'
-        'log_level = "WARNING"\n'
-        "[mqtt]\n"
-        f'host = "{broker.host}"\nport = {broker.gateway_port}\n'
-        f'ca_file = "{broker.ca_file}"\n'
-        f'password_file = "{broker.gateway.password_file}"\n'
-        'client_id = "siteclock_gateway-faults"\nkeepalive_s = 5\n'
-    )
-    return path
 
 
 def start_gateway(root: Path, config: Path) -> subprocess.Popen:
@@ -171,7 +160,7 @@ def run_faults(root: Path, broker: MosquittoBroker) -> None:
     registry.close()
     key3 = root / f"{KILLED}.key"
     key3.write_bytes(signers[KILLED].private_bytes())
-    gateway_toml = write_gateway_config(root, broker)
+    gateway_toml = write_gateway_toml(root, broker, "siteclock_gateway-faults", keepalive_s=5)
 
     proxy = TcpProxy(broker.host, broker.port).start()
     gateway = start_gateway(root, gateway_toml)

@@ -26,7 +26,6 @@ from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.keys import Ed25519Signer
 from siteclock.provisioning.cli import provision_cli
 from siteclock.provisioning.gateway.broker_accounts import BrokerAccounts
-from siteclock.provisioning.gateway.http import create_app, serve_tls
 from siteclock.provisioning.gateway.service import EnrolmentService
 from siteclock.provisioning.gateway.tokens import TokenStore
 from siteclock.provisioning.shared.ca import ca_fingerprint
@@ -40,6 +39,7 @@ from siteclock.provisioning.shared.requests import (
 from siteclock.provisioning.shared.workplace import Coordinates, WorkplaceBinding
 from siteclock.provisioning.terminal.client import GatewayClient, GatewayError
 from tests.integration.test_hostile_broker import Client, tls12_handshake
+from tests.support.enrolment_server import enrolment_server
 from tests.support.mosquitto import MosquittoBroker, running_broker
 from tests.unit.test_ed25519_points import mixed_order
 
@@ -89,18 +89,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             tokens, terminals, BrokerAccounts(broker.workdir / "passwd", broker.reload),
             endpoint=BrokerEndpoint("127.0.0.1", broker.port, ca_pem), workplaces=workplaces,
         )  # fmt: skip
-        pki = broker.workdir / "pki"
-        server = serve_tls(
-            create_app(service, ca_pem=ca_pem), "127.0.0.1", 0, pki / "server.pem",
-            pki / "server.key",
-        )  # fmt: skip
-        try:
+        with enrolment_server(service, broker, ca_pem) as url:
             yield Site(
-                broker, f"https://127.0.0.1:{server.port}", ca_pem, ca_fingerprint(ca_pem),
+                broker, url, ca_pem, ca_fingerprint(ca_pem),
                 tokens, terminals, workplaces, service, db, root / "keys" / "inss.key",
             )  # fmt: skip
-        finally:
-            server.shutdown()
 
 
 def post(site: Site, path: str, body: Any) -> requests.Response:
@@ -112,22 +105,15 @@ def post(site: Site, path: str, body: Any) -> requests.Response:
 
 def test_a_ca_file_with_a_second_certificate_is_refused(site: Site) -> None:
     _, evil = create_ca("not the site CA")
-    pki = site.broker.workdir / "pki"
     for served in (
         site.ca_pem + _cert_pem(evil).decode(),  # the real CA, then the attacker's
         site.ca_pem + "trailing data\n",
         site.ca_pem + "\n" * 100_000,  # no endless reads from an untrusted peer either
     ):
-        mitm = serve_tls(
-            create_app(site.service, ca_pem=served), "127.0.0.1", 0, pki / "server.pem",
-            pki / "server.key",
-        )  # fmt: skip
-        try:
+        with enrolment_server(site.service, site.broker, served) as mitm_url:
             with pytest.raises(GatewayError) as refused:
-                GatewayClient.fetch_ca(f"https://127.0.0.1:{mitm.port}", site.fingerprint)
+                GatewayClient.fetch_ca(mitm_url, site.fingerprint)
             assert refused.value.reason == "fingerprint_mismatch"
-        finally:
-            mitm.shutdown()
     # Control: the genuine endpoint gives exactly the one pinned certificate.
     assert GatewayClient.fetch_ca(site.url, site.fingerprint) == site.ca_pem
 

@@ -36,7 +36,6 @@ from siteclock.hw import sim
 from siteclock.protocol import Channel, Kind, ProtocolError, encode_batch, topic
 from siteclock.provisioning.cli import provision_cli
 from siteclock.provisioning.gateway.broker_accounts import BrokerAccounts
-from siteclock.provisioning.gateway.http import create_app, serve_tls
 from siteclock.provisioning.gateway.service import EnrolmentService
 from siteclock.provisioning.gateway.tokens import TokenStore
 from siteclock.provisioning.shared.ca import ca_fingerprint
@@ -52,6 +51,7 @@ from siteclock.terminal.clock import read_clock
 from siteclock.terminal.outbox import Outbox, verify_cli
 from siteclock.terminal.service import Terminal
 from tests.support import waiting
+from tests.support.enrolment_server import enrolment_server
 from tests.support.mosquitto import MosquittoBroker, gateway_config, running_broker
 
 WP = "1Y1003SQ5VSSZ"
@@ -139,17 +139,14 @@ def site(tmp_path: Path) -> Iterator[Site]:
             endpoint=BrokerEndpoint("127.0.0.1", broker.port, ca_pem),
             gateway_keys={gw_key.kid: gw_key.public_key_bytes().hex()},
         )  # fmt: skip
-        pki = broker.workdir / "pki"
-        server = serve_tls(create_app(service, ca_pem=ca_pem), "127.0.0.1", 0,
-                           pki / "server.pem", pki / "server.key")  # fmt: skip
-        s = Site(tmp_path, broker, db, f"https://127.0.0.1:{server.port}", cfg, registry)
-        s.start_gateway()
-        try:
-            yield s
-        finally:
-            if s.gateway is not None:
-                s.stop_gateway()
-            server.shutdown()
+        with enrolment_server(service, broker, ca_pem) as url:
+            s = Site(tmp_path, broker, db, url, cfg, registry)
+            s.start_gateway()
+            try:
+                yield s
+            finally:
+                if s.gateway is not None:
+                    s.stop_gateway()
 
 
 def provision(site: Site, data: Path) -> Path:

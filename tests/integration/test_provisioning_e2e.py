@@ -30,7 +30,6 @@ from siteclock.hw import sim
 from siteclock.keys import Ed25519Signer
 from siteclock.provisioning.cli import provision_cli
 from siteclock.provisioning.gateway.broker_accounts import BrokerAccounts
-from siteclock.provisioning.gateway.http import create_app, serve_tls
 from siteclock.provisioning.gateway.service import EnrolmentService
 from siteclock.provisioning.gateway.tokens import TokenStore
 from siteclock.provisioning.shared.ca import ca_fingerprint
@@ -43,6 +42,7 @@ from siteclock.provisioning.terminal.systemd import ServiceControl
 from siteclock.terminal import config as terminal_config
 from siteclock.terminal import identity
 from siteclock.terminal.service import Terminal
+from tests.support.enrolment_server import enrolment_server
 from tests.support.mosquitto import running_broker
 from tests.support.waiting import wait_for
 
@@ -87,18 +87,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             endpoint=BrokerEndpoint("127.0.0.1", broker.port, ca_pem),
             gateway_keys={gw_signer.kid: gw_signer.public_key_bytes().hex()},
         )  # fmt: skip
-        pki = broker.workdir / "pki"
-        server = serve_tls(
-            create_app(service, ca_pem=ca_pem), "127.0.0.1", 0, pki / "server.pem",
-            pki / "server.key",
-        )  # fmt: skip
         try:
-            yield Site(
-                root, broker, db, f"https://127.0.0.1:{server.port}",
-                ca_fingerprint(ca_pem), tokens, registry, service, pid_file,
-            )  # fmt: skip
+            with enrolment_server(service, broker, ca_pem) as url:
+                yield Site(
+                    root, broker, db, url,
+                    ca_fingerprint(ca_pem), tokens, registry, service, pid_file,
+                )  # fmt: skip
         finally:
-            server.shutdown()
             intake.stop()
 
 

@@ -30,6 +30,7 @@ from tests.support.ciao import (
     exactly_once_report,
     make_world,
     rsa_pair,
+    running_sim,
     write_private_key,
 )
 from tests.support.inbox import TerminalFeed, insert, make_events
@@ -39,8 +40,7 @@ from tests.support.waiting import wait_for, wait_until
 
 @pytest.fixture
 def sim() -> Iterator[SimServer]:
-    with SimServer(validation_delay_s=0.05, seed=7) as server:
-        server.register_client(CLIENT_ID, rsa_pair()[1])
+    with running_sim(validation_delay_s=0.05, seed=7) as server:
         yield server
 
 

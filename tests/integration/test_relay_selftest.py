@@ -21,11 +21,7 @@ def test_selftest_tap_is_kept_but_never_sent(tmp_path: Path) -> None:
         real = feed.event(p.Kind.IN, badge, time.time_ns())
         insert(world.db, [selftest, real])
 
-        for _ in range(50):
-            world.relay.run_once()
-            if world.relay.store.get("term-self-01", 2)["state"] == "registered":
-                break
-            time.sleep(0.02)
+        world.run_until_state("term-self-01", 2, "registered")
 
         assert world.relay.store.get("term-self-01", 1)["state"] == "selftest"
         assert world.relay.store.get("term-self-01", 2)["state"] == "registered"

@@ -6,6 +6,8 @@ import functools
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from siteclock.gateway.ciao.client import CiaoClient, Timeouts
 from siteclock.gateway.ciao.environments import for_local_sim
 from siteclock.gateway.ciao.policy import PolicyConfig
+from siteclock.gateway.ciao.sim import SimServer
 from siteclock.gateway.identifiers import enterprise_check_digits, inss_check_digits
 from siteclock.gateway.registry import Registry
+from tests.support.waiting import wait_until
 
 CLIENT_ID = "self_service_chaman_12345_test"
 FAST_POLICY = PolicyConfig(
@@ -113,6 +117,15 @@ FAST_RELAY = dict(
 )
 
 
+@contextmanager
+def running_sim(**options: Any) -> Iterator[SimServer]:
+    """A CIaO simulator (``options`` as :class:`SimServer` takes them) that knows the test
+    client: ``CLIENT_ID`` with the public half of :func:`rsa_pair`."""
+    with SimServer(**options) as server:
+        server.register_client(CLIENT_ID, rsa_pair()[1])
+        yield server
+
+
 @dataclass
 class World:
     """A gateway database (inbox + registry + relay tables), a simulator and a relay."""
@@ -123,6 +136,16 @@ class World:
     sim: object
     relay: object
     verdicts: list[tuple[str, object]]
+
+    def run_until_state(self, terminal: str, seq: int, state: str, timeout: float = 5.0) -> bool:
+        """Turn the relay until the row ``(terminal, seq)`` is in ``state``; False if it is not
+        by ``timeout`` (the caller's assertions then say what it is in)."""
+
+        def reached() -> bool:
+            self.relay.run_once()  # type: ignore[attr-defined]
+            return self.relay.store.get(terminal, seq)["state"] == state  # type: ignore[attr-defined]
+
+        return wait_until(reached, timeout, interval=0.02)
 
     def run_until_final(self, timeout: float = 20.0) -> None:
         """Turn the relay until every stored event has a delivered final verdict."""

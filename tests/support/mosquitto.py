@@ -218,3 +218,23 @@ def gateway_config(broker: MosquittoBroker, **overrides: object) -> MqttConfig:
     }
     values.update(overrides)
     return MqttConfig(**values)  # type: ignore[arg-type]
+
+
+def write_gateway_toml(root: Path, broker: MosquittoBroker, client_id: str, **mqtt: int) -> Path:
+    """``root/gateway.toml`` for a gateway process (``siteclock gateway --config``) on this
+    broker's gateway listener: database and keys under ``root``, quiet logs, ``client_id`` (which
+    the caller finds in the broker's log) and any further ``[mqtt]`` integers in ``mqtt``."""
+    path = root / "gateway.toml"
+    path.write_text(
+        f'db = "{root / "gateway.db"}"\n'
+        f'signing_key_file = "{root / "gateway-signing.key"}"\n'
+        f'inss_key_file = "{root / "inss.key"}"\n'
+        'log_level = "WARNING"\n'
+        "[mqtt]\n"
+        f'host = "{broker.host}"\nport = {broker.gateway_port}\n'
+        f'ca_file = "{broker.ca_file}"\n'
+        f'password_file = "{broker.gateway.password_file}"\n'
+        f'client_id = "{client_id}"\n'
+        + "".join(f"{key} = {value}\n" for key, value in mqtt.items())
+    )
+    return path
