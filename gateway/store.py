@@ -1,6 +1,6 @@
 """The gateway's inbox: every verified event, exactly once, unique on (terminal, seq).
 
-This is the gateway's end of the effectively-once chain (reference/reliability.md section 3):
+This is the gateway's end of the effectively-once chain:
 an event is acknowledged to the terminal only after the transaction that holds it has committed
 (WAL, ``synchronous=FULL``). The same event arriving again (same digest) is reported as a
 duplicate so the caller re-acknowledges it; the same sequence number with a *different* digest

@@ -3,7 +3,7 @@
 The gateway database (``gateway/db/``, its only user on the gateway) lives in a SQLite file
 that several threads and processes share (the intake, the relay, the command-line tools).
 Every connection wants the same settings, and one that forgot one of them would
-quietly lose the durability the effectively-once chain rests on (reference/reliability.md):
+quietly lose the durability the effectively-once chain rests on:
 
 * ``journal_mode=WAL``: readers never block the writer, and a crash leaves a consistent file;
 * ``synchronous=FULL``: a ``COMMIT`` has reached the disk before we acknowledge anything;

@@ -8,7 +8,7 @@ leaves the ``pending`` state only on the gateway's end-to-end ack (:meth:`mark_d
 delivered events stay for the evidence window before :meth:`prune_delivered` removes them, oldest
 first, so what is held is always one unbroken tail of the hash chain.
 
-Why each setting (see reference/reliability.md section 1):
+Why each setting:
 
 * ``AUTOINCREMENT``: without it SQLite reuses a rowid once the newest rows are deleted, and a
   reused sequence number looks like a replay to the gateway.

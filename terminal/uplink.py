@@ -2,7 +2,7 @@
 
 The outbox, not the broker and not paho, is the system of record (DESIGN decision 1). paho
 keeps in-flight messages in memory only, Mosquitto may drop queued messages, and a broker
-PUBACK says nothing about the gateway (reference/reliability.md sections 2-3). So:
+PUBACK says nothing about the gateway. So:
 
 * an event becomes *delivered* only when the gateway's application ack (``Ack.stored``) names
   it; paho's return codes and ``on_publish`` are ignored as truth;

@@ -8,7 +8,7 @@ An installer gives the Declaration of Works (DoW, AVW/DDT) in one of two ways:
   that is probably a 1/0, a character that cannot occur);
 * the **URL of its QR code**. What that QR code carries is documented only as the DoW's
   "technical number", and the mapping from that number to the 13-character reference is *not
-  public* (reference/ciao-api.md section 6). So we accept a URL only when it is an ``https`` URL
+  public*. So we accept a URL only when it is an ``https`` URL
   of an NSSO host (``socialsecurity.be``, ``rsz.be``, ``onss.be`` or a subdomain) **and** it
   carries exactly one 13-character reference, in a query value or a path segment. A URL of any
   other service is refused with an error that says so; an NSSO URL without a readable reference

@@ -1,6 +1,6 @@
 """An in-process TCP proxy that a test can cut and restore: a network partition on loopback.
 
-toxiproxy is not packaged in Debian (reference/reliability.md section 8); this does the one thing
+toxiproxy is not packaged in Debian; this does the one thing
 the fault tests need. While *cut*, every open connection is reset and new ones are accepted
 and closed at once, exactly what a terminal sees when the site's uplink goes down.
 
