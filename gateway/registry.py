@@ -43,6 +43,7 @@ from siteclock.gateway.identifiers import (
     normalize_inss,
     normalize_workplace,
 )
+from siteclock.inss_shape import WRITTEN_INSS_RE
 from siteclock.protocol import RosterEntry, check_badge
 
 KEY_SIZE = 32
@@ -174,6 +175,8 @@ class Registry:
         """Add or update a worker. The INSS and employer number are checked, then encrypted."""
         if not ref or len(ref) > 64:
             raise RegistryError("worker reference must be 1-64 characters")
+        if WRITTEN_INSS_RE.search(ref):  # it goes to terminals, logs and metrics: never an INSS
+            raise RegistryError("a worker reference must not look like an INSS (11 digits)")
         digits = Inss(inss).reveal()
         emp = Employer.parse(employer, employer_kind)
         nonce = os.urandom(12)

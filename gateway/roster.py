@@ -2,7 +2,7 @@
 
 A terminal greets a worker by name and flags unknown badges, but it must never hold an INSS
 (DESIGN decision 5): a roster carries only the pseudonymous ``worker`` reference and a display
-name, and :func:`check_entries` refuses anything shaped like an INSS before it is signed. The
+name, and :func:`check_entries` leaves out any entry shaped like an INSS before it is signed. The
 roster is signed with the gateway's key and published *retained* on the terminal's ``config``
 topic, so a terminal that connects later (or restarts) gets the newest one at once; the broker
 ACL lets only the gateway write there and only that terminal read it.
@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -26,10 +27,11 @@ from pathlib import Path
 
 from siteclock.gateway.link import Publisher
 from siteclock.gateway.pki import write_public
-from siteclock.log import INSS_PATTERN
+from siteclock.log import INSS_PATTERN, fields
 from siteclock.protocol import (
     Channel,
     DayEntry,
+    ProtocolError,
     Roster,
     RosterEntry,
     Signer,
@@ -38,15 +40,30 @@ from siteclock.protocol import (
     topic,
 )
 
+log = logging.getLogger(__name__)
+
 
 def check_entries(entries: Iterable[RosterEntry]) -> tuple[RosterEntry, ...]:
-    """Validate entries; refuse any worker reference or name that looks like an INSS."""
+    """The entries fit to sign: a malformed badge, or a worker reference or name shaped like an
+    INSS, leaves that entry out (logged by badge, never by value) and the rest goes out, so one
+    bad registry row never holds back a whole site's roster."""
     checked = []
     for entry in entries:
-        check_badge(entry.badge)
-        for label, value in (("worker reference", entry.worker), ("name", entry.name)):
-            if INSS_PATTERN.search(value):
-                raise ValueError(f"roster {label} for {entry.badge} looks like an INSS: refused")
+        try:
+            check_badge(entry.badge)
+        except ProtocolError as exc:
+            log.error("roster entry left out: %s", exc, extra=fields(
+                next_step="fix the badge in the worker registry"))  # fmt: skip
+            continue
+        values = (("worker reference", entry.worker), ("name", entry.name))
+        shaped = [label for label, value in values if INSS_PATTERN.search(value)]
+        if shaped:
+            log.error(
+                "roster entry left out: its %s looks like an INSS", " and ".join(shaped),
+                extra=fields(badge=entry.badge, next_step="give the worker another reference "
+                             "or name (siteclock workers)"),
+            )  # fmt: skip
+            continue
         checked.append(entry)
     return tuple(checked)
 

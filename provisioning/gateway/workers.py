@@ -39,7 +39,7 @@ from siteclock.gateway.identifiers import (
     normalize_inss,
 )
 from siteclock.gateway.registry import EmployerKind, Registry, RegistryError
-from siteclock.inss_shape import redact
+from siteclock.inss_shape import WRITTEN_INSS_RE, redact
 from siteclock.protocol import BADGE_RE
 from siteclock.provisioning.shared.workplace import WorkplaceError, parse_reference
 
@@ -74,9 +74,20 @@ def load_or_create_ref_key(path: Path) -> bytes:
 
 
 def worker_ref(key: bytes, inss: str) -> str:
-    """A stable pseudonym for a worker: ``w-`` and 16 hex digits of HMAC-SHA256(key, INSS)."""
-    digest = hmac.new(key, normalize_inss(inss).encode(), hashlib.sha256).hexdigest()
-    return "w-" + digest[:16]
+    """A stable pseudonym for a worker: ``w-`` and 16 hex digits of HMAC-SHA256(key, INSS).
+
+    About 3 % of such hex strings hold a run of exactly 11 decimal digits, which every INSS
+    guard (log redaction, the roster's check) must treat as an INSS. Those are derived again
+    from ``INSS#1``, ``INSS#2``...: still stable for the same key and INSS, and every reference
+    that never looked like an INSS is the one it always was.
+    """
+    digits = normalize_inss(inss)
+    for attempt in range(64):
+        message = digits if attempt == 0 else f"{digits}#{attempt}"
+        ref = "w-" + hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:16]
+        if not WRITTEN_INSS_RE.search(ref):
+            return ref
+    raise WorkerError("no INSS-free worker reference could be derived")  # p < 0.04**64
 
 
 # --------------------------------------------------------------------------- row validation

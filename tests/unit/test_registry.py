@@ -134,3 +134,27 @@ def test_version_grows_with_every_change(registry: Registry) -> None:
     registry.add_worker("w-1", "E", inss=make_inss(1), employer=make_enterprise(1))
     registry.enrol_badge("nfc-a:01", "w-1")
     assert registry.version == before + 2
+
+
+def test_a_worker_reference_shaped_like_an_inss_is_refused(registry: Registry) -> None:
+    """References reach terminals, logs and metrics: one holding 11 digits never gets in."""
+    with pytest.raises(RegistryError, match="must not look like an INSS"):
+        registry.add_worker(
+            "w-85073003328ab", "Ana", inss=make_inss(1), employer=make_enterprise(1)
+        )
+
+
+def test_one_inss_shaped_roster_entry_is_left_out_and_the_rest_goes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One bad registry row must not hold back a whole site's roster (it did: the roster
+    loop failed for every terminal of the site)."""
+    from siteclock.gateway.roster import check_entries
+    from siteclock.protocol import RosterEntry
+
+    good = RosterEntry("nfc-a:04A1B2C3", "w-17", "Ana P.")
+    bad = RosterEntry("nfc-a:0A0B0C0D", "w-12345678901ab", "Bram C.")
+    with caplog.at_level(logging.ERROR):
+        assert check_entries([bad, good]) == (good,)
+    assert "looks like an INSS" in caplog.text
+    assert "12345678901" not in caplog.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,25 @@ def test_duplicate_badge_across_workers_and_blocking(workers: Workers) -> None:
         workers.block_badge("04A1B2C3")
     with pytest.raises(WorkerError, match="not a UID"):
         workers.link_badge("zz-top", worker_ref(workers.ref_key, ANA))
+
+
+def test_worker_references_never_look_like_an_inss() -> None:
+    """About 3 % of 16-hex-digit references hold a run of exactly 11 digits, which the roster
+    guard must treat as an INSS: such a worker would never reach a terminal. Derived again,
+    they never do; references that never looked like one stay what they were."""
+    from siteclock.inss_shape import WRITTEN_INSS_RE
+
+    key = bytes(range(32))
+    rederived = 0
+    for n in range(600):
+        birth = f"{80 + n % 20:02d}0101"
+        serial = f"{n % 997:03d}"
+        base = int(birth + serial)
+        inss = f"{birth}{serial}{97 - base % 97:02d}"
+        ref = worker_ref(key, inss)
+        assert not WRITTEN_INSS_RE.search(ref), ref
+        first = "w-" + hmac.new(key, inss.encode(), hashlib.sha256).hexdigest()[:16]
+        if ref != first:
+            rederived += 1
+            assert WRITTEN_INSS_RE.search(first)
+    assert rederived > 0  # the sample holds some references the old derivation got wrong
