@@ -97,7 +97,7 @@ class SequenceConfig:
 
 def ciao_direction(kind: Kind) -> str:
     """The CIaO type a terminal kind stands for: a break starts with ``out``, ends with ``in``."""
-    return "in" if kind in (Kind.IN, Kind.BREAK_END) else "out"
+    return "in" if kind.at_work_after else "out"
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,7 +84,7 @@ def decide(
     elif last is not None and last.kind is Kind.OUT and rule.new_shift(last.wall_ns, now_ns):
         last = None
     previous = last.kind if last is not None else None
-    working = previous in (Kind.IN, Kind.BREAK_END)
+    working = previous is not None and previous.at_work_after
     on_break = previous is Kind.BREAK_START
     if direction is Direction.IN:
         kind = Kind.BREAK_END if on_break else Kind.IN

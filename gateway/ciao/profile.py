@@ -89,8 +89,7 @@ class Profile:
 
     def ciao_type(self, kind: Kind | str) -> str:
         """Map a terminal's kind to CIaO's two types: a break starts with out, ends with in."""
-        kind = Kind(kind)
-        if kind in (Kind.IN, Kind.BREAK_END):
+        if Kind(kind).at_work_after:
             return self.contract.type_in
         return self.contract.type_out
 

@@ -44,6 +44,12 @@ class Kind(StrEnum):
     BREAK_START = "break_start"
     BREAK_END = "break_end"
 
+    @property
+    def at_work_after(self) -> bool:
+        """Whether the worker is at work after this tap: ``in`` and the end of a break, which
+        CIaO both registers as ``in`` (a break starts with ``out``)."""
+        return self in (Kind.IN, Kind.BREAK_END)
+
 
 class Flag(StrEnum):
     """Why an event deserves a second look. Flags never stop an event from being recorded."""
