@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests and the demo use: a real Mosquitto broker (and venv support).
-SYSTEM_PACKAGES := mosquitto python3-venv
+# Debian packages the tests and the demo use: a real Mosquitto broker, venv support, a real
+# headless Chromium for the console's browser tests, FUSE for the power-cut filesystem, and
+# iproute2 for network namespaces. Each is installed only when dpkg says it is missing.
+SYSTEM_PACKAGES := mosquitto python3-venv chromium chromium-driver fuse3 iproute2
 
 .PHONY: demo test bench lint system venv clean
 
@@ -33,12 +35,15 @@ lint: venv
 	@for role in $(ROLES); do cp -r $$role $(IMPORT_GRAPH)/siteclock/$$role; done
 	cd $(IMPORT_GRAPH) && $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
-# Installs only what is missing, so a machine that already has it never needs apt.
+# Installs only what is missing, so a machine that already has everything never needs apt.
 system:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
-		echo "installing Debian packages: $(SYSTEM_PACKAGES)"; \
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status} ' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
 venv: system $(VENV)/.installed
