@@ -98,6 +98,10 @@ def provision_cli(argv: list[str]) -> int:
     run.add_argument("--pin-factory", help="'mock' to run without GPIO")
     run.add_argument("--badge-timeout", type=float, default=60.0)
     run.add_argument("--no-selftest", action="store_true")
+    run.add_argument(
+        "--skip-check", action="append", default=[], choices=("reader", "gateway", "broker"),
+        help="a check before enrolment whose FAIL may not stop the run (repeatable)",
+    )  # fmt: skip
     run.add_argument("--no-service", action="store_true", help="do not stop/start systemd")
     run.set_defaults(func=terminal_side.run)
 
