@@ -193,3 +193,32 @@ def test_roll_call_lists_who_is_on_a_visible_worksite_only(site) -> None:
     assert "Ana Peeters" in c.get("/rollcall/").data.decode()
     assert c.get(f"/api/rollcall?worksite={SITE_B}").status_code == 404
     assert c.get(f"/rollcall/?worksite={SITE_B}").status_code == 404
+
+
+def test_users_page_is_for_administrators_and_its_changes_are_audited(site) -> None:
+    app, db, _clock = site
+    manager, _answer = login(app, "manager-a")
+    assert manager.get("/users/").status_code == 403
+    assert manager.get("/audit/").status_code == 403
+    assert b"/users/" not in manager.get("/registrations/").data  # not in their menu
+    admin, _answer = login(app, "admin")
+    token = csrf_of(admin.get("/users/").data)
+    bert_form = {"username": "bert", "password": PASSWORD, "role": "site_manager",
+                 "worksites": SITE_B, "language": "fr"}  # fmt: skip
+    admin.post("/users/add", data={"csrf_token": token, **bert_form})
+    assert Accounts(db).get("bert").worksites == frozenset({SITE_B})
+    bert, _answer = login(app, "bert")
+    assert bert.get("/api/registrations").status_code == 200
+    admin.post("/users/bert/update", data={"csrf_token": token, "change": "worksites",
+                                           "worksites": f"{SITE_A} {SITE_B}"})  # fmt: skip
+    assert Accounts(db).get("bert").worksites == frozenset({SITE_A, SITE_B})
+    # other worksites end bert's session: he logs in again
+    assert bert.get("/api/registrations").status_code == 401
+    admin.post("/users/bert/update", data={"csrf_token": token, "change": "disable"})
+    assert Accounts(db).get("bert") is None
+    refused = admin.post("/users/admin/update", data={"csrf_token": token, "change": "remove"},
+                         follow_redirects=True)  # fmt: skip
+    assert "cannot remove your own account" in refused.data.decode()
+    trail = admin.get("/audit/").data.decode()
+    assert "user.add" in trail
+    assert "user.update" in trail
