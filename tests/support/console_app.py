@@ -69,11 +69,11 @@ def console_site(tmp_path: Path) -> Iterator[tuple[Flask, SQLiteGatewayDB, Clock
         (("t-b", 1), {"state": "unknown_badge"}),
     ])  # fmt: skip
     accounts = Accounts(db)
-    accounts.add("admin", PASSWORD, role=Role.ADMIN)
-    accounts.add("manager-a", PASSWORD, role=Role.SITE_MANAGER, worksites=[SITE_A])
+    accounts.add("admin", PASSWORD, role=Role.ADMIN, language="en")
+    accounts.add("manager-a", PASSWORD, role=Role.SITE_MANAGER, worksites=[SITE_A], language="en")
     clock = Clock()
     app = create_app(
-        db, ConsoleConfig(login_failures=3, login_window_s=60, page_size=2),
+        db, ConsoleConfig(login_failures=3, login_window_s=60, page_size=2, default_language="en"),
         inss_key_file=tmp_path / "inss.key", clock=clock,
     )  # fmt: skip
     app.testing = True

@@ -222,3 +222,14 @@ def test_users_page_is_for_administrators_and_its_changes_are_audited(site) -> N
     trail = admin.get("/audit/").data.decode()
     assert "user.add" in trail
     assert "user.update" in trail
+
+
+def test_pages_speak_the_language_asked_for_and_remember_it(site) -> None:
+    app, _db, _clock = site
+    c = client(app)
+    assert "Se connecter" in c.get("/login?lang=fr").data.decode()
+    assert "Se connecter" in c.get("/login").data.decode()  # the cookie remembers
+    assert "Aanmelden" in c.get("/login?lang=nl").data.decode()
+    fresh = client(app)
+    german_first = fresh.get("/login", headers={"Accept-Language": "de, en;q=0.5"})
+    assert "Log in" in german_first.data.decode()
