@@ -5,11 +5,15 @@ registrations page, its actions and the audit trail."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from siteclock.gateway.console.accounts import AccountError, Accounts, Role
+from siteclock.gateway.db import SQLiteGatewayDB
+from siteclock.gateway.db.console_ops import RegistrationFilter
 from tests.support.ciao import make_enterprise
 from tests.support.console_app import (
     INSS,
@@ -21,6 +25,8 @@ from tests.support.console_app import (
     csrf_of,
     login,
 )
+
+BEFORE = Path(__file__).resolve().parents[1] / "fixtures" / "gateway_before_migrations.sql"
 
 
 @pytest.fixture
@@ -233,3 +239,32 @@ def test_pages_speak_the_language_asked_for_and_remember_it(site) -> None:
     fresh = client(app)
     german_first = fresh.get("/login", headers={"Accept-Language": "de, en;q=0.5"})
     assert "Log in" in german_first.data.decode()
+
+
+def test_an_idle_session_ends_and_a_disabled_account_is_logged_out(tmp_path: Path) -> None:
+    now = [time.time_ns()]
+    with console_site(tmp_path, clock_ns=lambda: now[0]) as (app, db, _clock):
+        c, _answer = login(app, "manager-a")
+        now[0] += 7 * 3600 * 10**9  # within the 8 h idle limit: still in
+        assert c.get("/api/registrations").status_code == 200
+        now[0] += 7 * 3600 * 10**9  # 7 h after its last use: still in
+        assert c.get("/api/registrations").status_code == 200
+        now[0] += 9 * 3600 * 10**9  # 9 h idle: out
+        assert c.get("/api/registrations").status_code == 401
+        other, _answer = login(app, "admin")
+        Accounts(db).update("admin", disabled=True)
+        assert other.get("/api/registrations").status_code == 401
+
+
+def test_a_gateway_db_from_before_the_console_gets_its_tables(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.executescript(BEFORE.read_text())
+    conn.close()
+    db = SQLiteGatewayDB(old)
+    try:
+        Accounts(db).add("an", PASSWORD, role=Role.ADMIN)
+        assert Accounts(db).check_password("an", PASSWORD) is not None
+        assert db.registrations_page(RegistrationFilter(), 10)  # the old rows, paged
+    finally:
+        db.close()
