@@ -69,3 +69,14 @@ def test_a_refused_account_says_why_in_one_line(config: Path, capsys) -> None:
 def test_there_is_no_password_argument() -> None:
     with pytest.raises(SystemExit):
         cli(["add-user", "--config", "x.toml", "an", "--role", "admin", "--password", "secret"])
+
+
+def test_the_console_is_never_served_without_a_certificate(tmp_path: Path) -> None:
+    from siteclock.gateway.console.config import ConsoleConfig
+    from siteclock.gateway.console.server import ConsoleServerError, serve_console
+
+    with pytest.raises(ConsoleServerError, match="HTTPS only"):
+        serve_console(object(), ConsoleConfig(port=0))
+    with pytest.raises(ConsoleServerError, match="cannot load"):
+        serve_console(object(), ConsoleConfig(port=0, cert_file=tmp_path / "none.pem",
+                                              key_file=tmp_path / "none.key"))  # fmt: skip
