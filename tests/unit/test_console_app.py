@@ -149,6 +149,8 @@ def test_an_unknown_badge_is_linked_from_its_registration(site) -> None:
     app, db, _clock = site
     c, _answer = login(app, "admin")
     token = csrf_of(c.get("/registrations/t-b/1").data)
+    c.post("/registrations/t-b/1/link", data={"worker": "w-nobody", "csrf_token": token})
+    assert db.badge_active("nfc-a:0B0B0B0B") is None
     c.post("/registrations/t-b/1/link", data={"worker": "w-ana", "csrf_token": token})
     assert db.badge_active("nfc-a:0B0B0B0B") is True
     assert db.console_audit()[0][3] == "badge.link"
@@ -268,3 +270,9 @@ def test_a_gateway_db_from_before_the_console_gets_its_tables(tmp_path: Path) ->
         assert db.registrations_page(RegistrationFilter(), 10)  # the old rows, paged
     finally:
         db.close()
+
+
+def test_an_inss_typed_as_a_user_name_is_masked_in_the_audit_trail(site) -> None:
+    app, db, _clock = site
+    login(app, INSS, "wrong password!")
+    assert INSS not in str(db.console_audit())
