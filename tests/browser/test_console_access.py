@@ -196,6 +196,8 @@ def test_pages_fit_a_phone(site) -> None:
         pages = (
             ("/registrations/", "registrations-phone"),
             ("/registrations/t-lobby/1?lang=nl", "registration-phone-nl"),
+            ("/rollcall/?lang=fr", "rollcall-phone-fr"),
+            ("/workers/?lang=en", "workers-phone"),
         )
         for page, shot in pages:
             phone.get(site.url + page)
