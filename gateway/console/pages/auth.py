@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import Blueprint, g, make_response, redirect, render_template, request, url_for
 
-from siteclock.gateway.console.app import open_session, set_session_cookie
 from siteclock.gateway.console.i18n import _
+from siteclock.gateway.console.sessions import open_session, set_session_cookie
 from siteclock.gateway.console.web import (
     SESSION_COOKIE,
     Page,

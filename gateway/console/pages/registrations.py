@@ -24,9 +24,9 @@ from flask import (
     url_for,
 )
 
-from siteclock.gateway.console.app import SITE_TZ
 from siteclock.gateway.console.i18n import _
 from siteclock.gateway.console.people import people
+from siteclock.gateway.console.templating import SITE_TZ
 from siteclock.gateway.console.web import (
     Page,
     audit,
@@ -198,9 +198,7 @@ def resolve(terminal: str, seq: int) -> Any:
         return redirect(url_for(".detail", terminal=terminal, seq=seq))
     comment = comment[:MAX_COMMENT]
     state = console()
-    state.db.resolve_registration(
-        terminal, seq, current_user().username, comment, state.clock_ns()
-    )
+    state.db.resolve_registration(terminal, seq, current_user().username, comment, state.clock_ns())
     audit("registration.resolve", {"id": f"{terminal}:{seq}", "comment": comment})
     flash(_("Marked resolved."), "ok")
     return redirect(url_for(".detail", terminal=terminal, seq=seq))
