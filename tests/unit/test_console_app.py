@@ -305,3 +305,13 @@ def test_sessions_left_idle_are_deleted_at_the_next_login(tmp_path: Path) -> Non
         login(app, "admin")
         # everything older than now: only the admin's fresh session was left to delete
         assert db.expire_console_sessions(now[0] + 1) == 1
+
+
+def test_a_wrong_inss_key_path_makes_no_new_key_for_a_database_with_workers(site, tmp_path) -> None:
+    from siteclock.gateway.console.people import People
+
+    _app, db, _clock = site
+    wrong = tmp_path / "elsewhere" / "inss.key"
+    assert People(db, wrong).registry is None
+    assert not wrong.exists()
+    assert People(db, tmp_path / "inss.key").registry is not None
