@@ -315,3 +315,19 @@ def test_a_wrong_inss_key_path_makes_no_new_key_for_a_database_with_workers(site
     assert People(db, wrong).registry is None
     assert not wrong.exists()
     assert People(db, tmp_path / "inss.key").registry is not None
+
+
+@pytest.mark.parametrize("sort_at_most", [0, 20_000])
+def test_state_and_employer_filters_agree_on_both_read_paths(site, monkeypatch, sort_at_most):
+    """Few matches: read through the column's index and sorted; many: checked along the time
+    walk (0 forces that here). Both give the same page."""
+    from siteclock.gateway.db import console_ops
+
+    monkeypatch.setattr(console_ops, "SORT_AT_MOST", sort_at_most)
+    app, _db, _clock = site
+    c, _answer = login(app, "admin")
+    rejected = c.get("/api/registrations?state=rejected").json["registrations"]
+    assert [r["id"] for r in rejected] == ["t-a:1"]
+    found = c.get(f"/api/registrations?employer={make_enterprise(1)}").json["registrations"]
+    assert [r["id"] for r in found] == ["t-a:1"]
+    assert c.get("/api/registrations?state=registered").json["registrations"] == []
