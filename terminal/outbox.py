@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from siteclock.files import fsync_directory
 from siteclock.protocol import (
     GENESIS_HASH,
     ClockState,
@@ -109,6 +110,7 @@ class Outbox:
         self._lock = threading.RLock()
         self._acked = threading.Condition()  # notified once acks are committed
         self._conn: sqlite3.Connection | None = None
+        new_file = not self.path.exists()
         conn = sqlite3.connect(
             str(self.path), isolation_level=None, check_same_thread=False, timeout=10.0
         )
@@ -120,6 +122,10 @@ class Outbox:
             conn.execute("PRAGMA foreign_keys = ON")
             # One script, one transaction: a crash here leaves no half-made schema.
             conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+            if new_file:
+                # SQLite syncs the directory for its WAL, not for a new database file: without
+                # this a power cut soon after first start could take the file's very name.
+                fsync_directory(self.path.parent)
         except sqlite3.Error as exc:
             conn.close()
             if is_full(exc):

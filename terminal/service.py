@@ -35,6 +35,7 @@ from gpiozero import Button, GPIOZeroError
 
 from siteclock import log as log_mod
 from siteclock.config import ConfigError
+from siteclock.files import make_dir_durably
 from siteclock.hw.base import BadgeRead, Reader, ReaderState, ReaderStatus
 from siteclock.hw.repeat import mark_repeats
 from siteclock.log import fields
@@ -60,7 +61,7 @@ class StartupError(Exception):
 def _ensure_writable(data_dir: Path) -> None:
     """Create ``data_dir`` if needed and prove that this user can write files in it."""
     try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_dir_durably(data_dir, 0o700)  # its name must survive a power cut too
         probe = data_dir / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
