@@ -67,7 +67,14 @@ class _ReadOnlyHistory:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        check_integrity(self.conn, path)
+        try:
+            check_integrity(self.conn, path)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
 
     def checkpoint(self) -> tuple[int, bytes]:
         pruned_seq, pruned_digest = self.conn.execute(
@@ -112,6 +119,7 @@ def verify_cli(argv: list[str]) -> int:
     if not args.db.is_file():
         print(f"verify-chain: {args.db}: no such outbox file", file=sys.stderr)
         return EXIT_OUTBOX_UNREADABLE
+    history: _ReadOnlyHistory | None = None
     try:
         history = _ReadOnlyHistory(args.db)
         first_seq, prev = history.checkpoint()
@@ -126,6 +134,9 @@ def verify_cli(argv: list[str]) -> int:
     except ChainBroken as exc:
         print(f"BROKEN {args.db}: {exc}")
         return EXIT_BROKEN
+    finally:
+        if history is not None:  # a file left open would keep the disk busy (unmount fails)
+            history.close()
     took = time.monotonic() - started
     if count == 0:
         print(f"OK {args.db}: no events held (history pruned through seq {first_seq - 1})")

@@ -563,11 +563,13 @@ class PowerFS:
         if self.proc.poll() is None:
             done = subprocess.run(["fusermount3", "-u", str(self.mount)],
                                   capture_output=True, check=False)  # fmt: skip
-            if done.returncode != 0:  # still busy: detach now, the process ends with the mount
+            wait_s = 15.0
+            if done.returncode != 0:  # still busy (a file left open): detach now
                 subprocess.run(["fusermount3", "-u", "-z", str(self.mount)],
                                capture_output=True, check=False)  # fmt: skip
+                wait_s = 1.0  # the process would wait for the last open file to close
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=wait_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
