@@ -64,9 +64,12 @@ from siteclock.terminal.outbox_file import (
     OutboxCorrupt,
     OutboxError,
     OutboxFull,
+    OutboxReadOnly,
     OutboxStats,
     check_integrity,
     is_full,
+    is_read_only,
+    read_only_message,
     signed_from_row,
 )
 from siteclock.terminal.outbox_verify import verify_cli
@@ -78,6 +81,7 @@ __all__ = [
     "OutboxCorrupt",
     "OutboxError",
     "OutboxFull",
+    "OutboxReadOnly",
     "OutboxStats",
     "verify_cli",
 ]
@@ -169,6 +173,10 @@ class Outbox:
                 if is_full(exc):
                     raise OutboxFull(
                         28, f"{self.path}: disk full, nothing was written ({exc})"
+                    ) from exc
+                if is_read_only(self.path.parent):
+                    raise OutboxReadOnly(
+                        30, f"nothing was written ({exc}): {read_only_message(self.path.parent)}"
                     ) from exc
                 raise
             except BaseException:

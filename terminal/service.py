@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -48,6 +49,7 @@ from siteclock.terminal.direction import Direction
 from siteclock.terminal.feedback import Feedback
 from siteclock.terminal.health import Health
 from siteclock.terminal.outbox import Outbox, OutboxError
+from siteclock.terminal.outbox_file import read_only_message
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ def _ensure_writable(data_dir: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
+        if exc.errno == errno.EROFS:  # the kernel remounts a failing SD card read-only
+            raise StartupError(read_only_message(data_dir)) from None
         raise StartupError(
             f"data directory {data_dir} is not writable by this user ({exc.strerror}); "
             "fix its owner or mode, or set data_dir in the config"

@@ -123,7 +123,7 @@ class TerminalUnderCuts:
         self.fs.stop()
 
     # ----------------------------------------------------------------- one round
-    def _start_terminal(self) -> subprocess.Popen:
+    def start_terminal(self) -> subprocess.Popen:
         env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
         env.pop("NOTIFY_SOCKET", None)
         if self.sock.exists():
@@ -135,7 +135,7 @@ class TerminalUnderCuts:
                 env=env, stdout=subprocess.DEVNULL, stderr=err,
             )  # fmt: skip
 
-    def _wait_ready(self, proc: subprocess.Popen, timeout: float = 20.0) -> bool:
+    def wait_ready(self, proc: subprocess.Popen, timeout: float = 20.0) -> bool:
         deadline = time.monotonic() + timeout
         while not self.sock.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -150,12 +150,12 @@ class TerminalUnderCuts:
         if first_start:
             self._fresh()
         procs: list[subprocess.Popen] = []
-        proc = self._start_terminal()
+        proc = self.start_terminal()
         procs.append(proc)
         sender: threading.Thread | None = None
         if first_start:
             time.sleep(self.rng.uniform(0.0, 1.2))  # lands anywhere in start-up (about 1 s)
-        elif not self._wait_ready(proc):
+        elif not self.wait_ready(proc):
             self.tally.restart_failed += 1
             self.tally.problems.append(f"round {self.rounds}: terminal did not start: "
                                        f"{self.log.read_text()[-400:]}")  # fmt: skip
@@ -185,7 +185,7 @@ class TerminalUnderCuts:
         """Compare the outbox as it survived with what was seen and told before."""
         key = self.data / "terminal.key"
         outbox = self.data / "outbox.db"
-        told = [x for x in _answered(self.journal) if x["pattern"] in RECORDED]
+        told = [x for x in answered(self.journal) if x["pattern"] in RECORDED]
         if not outbox.exists() or not key.exists():
             if told or self.seen:
                 self.tally.saved_lost += len(told)
@@ -239,7 +239,7 @@ class TerminalUnderCuts:
             self.tally.problems.append(f"round {self.rounds}: verify-chain said {said}")
 
 
-def _answered(journal: Path) -> list[dict]:
+def answered(journal: Path) -> list[dict]:
     """The journal's complete lines; a line torn by the kill told no one."""
     if not journal.exists():
         return []
@@ -258,4 +258,4 @@ def _burst(sock: Path, badges: list[str]) -> None:
             return  # the power went mid-burst
 
 
-__all__ = ["Tally", "TerminalUnderCuts"]
+__all__ = ["Tally", "TerminalUnderCuts", "answered"]
