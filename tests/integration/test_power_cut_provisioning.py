@@ -21,17 +21,24 @@ import time
 from pathlib import Path
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 
+from siteclock.hw import sim
 from siteclock.provisioning.cli import provision_cli
+from siteclock.terminal import config as terminal_config
 from siteclock.terminal import identity
+from siteclock.terminal.outbox import verify_cli
+from siteclock.terminal.service import Terminal
 from tests.integration.test_provisioning_e2e import (  # noqa: F401 - the module's fixture
     COORDS,
     WP1,
+    WP2,
     Site,
     site,
     uplink_login,
 )
 from tests.support.powerfs import MODES, PowerFS, fuse_available
+from tests.support.waiting import wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -95,3 +102,69 @@ def test_provisioning_cut_anywhere_resumes_with_the_key_the_gateway_knows(
             assert uplink_login(data / "terminal.toml").name == "PASS"
     print(f"cuts left the run at: {landed}")
     assert len(set(landed)) > 1, f"every cut landed at the same step: {landed}"
+
+
+def cut_during(fs: PowerFS, command: list[str], rng: random.Random, whole_s: float,
+               fraction: float) -> None:  # fmt: skip
+    """Run ``siteclock provision COMMAND`` and cut the power ``fraction`` of ``whole_s`` in."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "siteclock.cli", "provision", *command],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(whole_s * fraction)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    fs.cut(MODES[rng.randrange(len(MODES))], seed=rng.randrange(2**32))
+    fs.start()
+
+
+def test_key_rotation_and_rebind_cut_anywhere_resume_and_keep_the_history_verifiable(
+    site: Site,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+) -> None:
+    seed = int(os.environ.get("POWER_CUT_SEED", random.randrange(2**32)))
+    print(f"POWER_CUT_SEED={seed}")
+    rng = random.Random(seed)
+    terminal_id = f"t-rcut-{seed % 1000:03d}"
+    sock = tmp_path / "taps.sock"
+    with PowerFS(tmp_path / "mnt", tmp_path / "disk.img") as fs:
+        data = fs.mount / terminal_id
+        token_file = tmp_path / "token"
+        token_file.write_text(site.tokens.create(WP1, ttl_s=3600).token + "\n")
+        args = [*run_args(site, data, token_file, terminal_id), "--reader", f"sim:{sock}"]
+        assert provision_cli(args) == 0
+        cfg = terminal_config.load(data / "terminal.toml")
+        term = Terminal(cfg, pin_factory=MockFactory())
+        term.start()
+        try:  # a history to keep verifiable: two taps, delivered
+            wait_for(lambda: sock.exists(), what="reader socket")
+            assert sim.send_taps(str(sock), ["sim:0E0E", "sim:0F0F"]) == ["ok", "ok"]
+            wait_for(lambda: term.outbox.stats().total >= 2, what="taps recorded")
+            wait_for(lambda: term.outbox.stats().depth == 0, what="gateway acknowledgements")
+        finally:
+            term.stop()
+
+        rotate = ["rotate-key", "--data-dir", str(data), "--gateway", site.url, "--no-service",
+                  "--drain-timeout", "20"]  # fmt: skip
+        for fraction in (rng.uniform(0.05, 0.5), rng.uniform(0.5, 1.2)):
+            started = time.monotonic()
+            cut_during(fs, rotate, rng, 1.5, fraction)
+            assert provision_cli(rotate) == 0, "the rotation did not resume"
+            print(f"rotation cut at {time.monotonic() - started:.2f} s: resumed")
+            key = identity.load(data / "terminal.key")
+            record = site.registry.get(terminal_id)
+            assert record is not None
+            assert key.kid in record.keys, "the key on disk is not one the gateway accepts"
+            pubs = sorted(data.glob("terminal.key*.pub"))
+            keyargs = [a for pub in pubs for a in ("--public-key", str(pub))]
+            assert verify_cli(["--db", str(data / "outbox.db"), *keyargs]) == 0
+
+        new_token = tmp_path / "rebind.token"
+        new_token.write_text(site.tokens.create(WP2, ttl_s=3600).token + "\n")
+        rebind = ["rebind", "--data-dir", str(data), "--workplace", WP2, "--coordinates", COORDS,
+                  "--gateway", site.url, "--token-file", str(new_token), "--reason", "moved",
+                  "--yes", "--no-service"]  # fmt: skip
+        cut_during(fs, rebind, rng, 1.5, rng.uniform(0.05, 1.0))
+        assert provision_cli(rebind) == 0, "the rebind did not resume"
+        assert terminal_config.load(data / "terminal.toml").workplace == WP2
+        assert uplink_login(data / "terminal.toml").name == "PASS"
