@@ -29,15 +29,9 @@ def run() -> dict:
     if not fuse_available():
         raise RuntimeError("needs /dev/fuse, fusermount3 (Debian fuse3) and mfusepy (make venv)")
     seed = random.randrange(2**32)
-    with tempfile.TemporaryDirectory(prefix="bench-power-cut-") as tmp:
-        with TerminalUnderCuts(Path(tmp), seed=seed) as terminal:
-            for rnd in range(ROUNDS):
-                terminal.round(
-                    mode=MODES[rnd % len(MODES)],
-                    first_start=rnd % 7 == 0,
-                    acks=rnd % 3 == 1,
-                )
-        tally = terminal.tally
+    with tempfile.TemporaryDirectory(prefix="bench-power-cut-") as tmp, \
+            TerminalUnderCuts(Path(tmp), seed=seed) as terminal:  # fmt: skip
+        tally = terminal.run(ROUNDS, first_start_every=7, acks_every=3)
     figures = tally.figures()
     problems = figures.pop("problems")
     return {

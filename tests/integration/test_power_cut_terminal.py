@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.power_cuts import TerminalUnderCuts
-from tests.support.powerfs import MODES, fuse_available
+from tests.support.powerfs import fuse_available
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,13 +38,7 @@ def test_power_cuts_lose_no_saved_tap_reuse_no_seq_and_keep_the_chain_verifiable
     seed = int(os.environ.get("POWER_CUT_SEED", random.randrange(2**32)))
     print(f"POWER_CUT_SEED={seed}")
     with TerminalUnderCuts(tmp_path, seed=seed) as terminal:
-        for rnd in range(ROUNDS):
-            terminal.round(
-                mode=MODES[rnd % len(MODES)],
-                first_start=rnd % 6 == 0,
-                acks=rnd % 3 == 1,
-            )
-    tally = terminal.tally
+        tally = terminal.run(ROUNDS, first_start_every=6, acks_every=3)
     print(tally.figures())
     assert tally.problems == []
     assert (tally.saved_lost, tally.seq_reused, tally.chain_broken) == (0, 0, 0)

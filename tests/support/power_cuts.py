@@ -38,7 +38,7 @@ from pathlib import Path
 from siteclock.hw import sim
 from siteclock.terminal import identity
 from siteclock.terminal.outbox import Outbox, verify_cli
-from tests.support.powerfs import PowerFS
+from tests.support.powerfs import MODES, PowerFS
 from tests.support.terminal_files import WORKPLACE, write_terminal_config
 
 RECORDED = {"saved", "unknown_badge", "blocked"}
@@ -179,6 +179,17 @@ class TerminalUnderCuts:
         self.tally.cuts += 1
         self.fs.start()
         self.check()
+
+    def run(self, rounds: int, *, first_start_every: int, acks_every: int) -> Tally:
+        """``rounds`` rounds cycling through the cut modes; every ``first_start_every``-th
+        from no data directory, every ``acks_every``-th (offset by one) with acks and pruning."""
+        for rnd in range(rounds):
+            self.round(
+                mode=MODES[rnd % len(MODES)],
+                first_start=rnd % first_start_every == 0,
+                acks=rnd % acks_every == 1,
+            )
+        return self.tally
 
     # ----------------------------------------------------------------- checks
     def check(self) -> None:
