@@ -509,8 +509,10 @@ def serve(mount: Path, image: Path, capacity: int | None) -> None:
     ops = _operations_class()(image, capacity)
     # One thread: the model needs no locks, and nothing here waits on the mount itself.
     # No kernel attribute/entry cache: a name the model dropped must not be served from cache.
+    # auto_unmount: if this process dies, fusermount3 takes the mount away with it.
     mfusepy.FUSE(ops, str(mount), foreground=True, nothreads=True, fsname="powerfs",
-                 attr_timeout=0, entry_timeout=0, negative_timeout=0)  # fmt: skip
+                 auto_unmount=True, attr_timeout=0, entry_timeout=0,
+                 negative_timeout=0)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- test side
@@ -532,7 +534,7 @@ class PowerFS:
         if self.capacity is not None:
             cmd += ["--capacity", str(self.capacity)]
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 15
         while not (self.mount / CONTROL).exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -580,6 +582,15 @@ class PowerFS:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """A test killed halfway must not leave its filesystem mounted: the kernel sends the
+    filesystem process SIGTERM when the test process dies (and auto_unmount unmounts)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def fuse_available() -> bool:
