@@ -117,3 +117,26 @@ def test_capacity_and_read_only_answer_like_a_disk(fs: PowerFS) -> None:
     assert ro.value.errno == 30  # EROFS
     fs.control("readonly off")
     _write(m / "other", b"x", sync=True)
+
+
+def test_keys_made_once_survive_a_cut_right_after_they_are_made(fs: PowerFS) -> None:
+    """A key whose name is lost to a cut is replaced by a new one on the next start: the
+    gateway would not know the terminal's new key, and a new INSS key would orphan every INSS
+    stored under the old one. Each helper that makes such a file syncs its name."""
+    from siteclock.gateway.registry import load_or_create_key
+    from siteclock.keys import load_or_create, public_path
+
+    for directory in ("data", "keys"):  # made and synced beforehand: only the keys are new
+        (fs.mount / directory).mkdir()
+    files.fsync_directory(fs.mount)
+    terminal = load_or_create(fs.mount / "data" / "terminal.key")
+    inss = load_or_create_key(fs.mount / "keys" / "inss.key")
+    files.write_secret(fs.mount / "data" / "mqtt.password", b"pw")
+    fs.cut("drop")
+    fs.start()
+    assert load_or_create(fs.mount / "data" / "terminal.key").kid == terminal.kid
+    assert public_path(fs.mount / "data" / "terminal.key").read_text().strip() == (
+        terminal.public_key_bytes().hex()
+    )
+    assert (fs.mount / "keys" / "inss.key").read_bytes() == inss
+    assert (fs.mount / "data" / "mqtt.password").read_bytes() == b"pw"
