@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.core import Core
 
 _TOKEN = (
     "SELECT token_hash, workplace, created_ns, expires_ns, created_by, note, used_ns, used_by "
@@ -13,7 +13,7 @@ _TOKEN = (
 )
 
 
-class EnrolmentOps(SQLiteCore):
+class EnrolmentOps(Core):
     # ------------------------------------------------------------------ enrolment tokens
 
     def add_token(
@@ -105,7 +105,7 @@ class EnrolmentOps(SQLiteCore):
                 "updated_ns) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(terminal, seq) DO UPDATE SET state=excluded.state, "
                 "last_error=excluded.last_error, updated_ns=excluded.updated_ns "
-                f"WHERE state IN ({marks})",
+                f"WHERE registrations.state IN ({marks})",
                 (terminal_id, seq, state, note, at_ns, at_ns, *claimable),
             )
             (found,) = conn.execute(

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.core import Core
 
 SENDABLE = ("queued", "awaiting_clock_sync")
 UNSYNCED_LIKE = '%"clock_unsynced"%'
@@ -23,7 +23,7 @@ Update = tuple[tuple[str, int], Mapping[str, Any]]
 """``((terminal, seq), {column: value})``: the columns to set on one registration."""
 
 
-class RelayOps(SQLiteCore):
+class RelayOps(Core):
     # ------------------------------------------------------------------ new and recovered rows
 
     def take_new_events(self, now_ns: int, *, full: bool) -> int:

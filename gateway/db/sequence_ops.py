@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.core import Core
 from siteclock.gateway.db.schema import INBOX_BADGE_INDEX
 from siteclock.protocol import NON_ATTENDANCE_FLAGS
 
@@ -24,7 +24,7 @@ Decision = tuple[Any, ...]
 """(terminal, seq, workplace, worker_ref, wall_ns, kind, ciao_type, issues, decided_ns)."""
 
 
-class SequenceOps(SQLiteCore):
+class SequenceOps(Core):
     _badge_index = False
 
     def index_inbox_by_badge(self) -> None:

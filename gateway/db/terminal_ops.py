@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.core import Core
 
 
-class TerminalOps(SQLiteCore):
+class TerminalOps(Core):
     def add_terminal(self, terminal_id: str, workplace: str, status: str, at_ns: int) -> None:
         with self._writing() as conn:
             conn.execute(
@@ -73,7 +73,7 @@ class TerminalOps(SQLiteCore):
                     "INSERT INTO clock_sync VALUES (?,?,?,?,?,?) "
                     "ON CONFLICT(terminal, boot_id) DO UPDATE SET wall_ns=excluded.wall_ns, "
                     "boot_ns=excluded.boot_ns, maxerror_us=excluded.maxerror_us, "
-                    "received_ns=excluded.received_ns WHERE excluded.boot_ns >= boot_ns",
+                    "received_ns=excluded.received_ns WHERE excluded.boot_ns >= clock_sync.boot_ns",
                     (terminal_id, *point, at_ns),
                 )
 
