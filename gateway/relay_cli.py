@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from siteclock.gateway.db.interface import Row
 from siteclock.gateway.relay_store import REQUEUE_TARGET, RelayStore, State
 from siteclock.log import INSS_PATTERN, fields, redact
 
@@ -84,7 +84,7 @@ def _when(ns: int | None) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def describe_row(row: sqlite3.Row) -> list[str]:
+def describe_row(row: Row) -> list[str]:
     """Lines for one registration: its key, state, tap and the problem CIaO gave."""
     lines = [
         f"{row['terminal']}:{row['seq']}  {row['state']}  kind={row['kind'] or '-'}  "
