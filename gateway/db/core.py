@@ -68,6 +68,10 @@ class Core:
     def _has_schema_table(self) -> bool:
         raise NotImplementedError
 
+    def table_names(self) -> list[str]:
+        """Every table of the gateway database (for copying it whole), sorted."""
+        raise NotImplementedError
+
     def _lock_for_migration(self, conn: Any) -> None:
         """Hold other processes' migrations off until this transaction ends."""
 
@@ -219,6 +223,16 @@ class SQLiteCore(Core):
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
             ).fetchone()
         return found is not None
+
+    def table_names(self) -> list[str]:
+        with self.reading() as conn:
+            return [
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' "
+                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                )
+            ]
 
     @property
     def in_transaction(self) -> bool:

@@ -77,6 +77,8 @@ def replace_as_upsert(sql: str, key: Sequence[str], columns: Sequence[str]) -> s
     """``INSERT OR REPLACE INTO t ...`` as ``INSERT INTO t ... ON CONFLICT (key) DO UPDATE``
     setting every other column (``columns``: the table's, in order)."""
     body = _OR_REPLACE.sub(lambda m: f"INSERT INTO {m.group(1)}", sql, count=1).rstrip()
+    if not key:
+        return body  # no primary key: nothing to replace, every row is new
     others = [c for c in columns if c not in key and c != "rowid"]
     if not others:
         return f"{body} ON CONFLICT ({', '.join(key)}) DO NOTHING"

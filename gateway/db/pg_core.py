@@ -249,6 +249,31 @@ class PostgresCore(Core):
             (found,) = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
         return bool(found)
 
+    def table_names(self) -> list[str]:
+        with self.reading() as conn:
+            return [
+                name
+                for (name,) in conn.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE "
+                    "table_schema = current_schema() AND table_type = 'BASE TABLE' "
+                    "ORDER BY table_name"
+                )
+            ]
+
+    def reset_identities(self) -> None:
+        """Move each identity column's sequence past the largest value stored (rows copied
+        in with their ids must not collide with the next insert)."""
+        with self._writing() as conn:
+            found = conn.raw.execute(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE "
+                "table_schema = current_schema() AND is_identity = 'YES'"
+            ).fetchall()
+            for table, column in found:
+                conn.raw.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+                    f"coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)"
+                )
+
     def _lock_for_migration(self, conn: PgConnection) -> None:
         # Two gateways starting on a new database: the second waits, then finds it migrated.
         conn.raw.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",

@@ -1,5 +1,5 @@
 """The backends the gateway-database contract runs on: SQLite, and a real PostgreSQL server
-started for the session (``tests/support/postgres.py``)."""
+started for the session (``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,6 @@ import pytest
 
 from siteclock.gateway.db import GatewayDB, SQLiteGatewayDB
 from siteclock.gateway.db.postgres_backend import PostgresGatewayDB
-from tests.support.postgres import PostgresCluster, running_postgres
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresCluster]:
-    with running_postgres() as cluster:
-        yield cluster
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

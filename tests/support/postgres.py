@@ -70,7 +70,7 @@ class PostgresCluster:
     def start(self) -> PostgresCluster:
         if not self.data.exists():
             self._run(_bin("initdb"), "-D", str(self.data), "-U", POSTGRES_USER,
-                      "-A", "trust", "-E", "UTF8", "--no-sync")  # fmt: skip
+                      "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync")  # fmt: skip
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
