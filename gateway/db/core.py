@@ -106,8 +106,8 @@ class Core:
         if self._current_version() >= migrations[-1].version:
             return applied  # up to date: no write transaction (the demo reads while it runs)
         with self._writing() as conn:
-            conn.execute(SCHEMA_VERSION)
             self._lock_for_migration(conn)
+            conn.execute(SCHEMA_VERSION)
             (current,) = conn.execute(
                 "SELECT coalesce(max(version), 0) FROM schema_version"
             ).fetchone()

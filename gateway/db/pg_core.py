@@ -146,6 +146,9 @@ class PostgresCore(Core):
             conn.execute(f"SET lock_timeout = {lock_timeout_ms}")
 
         with neutral_errors():
+            # One plain connection first: a server that is down or refuses us fails now, with
+            # its own reason, instead of as the pool's timeout after POOL_WAIT_S.
+            psycopg.connect(url, connect_timeout=10).close()
             self._pool = ConnectionPool(
                 url,
                 min_size=1,

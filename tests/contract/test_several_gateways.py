@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from siteclock.gateway.db import GatewayDB, IntegrityError
+from siteclock.gateway.db.schema import MIGRATIONS
 from tests.contract.test_gateway_db import T, event
 
 KEYS = [(T, seq) for seq in range(1, 11)]
@@ -79,3 +80,28 @@ def test_a_refused_row_raises_the_data_layers_integrity_error(db: GatewayDB) -> 
     with pytest.raises(IntegrityError):
         db.store_events([event(1)])
     assert db.count_events() == 1
+
+
+def test_gateways_opening_a_new_database_at_once_migrate_it_once(
+    open_db: Callable[[], GatewayDB],
+) -> None:
+    opened: list[GatewayDB] = []
+    failures: list[BaseException] = []
+
+    def start_gateway() -> None:
+        try:
+            opened.append(open_db())
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start_gateway) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    assert len(opened) == 4
+    assert {db.schema_version() for db in opened} == {MIGRATIONS[-1].version}
+    with opened[0].reading() as conn:  # type: ignore[attr-defined]
+        (recorded,) = conn.execute("SELECT count(*) FROM schema_version").fetchone()
+    assert recorded == len(MIGRATIONS)

@@ -126,3 +126,25 @@ def test_a_target_that_holds_events_is_refused_and_left_as_it_was(
         assert target.count_events() == 600
     finally:
         target.close()
+
+
+def test_a_site_on_postgresql_can_be_copied_back_to_a_new_sqlite_file(
+    tmp_path: Path, postgres: PostgresCluster
+) -> None:
+    db_file = _fill_site(tmp_path)
+    url = postgres.fresh_url()
+    assert _migrate(str(db_file), url).returncode == 0
+    back = tmp_path / "back" / "gateway.db"
+    back.parent.mkdir()
+
+    done = _migrate(url, f"sqlite://{back}")
+
+    assert done.returncode == 0, done.stderr
+    original, copied = SQLiteGatewayDB(db_file), SQLiteGatewayDB(back)
+    try:
+        assert _picture(copied) == _picture(original)
+        copied.record_security_alert("t-new-01", 1, "seq_gap", "why", at_ns=6)
+        assert len(copied.security_alerts()) == 2
+    finally:
+        original.close()
+        copied.close()
