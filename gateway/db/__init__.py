@@ -38,6 +38,21 @@ def sqlite_path(db: Path | str) -> Path:
     return Path(db)
 
 
+def db_location(text: str) -> Path | str:
+    """A database named on a command line (``--db``): a PostgreSQL URL as it is, else the
+    SQLite file's path."""
+    return text if is_postgres_url(text) else sqlite_path(text)
+
+
+def missing_file(location: Path | str) -> Path | None:
+    """The SQLite file a command was pointed at when it does not exist (a typo would otherwise
+    create an empty database); None for a URL or an existing file."""
+    if is_postgres_url(location):
+        return None
+    path = sqlite_path(location)
+    return None if path.exists() else path
+
+
 def open_gateway_db(
     db: Path | str | GatewayDB, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S
 ) -> tuple[GatewayDB, bool]:
@@ -79,7 +94,9 @@ __all__ = [
     "OnGatewayDB",
     "OperationalError",
     "SQLiteGatewayDB",
+    "db_location",
     "is_postgres_url",
+    "missing_file",
     "open_gateway_db",
     "sqlite_path",
 ]

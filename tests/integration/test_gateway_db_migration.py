@@ -76,11 +76,13 @@ def _picture(db: GatewayDB) -> dict[str, object]:
     }
 
 
+def _siteclock(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "siteclock.cli", *args],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
 def _migrate(source: str, target: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "siteclock.cli", "migrate-db", "--from", source, "--to", target],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return _siteclock("migrate-db", "--from", source, "--to", target)
 
 
 def test_a_site_moves_to_postgresql_with_every_event(
@@ -93,6 +95,11 @@ def test_a_site_moves_to_postgresql_with_every_event(
 
     assert done.returncode == 0, done.stderr
     assert "600 stored events verified identical" in done.stdout
+    # The employer's tools read the moved site as they read the file.
+    for command in (["relay", "show", "--limit", "1000"], ["sequence-issues"]):
+        shown = [_siteclock(*command, "--db", where) for where in (str(db_file), url)]
+        assert shown[0].returncode == shown[1].returncode == 0, shown[1].stderr
+        assert shown[0].stdout == shown[1].stdout
     source, target = SQLiteGatewayDB(db_file), PostgresGatewayDB(url)
     try:
         before, after = _picture(source), _picture(target)
