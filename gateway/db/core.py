@@ -47,6 +47,8 @@ class Core:
 
     backend: str
     path: Path
+    CLAIM_LOCK = ""
+    """Appended to the relay's claim query: the backend's row locking, if it has any."""
 
     def close(self) -> None:
         raise NotImplementedError

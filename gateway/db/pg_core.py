@@ -38,6 +38,9 @@ POOL_SIZE = 4
 POOL_WAIT_S = 30.0
 """How long an operation waits for a free pooled connection before failing as operational."""
 MIGRATION_LOCK = "siteclock.gateway.migrate"
+LEASE_KEY = "hashtextextended(current_schema() || '/' || %s, 0)"
+"""The advisory lock key of a lease: its name within the schema, so gateways of two sites
+kept in two schemas of one database never hold each other's leases."""
 
 
 def _rows_factory(cursor: psycopg.Cursor[Any]) -> Any:
@@ -279,8 +282,7 @@ class PostgresCore(Core):
 
     def _lock_for_migration(self, conn: PgConnection) -> None:
         # Two gateways starting on a new database: the second waits, then finds it migrated.
-        conn.raw.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                         (MIGRATION_LOCK,))  # fmt: skip
+        conn.raw.execute(f"SELECT pg_advisory_xact_lock({LEASE_KEY})", (MIGRATION_LOCK,))
 
     # ------------------------------------------------------------------ leases
 
@@ -292,9 +294,7 @@ class PostgresCore(Core):
             conn = self._lease_connection()
             if name in self._leases:
                 return True
-            (got,) = conn.execute(
-                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,)
-            ).fetchone()
+            (got,) = conn.execute(f"SELECT pg_try_advisory_lock({LEASE_KEY})", (name,)).fetchone()
             if got:
                 self._leases.add(name)
             return bool(got)
@@ -305,9 +305,7 @@ class PostgresCore(Core):
                 return
             self._leases.discard(name)
             if self._lease_conn is not None and not self._lease_conn.closed:
-                self._lease_conn.execute(
-                    "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,)
-                )
+                self._lease_conn.execute(f"SELECT pg_advisory_unlock({LEASE_KEY})", (name,))
 
     def _lease_connection(self) -> psycopg.Connection[Any]:
         """The lease connection, checked alive; a new one (holding nothing) when it was lost."""

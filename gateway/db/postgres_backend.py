@@ -8,7 +8,6 @@ must extend :class:`~.core.Core`, not ``SQLiteCore`` (a test checks).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import psycopg
@@ -27,48 +26,25 @@ OPERATION_GROUPS: tuple[type, ...] = tuple(
 class PostgresOps(PostgresCore):
     """The operations PostgreSQL needs written its own way."""
 
-    def still_sendable(self, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
-        """The relay's claim: which of ``keys`` are still sendable, each row locked until the
-        transaction ends. Rows another relay holds are skipped (``SKIP LOCKED``) and rows it
-        already marked submitted are no longer sendable, so no two gateways submit one row."""
-        keys = list(keys)
-        if not keys:
-            return set()
-        wanted = ",".join("(?,?)" for _ in keys)
-        with self._writing() as conn:
-            found = conn.execute(
-                "SELECT terminal, seq FROM registrations "
-                "WHERE state IN ('queued','awaiting_clock_sync') "
-                f"AND (terminal, seq) IN (VALUES {wanted}) FOR UPDATE SKIP LOCKED",
-                [v for key in keys for v in key],
-            )
-            return {(terminal, seq) for terminal, seq in found}
+    CLAIM_LOCK = " FOR UPDATE SKIP LOCKED"
+    """The relay's claim (``still_sendable``): each row found stays locked until the claiming
+    transaction ends; rows another relay holds are skipped, and rows it already marked
+    submitted are no longer sendable, so no two gateways submit one row."""
+    _NEWEST_PER_WORKER = (  # each worker's newest decision, said without SQLite's bare columns
+        "SELECT DISTINCT ON (worker_ref) worker_ref, kind, ciao_type, wall_ns "
+        "FROM worker_sequence WHERE workplace=? AND wall_ns>=? ORDER BY worker_ref, wall_ns DESC"
+    )
 
     def save_not_before(self, instant_ns: int) -> None:
-        """As on SQLite: at once, outside any transaction of the relay's thread (its own
-        pooled connection in autocommit); a later instant never gives way to an earlier one."""
+        """As on SQLite: at once, outside any transaction of the relay's thread (a short
+        connection of its own, in autocommit); a later instant never gives way to an earlier
+        one."""
         with neutral_errors(), psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO relay_meta VALUES (%s, %s) ON CONFLICT(key) DO UPDATE SET "
                 "value=GREATEST(relay_meta.value, excluded.value)",
                 (NOT_BEFORE_KEY, instant_ns),
             )
-
-    def newest_decisions(self, workplace: str, window_ns: int) -> list[tuple[str, str, str, int]]:
-        """As on SQLite (each worker's newest decided tap within the window), where SQLite
-        takes the bare columns from the row holding ``max()`` and PostgreSQL says so."""
-        with self.reading() as conn:
-            (last,) = conn.execute(
-                "SELECT max(wall_ns) FROM worker_sequence WHERE workplace=?", (workplace,)
-            ).fetchone()
-            if last is None:
-                return []
-            return conn.execute(
-                "SELECT DISTINCT ON (worker_ref) worker_ref, kind, ciao_type, wall_ns "
-                "FROM worker_sequence WHERE workplace=? AND wall_ns>=? "
-                "ORDER BY worker_ref, wall_ns DESC",
-                (workplace, last - window_ns),
-            ).fetchall()
 
     def requeue_audit(self) -> list[tuple[Any, ...]]:
         with self.reading() as conn:

@@ -26,6 +26,11 @@ Decision = tuple[Any, ...]
 
 class SequenceOps(Core):
     _badge_index = False
+    _NEWEST_PER_WORKER = (
+        # SQLite takes the bare columns from the row holding max() (PostgreSQL overrides it)
+        "SELECT worker_ref, kind, ciao_type, max(wall_ns) FROM worker_sequence "
+        "WHERE workplace=? AND wall_ns>=? GROUP BY worker_ref"
+    )
 
     def index_inbox_by_badge(self) -> None:
         """A worker's taps are found in the inbox by badge and time (the sequence check's
@@ -150,11 +155,7 @@ class SequenceOps(Core):
             ).fetchone()
             if last is None:
                 return []
-            return conn.execute(
-                "SELECT worker_ref, kind, ciao_type, max(wall_ns) FROM worker_sequence "
-                "WHERE workplace=? AND wall_ns>=? GROUP BY worker_ref",
-                (workplace, last - window_ns),
-            ).fetchall()
+            return conn.execute(self._NEWEST_PER_WORKER, (workplace, last - window_ns)).fetchall()
 
     @staticmethod
     def _newest_stored_tap_sql(future_slack_ns: int) -> str:

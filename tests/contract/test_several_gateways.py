@@ -13,8 +13,10 @@ from collections.abc import Callable
 import pytest
 
 from siteclock.gateway.db import GatewayDB, IntegrityError
+from siteclock.gateway.db.postgres_backend import PostgresGatewayDB
 from siteclock.gateway.db.schema import MIGRATIONS
 from tests.contract.test_gateway_db import T, event
+from tests.support.postgres import PostgresCluster
 
 KEYS = [(T, seq) for seq in range(1, 11)]
 
@@ -105,3 +107,16 @@ def test_gateways_opening_a_new_database_at_once_migrate_it_once(
     with opened[0].reading() as conn:  # type: ignore[attr-defined]
         (recorded,) = conn.execute("SELECT count(*) FROM schema_version").fetchone()
     assert recorded == len(MIGRATIONS)
+
+
+def test_leases_of_two_sites_in_one_postgresql_database_are_apart(
+    postgres: PostgresCluster,
+) -> None:
+    """Two sites' gateways kept in two schemas of one database: each site has its own leases."""
+    first, second = PostgresGatewayDB(postgres.fresh_url()), PostgresGatewayDB(postgres.fresh_url())
+    try:
+        assert first.hold_lease("rosters")
+        assert second.hold_lease("rosters")
+    finally:
+        first.close()
+        second.close()

@@ -40,11 +40,15 @@ def test_one_relay_on_postgresql_registers_every_event_once(
     feeds = [TerminalFeed(f"t-pg-{i:02d}", WORKPLACE) for i in range(3)]
     insert(world.db, make_events(feeds, [p.badge for p in world.people], 60))
 
-    world.run_until_final(timeout=60)
+    try:
+        world.run_until_final(timeout=60)
+        assert world.relay.store.counts() == {"registered": 60}  # type: ignore[attr-defined]
+    finally:
+        world.relay.stop()  # type: ignore[attr-defined]
+        world.registry.close()
 
     total, duplicated = exactly_once_report(sim.registrations())
     assert (total, duplicated) == (60, [])
-    assert world.relay.store.counts() == {"registered": 60}  # type: ignore[attr-defined]
     assert len({(t, v.seq) for t, v in world.verdicts}) == 60  # type: ignore[attr-defined]
 
 
@@ -70,6 +74,7 @@ def test_two_relays_share_the_queue_without_double_submission(
     finally:
         for relay in relays:
             relay.stop()  # type: ignore[attr-defined]
+        world.registry.close()
     total, duplicated = exactly_once_report(sim.registrations())
     assert (total, duplicated) == (400, [])
     created = [relay.counters["created"] for relay in relays]  # type: ignore[attr-defined]

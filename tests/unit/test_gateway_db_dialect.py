@@ -17,9 +17,10 @@ from siteclock.gateway.db import (
     open_gateway_db,
     sqlite_path,
 )
+from siteclock.gateway.db.core import SQLiteCore
 from siteclock.gateway.db.dialect import replace_as_upsert, to_postgres
 from siteclock.gateway.db.errors import neutral
-from siteclock.gateway.db.pg_core import redacted
+from siteclock.gateway.db.pg_core import PostgresCore, redacted
 from siteclock.gateway.db.postgres_backend import PostgresGatewayDB
 
 
@@ -106,3 +107,12 @@ def test_sqlite_errors_arrive_as_the_data_layers_and_still_as_sqlite3s(tmp_path:
             db.add_terminal("t-1", "1Y1003SQ5VSSZ", "active", 2)
     finally:
         db.close()
+
+
+def test_the_postgresql_backend_runs_every_operation_group_of_the_sqlite_one() -> None:
+    """An ops module that extended ``SQLiteCore`` would bring SQLite's connection into the
+    PostgreSQL class (its methods ahead of PostgreSQL's): every group extends ``Core``."""
+    assert SQLiteCore not in PostgresGatewayDB.__mro__
+    groups = [base for base in SQLiteGatewayDB.__bases__ if base is not SQLiteCore]
+    assert all(group in PostgresGatewayDB.__mro__ for group in groups)
+    assert PostgresGatewayDB.atomic is PostgresCore.atomic
