@@ -46,7 +46,11 @@ def _bin(name: str) -> str:
 
 
 class PostgresCluster:
-    def __init__(self) -> None:
+    """``durable``: keep PostgreSQL's fsync (a benchmark set against SQLite's synchronous=FULL);
+    tests run without it."""
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="siteclock-pg-"))
         self.data = self.root / "data"
         self.port = free_port()
@@ -71,10 +75,10 @@ class PostgresCluster:
         if not self.data.exists():
             self._run(_bin("initdb"), "-D", str(self.data), "-U", POSTGRES_USER,
                       "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync")  # fmt: skip
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        options += " -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
                   "-o", options, "-w", "-t", "60", "start")  # fmt: skip
         return self
@@ -103,8 +107,8 @@ class PostgresCluster:
 
 
 @contextmanager
-def running_postgres() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
+def running_postgres(*, durable: bool = False) -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster(durable=durable)
     try:
         yield cluster.start()
     finally:
