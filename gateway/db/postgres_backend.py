@@ -2,8 +2,10 @@
 backend, on :class:`~.pg_core.PostgresCore`, with the few methods whose SQL differs.
 
 The operation groups are taken from :class:`~.sqlite_backend.SQLiteGatewayDB` itself, so a new
-``*_ops.py`` mixin added there runs here too (its SQL translated by :mod:`.dialect`); a mixin
-must extend :class:`~.core.Core`, not ``SQLiteCore`` (a test checks).
+``*_ops.py`` mixin added there runs here too (its SQL translated by :mod:`.dialect`). A mixin
+should extend :class:`~.core.Core`; one that extends ``SQLiteCore`` still works, because
+:class:`~.pg_core.PostgresCore` comes first and overrides every member of ``SQLiteCore``
+(``tests/unit/test_gateway_db_dialect.py`` checks).
 """
 
 from __future__ import annotations
