@@ -13,7 +13,12 @@ The ``*_ops.py`` mixins are written once, in SQLite's SQL. PostgreSQL's connecti
   AUTOINCREMENT`` an identity column; the tables whose SQLite ``rowid`` the operations read
   (:data:`ROWID_TABLES`) get a ``rowid`` identity column at the end, so positional ``INSERT
   ... VALUES`` keeps working;
-* ``PRAGMA table_info(t)`` becomes a query on ``information_schema.columns``.
+* ``PRAGMA table_info(t)`` becomes a query on ``information_schema.columns``;
+* ``LIKE`` becomes ``ILIKE`` (SQLite's ``LIKE`` ignores ASCII case); a two-argument ``max(a,
+  b)`` / ``min(a, b)`` (SQLite's scalar forms) becomes ``GREATEST`` / ``LEAST``;
+* in an upsert's ``DO UPDATE``, a bare column of the target table is qualified with the
+  table's name (:func:`qualify_upsert`): PostgreSQL finds ``value`` ambiguous beside
+  ``excluded.value`` where SQLite takes the stored row's.
 
 What cannot be translated by rule (a bare column beside ``max()``, ``FOR UPDATE SKIP LOCKED``
 claims, SQLite's two-argument ``max``) is a per-method override in ``postgres_backend.py``.
@@ -44,6 +49,11 @@ _PRAGMA_TABLE_INFO = re.compile(r"^\s*PRAGMA\s+table_info\((\w+)\)\s*$", re.I)
 _OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.I)
 _OR_REPLACE = re.compile(r"^\s*INSERT\s+OR\s+REPLACE\s+INTO\s+(\w+)", re.I)
 _COMMENT = re.compile(r"--[^\n]*")
+_SCALAR = re.compile(r"\b(max|min)\(\s*([^(),]+?)\s*,\s*([^(),]+?)\s*\)", re.I)
+_LIKE = re.compile(r"\bLIKE\b", re.I)
+_INSERT_TABLE = re.compile(r"^\s*INSERT\s+(?:OR\s+\w+\s+)?INTO\s+(\w+)", re.I)
+_DO_UPDATE = re.compile(r"\bDO\s+UPDATE\s+SET\b", re.I)
+_WORD = re.compile(r"(?<![\w.])([A-Za-z_]\w*)(?![\w.(])")
 
 
 class Row(tuple[Any, ...]):
@@ -73,6 +83,41 @@ def table_of_replace(sql: str) -> str | None:
     return found.group(1) if found else None
 
 
+def table_of_upsert(sql: str) -> str | None:
+    """The target table of an ``INSERT ... DO UPDATE`` statement (None for any other)."""
+    if not _DO_UPDATE.search(sql):
+        return None
+    found = _INSERT_TABLE.match(sql)
+    return found.group(1) if found else None
+
+
+def qualify_upsert(sql: str, table: str, columns: Sequence[str]) -> str:
+    """``sql`` with each bare column of ``table`` after ``DO UPDATE SET`` written
+    ``table.column``, except the columns being set (``SET a = ...``, ``, b = ...``)."""
+    found = _DO_UPDATE.search(sql)
+    if found is None:
+        return sql
+    head, tail = sql[: found.end()], sql[found.end() :]
+    names = set(columns)
+
+    def qualify(match: re.Match[str]) -> str:
+        word = match.group(1)
+        if word not in names:
+            return word
+        before = tail[: match.start()].rstrip()
+        after = tail[match.end() :].lstrip()
+        assigned = (before == "" or before.endswith(",")) and after.startswith("=")
+        return word if assigned else f"{table}.{word}"
+
+    return head + _outside_quotes(tail, lambda text: _WORD.sub(qualify, text))
+
+
+def _outside_quotes(sql: str, change: Any) -> str:
+    """``sql`` with ``change`` applied to each stretch outside quoted text."""
+    parts = re.split(r"('(?:[^']|'')*')", sql)
+    return "".join(part if i % 2 else change(part) for i, part in enumerate(parts))
+
+
 def replace_as_upsert(sql: str, key: Sequence[str], columns: Sequence[str]) -> str:
     """``INSERT OR REPLACE INTO t ...`` as ``INSERT INTO t ... ON CONFLICT (key) DO UPDATE``
     setting every other column (``columns``: the table's, in order)."""
@@ -99,10 +144,17 @@ def to_postgres(sql: str, with_params: bool) -> str:
             f"WHERE table_schema = current_schema() AND table_name = '{pragma.group(1)}' "
             "ORDER BY ordinal_position"
         )
+    if not _DDL.match(sql):
+        sql = _outside_quotes(sql, lambda text: _SCALAR.sub(_scalar, _LIKE.sub("ILIKE", text)))
     if _OR_IGNORE.match(sql):
         sql = _OR_IGNORE.sub("INSERT INTO", sql, count=1).rstrip().rstrip(";")
         sql += " ON CONFLICT DO NOTHING"
     return _placeholders(sql) if with_params else sql
+
+
+def _scalar(match: re.Match[str]) -> str:
+    name = "GREATEST" if match.group(1).lower() == "max" else "LEAST"
+    return f"{name}({match.group(2)}, {match.group(3)})"
 
 
 def _ddl(sql: str) -> str:

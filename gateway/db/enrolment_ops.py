@@ -105,7 +105,7 @@ class EnrolmentOps(Core):
                 "updated_ns) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(terminal, seq) DO UPDATE SET state=excluded.state, "
                 "last_error=excluded.last_error, updated_ns=excluded.updated_ns "
-                f"WHERE registrations.state IN ({marks})",
+                f"WHERE state IN ({marks})",
                 (terminal_id, seq, state, note, at_ns, at_ns, *claimable),
             )
             (found,) = conn.execute(

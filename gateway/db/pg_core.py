@@ -20,14 +20,17 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.numeric import NumericLoader
 from psycopg_pool import ConnectionPool
 
 from siteclock.gateway.db.core import DEFAULT_BUSY_TIMEOUT_S, Core
 from siteclock.gateway.db.dialect import (
     Row,
+    qualify_upsert,
     replace_as_upsert,
     row_class,
     table_of_replace,
+    table_of_upsert,
     to_postgres,
 )
 from siteclock.gateway.db.errors import neutral_errors
@@ -41,6 +44,15 @@ MIGRATION_LOCK = "siteclock.gateway.migrate"
 LEASE_KEY = "hashtextextended(current_schema() || '/' || %s, 0)"
 """The advisory lock key of a lease: its name within the schema, so gateways of two sites
 kept in two schemas of one database never hold each other's leases."""
+
+
+class _WholeNumeric(NumericLoader):
+    """``numeric`` as ``int`` when whole (``sum()`` of integers is numeric in PostgreSQL and an
+    integer in SQLite), else ``float`` as SQLite gives it; never ``Decimal``."""
+
+    def load(self, data: Any) -> Any:
+        value = super().load(data)
+        return int(value) if value == value.to_integral_value() else float(value)
 
 
 def _rows_factory(cursor: psycopg.Cursor[Any]) -> Any:
@@ -73,6 +85,9 @@ class PgConnection:
         if table is not None:
             key, columns = self._catalog.shape(self.raw, table)
             sql = replace_as_upsert(sql, key, columns)
+        table = table_of_upsert(sql)
+        if table is not None:
+            sql = qualify_upsert(sql, table, self._catalog.shape(self.raw, table)[1])
         return to_postgres(sql, with_params)
 
     def execute(self, sql: str, args: Sequence[Any] | None = None) -> psycopg.Cursor[Any]:
@@ -89,10 +104,14 @@ class PgConnection:
 
 
 class Catalog:
-    """Primary keys and columns of tables, read from the server once per table."""
+    """Primary keys and columns of tables, read from the server once per table (and again
+    after a migration)."""
 
     def __init__(self) -> None:
         self._shapes: dict[str, tuple[list[str], list[str]]] = {}
+
+    def forget(self) -> None:
+        self._shapes.clear()
 
     def shape(self, raw: psycopg.Connection[Any], table: str) -> tuple[list[str], list[str]]:
         if table not in self._shapes:
@@ -147,6 +166,7 @@ class PostgresCore(Core):
 
         def configure(conn: psycopg.Connection[Any]) -> None:
             conn.execute(f"SET lock_timeout = {lock_timeout_ms}")
+            conn.adapters.register_loader("numeric", _WholeNumeric)
 
         with neutral_errors():
             # One plain connection first: a server that is down or refuses us fails now, with
@@ -249,6 +269,12 @@ class PostgresCore(Core):
     @property
     def in_transaction(self) -> bool:
         return self._state.depth > 0
+
+    def migrate(self, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+        applied = super().migrate(migrations)
+        if applied:
+            self._catalog.forget()  # a migration may have added columns
+        return applied
 
     def _has_schema_table(self) -> bool:
         with self.reading() as conn:

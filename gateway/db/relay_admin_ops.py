@@ -50,7 +50,7 @@ class RelayAdminOps(Core):
             conn.execute(
                 "INSERT INTO relay_alerts(cause, message, since_ns) VALUES (?, ?, ?) "
                 "ON CONFLICT(cause) DO UPDATE SET message=excluded.message, "
-                "since_ns=excluded.since_ns, cleared_ns=NULL, raised=relay_alerts.raised+1",
+                "since_ns=excluded.since_ns, cleared_ns=NULL, raised=raised+1",
                 (cause, message, now_ns),
             )
             return True

@@ -73,7 +73,7 @@ class TerminalOps(Core):
                     "INSERT INTO clock_sync VALUES (?,?,?,?,?,?) "
                     "ON CONFLICT(terminal, boot_id) DO UPDATE SET wall_ns=excluded.wall_ns, "
                     "boot_ns=excluded.boot_ns, maxerror_us=excluded.maxerror_us, "
-                    "received_ns=excluded.received_ns WHERE excluded.boot_ns >= clock_sync.boot_ns",
+                    "received_ns=excluded.received_ns WHERE excluded.boot_ns >= boot_ns",
                     (terminal_id, *point, at_ns),
                 )
 

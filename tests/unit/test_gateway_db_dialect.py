@@ -18,16 +18,17 @@ from siteclock.gateway.db import (
     sqlite_path,
 )
 from siteclock.gateway.db.core import SQLiteCore
-from siteclock.gateway.db.dialect import replace_as_upsert, to_postgres
+from siteclock.gateway.db.dialect import qualify_upsert, replace_as_upsert, to_postgres
 from siteclock.gateway.db.errors import neutral
 from siteclock.gateway.db.pg_core import redacted
 from siteclock.gateway.db.postgres_backend import PostgresGatewayDB
+from tests.support.postgres import PostgresCluster
 
 
 def test_placeholders_become_psycopg_ones_outside_quoted_text() -> None:
     sql = "SELECT 1 FROM inbox WHERE flags LIKE '%\"why?\"%' AND terminal=? AND seq=?"
     assert to_postgres(sql, True) == (
-        "SELECT 1 FROM inbox WHERE flags LIKE '%%\"why?\"%%' AND terminal=%s AND seq=%s"
+        "SELECT 1 FROM inbox WHERE flags ILIKE '%%\"why?\"%%' AND terminal=%s AND seq=%s"
     )
     assert to_postgres("SELECT '%'", False) == "SELECT '%'"  # no parameters: sent as written
 
@@ -119,3 +120,35 @@ def test_the_postgresql_backend_runs_every_operation_group_of_the_sqlite_one() -
     assert "atomic" in sqlite_own
     leaking = [n for n in sqlite_own if getattr(PostgresGatewayDB, n) is getattr(SQLiteCore, n)]
     assert leaking == []
+
+
+def test_sqlites_case_blind_like_and_scalar_max_are_said_in_postgresql() -> None:
+    sql = "UPDATE m SET value=max(value, ?) WHERE key LIKE ? AND note <> 'LIKE max(a, b)'"
+    assert to_postgres(sql, True) == (
+        "UPDATE m SET value=GREATEST(value, %s) WHERE key ILIKE %s AND note <> 'LIKE max(a, b)'"
+    )
+    assert to_postgres("SELECT max(wall_ns) FROM t", False) == "SELECT max(wall_ns) FROM t"
+
+
+def test_an_upserts_bare_columns_are_the_stored_rows() -> None:
+    sql = (
+        "INSERT INTO relay_alerts(cause, message) VALUES (?, ?) ON CONFLICT(cause) DO UPDATE "
+        "SET message=excluded.message, raised=raised+1, note='raised' WHERE raised < 9"
+    )
+    assert qualify_upsert(sql, "relay_alerts", ["cause", "message", "raised", "note"]) == (
+        "INSERT INTO relay_alerts(cause, message) VALUES (?, ?) ON CONFLICT(cause) DO UPDATE "
+        "SET message=excluded.message, raised=relay_alerts.raised+1, note='raised' "
+        "WHERE relay_alerts.raised < 9"
+    )
+
+
+def test_sums_come_back_as_integers_as_on_sqlite(postgres: PostgresCluster) -> None:
+    db = PostgresGatewayDB(postgres.fresh_url())
+    try:
+        with db.reading() as conn:
+            total, half = conn.execute(
+                "SELECT sum(x), sum(x) / 2.0 FROM (VALUES (1), (2)) AS v(x)"
+            ).fetchone()
+    finally:
+        db.close()
+    assert (total, type(total), half) == (3, int, 1.5)
