@@ -3,6 +3,7 @@
 Example ``/etc/siteclock/gateway.toml``::
 
     db = "/var/lib/siteclock/gateway.db"
+    # database_url = "postgresql://siteclock@db-host/siteclock"  # docs/postgresql.md
     signing_key_file = "/etc/siteclock/gateway-signing.key"
     gateway_keys_file = "/etc/siteclock/gateway-keys.json"   # given to terminals
 
@@ -78,6 +79,11 @@ class GatewayConfig:
 
     db: Path
     signing_key_file: Path
+    database_url: str = ""
+    """When set, the gateway database is this one instead of the ``db`` file: a
+    ``postgresql://user@host:port/dbname`` URL (several gateways on one database; the password
+    from ``~/.pgpass`` or ``PGPASSFILE``, never written here), or ``sqlite:///path/to/file``.
+    See docs/postgresql.md."""
     gateway_keys_file: Path | None = None
     log_level: str = "INFO"
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -91,6 +97,19 @@ class GatewayConfig:
     relay: RelayConfig = field(default_factory=RelayConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     """The shift rule of the sequence check (docs/direction.md): 14 h by default."""
+
+    def __post_init__(self) -> None:
+        schemes = ("postgresql://", "postgres://", "sqlite://")
+        if self.database_url and not self.database_url.startswith(schemes):
+            raise ValueError(
+                f"database_url must start with postgresql:// or sqlite://, got "
+                f"{self.database_url.split('://')[0]!r}"  # never echo a password
+            )
+
+    @property
+    def store(self) -> Path | str:
+        """Where the gateway database is: ``database_url`` when set, else the ``db`` file."""
+        return self.database_url or self.db
 
     @property
     def inss_key_path(self) -> Path:

@@ -100,6 +100,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+VERDICTS_LEASE = "siteclock.relay.verdicts"
+"""The lease (``GatewayDB.hold_lease``) of the relay stages one gateway of several runs at a
+time: the search for ambiguous rows, verdict polling, notifying terminals, overdue alerts."""
 
 
 class Relay:
@@ -242,10 +245,16 @@ class Relay:
         if full:
             self._last_scan_ns = now
         work = self.store.take_new(now, full=full)
-        work += self.reconciler.run()
+        # Submitting is shared by every gateway's relay (claims skip each other's rows);
+        # searching for ambiguous rows, polling verdicts, notifying and alerting are done by
+        # the one holding the lease, so no row is searched, resubmitted or announced twice.
+        leading = self.store.db.hold_lease(VERDICTS_LEASE)
+        if leading:
+            work += self.reconciler.run()
         work += self.submitter.submit()
         work += self.submitter.retry_unresolved()
-        work += self.poller.run()
-        work += self.notifier.notify()
-        self.notifier.alert_overdue()
+        if leading:
+            work += self.poller.run()
+            work += self.notifier.notify()
+            self.notifier.alert_overdue()
         return work

@@ -36,6 +36,7 @@ from siteclock.gateway.ciao.client import CiaoClient, Timeouts
 from siteclock.gateway.ciao.environments import resolve
 from siteclock.gateway.ciao.profile import load as load_profile
 from siteclock.gateway.config import GatewayConfig
+from siteclock.gateway.db import GatewayDB, is_postgres_url, open_gateway_db
 from siteclock.gateway.intake import Intake
 from siteclock.gateway.link import MqttLink
 from siteclock.gateway.registry import Registry
@@ -61,6 +62,10 @@ class _SiteView:
     day: tuple[DayEntry, ...]
 
 
+ROSTER_LEASE = "siteclock.rosters"
+"""The lease (``GatewayDB.hold_lease``) of roster publishing: one gateway of several at a time."""
+
+
 class Gateway:
     """Intake, relay and roster publishing for one site, built from its configuration."""
 
@@ -69,22 +74,29 @@ class Gateway:
         signer = load_or_create(cfg.signing_key_file)
         if cfg.gateway_keys_file is not None:
             write_gateway_keys(cfg.gateway_keys_file, [signer])
-        self.terminals = TerminalRegistry(cfg.db)
+        # SQLite: each part has its own connection to the file. PostgreSQL: the parts share
+        # one pool of connections (one database object, closed in stop()).
+        self._db: GatewayDB | None = None
+        store: Path | str | GatewayDB = cfg.store
+        if is_postgres_url(store):
+            self._db = store = open_gateway_db(store)[0]
+        self.terminals = TerminalRegistry(store)
         self.link = MqttLink(cfg.mqtt)
-        self.intake = Intake(cfg.mqtt, inbox=Inbox(cfg.db), registry=self.terminals, link=self.link)
+        self.intake = Intake(cfg.mqtt, inbox=Inbox(store), registry=self.terminals, link=self.link)
         self.verdicts = VerdictPublisher(self.link)
         self.rosters = RosterPublisher(self.link, signer)
-        self.registry = Registry(cfg.db, cfg.inss_key_path)
+        self.registry = Registry(store, cfg.inss_key_path)
         self._stop = threading.Event()
         self.relay: Relay | None = None
         if cfg.ciao is not None:
             self.relay = Relay(
-                cfg.db, self._ciao_client(), self.registry,
+                store, self._ciao_client(), self.registry,
                 on_verdict=self._send_verdict, config=cfg.relay, shift=cfg.sequence.rule,
             )  # fmt: skip
         self._roster_thread: threading.Thread | None = None
-        self.site_day = SiteDay(cfg.db)
+        self.site_day = SiteDay(store)
         self._published: dict[str, tuple[int, str, tuple[DayEntry, ...]]] = {}
+        self._roster_lease = False
         self._views: dict[str, _SiteView] = {}
 
     def _ciao_client(self) -> CiaoClient:
@@ -141,9 +153,19 @@ class Gateway:
         self._views[place] = view
         return view
 
+    def _holds_roster_lease(self) -> bool:
+        """Whether this gateway publishes rosters now: of several gateways on one database,
+        the one holding the lease does. One that takes it over republishes every roster once,
+        so nothing changed while another held it is missed."""
+        held = self.site_day.db.hold_lease(ROSTER_LEASE)
+        if held and not self._roster_lease:
+            self._published.clear()
+        self._roster_lease = held
+        return held
+
     def _roster_loop(self) -> None:
         while not self._stop.is_set():
-            if self.intake.connected:
+            if self.intake.connected and self._holds_roster_lease():
                 try:
                     sent = self.publish_rosters()
                 except Exception:  # one bad roster must not stop the others next time
@@ -172,6 +194,8 @@ class Gateway:
             self._roster_thread.join(timeout=5)
         self.intake.stop()
         self.site_day.close()
+        if self._db is not None:
+            self._db.close()
 
     def counters(self) -> dict[str, int]:
         figures = {**self.intake.stats, **self.intake.counters}
@@ -202,7 +226,7 @@ def cli(argv: list[str]) -> int:
     log.info(
         "gateway running",
         extra=fields(
-            db=cfg.db,
+            db=str(gateway.terminals.path),  # a PostgreSQL URL without its password
             broker=f"{cfg.mqtt.host}:{cfg.mqtt.port}",
             relay="on" if gateway.relay else "off (no [ciao] section)",
         ),

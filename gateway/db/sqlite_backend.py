@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from siteclock.gateway.db.core import SQLiteCore
 from siteclock.gateway.db.enrolment_ops import EnrolmentOps
 from siteclock.gateway.db.inbox_ops import InboxOps
 from siteclock.gateway.db.reads import ReadOps
@@ -21,5 +22,6 @@ class SQLiteGatewayDB(
     SequenceOps,
     EnrolmentOps,
     ReadOps,
+    SQLiteCore,
 ):
     """The gateway database in one SQLite file (see :class:`~.interface.GatewayDB`)."""
