@@ -48,15 +48,28 @@ class MqttConfig:
     site's secret group name that ``broker-config`` prints."""
 
     host: str = "localhost"
+    """The broker's name or address as seen from the gateway (the gateway listener is on
+    loopback unless ``broker-config --gateway-bind`` says otherwise)."""
     port: int = 8884
+    """The broker's gateway listener (``broker-config --gateway-port``), not the terminals'."""
     tls: bool = True
+    """TLS to the broker; off only for the plain loopback listener of tests."""
     ca_file: Path | None = None
+    """The site CA that signed the broker's certificate (``<broker dir>/pki/ca.pem``)."""
     username: str = GATEWAY_USER
+    """The gateway's broker login (``broker-config`` creates it)."""
     password_file: Path | None = None
+    """A file holding the gateway's broker password (0600), as ``broker-config`` wrote it in
+    ``<broker dir>/credentials/siteclock_gateway.password``."""
     client_id: str = "siteclock_gateway"
+    """The MQTT client id: different for each gateway process, starting with ``siteclock``."""
     share_group: str | None = None
+    """The site's secret shared-subscription group (``broker-config`` prints it); set it when
+    several gateway processes share the events."""
     session_expiry_s: int = 3600
+    """How long the broker keeps the gateway's session (and queues its events) while it is away."""
     keepalive_s: int = 30
+    """MQTT keepalive: a dead connection is noticed within about 1.5 times this."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -80,6 +93,7 @@ class GatewayConfig:
     signing_key_file: Path
     gateway_keys_file: Path | None = None
     log_level: str = "INFO"
+    """``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``; logs are one JSON object a line."""
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     inss_key_file: Path | None = None
     """The key that encrypts INSS numbers at rest (0600); default :data:`DEFAULT_INSS_KEY`, in
