@@ -93,7 +93,7 @@ class GatewayConfig:
     signing_key_file: Path
     gateway_keys_file: Path | None = None
     log_level: str = "INFO"
-    """``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``; logs are one JSON object a line."""
+    """``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``; one ``key=value`` line per record."""
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     inss_key_file: Path | None = None
     """The key that encrypts INSS numbers at rest (0600); default :data:`DEFAULT_INSS_KEY`, in
@@ -101,6 +101,9 @@ class GatewayConfig:
     ciphertext only."""
     roster_check_s: float = 5.0
     """How often the gateway looks for registry changes to republish terminals' rosters."""
+    wait_report_s: float = 30.0
+    """While the gateway waits for something (the broker unreachable or refusing it), it logs
+    a WARNING with the cause and the next step at once and again this often."""
     ciao: CiaoConfig | None = None
     relay: RelayConfig = field(default_factory=RelayConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
