@@ -72,7 +72,14 @@ class InitPlan:
 
     @property
     def gateway_keys(self) -> Path:
-        return self.etc / "gateway-keys.json"
+        """Rewritten by the gateway at each start: in the one folder under /etc its unit may
+        write (ProtectSystem=strict)."""
+        return self.keys / "gateway-keys.json"
+
+    @property
+    def enrolment_env(self) -> Path:
+        """``ENROLMENT_ARGS`` for siteclock-enrolment.service: the same arguments as printed."""
+        return self.etc / "enrolment.env"
 
     @property
     def ciao_key(self) -> Path:
@@ -212,12 +219,21 @@ def init(plan: InitPlan, *, force: bool = False) -> list[str]:
     write_secret(plan.gateway_password, password)
     # 0640: the share group in it stays off terminals; the service user reads it by group.
     write_secret(plan.config, gateway_toml(plan, files.share_group).encode(), mode=0o640)
+    write_public(plan.enrolment_env, f'ENROLMENT_ARGS="{enrolment_args(plan)}"\n'.encode())
     _hand_over(plan)
     return next_commands(plan, files.conf)
 
 
+def enrolment_args(plan: InitPlan) -> str:
+    return (
+        f"--db {plan.db} --broker-dir {plan.broker_dir} --broker-host {plan.hostnames[0]} "
+        f"--broker-port {plan.mqtt_port} --reload-pid-file {plan.pid_file} "
+        f"--inss-key {plan.keys / 'inss.key'} --gateway-keys-file {plan.gateway_keys} "
+        f"--listen 0.0.0.0:{plan.enrol_port}"
+    )
+
+
 def next_commands(plan: InitPlan, broker_conf: Path) -> list[str]:
-    host = plan.hostnames[0]
     commands = [f"mosquitto -c {broker_conf} -d    # or: systemctl start siteclock-broker"]
     if plan.ciao_sim_port is not None:
         commands.append(
@@ -227,10 +243,7 @@ def next_commands(plan: InitPlan, broker_conf: Path) -> list[str]:
     commands += [
         f"siteclock gateway check --config {plan.config}",
         f"siteclock gateway --config {plan.config} &",
-        f"siteclock provision serve --db {plan.db} --broker-dir {plan.broker_dir} "
-        f"--broker-host {host} --broker-port {plan.mqtt_port} "
-        f"--reload-pid-file {plan.pid_file} --inss-key {plan.keys / 'inss.key'} "
-        f"--gateway-keys-file {plan.gateway_keys} --listen 0.0.0.0:{plan.enrol_port} &",
+        f"siteclock provision serve {enrolment_args(plan)} &",
     ]
     return commands
 
@@ -292,7 +305,8 @@ def cli(argv: list[str]) -> int:
     print(f"wrote {plan.broker_dir} (broker config, site CA, passwords, ACL)")
     if plan.broker_user:
         print(f"  readable by the broker's user {plan.broker_user!r} after every enrolment")
-    print(f"wrote {plan.gateway_keys} (roster keys for terminals) and keys in {plan.keys}")
+    print(f"wrote keys in {plan.keys} (gateway-keys.json: the roster keys terminals get)")
+    print(f"wrote {plan.enrolment_env} (the enrolment endpoint's arguments, for its unit)")
     print("next:")
     for command in commands:
         print(f"  {command}")

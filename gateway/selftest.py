@@ -14,6 +14,7 @@ import dataclasses
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -93,13 +94,23 @@ def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="siteclock gateway check", description=__doc__)
     parser.add_argument("--config", type=Path, required=True, help="gateway TOML file")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        help="keep checking up to this many seconds until it passes (services just started)",
+    )
     args = parser.parse_args(argv)
     try:
         cfg = load(args.config, GatewayConfig)
     except ConfigError as exc:
         print(f"siteclock gateway check: {exc}", file=sys.stderr)
         return 2
+    deadline = time.monotonic() + args.wait
     healthy, lines = check(cfg, args.timeout)
+    while not healthy and time.monotonic() < deadline:
+        time.sleep(1.0)
+        healthy, lines = check(cfg, args.timeout)
     for line in lines:
         print(line)
     print("gateway self-test: " + ("passed" if healthy else "FAILED"))

@@ -68,7 +68,10 @@ def test_init_writes_a_setup_that_passes_its_self_test(
         commented = [line for line in text.splitlines() if line.startswith("#")]
         assert len(commented) >= 10
         assert tomllib.loads(text)["gateway_keys_file"].endswith("gateway-keys.json")
-        assert (site_dir / "etc" / "gateway-keys.json").exists()
+        assert (site_dir / "etc" / "keys" / "gateway-keys.json").exists()
+        env = (site_dir / "etc" / "enrolment.env").read_text()
+        assert env.startswith("ENROLMENT_ARGS=\"--db ")
+        assert env.split("\"")[1] in out  # the unit runs what was printed
         assert oct((site_dir / "etc" / "keys" / "ciao-key.pem").stat().st_mode & 0o777) == "0o600"
         # ... and the simulator accepts the key init wrote for it.
         sim.register_client(
