@@ -112,6 +112,29 @@ def existing_user(name: str) -> str | None:
     return name
 
 
+def check_reachable(directory: Path, user: str) -> None:
+    """Refuse a broker directory its user cannot reach: under a ``0700`` folder (``/root``,
+    pytest's temporary folders) Mosquitto would start (as root) and then fail every reload,
+    which locks out every client at the first enrolment."""
+    account = pwd.getpwnam(user)
+    for parent in [directory, *directory.parents]:
+        if not parent.exists():
+            continue
+        st = parent.stat()
+        if st.st_uid == account.pw_uid:
+            ok = st.st_mode & 0o100
+        elif st.st_gid == account.pw_gid:
+            ok = st.st_mode & 0o010
+        else:
+            ok = st.st_mode & 0o001
+        if not ok:
+            raise ValueError(
+                f"the broker's user {user!r} cannot reach {directory}: {parent} is mode "
+                f"{st.st_mode & 0o777:04o}; choose a --dir outside it (e.g. /srv/siteclock or "
+                f"/etc/siteclock) or chmod o+x {parent}"
+            )
+
+
 def _hand_over(plan: InitPlan) -> None:
     """Give the service user what the gateway and the enrolment endpoint must read or write."""
     if plan.service_user is None:
@@ -199,6 +222,8 @@ def init(plan: InitPlan, *, force: bool = False) -> list[str]:
             f"{plan.config} exists; nothing changed (--force rewrites the config, keeping "
             "keys, passwords and the CA)"
         )
+    if plan.broker_user is not None and plan.broker_user != "root":
+        check_reachable(plan.etc, plan.broker_user)
     for directory, mode in ((plan.etc, 0o755), (plan.keys, 0o700), (plan.data, 0o700)):
         directory.mkdir(parents=True, exist_ok=True, mode=mode)
     files = write_site(

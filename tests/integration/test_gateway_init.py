@@ -70,8 +70,8 @@ def test_init_writes_a_setup_that_passes_its_self_test(
         assert tomllib.loads(text)["gateway_keys_file"].endswith("gateway-keys.json")
         assert (site_dir / "etc" / "keys" / "gateway-keys.json").exists()
         env = (site_dir / "etc" / "enrolment.env").read_text()
-        assert env.startswith("ENROLMENT_ARGS=\"--db ")
-        assert env.split("\"")[1] in out  # the unit runs what was printed
+        assert env.startswith('ENROLMENT_ARGS="--db ')
+        assert env.split('"')[1] in out  # the unit runs what was printed
         assert oct((site_dir / "etc" / "keys" / "ciao-key.pem").stat().st_mode & 0o777) == "0o600"
         # ... and the simulator accepts the key init wrote for it.
         sim.register_client(
@@ -91,6 +91,20 @@ def test_init_writes_a_setup_that_passes_its_self_test(
         finally:
             broker.terminate()
             broker.wait(10)
+
+
+def test_init_refuses_a_folder_the_broker_user_cannot_reach(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Seen 1's cousin: under a 0700 folder the broker starts as root, then fails every reload."""
+    if gateway_init.existing_user("mosquitto") is None:
+        pytest.skip("needs root and a mosquitto user")
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    rc = gateway_init.cli(["--dir", str(hidden / "etc"), "--data-dir", str(hidden / "data")])
+    assert rc == 2
+    assert "cannot reach" in capsys.readouterr().err
+    assert not (hidden / "etc").exists()  # nothing written
 
 
 @pytest.fixture
