@@ -15,25 +15,14 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import socket
 import ssl
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from siteclock.gateway.config import MqttConfig
-from siteclock.log import fields
+from siteclock.waits import Wait, WaitReporter
 
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Wait:
-    """One thing a service waits for: the cause, and what a person can do about it."""
-
-    cause: str
-    next_step: str
+__all__ = ["ClockHolds", "Wait", "WaitReporter", "diagnose_broker"]
 
 
 def diagnose_broker(cfg: MqttConfig, refusal: str | None, *, timeout_s: float = 3.0) -> Wait:
@@ -80,49 +69,46 @@ def diagnose_broker(cfg: MqttConfig, refusal: str | None, *, timeout_s: float = 
     )
 
 
-class WaitReporter:
-    """Logs a wait at once, again every ``report_every_s`` while it lasts (rate-limited: one
-    line per period, whatever the polling rate), and once when it is over."""
+class ClockHolds:
+    """Taps the relay holds because their terminal's clock was not synchronised (issue 11,
+    Seen 6: they used to wait ten minutes in silence). Per terminal, a WARNING at once and
+    again every ``report_every_s`` while its taps are held, then one line when a tap of it
+    goes again. ``clock`` is the relay's, in seconds."""
 
     def __init__(
-        self,
-        what: str,
-        *,
-        report_every_s: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-        logger: logging.Logger = log,
+        self, hold_s: float, *, report_every_s: float = 60.0, clock: Callable[[], float]
     ) -> None:
-        self.what = what
+        self.hold_s = hold_s
         self.report_every_s = report_every_s
         self._clock = clock
-        self._log = logger
-        self.current: Wait | None = None
-        self.since: float | None = None
-        self._last_report: float | None = None
+        self._reporters: dict[str, WaitReporter] = {}
 
-    def waited_s(self) -> float:
-        return 0.0 if self.since is None else self._clock() - self.since
-
-    def update(self, wait: Wait | None) -> None:
-        now = self._clock()
-        if wait is None:
-            if self.since is not None:
-                self._log.info(
-                    f"{self.what}: over",
-                    extra=fields(waited_s=round(now - self.since, 1)),
-                )
-            self.current = self.since = self._last_report = None
+    def note(self, terminal: str, held: bool) -> None:
+        reporter = self._reporters.get(terminal)
+        if not held:
+            if reporter is not None:
+                reporter.update(None)
+                del self._reporters[terminal]
             return
-        if self.since is None:
-            self.since = now
-        changed = self.current is None or wait.cause != self.current.cause
-        self.current = wait
-        due = self._last_report is None or now - self._last_report >= self.report_every_s
-        if changed or due:
-            self._last_report = now
-            self._log.warning(
-                self.what,
-                extra=fields(
-                    cause=wait.cause, waited_s=round(now - self.since, 1), next=wait.next_step
-                ),
+        if reporter is None:
+            reporter = self._reporters[terminal] = WaitReporter(
+                "gateway holding taps for a clock sync",
+                report_every_s=self.report_every_s,
+                clock=self._clock,
             )
+        reporter.update(
+            Wait(
+                f"terminal {terminal}'s clock is not synchronised: its taps wait for a sync "
+                f"point of the same boot to be dated from, each at most {self.hold_s:.0f} s "
+                "([relay] unsynced_hold_s), then go with the terminal's own time",
+                f"check time sync on {terminal} (its status: clock, waiting_for); nothing is "
+                "lost meanwhile",
+            )
+        )
+
+    def waiting(self) -> list[str]:
+        """Terminals whose taps are held now, each with how long."""
+        return [
+            f"{t}: taps held for a clock sync for {r.waited_s():.0f} s"
+            for t, r in sorted(self._reporters.items())
+        ]

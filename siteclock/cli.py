@@ -24,7 +24,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "workers": ("provisioning.cli:workers_cli", "employer: enrol workers and badges"),
     "verify-chain": ("terminal.outbox:verify_cli", "verify a terminal's signed history offline"),
     "sequence-issues": ("gateway.sequence:cli", "employer: taps whose in/out sequence needs you"),
-    "tap": ("app.tap:cli", "tap badges on a terminal's simulated reader (sim:)"),
     "config-doc": ("app.config_doc:cli", "write docs/config.md (every config key) from the code"),
 }
 

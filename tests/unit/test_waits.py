@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from siteclock.gateway.waits import Wait, WaitReporter
+from siteclock.waits import Wait, WaitReporter
 
 
 class Clock:
@@ -24,7 +24,7 @@ def test_wait_is_logged_at_once_then_once_per_period_then_its_end(
     clock = Clock()
     reporter = WaitReporter("gateway waiting for the broker", report_every_s=30.0, clock=clock)
     down = Wait("nothing answers at localhost:8884: Connection refused", "start the broker")
-    with caplog.at_level(logging.INFO, logger="siteclock.gateway.waits"):
+    with caplog.at_level(logging.INFO, logger="siteclock.waits"):
         for _ in range(120):  # two minutes of polls every second
             reporter.update(down)
             clock.now += 1.0
@@ -43,7 +43,7 @@ def test_wait_is_logged_at_once_then_once_per_period_then_its_end(
 def test_a_new_cause_is_logged_at_once(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     reporter = WaitReporter("w", report_every_s=30.0, clock=clock)
-    with caplog.at_level(logging.WARNING, logger="siteclock.gateway.waits"):
+    with caplog.at_level(logging.WARNING, logger="siteclock.waits"):
         reporter.update(Wait("refused", "a"))
         clock.now += 1
         reporter.update(Wait("refused", "a"))
