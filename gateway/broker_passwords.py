@@ -78,9 +78,14 @@ def password_file_lock(path: Path) -> Iterator[None]:
     the enrolment endpoint may both change users at once: neither may lose the other's line)."""
     lock_path = path.with_name(path.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # Read-only is enough for flock: a lock file root created (0644) still serves the
+    # enrolment endpoint, which runs as the service user in the broker's group.
+    fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_password_file(

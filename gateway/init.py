@@ -96,6 +96,12 @@ class InitPlan:
         return self.keys / "mqtt-gateway.password"
 
     @property
+    def ca_file(self) -> Path:
+        """A public copy of the site CA certificate for the gateway (the broker's ``pki/`` is
+        the broker group's only) and for installers to hand to terminals."""
+        return self.etc / "ca.pem"
+
+    @property
     def pid_file(self) -> Path:
         return self.broker_dir / "mosquitto.pid"
 
@@ -146,7 +152,7 @@ def _hand_over(plan: InitPlan) -> None:
 
 
 def gateway_toml(plan: InitPlan, share_group: str) -> str:
-    ca = plan.broker_dir / "pki" / "ca.pem"
+    ca = plan.ca_file
     lines = [
         "# siteclock gateway configuration, written by `siteclock gateway init`.",
         "# Every key and its default: docs/config.md. Check it with:",
@@ -240,6 +246,7 @@ def init(plan: InitPlan, *, force: bool = False) -> list[str]:
     write_gateway_keys(plan.gateway_keys, [signer])
     if plan.ciao_sim_port is not None:
         _write_ciao_sim_key(plan)
+    write_public(plan.ca_file, files.pki.ca_cert.read_bytes())
     password = credential_path(plan.broker_dir, GATEWAY_USER).read_bytes()
     write_secret(plan.gateway_password, password)
     # 0640: the share group in it stays off terminals; the service user reads it by group.

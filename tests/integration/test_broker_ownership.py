@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from siteclock.gateway import broker as broker_config
 from siteclock.gateway.broker import GATEWAY_USER, credential_path
+from siteclock.gateway.pki import ensure_site_pki
 from siteclock.provisioning.gateway.broker_accounts import BrokerAccounts
 from tests.support.mosquitto import MOSQUITTO, free_port, wait_for_port
 from tests.support.waiting import wait_until
@@ -197,3 +198,45 @@ def test_broker_owned_password_file_keeps_its_owner_when_root_rewrites_it(site: 
     enrol_then_decommission(site)
     st = site.passwd.stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (user.pw_uid, 0o600)
+
+
+def enrol_as(uid: int, gid: int, groups: list[int], broker: Path) -> str:
+    """What ``provision serve`` does to the broker's files (start, then one enrolment), in a
+    child process holding only ``uid``, ``gid`` and ``groups``; returns the new password."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to the service user, do the work, report, exit
+        code = 1
+        try:
+            os.close(read)
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            ensure_site_pki(broker / "pki", [HOST])
+            password = BrokerAccounts(broker / "passwd", lambda: None).set_password("t-svc")
+            os.write(write, password.encode())
+            code = 0
+        except BaseException as exc:  # reported to the parent, never raised in the child
+            os.write(write, f"error: {exc!r}".encode())
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        answer = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, answer
+    return answer
+
+
+def test_enrolment_as_the_service_user_in_the_broker_group(site: Site) -> None:
+    """Seen 1, as deployed: the enrolment endpoint runs as a service user whose only access
+    is the broker's group (siteclock-enrolment.service: SupplementaryGroups=mosquitto). It
+    must start (the site CA key is root's) and its rewrite must stay readable by the broker."""
+    site.start()
+    nobody, mosquitto = pwd.getpwnam("nobody"), pwd.getpwnam("mosquitto")
+    password = enrol_as(nobody.pw_uid, nobody.pw_gid, [mosquitto.pw_gid], site.dir)
+    site.reload()  # the unit's CAP_KILL; here root sends it
+    assert wait_until(lambda: site.terminal_gets_in("t-svc", password), 10), site.log_text()
+    assert site.gateway_gets_in(), site.log_text()
+    assert site.terminal_gets_in("t-old", site.password("t-old"))
+    assert readable_by_mosquitto(site.passwd)

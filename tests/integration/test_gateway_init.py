@@ -69,6 +69,10 @@ def test_init_writes_a_setup_that_passes_its_self_test(
         assert len(commented) >= 10
         assert tomllib.loads(text)["gateway_keys_file"].endswith("gateway-keys.json")
         assert (site_dir / "etc" / "keys" / "gateway-keys.json").exists()
+        # The gateway's unit runs as the service user, outside the broker's group: its CA copy
+        # is public, the broker's pki/ is not.
+        assert cfg.mqtt.ca_file == site_dir / "etc" / "ca.pem"
+        assert cfg.mqtt.ca_file.stat().st_mode & 0o004
         env = (site_dir / "etc" / "enrolment.env").read_text()
         assert env.startswith('ENROLMENT_ARGS="--db ')
         assert env.split('"')[1] in out  # the unit runs what was printed
