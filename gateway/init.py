@@ -323,7 +323,11 @@ def cli(argv: list[str]) -> int:
         hostnames=hostnames,
         mqtt_port=args.mqtt_port,
         gateway_port=args.gateway_port,
-        broker_user=args.broker_user or existing_user("mosquitto"),
+        # As root without a mosquitto user, Mosquitto would drop to a user that does not
+        # exist; it stays root then (files 0600), as the demo's does.
+        broker_user=args.broker_user
+        or existing_user("mosquitto")
+        or ("root" if os.geteuid() == 0 else None),
         service_user=args.service_user or existing_user("siteclock"),
         ciao_sim_port=args.ciao_sim,
         enrol_port=args.enrol_port,
@@ -335,7 +339,7 @@ def cli(argv: list[str]) -> int:
         return 2
     print(f"wrote {plan.config} (commented; every key: docs/config.md)")
     print(f"wrote {plan.broker_dir} (broker config, site CA, passwords, ACL)")
-    if plan.broker_user:
+    if plan.broker_user not in (None, "root"):
         print(f"  readable by the broker's user {plan.broker_user!r} after every enrolment")
     print(f"wrote keys in {plan.keys} (gateway-keys.json: the roster keys terminals get)")
     print(f"wrote {plan.enrolment_env} (the enrolment endpoint's arguments, for its unit)")

@@ -166,11 +166,13 @@ class Gateway:
     """A connection this young may still be on its way: no warning before then."""
 
     def waiting_for(self) -> list[str]:
-        """What the gateway waits for now, each with how long (empty when all is well)."""
+        """What the gateway waits for now, each with how long (empty when all is well): the
+        broker, and the terminals whose taps the relay holds for a clock sync."""
+        waits = [] if self.relay is None else self.relay.clock_holds.waiting()
         wait = self.broker_wait.current
-        if wait is None:
-            return []
-        return [f"broker: {wait.cause} (for {self.broker_wait.waited_s():.0f} s)"]
+        if wait is not None:
+            waits.insert(0, f"broker: {wait.cause} (for {self.broker_wait.waited_s():.0f} s)")
+        return waits
 
     def _watch_loop(self) -> None:
         """Says loudly and repeatedly what the gateway waits for (see :mod:`gateway.waits`)."""

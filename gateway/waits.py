@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 
 from siteclock.gateway.config import MqttConfig
@@ -82,8 +83,13 @@ class ClockHolds:
         self.report_every_s = report_every_s
         self._clock = clock
         self._reporters: dict[str, WaitReporter] = {}
+        self._lock = threading.Lock()  # the relay notes, the gateway's status reads
 
     def note(self, terminal: str, held: bool) -> None:
+        with self._lock:
+            self._note(terminal, held)
+
+    def _note(self, terminal: str, held: bool) -> None:
         reporter = self._reporters.get(terminal)
         if not held:
             if reporter is not None:
@@ -108,7 +114,6 @@ class ClockHolds:
 
     def waiting(self) -> list[str]:
         """Terminals whose taps are held now, each with how long."""
-        return [
-            f"{t}: taps held for a clock sync for {r.waited_s():.0f} s"
-            for t, r in sorted(self._reporters.items())
-        ]
+        with self._lock:
+            held = sorted(self._reporters.items())
+        return [f"{t}: taps held for a clock sync for {r.waited_s():.0f} s" for t, r in held]
