@@ -234,7 +234,9 @@ def init(plan: InitPlan, *, force: bool = False) -> list[str]:
         directory.mkdir(parents=True, exist_ok=True, mode=mode)
     files = write_site(
         plan.broker_dir,
-        hostnames=list(plan.hostnames),
+        # The gateway itself connects to "localhost" (its listener is loopback-only): the
+        # broker's certificate must name it whatever names terminals use.
+        hostnames=list(dict.fromkeys([*plan.hostnames, "localhost"])),
         terminals=[],
         port=plan.mqtt_port,
         gateway_port=plan.gateway_port,

@@ -51,7 +51,7 @@ def test_init_writes_a_setup_that_passes_its_self_test(
         sim_port = int(sim.url.rsplit(":", 1)[1].split("/")[0])
         rc = gateway_init.cli([
             "--dir", str(site_dir / "etc"), "--data-dir", str(site_dir / "data"),
-            "--hostname", "localhost", "--mqtt-port", str(mqtt_port),
+            "--hostname", "gw.example.invalid", "--mqtt-port", str(mqtt_port),
             "--gateway-port", str(gateway_port), "--ciao-sim", str(sim_port),
         ])  # fmt: skip
         out = capsys.readouterr().out
