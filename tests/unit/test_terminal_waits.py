@@ -21,17 +21,10 @@ from siteclock.terminal.config import UplinkConfig
 from siteclock.terminal.health import WAIT_REPORT_S, Health
 from siteclock.terminal.outbox import Outbox
 from siteclock.terminal.uplink import Uplink
+from tests.support.clock import ManualClock
 
 TERMINAL = "t-waits-01"
 WORKPLACE = "1Y1003SQ5VSSZ"
-
-
-class Seconds:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -63,7 +56,7 @@ def test_a_terminal_without_roster_keys_says_so_at_start_and_again(
     tmp_path: Path, outbox: Outbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Seen 3: no ``gateway_keys_file``: the alert and the log come at start, not silence."""
-    seconds = Seconds()
+    seconds = ManualClock()
     health = Health(outbox, tmp_path, monotonic=seconds)
     with caplog.at_level(logging.WARNING, logger="siteclock.waits"):
         uplink(health, outbox, keys_file=None)
@@ -84,7 +77,7 @@ def test_a_roster_signed_by_an_unknown_key_raises_the_alert_until_a_good_one_lan
     gateway, stranger = Ed25519Signer.generate(), Ed25519Signer.generate()
     keys = tmp_path / "gateway-keys.json"
     keys.write_text(json.dumps({gateway.kid: gateway.public_key_bytes().hex()}))
-    health = Health(outbox, tmp_path, monotonic=Seconds())
+    health = Health(outbox, tmp_path, monotonic=ManualClock())
     link = uplink(health, outbox, keys_file=keys)
     assert "roster_refused" not in health.snapshot()["alerts"]  # keys present: nothing yet
 
@@ -103,7 +96,7 @@ def test_an_unsynced_clock_is_said_again_while_it_lasts_and_shown_in_the_status(
     tmp_path: Path, outbox: Outbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Seen 6: why the taps wait (the clock), for how long, repeated and rate-limited."""
-    seconds = Seconds()
+    seconds = ManualClock()
     state = {"clock": ClockState(synced=False, maxerror_us=16_000_000, source="adjtimex")}
     health = Health(outbox, tmp_path, clock=lambda: state["clock"], monotonic=seconds)
     with caplog.at_level(logging.INFO, logger="siteclock.waits"):

@@ -8,20 +8,13 @@ import logging
 import pytest
 
 from siteclock.waits import Wait, WaitReporter
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import ManualClock
 
 
 def test_wait_is_logged_at_once_then_once_per_period_then_its_end(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
     reporter = WaitReporter("gateway waiting for the broker", report_every_s=30.0, clock=clock)
     down = Wait("nothing answers at localhost:8884: Connection refused", "start the broker")
     with caplog.at_level(logging.INFO, logger="siteclock.waits"):
@@ -41,7 +34,7 @@ def test_wait_is_logged_at_once_then_once_per_period_then_its_end(
 
 
 def test_a_new_cause_is_logged_at_once(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
+    clock = ManualClock()
     reporter = WaitReporter("w", report_every_s=30.0, clock=clock)
     with caplog.at_level(logging.WARNING, logger="siteclock.waits"):
         reporter.update(Wait("refused", "a"))
