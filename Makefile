@@ -11,7 +11,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # tests start their own cluster). Each is installed only when dpkg says it is missing.
 SYSTEM_PACKAGES := mosquitto python3-venv chromium chromium-driver fuse3 iproute2 postgresql
 
-.PHONY: demo test bench lint system venv clean
+.PHONY: demo test bench lint docs system venv clean
 
 demo: venv
 	$(BIN)/siteclock demo
@@ -22,6 +22,10 @@ test: lint
 
 bench: venv
 	$(BIN)/python -m bench
+
+# docs/config.md is generated from the configuration classes (a test fails when it drifts).
+docs: venv
+	$(BIN)/siteclock config-doc --out docs/config.md
 
 # import-linter reads the package tree from disk, but the role folders sit at the top of the
 # repository and join the `siteclock` namespace only when installed (package-dir): the contracts

@@ -49,15 +49,28 @@ class MqttConfig:
     site's secret group name that ``broker-config`` prints."""
 
     host: str = "localhost"
+    """The broker's name or address as seen from the gateway (the gateway listener is on
+    loopback unless ``broker-config --gateway-bind`` says otherwise)."""
     port: int = 8884
+    """The broker's gateway listener (``broker-config --gateway-port``), not the terminals'."""
     tls: bool = True
+    """TLS to the broker; off only for the plain loopback listener of tests."""
     ca_file: Path | None = None
+    """The site CA that signed the broker's certificate (``<broker dir>/pki/ca.pem``)."""
     username: str = GATEWAY_USER
+    """The gateway's broker login (``broker-config`` creates it)."""
     password_file: Path | None = None
+    """A file holding the gateway's broker password (0600), as ``broker-config`` wrote it in
+    ``<broker dir>/credentials/siteclock_gateway.password``."""
     client_id: str = "siteclock_gateway"
+    """The MQTT client id: different for each gateway process, starting with ``siteclock``."""
     share_group: str | None = None
+    """The site's secret shared-subscription group (``broker-config`` prints it); set it when
+    several gateway processes share the events."""
     session_expiry_s: int = 3600
+    """How long the broker keeps the gateway's session (and queues its events) while it is away."""
     keepalive_s: int = 30
+    """MQTT keepalive: a dead connection is noticed within about 1.5 times this."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -86,6 +99,7 @@ class GatewayConfig:
     See docs/postgresql.md."""
     gateway_keys_file: Path | None = None
     log_level: str = "INFO"
+    """``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``; one ``key=value`` line per record."""
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     inss_key_file: Path | None = None
     """The key that encrypts INSS numbers at rest (0600); default :data:`DEFAULT_INSS_KEY`, in
@@ -93,6 +107,9 @@ class GatewayConfig:
     ciphertext only."""
     roster_check_s: float = 5.0
     """How often the gateway looks for registry changes to republish terminals' rosters."""
+    wait_report_s: float = 30.0
+    """While the gateway waits for something (the broker unreachable or refusing it), it logs
+    a WARNING with the cause and the next step at once and again this often."""
     ciao: CiaoConfig | None = None
     relay: RelayConfig = field(default_factory=RelayConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)

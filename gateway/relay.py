@@ -74,6 +74,7 @@ from siteclock.gateway.relay_store import RelayStore, State
 from siteclock.gateway.relay_submit import Submitter
 from siteclock.gateway.sequence import SequenceCheck
 from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.gateway.waits import ClockHolds
 from siteclock.log import fields
 from siteclock.protocol import Verdict
 from siteclock.shift import ShiftRule
@@ -133,6 +134,10 @@ class Relay:
         # Sync points live with the terminals (written from heartbeats); read them there.
         self.terminals = TerminalRegistry(db_path)
         self.counters: Counter[str] = Counter()
+        self.clock_holds = ClockHolds(
+            self.config.unsynced_hold_s, clock=lambda: self.clock_ns() / 1e9
+        )
+        """Said loudly while a terminal's taps wait for its clock (gateway.waits)."""
         # docs/direction.md; ``shift`` is the gateway config's [sequence] rule
         self.sequence = SequenceCheck(
             self.store.db, counters=self.counters, rule=shift or ShiftRule()

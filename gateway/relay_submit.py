@@ -239,9 +239,10 @@ class Submitter:
     def _terminal_clock(self, row: Any, now: int) -> ClockDecision:
         body = row["unsynced_body"]
         terminal_ns = row["wall_ns"]
-        if body is None:
-            return terminal_time(terminal_ns)
         relay = self.relay
+        if body is None:
+            relay.clock_holds.note(row["terminal"], held=False)
+            return terminal_time(terminal_ns)
         try:
             event = Event.from_bytes(body)
         except ProtocolError:
@@ -259,6 +260,7 @@ class Submitter:
             )
         if decision.counter:
             relay.counters[decision.counter] += 1
+        relay.clock_holds.note(row["terminal"], held=decision.wall_ns is None)
         return decision
 
     # ------------------------------------------------------------------ outcomes

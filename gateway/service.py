@@ -22,10 +22,12 @@ terminals keep their events until the gateway acknowledges them, so nothing wait
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +48,7 @@ from siteclock.gateway.sequence import SiteDay
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import ACTIVE, TerminalRegistry
 from siteclock.gateway.verdicts import VerdictPublisher
+from siteclock.gateway.waits import WaitReporter, diagnose_broker
 from siteclock.keys import IdentityError, load_or_create
 from siteclock.log import fields
 from siteclock.protocol import DayEntry, RosterEntry, Verdict
@@ -94,6 +97,10 @@ class Gateway:
                 on_verdict=self._send_verdict, config=cfg.relay, shift=cfg.sequence.rule,
             )  # fmt: skip
         self._roster_thread: threading.Thread | None = None
+        self._watch_thread: threading.Thread | None = None
+        self.broker_wait = WaitReporter(
+            "gateway waiting for the broker", report_every_s=cfg.wait_report_s
+        )
         self.site_day = SiteDay(store)
         self._published: dict[str, tuple[int, str, tuple[DayEntry, ...]]] = {}
         self._roster_lease = False
@@ -175,6 +182,33 @@ class Gateway:
                     log.info("rosters published", extra=fields(terminals=sent))
             self._stop.wait(self.cfg.roster_check_s)
 
+    # ----------------------------------------------------------------- waits
+
+    BROKER_GRACE_S = 2.0
+    """A connection this young may still be on its way: no warning before then."""
+
+    def waiting_for(self) -> list[str]:
+        """What the gateway waits for now, each with how long (empty when all is well): the
+        broker, and the terminals whose taps the relay holds for a clock sync."""
+        waits = [] if self.relay is None else self.relay.clock_holds.waiting()
+        wait = self.broker_wait.current
+        if wait is not None:
+            waits.insert(0, f"broker: {wait.cause} (for {self.broker_wait.waited_s():.0f} s)")
+        return waits
+
+    def _watch_loop(self) -> None:
+        """Says loudly and repeatedly what the gateway waits for (see :mod:`gateway.waits`)."""
+        down_since: float | None = None
+        while not self._stop.wait(0.5):
+            if self.intake.connected:
+                down_since = None
+                self.broker_wait.update(None)
+                continue
+            now = time.monotonic()
+            down_since = now if down_since is None else down_since
+            if now - down_since >= self.BROKER_GRACE_S:
+                self.broker_wait.update(diagnose_broker(self.cfg.mqtt, self.link.last_refusal))
+
     # ----------------------------------------------------------------- lifecycle
 
     def start(self, *, wait_s: float | None = None) -> None:
@@ -185,13 +219,16 @@ class Gateway:
             target=self._roster_loop, name="rosters", daemon=True
         )
         self._roster_thread.start()
+        self._watch_thread = threading.Thread(target=self._watch_loop, name="waits", daemon=True)
+        self._watch_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self.relay is not None:
             self.relay.stop()
-        if self._roster_thread is not None:
-            self._roster_thread.join(timeout=5)
+        for thread in (self._roster_thread, self._watch_thread):
+            if thread is not None:
+                thread.join(timeout=5)
         self.intake.stop()
         self.site_day.close()
         if self._db is not None:
@@ -204,8 +241,25 @@ class Gateway:
         return figures
 
 
+SUBCOMMANDS = {
+    "init": ("siteclock.gateway.init", "write a working, commented gateway and broker setup"),
+    "check": ("siteclock.gateway.selftest", "self-test: broker login, CIaO reachable"),
+}
+
+
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="siteclock gateway", description=__doc__)
+    if argv and argv[0] in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+        return int(module.cli(argv[1:]))
+    parser = argparse.ArgumentParser(
+        prog="siteclock gateway",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="other commands: "
+        + "; ".join(
+            f"siteclock gateway {name}: {help_}" for name, (_, help_) in SUBCOMMANDS.items()
+        ),
+    )
     parser.add_argument("--config", type=Path, required=True, help="gateway TOML file")
     args = parser.parse_args(argv)
     try:
@@ -223,8 +277,10 @@ def cli(argv: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     gateway.start(wait_s=None)
+    # "started", not "running": until the broker takes the gateway in, the watch says, every
+    # wait_report_s, what it waits for (gateway.waits); "connected to the broker" follows.
     log.info(
-        "gateway running",
+        "gateway started, connecting to the broker",
         extra=fields(
             db=str(gateway.terminals.path),  # a PostgreSQL URL without its password
             broker=f"{cfg.mqtt.host}:{cfg.mqtt.port}",
@@ -232,7 +288,10 @@ def cli(argv: list[str]) -> int:
         ),
     )
     while not stop.wait(60.0):
-        log.info("gateway counters", extra=fields(**gateway.counters()))
+        log.info(
+            "gateway counters",
+            extra=fields(**gateway.counters(), waiting_for=gateway.waiting_for() or "nothing"),
+        )
     gateway.stop()
     log.info("gateway stopped")
     return 0

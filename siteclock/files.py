@@ -49,15 +49,18 @@ def make_dir_durably(path: Path, mode: int = 0o777) -> None:
     fsync_directory(path.parent)
 
 
-def _write_temporary(path: Path, data: bytes, mode: int, group: int | None) -> Path:
-    """A synced temporary file next to ``path`` with ``mode`` from its first byte."""
+def _write_temporary(
+    path: Path, data: bytes, mode: int, group: int | None, owner: int | None = None
+) -> Path:
+    """A synced temporary file next to ``path`` with ``mode`` (and ``owner``, ``group``) from
+    its first byte."""
     make_dir_durably(path.parent)
     # A name no other writer uses: two processes writing the same file never share a temporary.
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
     try:
-        if group is not None:
-            os.fchown(fd, -1, group)
+        if group is not None or owner is not None:
+            os.fchown(fd, -1 if owner is None else owner, -1 if group is None else group)
         os.fchmod(fd, mode)  # the umask must not narrow what a reader (the broker) needs
         view = memoryview(data)
         while view:
@@ -71,11 +74,18 @@ def _write_temporary(path: Path, data: bytes, mode: int, group: int | None) -> P
     return tmp
 
 
-def write_durably(path: Path, data: bytes, *, mode: int = 0o644, group: int | None = None) -> None:
+def write_durably(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    group: int | None = None,
+    owner: int | None = None,
+) -> None:
     """Replace the file at ``path`` by ``data`` so that a power cut leaves the old file or the
     new one, whole (temporary file, fsync, rename, fsync of the directory)."""
     path = Path(path)
-    tmp = _write_temporary(path, data, mode, group)
+    tmp = _write_temporary(path, data, mode, group, owner)
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -108,11 +118,19 @@ def replace_durably(source: Path, target: Path) -> None:
         fsync_directory(Path(source).parent)
 
 
-def write_secret(path: Path, data: bytes, *, mode: int = 0o600, group: int | None = None) -> None:
+def write_secret(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    group: int | None = None,
+    owner: int | None = None,
+) -> None:
     """Write ``data`` durably to a file that has ``mode`` (0600 unless a reader group needs
-    0640) from its first byte: no window where it is wider. ``group`` (a gid) is given to the
-    file before the rename, so a broker reading it by group never sees it unreadable."""
-    write_durably(path, data, mode=mode & 0o640, group=group)
+    0640) from its first byte: no window where it is wider. ``group`` and ``owner`` (a gid, a
+    uid: the latter needs root) are given to the file before the rename, so a broker reading it
+    by group or as its owner never sees it unreadable."""
+    write_durably(path, data, mode=mode & 0o640, group=group, owner=owner)
 
 
 def write_public(path: Path, data: bytes) -> None:

@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -225,6 +226,7 @@ class Terminal:
             outbox=self.outbox,
             status=self.health.snapshot,
             on_roster=self.capture.apply_roster,
+            on_roster_refused=self.health.roster_refused,
             # The uplink prunes (only it marks events delivered); it keeps them this long.
             evidence_window_s=self.config.evidence_days * 86400.0,
         )
@@ -329,26 +331,45 @@ def run(config: TerminalConfig, stop: threading.Event) -> None:
             # watchdog makes systemd restart the service.
             if notifier is not None and terminal.alive():
                 notifier.notify("WATCHDOG=1")
+            # What the terminal waits for (clock sync, a roster it can verify), logged again
+            # while it lasts: rate-limited inside, so this turn's pace does not matter.
+            terminal.health.report_waits()
             stop.wait(interval)
         if notifier is not None:
             notifier.notify("STOPPING=1")
 
 
 def _tap_cli(argv: list[str]) -> int:
+    """Tap badges on a terminal's simulated reader (``[reader] spec = "sim:PATH"``) and print
+    the reader's reply to each: ``ok`` means the terminal got the tap."""
     parser = argparse.ArgumentParser(
         prog="siteclock terminal tap", description="Present badges to a simulated reader."
     )
     parser.add_argument("--socket", type=Path, required=True, help="the sim reader's socket")
-    parser.add_argument("badges", nargs="+", help="badges such as sim:0A1B2C3D")
+    parser.add_argument(
+        "--wait", type=float, default=0.0, help="seconds to wait for a terminal still starting"
+    )
+    parser.add_argument("badges", nargs="+", help="badges such as 04A1B2C3 or nfc-a:04A1B2C3")
     args = parser.parse_args(argv)
     from siteclock.hw import sim
 
-    try:
-        sim.send_taps(str(args.socket), args.badges)
-    except OSError as exc:
-        print(f"siteclock terminal tap: {args.socket}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            replies = sim.send_taps(str(args.socket), args.badges)
+            break
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                print(
+                    f"siteclock terminal tap: no simulated reader at {args.socket} ({exc}); is "
+                    'the terminal running with [reader] spec = "sim:<this path>"?',
+                    file=sys.stderr,
+                )
+                return 2
+            time.sleep(0.2)
+    for badge, reply in zip(args.badges, replies, strict=False):
+        print(f"{badge}: {reply}")
+    return 0 if all(reply == "ok" for reply in replies) else 1
 
 
 def cli(argv: list[str]) -> int:
