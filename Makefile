@@ -6,11 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests and the demo use: a real Mosquitto broker, venv support, a real
-# headless Chromium for the console's browser tests, FUSE for the power-cut filesystem, and
-# iproute2 for network namespaces. Each is installed only when dpkg says it is missing.
-SYSTEM_PACKAGES := mosquitto python3-venv chromium chromium-driver fuse3 iproute2
+# headless Chromium for the console's browser tests, FUSE for the power-cut filesystem,
+# iproute2 for network namespaces, and PostgreSQL (the gateway database's second backend; the
+# tests start their own cluster). Each is installed only when dpkg says it is missing.
+SYSTEM_PACKAGES := mosquitto python3-venv chromium chromium-driver fuse3 iproute2 postgresql
 
-.PHONY: demo test bench lint system venv clean
+.PHONY: demo test bench lint docs system venv clean
 
 demo: venv
 	$(BIN)/siteclock demo
@@ -21,6 +22,10 @@ test: lint
 
 bench: venv
 	$(BIN)/python -m bench
+
+# docs/config.md is generated from the configuration classes (a test fails when it drifts).
+docs: venv
+	$(BIN)/siteclock config-doc --out docs/config.md
 
 # import-linter reads the package tree from disk, but the role folders sit at the top of the
 # repository and join the `siteclock` namespace only when installed (package-dir): the contracts

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import grp
 import os
+import pwd
 import secrets
 import signal
 import sys
@@ -234,6 +235,20 @@ def share_group(directory: Path) -> str:
     return name
 
 
+def broker_user_group(user: str | None, group: str | None) -> str | None:
+    """The group the broker reads its files by: ``group`` when given, else the primary group
+    of the user it runs as (``--run-as-user mosquitto`` -> ``mosquitto``), else None."""
+    if group is not None or user is None or user == "root":
+        return group
+    try:
+        return grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+    except KeyError:
+        raise ValueError(
+            f"no user {user!r} on this host (the broker's user; Debian's package creates "
+            "'mosquitto')"
+        ) from None
+
+
 def broker_gid(group: str | None) -> int | None:
     """The gid of the broker's group, or None (files then stay 0600, owner only)."""
     if group is None:
@@ -303,11 +318,13 @@ def write_site(
     chosen passwords (tests). Users in ``revoke`` are removed.
 
     Ownership: everything is owned by whoever runs this (root or the site admin), never by the
-    broker. With ``broker_group``, the files the broker must read (password files, ACL,
-    config, server key) are 0640 with that group; the CA key, the share group and the
-    plaintext credentials stay 0600 and the ``credentials`` directory 0700, out of its reach.
+    broker. With ``broker_group`` (or ``run_as_user``, whose primary group it then is), the
+    files the broker must read (password files, ACL, config, server key) are 0640 with that
+    group; the CA key, the share group and the plaintext credentials stay 0600 and the
+    ``credentials`` directory 0700, out of its reach.
     """
-    gid = broker_gid(broker_group)
+    run_as = settings.get("run_as_user")
+    gid = broker_gid(broker_user_group(run_as if isinstance(run_as, str) else None, broker_group))
     directory.mkdir(parents=True, exist_ok=True)
     pki = ensure_site_pki(directory / "pki", hostnames)
     if gid is not None:
@@ -379,6 +396,11 @@ def cli(argv: list[str]) -> int:
         "--broker-group",
         help="the broker's group (Debian: mosquitto): what it must read becomes 0640 to it",
     )
+    parser.add_argument(
+        "--run-as-user",
+        help="the user Mosquitto drops to (Debian: mosquitto): written as its 'user' setting, "
+        "and its files become readable by that user's group (unless --broker-group)",
+    )
     parser.add_argument("--persistence-dir", type=Path)
     parser.add_argument(
         "--debian",
@@ -397,6 +419,7 @@ def cli(argv: list[str]) -> int:
             gateway_port=args.gateway_port,
             gateway_bind_address=args.gateway_bind,
             broker_group=args.broker_group,
+            run_as_user=args.run_as_user,
             persistence_dir=args.persistence_dir,
             debian_include=args.debian,
         )

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
+import os
 import re
 import secrets
 from collections.abc import Iterator, Mapping
@@ -77,25 +78,53 @@ def password_file_lock(path: Path) -> Iterator[None]:
     the enrolment endpoint may both change users at once: neither may lose the other's line)."""
     lock_path = path.with_name(path.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # Read-only is enough for flock: a lock file root created (0644) still serves the
+    # enrolment endpoint, which runs as the service user in the broker's group.
+    fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
-def write_password_file(path: Path, users: Mapping[str, str], *, group: int | None = None) -> None:
+def write_password_file(
+    path: Path,
+    users: Mapping[str, str],
+    *,
+    group: int | None = None,
+    owner: int | None = None,
+) -> None:
     """Write {user: encoded hash} as a Mosquitto password file, sorted for stable diffs.
 
     Every line is checked first (a user name with a ``:`` or a newline would split one line in
-    two and lock everyone after it out). The file is replaced atomically and keeps the group
-    and mode of the file it replaces (0640 with the broker's group, so the broker can still
-    read it after an enrolment rewrote it), or gets ``group`` and 0640 when given, else 0600.
+    two and lock everyone after it out). The file is replaced atomically and stays readable by
+    the broker's own user, whoever rewrites it (``broker-config``, an enrolment, a
+    decommission, as root or not): it keeps the owner, group and mode of the file it replaces
+    (``root:mosquitto 0640`` or ``mosquitto:mosquitto 0600`` alike), unless ``owner``/``group``
+    (uid/gid, from ``broker-config --run-as-user``) say otherwise. A new file gets ``group``
+    and 0640 when given, else 0600 for ``owner`` (or whoever writes it).
     """
     for user, encoded in users.items():
         if not _USER_RE.fullmatch(user) or not _HASH_RE.fullmatch(encoded):
             raise ValueError(f"refusing to write password line for {user!r}: not a plain name")
     text = "".join(f"{user}:{users[user]}\n" for user in sorted(users))
+    write_secret(path, text.encode(), **kept_ownership(path, group=group, owner=owner))
+
+
+def kept_ownership(
+    path: Path, *, group: int | None = None, owner: int | None = None
+) -> dict[str, int | None]:
+    """``mode``, ``group`` and ``owner`` for rewriting ``path`` (see :func:`write_password_file`).
+
+    Only root can give a file away: another writer keeps the owner only when it is itself
+    (its new file is then its own, with the old group and mode: still readable by the group)."""
     mode = 0o640 if group is not None else 0o600
-    if group is None and path.exists():
+    if path.exists():
         st = path.stat()
-        mode, group = st.st_mode & 0o640, st.st_gid
-    write_secret(path, text.encode(), mode=mode, group=group)
+        mode = st.st_mode & 0o640 if group is None else 0o640
+        group = st.st_gid if group is None else group
+        owner = st.st_uid if owner is None else owner
+    if owner is not None and os.geteuid() not in (0, owner):
+        owner = None
+    return {"mode": mode, "group": group, "owner": owner}

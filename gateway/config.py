@@ -3,6 +3,7 @@
 Example ``/etc/siteclock/gateway.toml``::
 
     db = "/var/lib/siteclock/gateway.db"
+    # database_url = "postgresql://siteclock@db-host/siteclock"  # docs/postgresql.md
     signing_key_file = "/etc/siteclock/gateway-signing.key"
     gateway_keys_file = "/etc/siteclock/gateway-keys.json"   # given to terminals
 
@@ -49,15 +50,28 @@ class MqttConfig:
     site's secret group name that ``broker-config`` prints."""
 
     host: str = "localhost"
+    """The broker's name or address as seen from the gateway (the gateway listener is on
+    loopback unless ``broker-config --gateway-bind`` says otherwise)."""
     port: int = 8884
+    """The broker's gateway listener (``broker-config --gateway-port``), not the terminals'."""
     tls: bool = True
+    """TLS to the broker; off only for the plain loopback listener of tests."""
     ca_file: Path | None = None
+    """The site CA that signed the broker's certificate (``<broker dir>/pki/ca.pem``)."""
     username: str = GATEWAY_USER
+    """The gateway's broker login (``broker-config`` creates it)."""
     password_file: Path | None = None
+    """A file holding the gateway's broker password (0600), as ``broker-config`` wrote it in
+    ``<broker dir>/credentials/siteclock_gateway.password``."""
     client_id: str = "siteclock_gateway"
+    """The MQTT client id: different for each gateway process, starting with ``siteclock``."""
     share_group: str | None = None
+    """The site's secret shared-subscription group (``broker-config`` prints it); set it when
+    several gateway processes share the events."""
     session_expiry_s: int = 3600
+    """How long the broker keeps the gateway's session (and queues its events) while it is away."""
     keepalive_s: int = 30
+    """MQTT keepalive: a dead connection is noticed within about 1.5 times this."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -79,8 +93,14 @@ class GatewayConfig:
 
     db: Path
     signing_key_file: Path
+    database_url: str = ""
+    """When set, the gateway database is this one instead of the ``db`` file: a
+    ``postgresql://user@host:port/dbname`` URL (several gateways on one database; the password
+    from ``~/.pgpass`` or ``PGPASSFILE``, never written here), or ``sqlite:///path/to/file``.
+    See docs/postgresql.md."""
     gateway_keys_file: Path | None = None
     log_level: str = "INFO"
+    """``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``; one ``key=value`` line per record."""
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     inss_key_file: Path | None = None
     """The key that encrypts INSS numbers at rest (0600); default :data:`DEFAULT_INSS_KEY`, in
@@ -88,12 +108,28 @@ class GatewayConfig:
     ciphertext only."""
     roster_check_s: float = 5.0
     """How often the gateway looks for registry changes to republish terminals' rosters."""
+    wait_report_s: float = 30.0
+    """While the gateway waits for something (the broker unreachable or refusing it), it logs
+    a WARNING with the cause and the next step at once and again this often."""
     ciao: CiaoConfig | None = None
     relay: RelayConfig = field(default_factory=RelayConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     """The shift rule of the sequence check (docs/direction.md): 14 h by default."""
     console: ConsoleConfig | None = None
     """The employer's console over HTTPS (docs/console.md); without it, none is served."""
+
+    def __post_init__(self) -> None:
+        schemes = ("postgresql://", "postgres://", "sqlite://")
+        if self.database_url and not self.database_url.startswith(schemes):
+            raise ValueError(
+                f"database_url must start with postgresql:// or sqlite://, got "
+                f"{self.database_url.split('://')[0]!r}"  # never echo a password
+            )
+
+    @property
+    def store(self) -> Path | str:
+        """Where the gateway database is: ``database_url`` when set, else the ``db`` file."""
+        return self.database_url or self.db
 
     @property
     def inss_key_path(self) -> Path:

@@ -44,7 +44,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -52,6 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from siteclock.gateway.config import MqttConfig
+from siteclock.gateway.db import OperationalError
 from siteclock.gateway.intake_checks import SignatureChecker, Verifier, VerifierCache
 from siteclock.gateway.intake_gaps import GapWatch
 from siteclock.gateway.intake_handoff import Handoff
@@ -263,7 +263,7 @@ class Intake:
         is not the input's fault and is raised: nothing is acked, the terminals resend."""
         try:
             self._store_group([h for h in prepared if h.good])
-        except sqlite3.OperationalError:
+        except OperationalError:
             raise
         except Exception:
             log.exception("a group could not be stored; storing its messages one by one")
@@ -272,7 +272,7 @@ class Intake:
                     continue
                 try:
                     self._store_group([handled])
-                except sqlite3.OperationalError:
+                except OperationalError:
                     raise
                 except Exception:  # noqa: BLE001 - that message alone is refused
                     for _, event in handled.good:
@@ -320,7 +320,7 @@ class Intake:
         ``unprocessable``, logged with its cause, and the message dropped (PUBACKed)."""
         try:
             return self._parse(topic_name, payload, admitted)
-        except sqlite3.OperationalError:
+        except OperationalError:
             raise
         except Exception:
             log.exception("message could not be processed; dropped, counted as unprocessable")

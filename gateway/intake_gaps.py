@@ -9,11 +9,11 @@ gaps already in the inbox and not yet alerted are watched again (:meth:`GapWatch
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from siteclock.gateway.db import DatabaseError
 from siteclock.gateway.intake_limits import GAP_CHECK_S
 from siteclock.gateway.store import SEQ_GAP, Gap, Inbox
 from siteclock.log import fields
@@ -88,6 +88,6 @@ class GapWatch:
                         "SECURITY: events missing from a terminal's chain",
                         extra=fields(terminal=gap.terminal, first=gap.first, last=gap.last),
                     )
-            except sqlite3.Error:
+            except DatabaseError:
                 log.exception("gap check failed; will retry")
                 self._pending.append((now, watched))

@@ -83,6 +83,9 @@ class MqttLink:
         self._on_message_cb: OnMessage | None = None
         self.subscribed = threading.Event()
         self._started = False
+        self.last_refusal: str | None = None
+        """The broker's reason for refusing the last login (``Not authorized``...), or None:
+        what :mod:`gateway.waits` reports while the gateway waits for the broker."""
 
     def listen(self, subscriptions: Sequence[tuple[str, int]], on_message: OnMessage) -> None:
         """Subscribe to ``subscriptions`` on each connection and hand what arrives to
@@ -132,8 +135,10 @@ class MqttLink:
 
     def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:
+            self.last_refusal = str(rc)
             log.error("broker refused the gateway", extra=fields(reason=str(rc)))
             return
+        self.last_refusal = None
         if self._subscriptions:
             client.subscribe(self._subscriptions)
         log.info(

@@ -119,7 +119,8 @@ def ensure_site_pki(directory: Path, hostnames: Sequence[str]) -> PkiPaths:
     """Create the CA once and a server certificate when missing; keep what already exists.
 
     Re-running never replaces the CA: every terminal trusts it, so replacing it would cut the
-    whole site off until each terminal is re-provisioned.
+    whole site off until each terminal is re-provisioned. When everything exists the CA key is
+    not even read: the enrolment endpoint runs as the service user, who may not read it.
     """
     paths = PkiPaths(
         ca_cert=directory / "ca.pem",
@@ -127,6 +128,8 @@ def ensure_site_pki(directory: Path, hostnames: Sequence[str]) -> PkiPaths:
         server_cert=directory / "server.pem",
         server_key=directory / "server.key",
     )
+    if all(p.exists() for p in (paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key)):
+        return paths
     if paths.ca_cert.exists() and paths.ca_key.exists():
         ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
         if not isinstance(ca_key, ec.EllipticCurvePrivateKey):

@@ -74,6 +74,7 @@ from siteclock.gateway.relay_store import RelayStore, State
 from siteclock.gateway.relay_submit import Submitter
 from siteclock.gateway.sequence import SequenceCheck
 from siteclock.gateway.terminals import TerminalRegistry
+from siteclock.gateway.waits import ClockHolds
 from siteclock.log import fields
 from siteclock.protocol import Verdict
 from siteclock.shift import ShiftRule
@@ -100,6 +101,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+VERDICTS_LEASE = "siteclock.relay.verdicts"
+"""The lease (``GatewayDB.hold_lease``) of the relay stages one gateway of several runs at a
+time: the search for ambiguous rows, verdict polling, notifying terminals, overdue alerts."""
 
 
 class Relay:
@@ -130,6 +134,10 @@ class Relay:
         # Sync points live with the terminals (written from heartbeats); read them there.
         self.terminals = TerminalRegistry(db_path)
         self.counters: Counter[str] = Counter()
+        self.clock_holds = ClockHolds(
+            self.config.unsynced_hold_s, clock=lambda: self.clock_ns() / 1e9
+        )
+        """Said loudly while a terminal's taps wait for its clock (gateway.waits)."""
         # docs/direction.md; ``shift`` is the gateway config's [sequence] rule
         self.sequence = SequenceCheck(
             self.store.db, counters=self.counters, rule=shift or ShiftRule()
@@ -242,10 +250,16 @@ class Relay:
         if full:
             self._last_scan_ns = now
         work = self.store.take_new(now, full=full)
-        work += self.reconciler.run()
+        # Submitting is shared by every gateway's relay (claims skip each other's rows);
+        # searching for ambiguous rows, polling verdicts, notifying and alerting are done by
+        # the one holding the lease, so no row is searched, resubmitted or announced twice.
+        leading = self.store.db.hold_lease(VERDICTS_LEASE)
+        if leading:
+            work += self.reconciler.run()
         work += self.submitter.submit()
         work += self.submitter.retry_unresolved()
-        work += self.poller.run()
-        work += self.notifier.notify()
-        self.notifier.alert_overdue()
+        if leading:
+            work += self.poller.run()
+            work += self.notifier.notify()
+            self.notifier.alert_overdue()
         return work

@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from siteclock.gateway.db import db_location, missing_file
+from siteclock.gateway.db.interface import Row
 from siteclock.gateway.relay_store import REQUEUE_TARGET, RelayStore, State
 from siteclock.log import INSS_PATTERN, fields, redact
 
@@ -51,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         where = p.add_mutually_exclusive_group(required=True)
         where.add_argument("--config", type=Path, help="gateway TOML file (its db is used)")
-        where.add_argument("--db", type=Path, help="the gateway's SQLite file")
+        where.add_argument(
+            "--db", type=db_location, help="the gateway's SQLite file or postgresql:// URL"
+        )
         p.add_argument("--id", type=_key, action="append", default=[], metavar="TERMINAL:SEQ")
         p.add_argument("--worker", help="badge or worker reference (never an INSS)")
         p.add_argument("--terminal")
@@ -62,13 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _db_path(args: argparse.Namespace) -> Path:
+def _db_path(args: argparse.Namespace) -> Path | str:
     if args.db is not None:
-        return Path(args.db)
+        return args.db  # type: ignore[no-any-return]
     from siteclock.config import load
     from siteclock.gateway.config import GatewayConfig
 
-    return Path(load(args.config, GatewayConfig).db)
+    return load(args.config, GatewayConfig).store
 
 
 def _check_selection(args: argparse.Namespace) -> None:
@@ -84,7 +87,7 @@ def _when(ns: int | None) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def describe_row(row: sqlite3.Row) -> list[str]:
+def describe_row(row: Row) -> list[str]:
     """Lines for one registration: its key, state, tap and the problem CIaO gave."""
     lines = [
         f"{row['terminal']}:{row['seq']}  {row['state']}  kind={row['kind'] or '-'}  "
@@ -117,7 +120,7 @@ def run(argv: list[str], out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     except (UsageError, OSError, ValueError) as exc:
         print(f"siteclock relay: {exc}", file=sys.stderr)
         return 2
-    if not db.exists():
+    if missing_file(db):
         print(f"siteclock relay: {db}: no such database", file=sys.stderr)
         return 2
     store = RelayStore(db)

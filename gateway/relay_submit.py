@@ -34,6 +34,7 @@ from siteclock.gateway.relay_mapping import (
     ClockDecision,
     ciao_item,
     employer_json,
+    not_after_arrival,
     registration_date,
     terminal_time,
     unreadable_body,
@@ -228,11 +229,20 @@ class Submitter:
         Only ``clock_unsynced`` events carry a body in the row (see ``RelayStore.queued``);
         every other event is its terminal's own time, at the cost of one ``None`` check.
         """
+        decision = self._terminal_clock(row, now)
+        # Whatever the clock said, nothing goes to the NSSO later than it reached us.
+        arrived = not_after_arrival(decision, row["wall_ns"], row["created_ns"])
+        if arrived is not decision:
+            self.relay.counters[arrived.counter or ""] += 1
+        return arrived
+
+    def _terminal_clock(self, row: Any, now: int) -> ClockDecision:
         body = row["unsynced_body"]
         terminal_ns = row["wall_ns"]
-        if body is None:
-            return terminal_time(terminal_ns)
         relay = self.relay
+        if body is None:
+            relay.clock_holds.note(row["terminal"], held=False)
+            return terminal_time(terminal_ns)
         try:
             event = Event.from_bytes(body)
         except ProtocolError:
@@ -250,6 +260,7 @@ class Submitter:
             )
         if decision.counter:
             relay.counters[decision.counter] += 1
+        relay.clock_holds.note(row["terminal"], held=decision.wall_ns is None)
         return decision
 
     # ------------------------------------------------------------------ outcomes

@@ -47,7 +47,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, GatewayDB, OnGatewayDB
+from siteclock.gateway.db import (
+    RELAY_BUSY_TIMEOUT_S,
+    GatewayDB,
+    OnGatewayDB,
+    db_location,
+    missing_file,
+)
 from siteclock.log import fields
 from siteclock.protocol import NON_ATTENDANCE_FLAGS, DayEntry, Flag, Kind
 from siteclock.shift import NS_PER_HOUR, ShiftRule
@@ -424,10 +430,13 @@ def cli(argv: list[str]) -> int:
         description="List the attendance taps whose in/out sequence needs the employer "
         "(docs/direction.md). Worker references only: no INSS is shown.",
     )
-    parser.add_argument("--db", type=Path, required=True, help="the gateway's SQLite file")
+    parser.add_argument(
+        "--db", type=db_location, required=True,
+        help="the gateway's SQLite file or postgresql:// URL",
+    )  # fmt: skip
     parser.add_argument("--workplace", help="only this Declaration of Works reference")
     args = parser.parse_args(argv)
-    if not args.db.exists():
+    if missing_file(args.db):
         print(f"siteclock sequence-issues: {args.db}: no such file", file=sys.stderr)
         return 2
     day = SiteDay(args.db)

@@ -22,10 +22,12 @@ terminals keep their events until the gateway acknowledges them, so nothing wait
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from siteclock.gateway.ciao.environments import resolve
 from siteclock.gateway.ciao.profile import load as load_profile
 from siteclock.gateway.config import GatewayConfig
 from siteclock.gateway.console.server import GatewayConsole, serve_gateway_console
+from siteclock.gateway.db import GatewayDB, is_postgres_url, open_gateway_db
 from siteclock.gateway.intake import Intake
 from siteclock.gateway.link import MqttLink
 from siteclock.gateway.registry import Registry
@@ -46,6 +49,7 @@ from siteclock.gateway.sequence import SiteDay
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import ACTIVE, TerminalRegistry
 from siteclock.gateway.verdicts import VerdictPublisher
+from siteclock.gateway.waits import WaitReporter, diagnose_broker
 from siteclock.keys import IdentityError, load_or_create
 from siteclock.log import fields
 from siteclock.protocol import DayEntry, RosterEntry, Verdict
@@ -62,6 +66,10 @@ class _SiteView:
     day: tuple[DayEntry, ...]
 
 
+ROSTER_LEASE = "siteclock.rosters"
+"""The lease (``GatewayDB.hold_lease``) of roster publishing: one gateway of several at a time."""
+
+
 class Gateway:
     """Intake, relay and roster publishing for one site, built from its configuration."""
 
@@ -70,22 +78,33 @@ class Gateway:
         signer = load_or_create(cfg.signing_key_file)
         if cfg.gateway_keys_file is not None:
             write_gateway_keys(cfg.gateway_keys_file, [signer])
-        self.terminals = TerminalRegistry(cfg.db)
+        # SQLite: each part has its own connection to the file. PostgreSQL: the parts share
+        # one pool of connections (one database object, closed in stop()).
+        self._db: GatewayDB | None = None
+        store: Path | str | GatewayDB = cfg.store
+        if is_postgres_url(store):
+            self._db = store = open_gateway_db(store)[0]
+        self.terminals = TerminalRegistry(store)
         self.link = MqttLink(cfg.mqtt)
-        self.intake = Intake(cfg.mqtt, inbox=Inbox(cfg.db), registry=self.terminals, link=self.link)
+        self.intake = Intake(cfg.mqtt, inbox=Inbox(store), registry=self.terminals, link=self.link)
         self.verdicts = VerdictPublisher(self.link)
         self.rosters = RosterPublisher(self.link, signer)
-        self.registry = Registry(cfg.db, cfg.inss_key_path)
+        self.registry = Registry(store, cfg.inss_key_path)
         self._stop = threading.Event()
         self.relay: Relay | None = None
         if cfg.ciao is not None:
             self.relay = Relay(
-                cfg.db, self._ciao_client(), self.registry,
+                store, self._ciao_client(), self.registry,
                 on_verdict=self._send_verdict, config=cfg.relay, shift=cfg.sequence.rule,
             )  # fmt: skip
         self._roster_thread: threading.Thread | None = None
-        self.site_day = SiteDay(cfg.db)
+        self._watch_thread: threading.Thread | None = None
+        self.broker_wait = WaitReporter(
+            "gateway waiting for the broker", report_every_s=cfg.wait_report_s
+        )
+        self.site_day = SiteDay(store)
         self._published: dict[str, tuple[int, str, tuple[DayEntry, ...]]] = {}
+        self._roster_lease = False
         self._views: dict[str, _SiteView] = {}
         self.console: GatewayConsole | None = None
 
@@ -143,9 +162,19 @@ class Gateway:
         self._views[place] = view
         return view
 
+    def _holds_roster_lease(self) -> bool:
+        """Whether this gateway publishes rosters now: of several gateways on one database,
+        the one holding the lease does. One that takes it over republishes every roster once,
+        so nothing changed while another held it is missed."""
+        held = self.site_day.db.hold_lease(ROSTER_LEASE)
+        if held and not self._roster_lease:
+            self._published.clear()
+        self._roster_lease = held
+        return held
+
     def _roster_loop(self) -> None:
         while not self._stop.is_set():
-            if self.intake.connected:
+            if self.intake.connected and self._holds_roster_lease():
                 try:
                     sent = self.publish_rosters()
                 except Exception:  # one bad roster must not stop the others next time
@@ -154,6 +183,33 @@ class Gateway:
                 if sent:
                     log.info("rosters published", extra=fields(terminals=sent))
             self._stop.wait(self.cfg.roster_check_s)
+
+    # ----------------------------------------------------------------- waits
+
+    BROKER_GRACE_S = 2.0
+    """A connection this young may still be on its way: no warning before then."""
+
+    def waiting_for(self) -> list[str]:
+        """What the gateway waits for now, each with how long (empty when all is well): the
+        broker, and the terminals whose taps the relay holds for a clock sync."""
+        waits = [] if self.relay is None else self.relay.clock_holds.waiting()
+        wait = self.broker_wait.current
+        if wait is not None:
+            waits.insert(0, f"broker: {wait.cause} (for {self.broker_wait.waited_s():.0f} s)")
+        return waits
+
+    def _watch_loop(self) -> None:
+        """Says loudly and repeatedly what the gateway waits for (see :mod:`gateway.waits`)."""
+        down_since: float | None = None
+        while not self._stop.wait(0.5):
+            if self.intake.connected:
+                down_since = None
+                self.broker_wait.update(None)
+                continue
+            now = time.monotonic()
+            down_since = now if down_since is None else down_since
+            if now - down_since >= self.BROKER_GRACE_S:
+                self.broker_wait.update(diagnose_broker(self.cfg.mqtt, self.link.last_refusal))
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -167,6 +223,8 @@ class Gateway:
         self._roster_thread.start()
         if self.cfg.console is not None:
             self.console = serve_gateway_console(self.cfg, self.cfg.console)
+        self._watch_thread = threading.Thread(target=self._watch_loop, name="waits", daemon=True)
+        self._watch_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -174,10 +232,13 @@ class Gateway:
             self.console.stop()
         if self.relay is not None:
             self.relay.stop()
-        if self._roster_thread is not None:
-            self._roster_thread.join(timeout=5)
+        for thread in (self._roster_thread, self._watch_thread):
+            if thread is not None:
+                thread.join(timeout=5)
         self.intake.stop()
         self.site_day.close()
+        if self._db is not None:
+            self._db.close()
 
     def counters(self) -> dict[str, int]:
         figures = {**self.intake.stats, **self.intake.counters}
@@ -186,8 +247,25 @@ class Gateway:
         return figures
 
 
+SUBCOMMANDS = {
+    "init": ("siteclock.gateway.init", "write a working, commented gateway and broker setup"),
+    "check": ("siteclock.gateway.selftest", "self-test: broker login, CIaO reachable"),
+}
+
+
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="siteclock gateway", description=__doc__)
+    if argv and argv[0] in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+        return int(module.cli(argv[1:]))
+    parser = argparse.ArgumentParser(
+        prog="siteclock gateway",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="other commands: "
+        + "; ".join(
+            f"siteclock gateway {name}: {help_}" for name, (_, help_) in SUBCOMMANDS.items()
+        ),
+    )
     parser.add_argument("--config", type=Path, required=True, help="gateway TOML file")
     args = parser.parse_args(argv)
     try:
@@ -205,16 +283,21 @@ def cli(argv: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     gateway.start(wait_s=None)
+    # "started", not "running": until the broker takes the gateway in, the watch says, every
+    # wait_report_s, what it waits for (gateway.waits); "connected to the broker" follows.
     log.info(
-        "gateway running",
+        "gateway started, connecting to the broker",
         extra=fields(
-            db=cfg.db,
+            db=str(gateway.terminals.path),  # a PostgreSQL URL without its password
             broker=f"{cfg.mqtt.host}:{cfg.mqtt.port}",
             relay="on" if gateway.relay else "off (no [ciao] section)",
         ),
     )
     while not stop.wait(60.0):
-        log.info("gateway counters", extra=fields(**gateway.counters()))
+        log.info(
+            "gateway counters",
+            extra=fields(**gateway.counters(), waiting_for=gateway.waiting_for() or "nothing"),
+        )
     gateway.stop()
     log.info("gateway stopped")
     return 0

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify-chain": ("terminal.outbox:verify_cli", "verify a terminal's signed history offline"),
     "sequence-issues": ("gateway.sequence:cli", "employer: taps whose in/out sequence needs you"),
     "console": ("gateway.console.cli:cli", "employer's console: accounts, audit trail, serve"),
+    "migrate-db": ("gateway.db_migrate:cli", "copy the gateway database to PostgreSQL, verified"),
+    "config-doc": ("app.config_doc:cli", "write docs/config.md (every config key) from the code"),
 }
 
 

@@ -16,7 +16,11 @@ Example::
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import re
+import textwrap
 import tomllib
 import types
 import typing
@@ -135,3 +139,143 @@ def _coerce(value: Any, hint: Any, path: Path | str, key: str) -> Any:
         return value
     names = {str: "text", int: "an integer", float: "a number", bool: "true or false"}
     raise ConfigError(path, key, f"expected {names.get(hint, hint)}, got {value!r}")
+
+
+# --------------------------------------------------------------------------- reference
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyDoc:
+    """One key of a configuration file, as its dataclass declares it."""
+
+    key: str
+    type: str
+    default: str
+    doc: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TableDoc:
+    """One table (``[mqtt]``...) of a configuration file: its keys and what it is for."""
+
+    name: str
+    doc: str
+    optional: bool
+    keys: list[KeyDoc]
+
+
+def describe(schema: type, *, name: str = "", optional: bool = False) -> list[TableDoc]:
+    """Every table and key of ``schema`` with its type, default and documentation, taken from
+    the code itself: the field's docstring (a string right below it), else its comment (at
+    the end of its line or on the lines right above it). Nested dataclasses become tables.
+    This is what ``docs/config.md`` is generated from, so the reference cannot drift."""
+    doc = inspect.cleandoc(schema.__doc__ or "")
+    if doc.startswith(f"{schema.__name__}("):  # the signature dataclasses write: not a doc
+        doc = ""
+    notes = _class_doc_notes(doc) | _field_notes(schema)
+    hints = typing.get_type_hints(schema)
+    keys: list[KeyDoc] = []
+    tables: list[TableDoc] = []
+    for fld in dataclasses.fields(schema):
+        hint = hints[fld.name]
+        table, is_optional = _table_of(hint)
+        full = f"{name}.{fld.name}" if name else fld.name
+        if table is not None:
+            tables += describe(table, name=full, optional=is_optional)
+            continue
+        keys.append(KeyDoc(fld.name, _type_text(hint), _default_text(fld), notes.get(fld.name, "")))
+    return [TableDoc(name, " ".join(doc.split()), optional, keys), *tables]
+
+
+def _table_of(hint: Any) -> tuple[type | None, bool]:
+    if dataclasses.is_dataclass(hint):
+        return hint, False  # type: ignore[return-value]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        tables = [a for a in args if dataclasses.is_dataclass(a)]
+        if len(tables) == 1 and type(None) in args:
+            return tables[0], True
+    return None, False
+
+
+_CLASS_DOC_KEY = re.compile(r"``(\w+)``: (.+?)(?=\s``\w+``: |\Z)", re.S)
+
+
+def _class_doc_notes(doc: str) -> dict[str, str]:
+    """Fields a class docstring documents as ````name``: what it is.``."""
+    return {m[1]: " ".join(m[2].split()) for m in _CLASS_DOC_KEY.finditer(doc)}
+
+
+def _field_notes(schema: type) -> dict[str, str]:
+    """{field: its docstring or comment} read from the class's source."""
+    notes: dict[str, str] = {}
+    for klass in reversed(schema.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        lines, _ = inspect.getsourcelines(klass)
+        body = ast.parse(textwrap.dedent("".join(lines))).body[0]
+        assert isinstance(body, ast.ClassDef)
+        statements = body.body
+        for i, node in enumerate(statements):
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            nxt = statements[i + 1] if i + 1 < len(statements) else None
+            if (
+                isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                text = nxt.value.value
+            else:
+                text = _comment_at(lines, node.lineno - 1)
+            if text.strip():
+                notes[node.target.id] = " ".join(inspect.cleandoc(text).split())
+    return notes
+
+
+def _comment_at(lines: list[str], index: int) -> str:
+    """The comment at the end of line ``index``, else the comment lines right above it."""
+    code, sep, trailing = lines[index].partition("  #")
+    if sep and code.strip() and trailing.strip():
+        return trailing.strip()
+    above: list[str] = []
+    j = index - 1
+    while j >= 0 and lines[j].strip().startswith("#"):
+        above.insert(0, lines[j].strip().lstrip("#").strip())
+        j -= 1
+    return " ".join(above)
+
+
+_TYPE_WORDS = {str: "text", int: "integer", float: "number", bool: "true/false", Path: "path"}
+
+
+def _type_text(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        text = " or ".join(_type_text(a) for a in args)
+        return text + (", optional" if len(args) < len(typing.get_args(hint)) else "")
+    if origin in (list, tuple):
+        (item, *_) = typing.get_args(hint) or (Any,)
+        return f"list of {_type_text(item)}"
+    if origin is dict:
+        return "table"
+    if isinstance(hint, type) and issubclass(hint, str) and hint is not str:  # StrEnum
+        return "one of " + ", ".join(f"`{c}`" for c in hint)  # type: ignore[attr-defined]
+    return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _default_text(fld: dataclasses.Field[Any]) -> str:
+    if fld.default is not dataclasses.MISSING:
+        value = fld.default
+    elif fld.default_factory is not dataclasses.MISSING:
+        value = fld.default_factory()
+    else:
+        return "required"
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str | Path):
+        return f'`"{value}"`'
+    return f"`{value!r}`"

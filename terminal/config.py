@@ -1,7 +1,7 @@
 """The terminal's configuration file (TOML), as typed, frozen dataclasses.
 
 Everything an installer sets on a terminal lives in one file, usually
-``/etc/siteclock/terminal.toml``::
+``/var/lib/siteclock/terminal.toml`` (provisioning writes it)::
 
     terminal_id = "t-0001"
     workplace = "ABCDEFGH12345"          # the Declaration of Works reference
@@ -26,8 +26,12 @@ Everything an installer sets on a terminal lives in one file, usually
 
     [uplink]                             # optional: without it the terminal records offline
     host = "gateway.example.be"
-    ca_file = "/etc/siteclock/ca.pem"
-    password_file = "/etc/siteclock/mqtt.password"
+    ca_file = "/var/lib/siteclock/ca.pem"
+    password_file = "/var/lib/siteclock/mqtt.password"
+    gateway_keys_file = "/var/lib/siteclock/gateway-keys.json"   # verifies rosters: required
+                                         # to greet workers and flag blocked badges
+
+Every key: docs/config.md (generated from this module).
 
 A wrong file gives a :class:`~siteclock.config.ConfigError` that names the file and the key
 (``terminal.toml: reader.spec: required key is missing``); the CLI prints it and exits 2.
@@ -57,8 +61,11 @@ class ReaderConfig:
 @dataclass(frozen=True)
 class FeedbackConfig:
     green_pin: int | str = 27
+    """GPIO (BCM number, or a gpiozero pin name) of the green LED: saved."""
     red_pin: int | str = 22
+    """GPIO of the red LED: refused or not saved."""
     buzzer_pin: int | str = 17
+    """GPIO of the buzzer."""
     display: str | None = None
     """``ssd1306:<i2c port>:<address>`` for a small OLED, ``dummy`` for an in-memory one."""
     journal: Path | None = None
@@ -91,23 +98,40 @@ class UplinkConfig:
     """How the terminal reaches the gateway over MQTT (used by ``terminal.uplink``)."""
 
     host: str = "localhost"
+    """The broker's name or address as terminals reach it (the one its certificate names)."""
     port: int = 8883
+    """The broker's terminal listener (TLS)."""
     tls: bool = True
+    """TLS to the broker; leave it on."""
     ca_file: Path | None = None
-    username: str | None = None  # defaults to the terminal id
+    """The site CA that signed the broker's certificate (provisioning writes it)."""
+    username: str | None = None
+    """The broker login; defaults to the terminal id (the broker forces it to be)."""
     password_file: Path | None = None
-    gateway_keys_file: Path | None = None  # public keys that sign rosters
+    """A file holding this terminal's broker password (0600; provisioning writes it)."""
+    gateway_keys_file: Path | None = None
+    """The gateway's roster-signing public keys (JSON, written by provisioning from the
+    gateway's ``gateway_keys_file``). Without it every roster is refused: workers are not
+    greeted by name and blocked badges are not flagged (the terminal says so in its status)."""
     heartbeat_s: float = 30.0
+    """Seconds between two status messages (queue depth, clock, reader, roster) to the gateway."""
     max_batch: int = 200
+    """Most events in one MQTT message when the terminal drains a backlog."""
     max_inflight_batches: int = 4
+    """Batches sent and not yet acknowledged by the gateway, at most."""
     resend_after_s: float = 10.0
+    """An event the gateway has not acknowledged after this long is sent again."""
 
 
 @dataclass(frozen=True)
 class TerminalConfig:
     terminal_id: str
+    """This terminal's id (3-63 of ``a-z0-9-``), its broker login too."""
     workplace: str
+    """The Declaration of Works reference (13 characters) the terminal is bound to."""
     data_dir: Path
+    """Where the outbox (``outbox.db``) and the key live: a writable, persistent directory,
+    absolute (a relative one would depend on where the terminal was started)."""
     reader: ReaderConfig
     key_file: Path | None = None
     """The Ed25519 signing key; defaults to ``<data_dir>/terminal.key``."""

@@ -6,7 +6,13 @@ cheap (a few index lookups in the outbox, one ``statvfs``, one cached clock read
 taken as often as wanted.
 
 Alerts are short, stable codes a dashboard can count: ``disk_full`` (a tap was refused),
-``disk_low`` (under :data:`DISK_LOW_MB` free), ``reader_fault``.
+``disk_low`` (under :data:`DISK_LOW_MB` free), ``reader_fault``, ``roster_refused`` (no
+roster can be verified: workers are not greeted, blocked badges not flagged).
+
+What the terminal waits for, ``waiting_for`` in the status (rosters it can verify, a clock
+sync: its taps are then flagged and the gateway holds them for a sync point; ``clock`` says
+the state itself), is also logged at once, again every :data:`WAIT_REPORT_S` while it lasts
+(:class:`siteclock.waits.WaitReporter`), and when it is over.
 
 Example::
 
@@ -28,8 +34,17 @@ from siteclock import __version__
 from siteclock.protocol import ClockState
 from siteclock.terminal import clock as clock_mod
 from siteclock.terminal.outbox import Outbox
+from siteclock.waits import Wait, WaitReporter
 
 DISK_LOW_MB = 50
+WAIT_REPORT_S = 60.0
+"""How often a lasting wait (clock not synchronised, rosters refused) is logged again."""
+CLOCK_NEXT_STEP = (
+    "taps are saved at once and flagged clock_unsynced; the gateway holds them for a sync "
+    "point (its [relay] unsynced_hold_s, 600 s by default) and then sends them with this "
+    "clock's time: check time sync (timedatectl timesync-status) and the network to the NTP "
+    "server"
+)
 
 
 class Health:
@@ -41,6 +56,7 @@ class Health:
     :param clock: returns the clock's trust now.
     :param roster_version: returns the version of the roster the terminal holds (None: none
         yet), so the gateway (and whoever waits for a roster to land) can see which it holds.
+    :param monotonic: the clock lasting waits are timed and rate-limited with (tests).
     """
 
     def __init__(
@@ -51,6 +67,7 @@ class Health:
         version: str = __version__,
         clock: Callable[[], ClockState] = clock_mod.read_clock,
         roster_version: Callable[[], int | None] = lambda: None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._outbox = outbox
         self._data_dir = Path(data_dir)
@@ -61,6 +78,12 @@ class Health:
         self._lock = threading.Lock()
         self._reader = "ok"
         self._alerts: set[str] = set()
+        self._clock_wait = WaitReporter(
+            "terminal clock not synchronised", report_every_s=WAIT_REPORT_S, clock=monotonic
+        )
+        self._roster_wait = WaitReporter(
+            "terminal refuses its rosters", report_every_s=WAIT_REPORT_S, clock=monotonic
+        )
 
     def set_reader(self, state: str) -> None:
         """``"ok"`` or ``"fault: <cause>; <next step>"`` as the reader last reported."""
@@ -74,6 +97,36 @@ class Health:
                 self._alerts.add(name)
             else:
                 self._alerts.discard(name)
+
+    def roster_refused(self, problem: Wait | None) -> None:
+        """The uplink's callback: why no roster can be applied (``None``: one was applied)."""
+        with self._lock:
+            self._roster_wait.update(problem)
+        self.set_alert("roster_refused", problem is not None)
+
+    def report_waits(self) -> list[str]:
+        """Log lasting waits again when due (rate-limited) and return them, each with how long
+        it has lasted: the terminal's service calls it on every watchdog turn."""
+        state = self._clock()
+        with self._lock:
+            if state.synced:
+                self._clock_wait.update(None)
+            else:
+                maxerror = (
+                    "unknown" if state.maxerror_us < 0 else f"{state.maxerror_us / 1e6:.0f} s"
+                )
+                self._clock_wait.update(
+                    Wait(
+                        f"clock not synchronised (max error {maxerror}, from {state.source})",
+                        CLOCK_NEXT_STEP,
+                    )
+                )
+            waits = []
+            for reporter in (self._clock_wait, self._roster_wait):
+                if reporter.current is not None:
+                    reporter.update(reporter.current)  # logs again only when due
+                    waits.append(f"{reporter.current.cause} (for {reporter.waited_s():.0f} s)")
+        return waits
 
     def disk_full(self, full: bool) -> None:
         """Capture's callback: a tap was refused for lack of space (True) or saved (False)."""
@@ -92,9 +145,15 @@ class Health:
             free_mb: float | None = round(shutil.disk_usage(self._data_dir).free / 2**20, 1)
         except OSError:
             free_mb = None
+        clock = self._clock()
         with self._lock:
             reader = self._reader
             alerts = set(self._alerts)
+            waiting = [
+                f"{r.current.cause} (for {r.waited_s():.0f} s)"
+                for r in (self._clock_wait, self._roster_wait)
+                if r.current is not None
+            ]
         if free_mb is not None and free_mb < DISK_LOW_MB:
             alerts.add("disk_low")
         return {
@@ -102,7 +161,7 @@ class Health:
             "queue_depth": stats.depth,
             "oldest_unsent_age_s": oldest_age,
             "last_seq": stats.last_seq,
-            "clock": self._clock().to_map(),
+            "clock": clock.to_map(),
             "reader": reader,
             "disk_free_mb": free_mb,
             "version": self._version,
@@ -112,4 +171,5 @@ class Health:
             "wall_ns": wall,
             "alerts": sorted(alerts),
             "roster_version": self._roster_version(),
+            "waiting_for": waiting,
         }

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -35,6 +37,7 @@ from gpiozero import Button, GPIOZeroError
 
 from siteclock import log as log_mod
 from siteclock.config import ConfigError
+from siteclock.files import make_dir_durably
 from siteclock.hw.base import BadgeRead, Reader, ReaderState, ReaderStatus
 from siteclock.hw.repeat import mark_repeats
 from siteclock.log import fields
@@ -48,6 +51,7 @@ from siteclock.terminal.feedback import Feedback
 from siteclock.terminal.health import Health
 from siteclock.terminal.out_of_service import DEFAULT_AFTER_S, LoginWatch
 from siteclock.terminal.outbox import Outbox, OutboxError
+from siteclock.terminal.outbox_file import read_only_message
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +66,13 @@ class StartupError(Exception):
 def _ensure_writable(data_dir: Path) -> None:
     """Create ``data_dir`` if needed and prove that this user can write files in it."""
     try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_dir_durably(data_dir, 0o700)  # its name must survive a power cut too
         probe = data_dir / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
+        if exc.errno == errno.EROFS:  # the kernel remounts a failing SD card read-only
+            raise StartupError(read_only_message(data_dir)) from None
         raise StartupError(
             f"data directory {data_dir} is not writable by this user ({exc.strerror}); "
             "fix its owner or mode, or set data_dir in the config"
@@ -220,6 +226,7 @@ class Terminal:
             outbox=self.outbox,
             status=self.health.snapshot,
             on_roster=self.capture.apply_roster,
+            on_roster_refused=self.health.roster_refused,
             # The uplink prunes (only it marks events delivered); it keeps them this long.
             evidence_window_s=self.config.evidence_days * 86400.0,
         )
@@ -324,26 +331,45 @@ def run(config: TerminalConfig, stop: threading.Event) -> None:
             # watchdog makes systemd restart the service.
             if notifier is not None and terminal.alive():
                 notifier.notify("WATCHDOG=1")
+            # What the terminal waits for (clock sync, a roster it can verify), logged again
+            # while it lasts: rate-limited inside, so this turn's pace does not matter.
+            terminal.health.report_waits()
             stop.wait(interval)
         if notifier is not None:
             notifier.notify("STOPPING=1")
 
 
 def _tap_cli(argv: list[str]) -> int:
+    """Tap badges on a terminal's simulated reader (``[reader] spec = "sim:PATH"``) and print
+    the reader's reply to each: ``ok`` means the terminal got the tap."""
     parser = argparse.ArgumentParser(
         prog="siteclock terminal tap", description="Present badges to a simulated reader."
     )
     parser.add_argument("--socket", type=Path, required=True, help="the sim reader's socket")
-    parser.add_argument("badges", nargs="+", help="badges such as sim:0A1B2C3D")
+    parser.add_argument(
+        "--wait", type=float, default=0.0, help="seconds to wait for a terminal still starting"
+    )
+    parser.add_argument("badges", nargs="+", help="badges such as 04A1B2C3 or nfc-a:04A1B2C3")
     args = parser.parse_args(argv)
     from siteclock.hw import sim
 
-    try:
-        sim.send_taps(str(args.socket), args.badges)
-    except OSError as exc:
-        print(f"siteclock terminal tap: {args.socket}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            replies = sim.send_taps(str(args.socket), args.badges)
+            break
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                print(
+                    f"siteclock terminal tap: no simulated reader at {args.socket} ({exc}); is "
+                    'the terminal running with [reader] spec = "sim:<this path>"?',
+                    file=sys.stderr,
+                )
+                return 2
+            time.sleep(0.2)
+    for badge, reply in zip(args.badges, replies, strict=False):
+        print(f"{badge}: {reply}")
+    return 0 if all(reply == "ok" for reply in replies) else 1
 
 
 def cli(argv: list[str]) -> int:

@@ -66,13 +66,27 @@ from siteclock.protocol import (
 
 if TYPE_CHECKING:
     from siteclock.terminal.config import UplinkConfig
-    from siteclock.terminal.outbox import Outbox
+from siteclock.terminal.outbox import Outbox
+from siteclock.waits import Wait
 
 log = logging.getLogger(__name__)
 
 EVIDENCE_WINDOW_S = 45 * 86400.0
 """Delivered events stay this long (NSSO corrections are accepted within 30 days)."""
 MAX_RESEND_BACKOFF_S = 300.0
+
+
+NO_ROSTER_KEYS = Wait(
+    "no roster keys ([uplink] gateway_keys_file unset or empty): every roster is refused, "
+    "workers are not greeted by name and blocked badges are not flagged",
+    "copy the gateway's gateway-keys.json to the terminal and set [uplink] gateway_keys_file "
+    "(siteclock provision run does both)",
+)
+STALE_ROSTER_KEYS = (
+    "the gateway signs with a key this terminal does not hold: refresh [uplink] "
+    "gateway_keys_file from the gateway's gateway-keys.json (siteclock provision rebind or "
+    "run writes it), then restart the terminal"
+)
 
 
 def load_gateway_keys(path: Path | None) -> dict[str, bytes]:
@@ -117,6 +131,9 @@ class Uplink:
     :param outbox: the terminal's outbox.
     :param status: returns the heartbeat map (queue depth, clock, reader, disk, version...).
     :param on_roster: receives each verified roster addressed to this terminal.
+    :param on_roster_refused: told why rosters cannot be applied (no keys configured, or a
+        roster refused), then ``None`` once one is applied: the terminal's health turns it into
+        the ``roster_refused`` alert and a log line repeated while it lasts.
     :param evidence_window_s: how long delivered events are kept before pruning.
     """
 
@@ -128,6 +145,7 @@ class Uplink:
         outbox: Outbox,
         status: Callable[[], dict[str, Any]],
         on_roster: Callable[[Roster], None],
+        on_roster_refused: Callable[[Wait | None], None] = lambda _problem: None,
         evidence_window_s: float = EVIDENCE_WINDOW_S,
         prune_every_s: float = 3600.0,
         keepalive_s: int = 30,
@@ -138,12 +156,16 @@ class Uplink:
         self.outbox = outbox
         self._status = status
         self._on_roster = on_roster
+        self._on_roster_refused = on_roster_refused
         self._evidence_window_s = evidence_window_s
         self._prune_every_s = prune_every_s
         self._keepalive_s = keepalive_s
         self.counters: Counter[str] = Counter()
         self.last_refusal: str | None = None  # the reason of the last refused login
         self._gateway_keys = load_gateway_keys(config.gateway_keys_file)
+        if not self._gateway_keys:
+            # Every roster would be refused: say so now, not at the first roster.
+            on_roster_refused(NO_ROSTER_KEYS)
         self._topics = {ch: topic(terminal_id, ch) for ch in Channel}
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -328,6 +350,11 @@ class Uplink:
         except ProtocolError as exc:
             self.counters["roster_rejected"] += 1
             log.error("roster refused: not applied", extra=fields(reason=exc.reason))
+            self._on_roster_refused(
+                NO_ROSTER_KEYS
+                if not self._gateway_keys
+                else Wait(f"roster refused ({exc.reason})", STALE_ROSTER_KEYS)
+            )
             return
         if roster.terminal_id != self.terminal_id:
             self.counters["roster_rejected"] += 1
@@ -337,6 +364,7 @@ class Uplink:
             return  # an older roster replayed: keep the newer one
         self._roster_version = roster.version
         self._on_roster(roster)
+        self._on_roster_refused(None)
         self.counters["roster_applied"] += 1
         log.info(
             "roster applied", extra=fields(version=roster.version, entries=len(roster.entries))

@@ -42,15 +42,15 @@ class EnvironmentName(StrEnum):
 class CiaoConfig:
     """The ``[ciao]`` table of the gateway's configuration."""
 
-    client_id: str
-    private_key: Path
-    environment: EnvironmentName = EnvironmentName.LOCAL_SIM
-    allow_production: bool = False
+    client_id: str  # the OAuth2 client id the NSSO gave the employer (or the simulator knows)
+    private_key: Path  # the PEM key that signs the client assertion (0600)
+    environment: EnvironmentName = EnvironmentName.LOCAL_SIM  # where registrations go
+    allow_production: bool = False  # must also be true to reach production: no accidents
     base_url: str = ""  # overrides the root URL of the API (required for nothing)
     token_url: str = ""  # overrides the token endpoint URL
-    connect_timeout_s: float = 3.05
-    read_timeout_s: float = 10.0
-    profile: Path | None = None
+    connect_timeout_s: float = 3.05  # seconds to open a connection to the service
+    read_timeout_s: float = 10.0  # seconds to wait for an answer once the request is sent
+    profile: Path | None = None  # a contract profile TOML (paths, enums); default: packaged
 
 
 @dataclass(frozen=True)

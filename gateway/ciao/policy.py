@@ -146,11 +146,11 @@ def before_sleep_count_and_log(
 class PolicyConfig:
     """Knobs of the retry policies (seconds). Defaults fit production; tests shrink them."""
 
-    max_attempts: int = 8
-    max_delay_s: float = 600.0
-    initial_wait_s: float = 1.0
-    max_wait_s: float = 60.0
-    jitter_s: float = 1.0
+    max_attempts: int = 8  # tries of one call before it goes back to the caller
+    max_delay_s: float = 600.0  # total time one call may spend retrying
+    initial_wait_s: float = 1.0  # first wait of the exponential backoff
+    max_wait_s: float = 60.0  # longest single wait
+    jitter_s: float = 1.0  # random spread added to each wait
     # A Retry-After longer than this is not waited inside the call: the failure goes back to
     # the caller (the relay), which keeps its rows queued, raises its alert at once and stays
     # free for verdicts meanwhile. The client still sends nothing before that instant.

@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from siteclock.gateway.console.config import LANGUAGES
 from siteclock.gateway.db import GatewayDB
+from siteclock.gateway.db.errors import IntegrityError
 from siteclock.gateway.identifiers import InvalidIdentifier, normalize_workplace
 
 USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
@@ -119,7 +119,7 @@ class Accounts:
                 language,
                 self._now_ns(),  # type: ignore[operator]
             )
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise AccountError(f"user {username!r} exists already") from None
         return User(username, role, frozenset(sites), language)
 

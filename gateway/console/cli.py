@@ -29,7 +29,7 @@ from siteclock.gateway.console.accounts import AccountError, Accounts, Role
 from siteclock.gateway.console.config import LANGUAGES, ConsoleConfig
 from siteclock.gateway.console.server import ConsoleServerError, serve_gateway_console
 from siteclock.gateway.console.templating import format_ns
-from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, SQLiteGatewayDB
+from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, open_gateway_db
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,7 +94,7 @@ def run(argv: list[str]) -> int:
     cfg = load(args.config, GatewayConfig)
     if args.action == "serve":
         return _serve(cfg)
-    db = SQLiteGatewayDB(cfg.db, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
+    db, _opened = open_gateway_db(cfg.store, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
     try:
         accounts = Accounts(db)
         if args.action == "add-user":

@@ -113,11 +113,12 @@ class GatewayConsole:
 
 def serve_gateway_console(cfg: Any, config: ConsoleConfig, **app_options: Any) -> GatewayConsole:
     """Serve the console of the gateway configured by ``cfg`` (a ``GatewayConfig``) on its
-    own connection to the gateway database (the web threads never wait on the relay's)."""
+    own connection to the gateway database, SQLite file or PostgreSQL (the web threads never
+    wait on the relay's)."""
     from siteclock.gateway.console.app import create_app
-    from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, SQLiteGatewayDB
+    from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, open_gateway_db
 
-    db = SQLiteGatewayDB(cfg.db, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
+    db, _opened = open_gateway_db(cfg.store, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
     try:
         app = create_app(db, config, inss_key_file=cfg.inss_key_path, **app_options)
         server = serve_console(app, config)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.core import Core
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ _REGISTRATION_FROM = (
 )
 
 
-class ConsoleOps(SQLiteCore):
+class ConsoleOps(Core):
     # ------------------------------------------------------------------ accounts
 
     def add_console_user(
@@ -275,7 +275,7 @@ class ConsoleOps(SQLiteCore):
             args += list(wanted.before)
         sql = (
             f"SELECT {_REGISTRATION_COLUMNS} {_REGISTRATION_FROM} "
-            f"WHERE {' AND '.join(where) or '1'} "
+            f"WHERE {' AND '.join(where) or '1=1'} "
             "ORDER BY i.wall_ns DESC, i.terminal DESC, i.seq DESC LIMIT ?"
         )
         return self._rows(sql, (*args, limit))

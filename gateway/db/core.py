@@ -1,26 +1,34 @@
-"""The SQLite connection of the gateway database: settings, transactions, migrations.
+"""The connection side of the gateway database: transactions, migrations, leases.
 
-One :class:`SQLiteCore` holds one connection behind one re-entrant lock. Every operation of the
-data layer runs inside :meth:`SQLiteCore.atomic` (writes) or :meth:`SQLiteCore.reading`
-(reads), so each is one transaction, and operations called inside an ``atomic()`` block join
-it: the outermost block is ``BEGIN IMMEDIATE`` ... ``COMMIT``, an inner one a ``SAVEPOINT``
-that rolls back alone when its block raises.
+:class:`Core` is what every group of operations (the ``*_ops.py`` mixins) is written against,
+whatever the backend: ``self.reading()`` gives a connection for reads, ``self._writing()`` one
+inside a write transaction, both speaking the SQLite dialect (``?`` placeholders, ``INSERT OR
+IGNORE``...). :class:`SQLiteCore` is the SQLite backend's connection;
+``gateway/db/pg_core.py`` holds PostgreSQL's, whose connections translate that dialect.
 
-The settings are those of :mod:`siteclock.sqlite` (WAL, ``synchronous=FULL``, a busy timeout):
-nothing is acknowledged before its ``COMMIT`` reached the disk.
+Every operation runs inside :meth:`Core.atomic` (writes) or :meth:`Core.reading` (reads), so
+each is one transaction, and operations called inside an ``atomic()`` block join it: the
+outermost block is ``BEGIN`` ... ``COMMIT``, an inner one a ``SAVEPOINT`` that rolls back
+alone when its block raises. Driver errors leave as :mod:`gateway.db.errors` types.
+
+On SQLite the settings are those of :mod:`siteclock.sqlite` (WAL, ``synchronous=FULL``, a
+busy timeout): nothing is acknowledged before its ``COMMIT`` reached the disk.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from siteclock import sqlite
+from siteclock.gateway.db.errors import neutral_errors
 from siteclock.gateway.db.schema import MIGRATIONS, SCHEMA_VERSION, Migration
 
 DEFAULT_BUSY_TIMEOUT_S = sqlite.DEFAULT_BUSY_TIMEOUT_S
@@ -30,8 +38,105 @@ RELAY_BUSY_TIMEOUT_S = 10.0
 they did before the data layer: their loops retry on the next turn."""
 
 
-class SQLiteCore:
-    """The connection, its lock, ``atomic()`` and the migrations; operations come as mixins."""
+class Core:
+    """Transactions and migrations over a backend's connections; operations come as mixins.
+
+    A backend provides :meth:`atomic`, :meth:`reading`, :meth:`_rows`, :meth:`_write_conn`,
+    :meth:`_has_schema_table`, :meth:`hold_lease`, :meth:`release_lease` and :meth:`close`.
+    """
+
+    backend: str
+    path: Path
+    CLAIM_LOCK = ""
+    """Appended to the relay's claim query: the backend's row locking, if it has any."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def atomic(self) -> Any:
+        raise NotImplementedError
+
+    def reading(self) -> Any:
+        raise NotImplementedError
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Rows read by index and by column name (``row["state"]``)."""
+        raise NotImplementedError
+
+    def _write_conn(self) -> Any:
+        """The connection of the current write transaction (only inside :meth:`atomic`)."""
+        raise NotImplementedError
+
+    def _has_schema_table(self) -> bool:
+        raise NotImplementedError
+
+    def table_names(self) -> list[str]:
+        """Every table of the gateway database (for copying it whole), sorted."""
+        raise NotImplementedError
+
+    def _lock_for_migration(self, conn: Any) -> None:
+        """Hold other processes' migrations off until this transaction ends."""
+
+    @contextmanager
+    def _writing(self) -> Iterator[Any]:
+        """The connection inside :meth:`atomic`: what every write operation uses."""
+        with self.atomic():
+            yield self._write_conn()
+
+    # ------------------------------------------------------------------ leases
+
+    def hold_lease(self, name: str) -> bool:
+        """Whether this database object holds the lease ``name`` now (taken when free).
+
+        A background job that must run on one gateway at a time (roster publishing, verdict
+        polling, alerts) asks before each turn and skips the turn when another holds it. A
+        lease is held until :meth:`release_lease` or :meth:`close`, or until the holding
+        process dies: the operating system (SQLite) or the server (PostgreSQL) frees it.
+        """
+        raise NotImplementedError
+
+    def release_lease(self, name: str) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ migrations
+
+    def migrate(self, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+        """Apply the migrations this database has not had, each with its ``schema_version``
+        row, all in one transaction (two processes opening a new database never see half a
+        schema). Returns the versions applied."""
+        applied: list[int] = []
+        if self._current_version() >= migrations[-1].version:
+            return applied  # up to date: no write transaction (the demo reads while it runs)
+        with self._writing() as conn:
+            self._lock_for_migration(conn)
+            conn.execute(SCHEMA_VERSION)
+            (current,) = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM schema_version"
+            ).fetchone()
+            for migration in migrations:
+                if migration.version <= current:
+                    continue
+                migration.apply(conn)
+                conn.execute(
+                    "INSERT INTO schema_version VALUES (?, ?, ?)",
+                    (migration.version, migration.name, time.time_ns()),
+                )
+                applied.append(migration.version)
+        return applied
+
+    def _current_version(self) -> int:
+        return self.schema_version() if self._has_schema_table() else 0
+
+    def schema_version(self) -> int:
+        with self.reading() as conn:
+            (version,) = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM schema_version"
+            ).fetchone()
+        return int(version)
+
+
+class SQLiteCore(Core):
+    """One SQLite connection behind one re-entrant lock."""
 
     backend = "sqlite"
 
@@ -45,7 +150,9 @@ class SQLiteCore:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._depth = 0
-        self._conn = sqlite.connect(self.path, schema="", busy_timeout_s=busy_timeout_s)
+        self._leases: dict[str, IO[bytes]] = {}
+        with neutral_errors():
+            self._conn = sqlite.connect(self.path, schema="", busy_timeout_s=busy_timeout_s)
         try:
             self.migrate(migrations)
         except BaseException:
@@ -54,6 +161,8 @@ class SQLiteCore:
 
     def close(self) -> None:
         with self._lock:
+            for name in list(self._leases):
+                self.release_lease(name)
             self._conn.close()
 
     # ------------------------------------------------------------------ transactions
@@ -66,7 +175,7 @@ class SQLiteCore:
         reads cannot change before it writes. Any exception rolls back the block it left (and
         only that block, for an inner one) and propagates. Yields the database itself.
         """
-        with self._lock:
+        with self._lock, neutral_errors():
             depth = self._depth
             savepoint = f"atomic_{depth}"
             self._conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
@@ -96,11 +205,10 @@ class SQLiteCore:
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """The connection for reads (autocommit outside ``atomic()``), under the lock."""
-        with self._lock:
+        with self._lock, neutral_errors():
             yield self._conn
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        """Rows read by column name (``row["state"]``), as the relay and its tools use them."""
         with self.reading() as conn:
             conn.row_factory = sqlite3.Row
             try:
@@ -108,52 +216,51 @@ class SQLiteCore:
             finally:
                 conn.row_factory = None
 
-    @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
-        """The connection inside :meth:`atomic`: what every write operation uses."""
-        with self.atomic():
-            yield self._conn
+    def _write_conn(self) -> sqlite3.Connection:
+        return self._conn
+
+    def _has_schema_table(self) -> bool:
+        with self.reading() as conn:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
+            ).fetchone()
+        return found is not None
+
+    def table_names(self) -> list[str]:
+        with self.reading() as conn:
+            return [
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' "
+                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                )
+            ]
 
     @property
     def in_transaction(self) -> bool:
         return self._depth > 0
 
-    # ------------------------------------------------------------------ migrations
+    # ------------------------------------------------------------------ leases
 
-    def migrate(self, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
-        """Apply the migrations this file has not had, each with its ``schema_version`` row,
-        all in one transaction (two processes opening a new file never see half a schema).
-        Returns the versions applied."""
-        applied: list[int] = []
-        if self._current_version() >= migrations[-1].version:
-            return applied  # up to date: no write transaction (the demo reads while it runs)
-        with self._writing() as conn:
-            conn.execute(SCHEMA_VERSION)
-            (current,) = conn.execute(
-                "SELECT coalesce(max(version), 0) FROM schema_version"
-            ).fetchone()
-            for migration in migrations:
-                if migration.version <= current:
-                    continue
-                migration.apply(conn)
-                conn.execute(
-                    "INSERT INTO schema_version VALUES (?, ?, ?)",
-                    (migration.version, migration.name, time.time_ns()),
-                )
-                applied.append(migration.version)
-        return applied
+    def hold_lease(self, name: str) -> bool:
+        """A lock file beside the database (``gateway.db.lease-<name>``) held with ``flock``:
+        one holder per file across processes, freed by the kernel when the holder dies."""
+        with self._lock:
+            if name in self._leases:
+                return True
+            handle = open(f"{self.path}.lease-{name}", "ab")  # noqa: SIM115 - held open
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return False
+            os.chmod(handle.name, 0o600)
+            self._leases[name] = handle
+            return True
 
-    def _current_version(self) -> int:
-        try:
-            return self.schema_version()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return 0
-            raise
-
-    def schema_version(self) -> int:
-        with self.reading() as conn:
-            (version,) = conn.execute(
-                "SELECT coalesce(max(version), 0) FROM schema_version"
-            ).fetchone()
-        return int(version)
+    def release_lease(self, name: str) -> None:
+        with self._lock:
+            handle = self._leases.pop(name, None)
+            if handle is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                handle.close()

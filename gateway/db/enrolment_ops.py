@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.core import Core
 
 _TOKEN = (
     "SELECT token_hash, workplace, created_ns, expires_ns, created_by, note, used_ns, used_by "
@@ -13,7 +13,7 @@ _TOKEN = (
 )
 
 
-class EnrolmentOps(SQLiteCore):
+class EnrolmentOps(Core):
     # ------------------------------------------------------------------ enrolment tokens
 
     def add_token(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.core import Core
 
 InboxRow = tuple[Any, ...]
 """(terminal, seq, event_id, digest, body, alg, kid, sig, workplace, kind, badge, wall_ns,
@@ -18,7 +18,7 @@ AlertRow = tuple[Any, ...]
 """(at_ns, terminal, seq, kind, stored_digest, offered_digest, offered_body, detail)."""
 
 
-class InboxOps(SQLiteCore):
+class InboxOps(Core):
     def held_events(
         self, wanted: Mapping[str, Iterable[int]]
     ) -> dict[tuple[str, int], tuple[bytes, bytes]]:
@@ -93,7 +93,8 @@ class InboxOps(SQLiteCore):
             return conn.execute(
                 "SELECT terminal, prev + 1, seq - 1 FROM ("
                 "  SELECT terminal, seq, LAG(seq, 1, 0) OVER (PARTITION BY terminal ORDER BY seq)"
-                f"  AS prev FROM inbox {where}) WHERE seq > prev + 1 ORDER BY terminal, seq",
+                f"  AS prev FROM inbox {where}) AS runs WHERE seq > prev + 1 "
+                "ORDER BY terminal, seq",
                 args,
             ).fetchall()
 

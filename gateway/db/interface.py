@@ -1,4 +1,4 @@
-"""What any backend of the gateway database provides (SQLite now, PostgreSQL next).
+"""What any backend of the gateway database provides (SQLite, PostgreSQL).
 
 The stores program against :class:`GatewayDB`; the contract suite
 (``tests/contract/test_gateway_db.py``) runs the same checks on every backend. Rows read by
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from siteclock.gateway.db.console_ops import RegistrationFilter
 
 Row: TypeAlias = Any
-"""A row read by column name (``sqlite3.Row`` in the SQLite backend)."""
+"""A row read by index and by column name (``sqlite3.Row`` on SQLite, ``dialect.Row`` on
+PostgreSQL)."""
 
 
 class GatewayDB(Protocol):
@@ -34,6 +35,12 @@ class GatewayDB(Protocol):
 
     def migrate(self) -> list[int]: ...
     def schema_version(self) -> int: ...
+    def hold_lease(self, name: str) -> bool:
+        """Whether this object holds the lease ``name`` (taken when free): a background job
+        runs its turn only when it does, so one gateway of several runs it at a time."""
+        ...
+
+    def release_lease(self, name: str) -> None: ...
 
     # inbox
     def held_events(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.core import Core
 
 
-class ReadOps(SQLiteCore):
+class ReadOps(Core):
     def event_journeys(self) -> list[Any]:
         """Every stored event with its relay row (if any), in arrival order: ``terminal,
         seq, kind, badge, flags, state, ciao_id, validity, remarks, last_error, notified,

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.core import Core
 
 _WORKER = "SELECT w.ref, w.name, w.inss_enc, w.employer_id, w.employer_kind, w.capacity "
 
 
-class RegistryOps(SQLiteCore):
+class RegistryOps(Core):
     def _registry_change(self, sql: str, args: tuple[Any, ...]) -> None:
         with self._writing() as conn:
             conn.execute(sql, args)

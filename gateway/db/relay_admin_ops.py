@@ -7,13 +7,13 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.core import Core
 
 NOT_BEFORE_KEY = "ciao_not_before_ns"
 """``relay_meta`` key: the latest Retry-After instant (wall ns), so a restart honours it too."""
 
 
-class RelayAdminOps(SQLiteCore):
+class RelayAdminOps(Core):
     # ------------------------------------------------------------------ Retry-After
 
     def not_before_ns(self) -> int:
@@ -91,7 +91,7 @@ class RelayAdminOps(SQLiteCore):
     ) -> list[sqlite3.Row]:
         """Rows (with their tap's badge and kind) matching every given criterion; ``worker``
         is a worker reference or a badge."""
-        where: list[str] = ["1"]
+        where: list[str] = ["1=1"]
         args: list[Any] = []
         if keys:
             where.append("(r.terminal, r.seq) IN (VALUES " + ",".join("(?,?)" for _ in keys) + ")")

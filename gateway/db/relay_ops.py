@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.core import Core
 
 SENDABLE = ("queued", "awaiting_clock_sync")
 UNSYNCED_LIKE = '%"clock_unsynced"%'
@@ -23,7 +23,7 @@ Update = tuple[tuple[str, int], Mapping[str, Any]]
 """``((terminal, seq), {column: value})``: the columns to set on one registration."""
 
 
-class RelayOps(SQLiteCore):
+class RelayOps(Core):
     # ------------------------------------------------------------------ new and recovered rows
 
     def take_new_events(self, now_ns: int, *, full: bool) -> int:
@@ -141,7 +141,9 @@ class RelayOps(SQLiteCore):
     def still_sendable(self, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
         """Which of ``keys`` are still sendable: another writer, such as a badge enrolment,
         may have claimed a row since it was read. Call it inside the ``atomic()`` block that
-        marks them submitted."""
+        marks them submitted. On a backend with row locks (:attr:`CLAIM_LOCK`) it is the
+        claim: rows another writer holds are skipped, and the rows found stay locked until the
+        block commits, so no two gateways' relays submit one row."""
         keys = list(keys)
         if not keys:
             return set()
@@ -150,7 +152,7 @@ class RelayOps(SQLiteCore):
             found = conn.execute(
                 f"SELECT terminal, seq FROM registrations "
                 f"WHERE state IN ('queued','awaiting_clock_sync') "
-                f"AND (terminal, seq) IN (VALUES {wanted})",
+                f"AND (terminal, seq) IN (VALUES {wanted}){self.CLAIM_LOCK}",
                 [v for key in keys for v in key],
             )
             return {(terminal, seq) for terminal, seq in found}

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.core import Core
 from siteclock.gateway.db.schema import INBOX_BADGE_INDEX
 from siteclock.protocol import NON_ATTENDANCE_FLAGS
 
@@ -24,8 +24,13 @@ Decision = tuple[Any, ...]
 """(terminal, seq, workplace, worker_ref, wall_ns, kind, ciao_type, issues, decided_ns)."""
 
 
-class SequenceOps(SQLiteCore):
+class SequenceOps(Core):
     _badge_index = False
+    _NEWEST_PER_WORKER = (
+        # SQLite takes the bare columns from the row holding max() (PostgreSQL overrides it)
+        "SELECT worker_ref, kind, ciao_type, max(wall_ns) FROM worker_sequence "
+        "WHERE workplace=? AND wall_ns>=? GROUP BY worker_ref"
+    )
 
     def index_inbox_by_badge(self) -> None:
         """A worker's taps are found in the inbox by badge and time (the sequence check's
@@ -150,11 +155,7 @@ class SequenceOps(SQLiteCore):
             ).fetchone()
             if last is None:
                 return []
-            return conn.execute(
-                "SELECT worker_ref, kind, ciao_type, max(wall_ns) FROM worker_sequence "
-                "WHERE workplace=? AND wall_ns>=? GROUP BY worker_ref",
-                (workplace, last - window_ns),
-            ).fetchall()
+            return conn.execute(self._NEWEST_PER_WORKER, (workplace, last - window_ns)).fetchall()
 
     @staticmethod
     def _newest_stored_tap_sql(future_slack_ns: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from siteclock.gateway.db.console_ops import ConsoleOps
+from siteclock.gateway.db.core import SQLiteCore
 from siteclock.gateway.db.enrolment_ops import EnrolmentOps
 from siteclock.gateway.db.inbox_ops import InboxOps
 from siteclock.gateway.db.reads import ReadOps
@@ -23,5 +24,6 @@ class SQLiteGatewayDB(
     EnrolmentOps,
     ReadOps,
     ConsoleOps,
+    SQLiteCore,
 ):
     """The gateway database in one SQLite file (see :class:`~.interface.GatewayDB`)."""

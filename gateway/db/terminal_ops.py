@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.core import Core
 
 
-class TerminalOps(SQLiteCore):
+class TerminalOps(Core):
     def add_terminal(self, terminal_id: str, workplace: str, status: str, at_ns: int) -> None:
         with self._writing() as conn:
             conn.execute(

@@ -15,9 +15,12 @@
 #      On a read-only (overlay) root, mount a persistent partition there first.
 #   4. A virtual environment /opt/siteclock/venv with siteclock installed into it, and a
 #      /usr/local/bin/siteclock link for the installer.
-#   5. systemd units, udev rules for USB readers, the NFC module blacklist, and (terminal) the
-#      UART boot configuration for a PN532 on GPIO14/15 with the serial console removed.
-#   6. systemctl daemon-reload, enable the unit (it starts once provisioned), reload udev.
+#   5. systemd units (terminal: siteclock-terminal; gateway: siteclock-broker, siteclock-gateway,
+#      siteclock-enrolment, and Debian's own mosquitto.service disabled), udev rules for USB
+#      readers, the NFC module blacklist, and (terminal) the UART boot configuration for a
+#      PN532 on GPIO14/15 with the serial console removed.
+#   6. systemctl daemon-reload, enable the units (each starts once its config exists), reload
+#      udev. A Debian server: deploy/gateway/install-debian.sh runs this, then gateway init.
 #
 # Testing: SITECLOCK_ROOT=/some/dir makes every file land under that directory instead of /, and
 # the commands that change the system (apt-get, useradd, usermod, chown, python -m venv, pip,
@@ -142,9 +145,16 @@ mkdir -p "$ROOT/usr/local/bin"
 ln -sfn "$VENV/bin/siteclock" "$ROOT/usr/local/bin/siteclock"
 
 # --------------------------------------------------------------------------- 5. system files
-UNIT="siteclock-$ROLE.service"
-say "systemd unit $UNIT"
-put "$HERE/$UNIT" "/etc/systemd/system/$UNIT" 0644
+if [ "$ROLE" = terminal ]; then
+    UNITS="siteclock-terminal.service"
+else
+    # Every long-running part of a gateway server has its unit.
+    UNITS="siteclock-broker.service siteclock-gateway.service siteclock-enrolment.service"
+fi
+say "systemd units $UNITS"
+for unit in $UNITS; do
+    put "$HERE/$unit" "/etc/systemd/system/$unit" 0644
+done
 if [ "$ROLE" = terminal ]; then
     say "udev rules and NFC module blacklist for USB readers"
     put "$HERE/60-siteclock-readers.rules" /etc/udev/rules.d/60-siteclock-readers.rules 0644
@@ -172,8 +182,12 @@ if [ "$ROLE" = terminal ] && [ "$BOOT_CONFIG" = yes ] && [ -f "$BOOT_DIR/config.
 fi
 
 # --------------------------------------------------------------------------- 6. activate
+if [ "$ROLE" = gateway ]; then
+    # One broker per server: ours runs the site's configuration (siteclock-broker.service).
+    act systemctl disable --now mosquitto.service
+fi
 act systemctl daemon-reload
-act systemctl enable "$UNIT"
+act systemctl enable $UNITS
 if [ "$ROLE" = terminal ]; then
     act udevadm control --reload-rules
     act udevadm trigger --subsystem-match=usb
@@ -181,9 +195,12 @@ fi
 
 say "done."
 if [ "$ROLE" = terminal ]; then
-    say "next: siteclock provision run --gateway https://<gateway>:8443 \\"
-    say "        --workplace <DoW reference or QR URL> --lat <lat> --lon <lon> --terminal-id <id>"
-    say "(the unit starts by itself once /var/lib/siteclock/terminal.toml exists)"
+    say "next: siteclock provision run --gateway https://<gateway>:8443 --terminal-id <id> \\"
+    say "        --workplace <DoW reference or QR URL> --coordinates '<lat>, <lon>' \\"
+    say "        --ca-fingerprint <from the employer> --reader tty:AMA0:pn532"
+    say "(it asks for the enrolment token; the unit starts once /var/lib/siteclock/terminal.toml exists)"
 else
-    say "next: write /etc/siteclock/gateway.toml, then: systemctl start $UNIT"
+    say "next: siteclock gateway init --hostname <name terminals use for this server>"
+    say "      systemctl start $UNITS"
+    say "      siteclock gateway check --config /etc/siteclock/gateway.toml"
 fi

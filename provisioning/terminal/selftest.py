@@ -7,9 +7,12 @@ Checks, in the order an installer fixes problems:
 3. **end to end**: the test tap is recorded in the outbox, signed, sent, and acknowledged by the
    gateway (stored in its inbox): the whole path a worker's tap takes. The event carries the
    flag ``selftest`` so the gateway and the dashboard can tell it from a real registration;
-4. **clock**: synchronised or not (a WARN, not a FAIL: taps are recorded regardless and flagged;
+4. **roster**: the gateway's signed roster for this terminal arrives and verifies with the
+   roster keys of its configuration (a FAIL without them: workers would not be greeted and
+   blocked badges not flagged, issue 11 Seen 3);
+5. **clock**: synchronised or not (a WARN, not a FAIL: taps are recorded regardless and flagged;
    DESIGN decision 4);
-5. **disk**: enough free space for the outbox.
+6. **disk**: enough free space for the outbox.
 
 Run it with the terminal service stopped: the reader device can have one owner only.
 
@@ -212,6 +215,68 @@ def check_end_to_end(cfg: TerminalConfig, badge: str, timeout_s: float) -> Check
             uplink.stop()
 
 
+ROSTER_GRACE_S = 2.0
+"""After subscribing, how long the retained roster has to arrive (the broker sends it with
+the subscription: a roster the gateway has published is there at once)."""
+
+
+def check_roster(cfg: TerminalConfig, timeout_s: float) -> Check:
+    """Wait for the gateway's retained roster and verify it with the configured roster keys."""
+    from siteclock.terminal.outbox import Outbox
+    from siteclock.terminal.uplink import Uplink
+    from siteclock.waits import Wait
+
+    if cfg.uplink is None:
+        return Check("roster", Verdict.FAIL, "no [uplink] in the configuration")
+    applied: list[Roster] = []
+    refused: list[Wait] = []
+    settled = threading.Event()
+
+    def on_roster(roster: Roster) -> None:
+        applied.append(roster)
+        settled.set()
+
+    def on_refused(problem: Wait | None) -> None:
+        if problem is not None:
+            refused.append(problem)
+            settled.set()
+
+    signer = identity.load(cfg.key_path)
+    with Outbox(
+        cfg.outbox_path, signer=signer, terminal_id=cfg.terminal_id, workplace=cfg.workplace
+    ) as box:
+        uplink = Uplink(
+            cfg.uplink, terminal_id=cfg.terminal_id, outbox=box,
+            status=lambda: {"state": "online", "selftest": True},
+            on_roster=on_roster, on_roster_refused=on_refused,
+        )  # fmt: skip
+        if not refused:  # without keys it is refused before it connects
+            uplink.start()
+            try:
+                deadline = time.monotonic() + timeout_s
+                while not uplink.connected and time.monotonic() < deadline:
+                    if settled.wait(0.05):
+                        break
+                settled.wait(ROSTER_GRACE_S)
+            finally:
+                uplink.stop()
+    if refused:
+        problem = refused[-1]
+        return Check("roster", Verdict.FAIL, f"{problem.cause}; next: {problem.next_step}")
+    if applied:
+        roster = applied[-1]
+        return Check(
+            "roster", Verdict.PASS,
+            f"version {roster.version} verified, {len(roster.entries)} badge(s)",
+        )  # fmt: skip
+    return Check(
+        "roster",
+        Verdict.WARN,
+        "no roster from the gateway yet (it sends one to each active terminal within "
+        "seconds: is the gateway running? rerun the self-test in a minute)",
+    )
+
+
 def check_clock(read: Callable[[], ClockState] | None = None) -> Check:
     if read is None:
         from siteclock.terminal.clock import read_clock as read
@@ -276,6 +341,8 @@ def run_selftest(
         add(Check("end to end", Verdict.FAIL, "skipped: the broker is not reachable"))
     else:
         add(check_end_to_end(cfg, badge, ack_timeout_s))
+    if report.checks[-1].verdict is Verdict.PASS:  # the gateway answers: its roster must too
+        add(check_roster(cfg, ack_timeout_s))
     add(check_clock())
     add(check_disk(cfg.data_dir))
     return report

@@ -1,4 +1,5 @@
-"""The backends the gateway-database contract runs on: SQLite now; PostgreSQL joins here."""
+"""The backends the gateway-database contract runs on: SQLite, and a real PostgreSQL server
+started for the session (``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,25 @@ from pathlib import Path
 import pytest
 
 from siteclock.gateway.db import GatewayDB, SQLiteGatewayDB
-
-BACKENDS: dict[str, Callable[[Path], GatewayDB]] = {
-    "sqlite": lambda tmp: SQLiteGatewayDB(tmp / "gateway.db"),
-}
+from siteclock.gateway.db.postgres_backend import PostgresGatewayDB
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=["sqlite", "postgresql"])
 def open_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], GatewayDB]]:
     """Opens the same database again on each call (a second process, a restart)."""
     opened: list[GatewayDB] = []
+    if request.param == "sqlite":
+
+        def connect() -> GatewayDB:
+            return SQLiteGatewayDB(tmp_path / "gateway.db")
+    else:
+        url = request.getfixturevalue("postgres").fresh_url()
+
+        def connect() -> GatewayDB:
+            return PostgresGatewayDB(url)
 
     def make() -> GatewayDB:
-        db = BACKENDS[request.param](tmp_path)
+        db = connect()
         opened.append(db)
         return db
 

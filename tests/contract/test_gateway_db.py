@@ -270,3 +270,16 @@ def test_sequence_decisions_first_one_wins(db: GatewayDB) -> None:
     assert db.prior_decision(SITE, "w-1", 200, (T, 2)) == ("in", 100)
     assert db.decided_later(SITE, "w-1", 50, 6) is True
     assert db.sequence_issues() == []
+
+
+def test_each_workers_newest_decision_within_the_window(db: GatewayDB) -> None:
+    db.record_decisions([
+        (T, 1, SITE, "w-1", 100, "in", "in", "", 5),
+        (T, 2, SITE, "w-1", 300, "break_start", "out", "", 6),
+        (T, 3, SITE, "w-2", 200, "in", "in", "", 7),
+        (T, 4, SITE, "w-3", 10, "in", "in", "", 8),  # outside the window
+        (T, 5, "1Y1003SQ5VSSX", "w-1", 900, "out", "out", "", 9),  # another workplace
+    ])  # fmt: skip
+    newest = sorted(tuple(row) for row in db.newest_decisions(SITE, 150))
+    assert newest == [("w-1", "break_start", "out", 300), ("w-2", "in", "in", 200)]
+    assert db.newest_decisions("1Y1003SQ5VSSY", 150) == []

@@ -13,6 +13,7 @@ and the CIaO simulator over HTTP, with genuinely signed events.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -266,3 +267,36 @@ def test_an_older_relay_database_gets_the_clock_columns(tmp_path: Path) -> None:
         None,
         None,
     )
+
+
+def test_held_taps_are_said_loudly_while_they_wait(
+    tmp_path: Path, sim: SimServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11, Seen 6: taps held for a clock sync used to wait ten minutes in silence; the
+    gateway now says which terminal, why and for how long, again every minute, then when
+    they go."""
+    world, clock = world_with_clock(tmp_path, sim, unsynced_hold_s=600.0, unsynced_recheck_s=1.0)
+    feed = TerminalFeed("t-clock-03", WORKPLACE)
+    registry_for(world, feed)
+    insert(
+        world.db, [tap(feed, world.people[0].badge, boot_id="boot-C", boot_ns=5 * S, synced=False)]
+    )
+    relay = world.relay  # type: ignore[attr-defined]
+    with caplog.at_level(logging.INFO, logger="siteclock.waits"):
+        for _ in range(130):  # 130 s of relay turns, each recheck (1 s) looks at the tap again
+            relay.run_once()
+            clock.shift_ns += S
+        held = [
+            r for r in caplog.records if r.getMessage() == "gateway holding taps for a clock sync"
+        ]
+        assert len(held) == 3  # at 0, 60 and 120 s: repeated, rate-limited
+        assert "t-clock-03" in held[0].fields["cause"]  # type: ignore[attr-defined]
+        assert "600 s" in held[0].fields["cause"]  # type: ignore[attr-defined]
+        waited = [r.fields["waited_s"] for r in held]  # type: ignore[attr-defined]
+        assert waited[1:] == pytest.approx([60.0, 120.0], abs=5.0)  # real time adds a little
+        (waiting,) = relay.clock_holds.waiting()
+        assert waiting.startswith("t-clock-03: taps held for a clock sync for 1")
+        clock.shift_ns += 600 * S  # the hold ends: the tap goes with the terminal's own time
+        world.run_until_final()
+    assert "gateway holding taps for a clock sync: over" in caplog.text
+    assert relay.clock_holds.waiting() == []

@@ -130,7 +130,7 @@ def running_sim(**options: Any) -> Iterator[SimServer]:
 class World:
     """A gateway database (inbox + registry + relay tables), a simulator and a relay."""
 
-    db: Path
+    db: Path | str
     registry: Registry
     people: list[Person]
     sim: object
@@ -169,12 +169,15 @@ def make_world(
     workers: int = 10,
     read_s: float = 1.0,
     policy: PolicyConfig = FAST_POLICY,
+    db: Path | str | None = None,
     **relay_options: object,
 ) -> World:
+    """``db``: the gateway database (a PostgreSQL URL...); a SQLite file in ``tmp_path`` by
+    default."""
     from siteclock.gateway.relay import Relay, RelayConfig
     from tests.support.inbox import create_inbox
 
-    db = tmp_path / "gateway.db"
+    db = db or tmp_path / "gateway.db"
     create_inbox(db)
     registry = Registry(db, tmp_path / "inss.key")
     people = populate(registry, workers)

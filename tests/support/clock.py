@@ -33,3 +33,14 @@ class CompressedClock:
     def skipped_s(self) -> float:
         with self._lock:
             return self._skipped
+
+
+class ManualClock:
+    """Seconds that move only when the test moves them (``clock.now += 60``): for code that
+    takes a ``Callable[[], float]`` clock, such as :class:`siteclock.waits.WaitReporter`."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now

@@ -13,13 +13,14 @@ import uuid
 from pathlib import Path
 
 from siteclock import protocol as p
-from siteclock.gateway.db import SQLiteGatewayDB
+from siteclock.gateway.db import open_gateway_db
 from siteclock.keys import Ed25519Signer
 
 
 def create_inbox(db_path: Path | str) -> None:
-    """Create the gateway database at ``db_path`` (every table, through its migrations)."""
-    SQLiteGatewayDB(db_path).close()
+    """Create the gateway database at ``db_path`` (a file or a database URL: every table,
+    through its migrations)."""
+    open_gateway_db(db_path)[0].close()
 
 
 KEYS: dict[str, bytes] = {}
@@ -94,7 +95,7 @@ def insert(db_path: Path | str, events: list[p.SignedEvent]) -> None:
                 time.time_ns(),
             )
         )
-    db = SQLiteGatewayDB(db_path)
+    db, _ = open_gateway_db(db_path)
     try:
         db.store_events(rows)
     finally:

@@ -17,6 +17,9 @@ import pytest
 
 PI = Path(__file__).resolve().parents[2] / "hw" / "pi"
 UNITS = ["siteclock-terminal.service", "siteclock-gateway.service"]
+"""The services siteclock itself runs (Type=notify, watchdog)."""
+SERVER_UNITS = ["siteclock-broker.service", "siteclock-enrolment.service"]
+"""The gateway server's other long-running parts: Mosquitto and the enrolment endpoint."""
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 STOCK_UNITS = Path("/usr/lib/systemd/system")
 
@@ -32,17 +35,18 @@ def parse(name: str) -> configparser.ConfigParser:
 def unit_root(tmp_path: Path) -> Path:
     root = tmp_path / "root"
     shutil.copytree(STOCK_UNITS, root / "usr/lib/systemd/system", symlinks=True)
-    exe = root / "opt/siteclock/venv/bin/siteclock"
-    exe.parent.mkdir(parents=True)
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
+    for name in ("opt/siteclock/venv/bin/siteclock", "usr/sbin/mosquitto", "bin/kill"):
+        exe = root / name
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
     return root
 
 
 @pytest.mark.skipif(
     SYSTEMD_ANALYZE is None or not STOCK_UNITS.is_dir(), reason="systemd-analyze not available"
 )
-@pytest.mark.parametrize("name", UNITS)
+@pytest.mark.parametrize("name", UNITS + SERVER_UNITS)
 def test_unit_passes_systemd_analyze_verify(unit_root: Path, name: str) -> None:
     target = unit_root / "etc/systemd/system" / name
     target.parent.mkdir(parents=True)
@@ -101,3 +105,26 @@ def test_terminal_unit_groups_are_serial_and_gpio_only() -> None:
     service = parse("siteclock-terminal.service")["Service"]
     assert sorted(service["SupplementaryGroups"].split()) == ["dialout", "gpio"]
     assert "SupplementaryGroups" not in parse("siteclock-gateway.service")["Service"]
+
+
+def test_broker_unit_gives_mosquitto_many_file_descriptors() -> None:
+    """Issue 11, Seen 9: one descriptor per terminal; the default 1024 would refuse a site's
+    terminals past about a thousand (the terminals' listener allows 2000)."""
+    service = parse("siteclock-broker.service")["Service"]
+    assert int(service["LimitNOFILE"]) >= 65536
+    assert service["ExecStart"].split() == [
+        "/usr/sbin/mosquitto", "-c", "/etc/siteclock/broker/mosquitto.conf",
+    ]  # fmt: skip
+    assert "HUP" in service["ExecReload"]
+
+
+def test_enrolment_unit_runs_the_enrolment_endpoint_with_least_privilege() -> None:
+    """Issue 11, Seen 9: the enrolment server has a unit; it may signal the broker (another
+    user) after each enrolment, and nothing else."""
+    service = parse("siteclock-enrolment.service")["Service"]
+    assert service["ExecStart"].split()[1:4] == ["provision", "serve", "$ENROLMENT_ARGS"]
+    assert service["EnvironmentFile"] == "/etc/siteclock/enrolment.env"
+    assert service["User"] == "siteclock"
+    assert service["SupplementaryGroups"] == "mosquitto"
+    assert service["AmbientCapabilities"] == service["CapabilityBoundingSet"] == "CAP_KILL"
+    assert "/etc/siteclock/broker" in service["ReadWritePaths"].split()
