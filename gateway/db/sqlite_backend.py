@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from siteclock.gateway.db.alert_ops import AlertOps
 from siteclock.gateway.db.enrolment_ops import EnrolmentOps
+from siteclock.gateway.db.health_ops import HealthOps
 from siteclock.gateway.db.inbox_ops import InboxOps
 from siteclock.gateway.db.reads import ReadOps
 from siteclock.gateway.db.registry_ops import RegistryOps
@@ -21,5 +23,7 @@ class SQLiteGatewayDB(
     SequenceOps,
     EnrolmentOps,
     ReadOps,
+    HealthOps,
+    AlertOps,
 ):
     """The gateway database in one SQLite file (see :class:`~.interface.GatewayDB`)."""
