@@ -202,3 +202,20 @@ class HealthOps(SQLiteCore):
                 (at_ns, resolution, by, alert_id),
             ).rowcount
         return bool(done)
+
+    # ------------------------------------------------------------------ what the metrics read
+
+    def relay_latencies_since(
+        self, after_ns: int, limit: int = 10_000
+    ) -> list[tuple[int, float]]:
+        """``(submitted_ns, seconds from the relay taking the event to its submission)`` of
+        registrations submitted after ``after_ns``, oldest first (through their index)."""
+        with self.reading() as conn:
+            return [
+                (int(s), (s - c) / 1e9)
+                for s, c in conn.execute(
+                    "SELECT submitted_ns, created_ns FROM registrations WHERE submitted_ns > ? "
+                    "ORDER BY submitted_ns LIMIT ?",
+                    (after_ns, limit),
+                )
+            ]
