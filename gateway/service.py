@@ -33,7 +33,7 @@ from pathlib import Path
 
 from siteclock import log as sclog
 from siteclock.config import ConfigError, load
-from siteclock.gateway.alerts import HealthWatch
+from siteclock.gateway.alerts.watch import HealthWatch
 from siteclock.gateway.ciao.auth import load_private_key
 from siteclock.gateway.ciao.client import CiaoClient, Timeouts
 from siteclock.gateway.ciao.environments import resolve

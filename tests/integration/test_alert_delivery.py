@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from siteclock.files import write_secret
-from siteclock.gateway.alerts import AlertConfig, AlertDelivery, AppriseChannel
-from siteclock.gateway.alerts.config import UrlsFileError, read_urls
+from siteclock.gateway.alerts.config import AlertConfig, UrlsFileError, read_urls
+from siteclock.gateway.alerts.delivery import AlertDelivery, AppriseChannel
 from siteclock.gateway.db import SQLiteGatewayDB
 from tests.unit.test_terminal_health import Clock
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from siteclock.files import write_secret
-from siteclock.gateway.alerts import AlertConfig
+from siteclock.gateway.alerts.config import AlertConfig
 from siteclock.gateway.config import GatewayConfig
 from siteclock.gateway.db import SQLiteGatewayDB
 from siteclock.gateway.service import Gateway

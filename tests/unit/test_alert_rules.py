@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from siteclock.gateway.alerts import AlertConfig, AlertRules, resolve_by_person
+from siteclock.gateway.alerts.config import AlertConfig
+from siteclock.gateway.alerts.rules import AlertRules, resolve_by_person
 from siteclock.gateway.db import SQLiteGatewayDB
 from siteclock.gateway.terminal_health import HealthConfig, TerminalHealth
 from siteclock.gateway.terminals import DISABLED, TerminalRegistry
