@@ -3,6 +3,8 @@ database, and no INSS, worker reference or badge anywhere in what it serves."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,23 @@ def test_the_figures_come_from_the_gateway_database(world) -> None:
     # the histogram counts each submission once across scrapes
     _, again = scrape(endpoint, token)
     assert again[("siteclock_relay_latency_seconds_count", ())] == 2
+
+
+def test_the_sample_dashboard_asks_only_for_metrics_that_exist(world) -> None:
+    """docs/grafana-dashboard.json stays true to the code: every ``siteclock_*`` name in its
+    queries is one the collector serves (a renamed metric fails here, not in a site's Grafana)."""
+    db, clock, health, endpoint, token = world
+    health.on_status(T, heartbeat())
+    db.raise_alert("k", "backlog", T, "m", "/x", clock.ns)
+    text, _ = scrape(endpoint, token)
+    served = {f.name for f in text_string_to_metric_families(text)}
+    served |= {f"{n}_total" for n in served} | {f"{n}_bucket" for n in served}
+    dashboard = json.loads((Path(__file__).parents[2] / "docs/grafana-dashboard.json").read_text())
+    asked = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"siteclock_[a-z_]+", target["expr"])
+    }
+    assert asked
+    assert asked <= served, asked - served
