@@ -214,9 +214,17 @@ def _health_and_alerts(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _token_revocation(conn: sqlite3.Connection) -> None:
+    """An enrolment token can be revoked before it is used (``provision token revoke``): when
+    and by whom is kept, the row stays for the audit trail."""
+    conn.execute("ALTER TABLE enrol_tokens ADD COLUMN revoked_ns INTEGER")
+    conn.execute("ALTER TABLE enrol_tokens ADD COLUMN revoked_by TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the schema of the separate stores", _initial),
     Migration(3, "terminal health, refusals per terminal, console alerts", _health_and_alerts),
+    Migration(4, "enrolment tokens can be revoked", _token_revocation),
 )
 
 SCHEMA_VERSION = """
