@@ -219,3 +219,11 @@ class HealthOps(SQLiteCore):
                     (after_ns, limit),
                 )
             ]
+
+    def terminal_audit_rows(self, terminal: str, limit: int = 100) -> list[Row]:
+        """The terminal's audit trail (``at_ns, action, detail``), newest first."""
+        return self._rows(
+            "SELECT at_ns, action, detail FROM terminal_audit WHERE terminal = ? "
+            "ORDER BY at_ns DESC LIMIT ?",
+            (terminal, limit),
+        )
