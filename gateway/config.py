@@ -41,6 +41,7 @@ from pathlib import Path
 
 from siteclock.gateway.alerts.config import AlertConfig
 from siteclock.gateway.ciao.environments import CiaoConfig
+from siteclock.gateway.console.config import ConsoleConfig
 from siteclock.gateway.relay_config import RelayConfig
 from siteclock.gateway.sequence import SequenceConfig
 from siteclock.gateway.terminal_health import HealthConfig
@@ -106,6 +107,8 @@ class GatewayConfig:
     """When a silent terminal counts as offline (docs/alerts.md)."""
     alerts: AlertConfig = field(default_factory=AlertConfig)
     """Alert thresholds, the console's address for links, Apprise URLs (docs/alerts.md)."""
+    console: ConsoleConfig | None = None
+    """The employer's console over HTTPS (docs/console.md); without it, none is served."""
 
     @property
     def inss_key_path(self) -> Path:

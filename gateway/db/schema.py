@@ -214,6 +214,43 @@ def _health_and_alerts(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+CONSOLE = """
+CREATE TABLE IF NOT EXISTS console_users(
+  username TEXT PRIMARY KEY, password_hash TEXT NOT NULL,
+  role TEXT NOT NULL CHECK (role IN ('admin', 'site_manager')),
+  language TEXT NOT NULL DEFAULT 'en', disabled INTEGER NOT NULL DEFAULT 0,
+  created_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS console_user_sites(
+  username TEXT NOT NULL REFERENCES console_users(username) ON DELETE CASCADE,
+  workplace TEXT NOT NULL,
+  PRIMARY KEY (username, workplace));
+-- The cookie carries a random token; only its SHA-256 is kept, so a copy of the database
+-- opens no session. Each session has its own CSRF token.
+CREATE TABLE IF NOT EXISTS console_sessions(
+  token_hash TEXT PRIMARY KEY, username TEXT NOT NULL, csrf TEXT NOT NULL,
+  created_ns INTEGER NOT NULL, seen_ns INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS console_sessions_user ON console_sessions(username);
+CREATE TABLE IF NOT EXISTS console_audit(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at_ns INTEGER NOT NULL, username TEXT NOT NULL,
+  action TEXT NOT NULL, detail TEXT NOT NULL, remote TEXT NOT NULL DEFAULT '');
+-- A person's answer to a registration that needs one (a rejection read and handled...).
+CREATE TABLE IF NOT EXISTS console_resolutions(
+  terminal TEXT NOT NULL, seq INTEGER NOT NULL, at_ns INTEGER NOT NULL,
+  username TEXT NOT NULL, comment TEXT NOT NULL,
+  PRIMARY KEY (terminal, seq));
+-- The registrations page pages newest first by tap time, per worksite (keyset pagination).
+CREATE INDEX IF NOT EXISTS inbox_workplace_time ON inbox(workplace, wall_ns, terminal, seq);
+CREATE INDEX IF NOT EXISTS inbox_time ON inbox(wall_ns, terminal, seq);
+"""
+
+
+def _console(conn: sqlite3.Connection) -> None:
+    """The employer's console: accounts, their worksites, sessions, audit trail, resolutions,
+    and the indexes its registrations page reads by."""
+    for statement in statements(CONSOLE):
+        conn.execute(statement)
+
+
 def _token_revocation(conn: sqlite3.Connection) -> None:
     """An enrolment token can be revoked before it is used (``provision token revoke``): when
     and by whom is kept, the row stays for the audit trail."""
@@ -223,6 +260,7 @@ def _token_revocation(conn: sqlite3.Connection) -> None:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the schema of the separate stores", _initial),
+    Migration(2, "the employer's console: accounts, sessions, audit", _console),
     Migration(3, "terminal health, refusals per terminal, console alerts", _health_and_alerts),
     Migration(4, "enrolment tokens can be revoked", _token_revocation),
 )

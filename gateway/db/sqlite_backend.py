@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from siteclock.gateway.db.alert_ops import AlertOps
+from siteclock.gateway.db.console_ops import ConsoleOps
 from siteclock.gateway.db.enrolment_ops import EnrolmentOps
 from siteclock.gateway.db.health_ops import HealthOps
 from siteclock.gateway.db.inbox_ops import InboxOps
@@ -25,5 +26,6 @@ class SQLiteGatewayDB(
     ReadOps,
     HealthOps,
     AlertOps,
+    ConsoleOps,
 ):
     """The gateway database in one SQLite file (see :class:`~.interface.GatewayDB`)."""
