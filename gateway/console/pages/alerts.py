@@ -10,6 +10,7 @@ NSSO connection (credentials, outages) are the administrator's. See docs/alerts.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 
@@ -33,10 +34,18 @@ def _subjects() -> list[str] | None:
     return [r["terminal"] for r in rows]
 
 
+def on_this_console(link: str) -> str:
+    """An alert's link as a path on this console: the stored link starts with the configured
+    ``console_url`` (for e-mail and chat), which may not be how this browser reached it."""
+    parts = urlsplit(link)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
 def present(row: Any) -> dict[str, Any]:
     return {
         "id": row["id"], "kind": row["kind"], "subject": row["subject"],
-        "message": row["message"], "link": row["link"], "raised_ns": row["raised_ns"],
+        "message": row["message"], "link": on_this_console(row["link"]),
+        "raised_ns": row["raised_ns"],
         "resolved_ns": row["resolved_ns"], "resolution": row["resolution"],
         "resolved_by": row["resolved_by"], "sent_ns": row["sent_ns"],
         "send_error": row["send_error"] or None,
