@@ -134,6 +134,7 @@ def create_app(
         inss_key_file=inss_key_file, clock_ns=clock_ns, extras=dict(extras or {}),
     )  # fmt: skip
     app.extensions["siteclock_console"] = state
+    db.index_inbox_by_badge()  # the worker filter finds unlinked badges' taps through it
     for page in discover_pages():
         app.register_blueprint(page.blueprint)
         state.pages.append(page)

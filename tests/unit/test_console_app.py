@@ -5,11 +5,15 @@ registrations page, its actions and the audit trail."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from siteclock.gateway.console.accounts import AccountError, Accounts, Role
+from siteclock.gateway.db import SQLiteGatewayDB
+from siteclock.gateway.db.console_ops import RegistrationFilter
 from tests.support.ciao import make_enterprise
 from tests.support.console_app import (
     INSS,
@@ -21,6 +25,8 @@ from tests.support.console_app import (
     csrf_of,
     login,
 )
+
+BEFORE = Path(__file__).resolve().parents[1] / "fixtures" / "gateway_before_migrations.sql"
 
 
 @pytest.fixture
@@ -143,6 +149,8 @@ def test_an_unknown_badge_is_linked_from_its_registration(site) -> None:
     app, db, _clock = site
     c, _answer = login(app, "admin")
     token = csrf_of(c.get("/registrations/t-b/1").data)
+    c.post("/registrations/t-b/1/link", data={"worker": "w-nobody", "csrf_token": token})
+    assert db.badge_active("nfc-a:0B0B0B0B") is None
     c.post("/registrations/t-b/1/link", data={"worker": "w-ana", "csrf_token": token})
     assert db.badge_active("nfc-a:0B0B0B0B") is True
     assert db.console_audit()[0][3] == "badge.link"
@@ -193,3 +201,78 @@ def test_roll_call_lists_who_is_on_a_visible_worksite_only(site) -> None:
     assert "Ana Peeters" in c.get("/rollcall/").data.decode()
     assert c.get(f"/api/rollcall?worksite={SITE_B}").status_code == 404
     assert c.get(f"/rollcall/?worksite={SITE_B}").status_code == 404
+
+
+def test_users_page_is_for_administrators_and_its_changes_are_audited(site) -> None:
+    app, db, _clock = site
+    manager, _answer = login(app, "manager-a")
+    assert manager.get("/users/").status_code == 403
+    assert manager.get("/audit/").status_code == 403
+    assert b"/users/" not in manager.get("/registrations/").data  # not in their menu
+    admin, _answer = login(app, "admin")
+    token = csrf_of(admin.get("/users/").data)
+    bert_form = {"username": "bert", "password": PASSWORD, "role": "site_manager",
+                 "worksites": SITE_B, "language": "fr"}  # fmt: skip
+    admin.post("/users/add", data={"csrf_token": token, **bert_form})
+    assert Accounts(db).get("bert").worksites == frozenset({SITE_B})
+    bert, _answer = login(app, "bert")
+    assert bert.get("/api/registrations").status_code == 200
+    admin.post("/users/bert/update", data={"csrf_token": token, "change": "worksites",
+                                           "worksites": f"{SITE_A} {SITE_B}"})  # fmt: skip
+    assert Accounts(db).get("bert").worksites == frozenset({SITE_A, SITE_B})
+    # other worksites end bert's session: he logs in again
+    assert bert.get("/api/registrations").status_code == 401
+    admin.post("/users/bert/update", data={"csrf_token": token, "change": "disable"})
+    assert Accounts(db).get("bert") is None
+    refused = admin.post("/users/admin/update", data={"csrf_token": token, "change": "remove"},
+                         follow_redirects=True)  # fmt: skip
+    assert "cannot remove your own account" in refused.data.decode()
+    trail = admin.get("/audit/").data.decode()
+    assert "user.add" in trail
+    assert "user.update" in trail
+
+
+def test_pages_speak_the_language_asked_for_and_remember_it(site) -> None:
+    app, _db, _clock = site
+    c = client(app)
+    assert "Se connecter" in c.get("/login?lang=fr").data.decode()
+    assert "Se connecter" in c.get("/login").data.decode()  # the cookie remembers
+    assert "Aanmelden" in c.get("/login?lang=nl").data.decode()
+    fresh = client(app)
+    german_first = fresh.get("/login", headers={"Accept-Language": "de, en;q=0.5"})
+    assert "Log in" in german_first.data.decode()
+
+
+def test_an_idle_session_ends_and_a_disabled_account_is_logged_out(tmp_path: Path) -> None:
+    now = [time.time_ns()]
+    with console_site(tmp_path, clock_ns=lambda: now[0]) as (app, db, _clock):
+        c, _answer = login(app, "manager-a")
+        now[0] += 7 * 3600 * 10**9  # within the 8 h idle limit: still in
+        assert c.get("/api/registrations").status_code == 200
+        now[0] += 7 * 3600 * 10**9  # 7 h after its last use: still in
+        assert c.get("/api/registrations").status_code == 200
+        now[0] += 9 * 3600 * 10**9  # 9 h idle: out
+        assert c.get("/api/registrations").status_code == 401
+        other, _answer = login(app, "admin")
+        Accounts(db).update("admin", disabled=True)
+        assert other.get("/api/registrations").status_code == 401
+
+
+def test_a_gateway_db_from_before_the_console_gets_its_tables(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.executescript(BEFORE.read_text())
+    conn.close()
+    db = SQLiteGatewayDB(old)
+    try:
+        Accounts(db).add("an", PASSWORD, role=Role.ADMIN)
+        assert Accounts(db).check_password("an", PASSWORD) is not None
+        assert db.registrations_page(RegistrationFilter(), 10)  # the old rows, paged
+    finally:
+        db.close()
+
+
+def test_an_inss_typed_as_a_user_name_is_masked_in_the_audit_trail(site) -> None:
+    app, db, _clock = site
+    login(app, INSS, "wrong password!")
+    assert INSS not in str(db.console_audit())
