@@ -39,10 +39,11 @@ def site(tmp_path: Path):
     health.sweep()
     AlertRules(db, AlertConfig(console_url="https://c.test"), clock_ns=clock).evaluate()
     accounts = Accounts(db)
-    accounts.add("admin", PASSWORD, role=Role.ADMIN)
-    accounts.add("manager-a", PASSWORD, role=Role.SITE_MANAGER, worksites=[SITE_A])
+    accounts.add("admin", PASSWORD, role=Role.ADMIN, language="en")
+    accounts.add("manager-a", PASSWORD, role=Role.SITE_MANAGER, worksites=[SITE_A], language="en")
     token_file = tmp_path / "metrics.token"
-    app = create_app(db, ConsoleConfig(page_size=3, metrics_token_file=token_file),
+    app = create_app(db, ConsoleConfig(page_size=3, metrics_token_file=token_file,
+                                       default_language="en"),
                      clock_ns=clock)  # fmt: skip
     app.testing = True
     yield app, db, registry, token_file

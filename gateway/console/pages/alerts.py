@@ -34,6 +34,18 @@ def _subjects() -> list[str] | None:
     return [r["terminal"] for r in rows]
 
 
+def kind_labels() -> dict[str, str]:
+    """Each alert kind in the request's language."""
+    return {
+        "terminal_offline": _("terminal offline"), "backlog": _("backlog too old"),
+        "clock_unsynced": _("clock unsynchronised"), "reader_fault": _("reader fault"),
+        "disk_low": _("disk low"), "nsso_rejected": _("rejected by the NSSO"),
+        "nsso_remark": _("NSSO remark"), "sequence": _("needs a person"),
+        "nsso_auth": _("NSSO authentication"), "relay": _("NSSO connection"),
+        "security": _("security"),
+    }  # fmt: skip
+
+
 def on_this_console(link: str) -> str:
     """An alert's link as a path on this console: the stored link starts with the configured
     ``console_url`` (for e-mail and chat), which may not be how this browser reached it."""
@@ -75,7 +87,7 @@ def index() -> Any:
     rows, page, more, show_all = _listing()
     return render_template(
         "alerts.html", rows=rows, page=page, more=more, show_all=show_all, kinds=KINDS,
-        args=request.args,
+        args=request.args, labels=kind_labels(),
     )  # fmt: skip
 
 

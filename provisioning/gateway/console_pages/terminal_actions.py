@@ -81,8 +81,7 @@ def decommission(terminal_id: str) -> Any:
     if removed:
         flash(_("Terminal {t} decommissioned; its broker login is removed.", t=terminal_id), "ok")
     else:
-        flash(_("Terminal {t} decommissioned: its events are refused. Remove its broker login "
-                "on the broker host: siteclock provision decommission.", t=terminal_id), "ok")
+        flash(_("Terminal {t} decommissioned: its events are refused. Remove its broker login on the broker host: siteclock provision decommission.", t=terminal_id), "ok")  # noqa: E501 - one text to translate
     return redirect(url_for("terminals.index"))
 
 
@@ -108,12 +107,21 @@ def _scope() -> list[str] | None:
     return None if scope is None else list(scope)
 
 
+def _state_text(state: str, used_by: str | None) -> str:
+    if state.startswith("used by"):
+        return _("used by {t}", t=used_by or "")
+    return {"unused": _("unused"), "expired": _("expired"), "revoked": _("revoked")}.get(
+        state, state
+    )
+
+
 @blueprint.get("/tokens/")
 def tokens() -> Any:
     now = console().clock_ns()
     listed = [
         {"id": t.id, "workplace": t.workplace, "state": t.state(now), "created_ns": t.created_ns,
-         "expires_ns": t.expires_ns, "created_by": t.created_by, "note": t.note}
+         "expires_ns": t.expires_ns, "created_by": t.created_by, "note": t.note,
+         "state_text": _state_text(t.state(now), t.used_by)}
         for t in actions().list_tokens(_scope())
     ]  # fmt: skip
     scope = _scope()
