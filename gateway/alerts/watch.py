@@ -37,6 +37,7 @@ class HealthWatch:
         self.channel = AppriseChannel(config.urls)
         self.delivery = AlertDelivery(health.db, self.channel, config, clock_ns=health.clock_ns)
         self._next_check = 0.0
+        self._told = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -53,6 +54,10 @@ class HealthWatch:
             )
         if self.channel.configured():
             self.delivery.deliver()
+        elif self.channel.last_error and self.channel.last_error != self._told:
+            # a broken URLs file is said once (and again if it changes), not every round
+            log.error("alerts not sent", extra=fields(error=self.channel.last_error))
+        self._told = self.channel.last_error
 
     def _run(self) -> None:
         while not self._stop.is_set():

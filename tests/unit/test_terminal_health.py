@@ -149,3 +149,21 @@ def test_the_page_lists_offline_first_and_a_decommissioned_terminal_leaves_it(wo
     assert [r["terminal"] for r in db.terminals_page(state="offline")] == ["t-01"]
     assert db.terminals_page(workplaces=[]) == []
     assert len(db.terminals_page(limit=1, offset=1)) == 1
+
+
+def test_the_gateway_config_reads_health_and_alerts_and_names_a_bad_value(tmp_path: Path):
+    from siteclock.config import ConfigError, load
+    from siteclock.gateway.config import GatewayConfig
+
+    base = f'db = "{tmp_path}/g.db"\nsigning_key_file = "{tmp_path}/k"\n'
+    good = tmp_path / "good.toml"
+    good.write_text(base + "[health]\nheartbeat_s = 5\nmargin_s = 2\n"
+                    '[alerts]\nurls_file = "/etc/siteclock/alert-urls"\nbacklog_age_s = 120\n')
+    cfg = load(good, GatewayConfig)
+    assert (cfg.health.heartbeat_s, cfg.health.margin_s, cfg.health.sweep_s) == (5.0, 2.0, 1.0)
+    assert cfg.alerts.urls_file == Path("/etc/siteclock/alert-urls")
+    assert cfg.alerts.backlog_age_s == 120.0
+    bad = tmp_path / "bad.toml"
+    bad.write_text(base + "[health]\nheartbeat_s = 0\n")
+    with pytest.raises(ConfigError, match="health"):
+        load(bad, GatewayConfig)
