@@ -39,6 +39,7 @@ def kind_labels() -> dict[str, str]:
     """Each alert kind in the request's language."""
     return {
         "terminal_offline": _("terminal offline"), "backlog": _("backlog too old"),
+        "relay_backlog": _("waiting at the gateway"),
         "clock_unsynced": _("clock unsynchronised"), "reader_fault": _("reader fault"),
         "disk_low": _("disk low"), "nsso_rejected": _("rejected by the NSSO"),
         "nsso_remark": _("NSSO remark"), "sequence": _("needs a person"),
