@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from siteclock.gateway.alerts.config import AlertConfig
 from siteclock.gateway.db import GatewayDB
@@ -56,8 +57,15 @@ FINAL_REFUSALS = ("rejected", "refused")
 BATCH = 1000
 
 
+SITE_TZ = ZoneInfo("Europe/Brussels")
+"""Alert texts give times as the worksite reads its clocks (as the console shows them), with
+the zone's name, since they travel by e-mail and chat."""
+
+
 def at(now_ns: int) -> str:
-    return datetime.fromtimestamp(now_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return datetime.fromtimestamp(now_ns / 1e9, UTC).astimezone(SITE_TZ).strftime(
+        "%Y-%m-%d %H:%M:%S %Z"
+    )
 
 
 @dataclass
