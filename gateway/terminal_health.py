@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 SILENT = "silent"
 """The offline reason the sweeper gives: no heartbeat within interval + margin."""
+MAX_PENDING_REFUSALS = 100_000
+"""Distinct (terminal, reason) pairs held between two sweeps: a bound on memory under a flood."""
 HEARTBEAT_RANGE_S = (0.2, 3600.0)
 """A reported heartbeat interval outside this range is ignored (the configured one is used)."""
 
@@ -142,10 +144,15 @@ class TerminalHealth(OnGatewayDB):
             log.warning("reader recovered", extra=fields(terminal=terminal))
 
     def on_refusal(self, terminal: str | None, reason: str) -> None:
-        """Count one refusal for ``terminal`` (kept in memory, written on the next sweep)."""
-        if terminal:
-            with self._lock:
-                self._refusals[(terminal, reason)] += 1
+        """Count one refusal for ``terminal`` (kept in memory, written on the next sweep). A
+        refusal for a terminal the gateway does not know is the intake's count only: topics
+        naming made-up terminals must not grow a table."""
+        if not terminal or reason == "unknown_terminal":
+            return
+        with self._lock:
+            key = (terminal, reason)
+            if key in self._refusals or len(self._refusals) < MAX_PENDING_REFUSALS:
+                self._refusals[key] += 1
 
     # ------------------------------------------------------------------ the sweeper
 

@@ -126,6 +126,7 @@ def test_refusals_are_counted_per_terminal_and_reason_on_the_sweep(world) -> Non
         health.on_refusal("t-00", "bad_signature")
     health.on_refusal("t-01", "wrong_workplace")
     health.on_refusal(None, "bad_topic")  # no terminal: counted by the intake only
+    health.on_refusal("t-made-up", "unknown_terminal")  # not one of ours: no row for it
     assert db.terminal_refusals(["t-00"]) == {}
     health.sweep()
     health.on_refusal("t-00", "bad_signature")
