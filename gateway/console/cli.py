@@ -26,9 +26,9 @@ from pathlib import Path
 from siteclock.config import ConfigError, load
 from siteclock.gateway.config import GatewayConfig
 from siteclock.gateway.console.accounts import AccountError, Accounts, Role
-from siteclock.gateway.console.app import format_ns
 from siteclock.gateway.console.config import LANGUAGES, ConsoleConfig
 from siteclock.gateway.console.server import ConsoleServerError, serve_gateway_console
+from siteclock.gateway.console.templating import format_ns
 from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, SQLiteGatewayDB
 
 

@@ -224,8 +224,10 @@ def test_the_roll_call_shows_who_is_on_site(site, fresh) -> None:
     driver = fresh
     log_in(driver, site.url, "manager-a")
     driver.get(f"{site.url}/rollcall/")
-    present = {row.get_attribute("data-worker")
-               for row in driver.find_elements(By.CSS_SELECTOR, "#rollcall tr[data-worker]")}
+    present = {
+        row.get_attribute("data-worker")
+        for row in driver.find_elements(By.CSS_SELECTOR, "#rollcall tr[data-worker]")
+    }
     assert {"w-ana", "w-bob"} <= present  # Ana's `in` was rejected by the NSSO: she is still here
     assert "w-cor" not in present  # another worksite
     save_screenshot(driver, "rollcall")

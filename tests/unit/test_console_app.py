@@ -276,3 +276,58 @@ def test_an_inss_typed_as_a_user_name_is_masked_in_the_audit_trail(site) -> None
     app, db, _clock = site
     login(app, INSS, "wrong password!")
     assert INSS not in str(db.console_audit())
+
+
+def test_a_subcontractors_registration_on_the_site_is_visible_to_its_site_manager(site) -> None:
+    app, db, _clock = site
+    subcontractor = make_enterprise(9)
+    sent = json.dumps({"enterpriseNumber": subcontractor})
+    db.set_registrations([(("t-a", 2), {"employer": sent, "workplace": SITE_A})])
+    c, _answer = login(app, "manager-a")
+    found = c.get(f"/api/registrations?employer={subcontractor}").json["registrations"]
+    assert [(r["id"], r["employer"]) for r in found] == [("t-a:2", subcontractor)]
+
+
+def test_pages_carry_the_security_headers(site) -> None:
+    app, _db, _clock = site
+    answer = client(app).get("/login")
+    assert "default-src 'self'" in answer.headers["Content-Security-Policy"]
+    assert answer.headers["X-Frame-Options"] == "DENY"
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" in answer.headers
+
+
+def test_sessions_left_idle_are_deleted_at_the_next_login(tmp_path: Path) -> None:
+    now = [time.time_ns()]
+    with console_site(tmp_path, clock_ns=lambda: now[0]) as (app, db, _clock):
+        login(app, "manager-a")
+        now[0] += 9 * 3600 * 10**9
+        login(app, "admin")
+        # everything older than now: only the admin's fresh session was left to delete
+        assert db.expire_console_sessions(now[0] + 1) == 1
+
+
+def test_a_wrong_inss_key_path_makes_no_new_key_for_a_database_with_workers(site, tmp_path) -> None:
+    from siteclock.gateway.console.people import People
+
+    _app, db, _clock = site
+    wrong = tmp_path / "elsewhere" / "inss.key"
+    assert People(db, wrong).registry is None
+    assert not wrong.exists()
+    assert People(db, tmp_path / "inss.key").registry is not None
+
+
+@pytest.mark.parametrize("sort_at_most", [0, 20_000])
+def test_state_and_employer_filters_agree_on_both_read_paths(site, monkeypatch, sort_at_most):
+    """Few matches: read through the column's index and sorted; many: checked along the time
+    walk (0 forces that here). Both give the same page."""
+    from siteclock.gateway.db import console_ops
+
+    monkeypatch.setattr(console_ops, "SORT_AT_MOST", sort_at_most)
+    app, _db, _clock = site
+    c, _answer = login(app, "admin")
+    rejected = c.get("/api/registrations?state=rejected").json["registrations"]
+    assert [r["id"] for r in rejected] == ["t-a:1"]
+    found = c.get(f"/api/registrations?employer={make_enterprise(1)}").json["registrations"]
+    assert [r["id"] for r in found] == ["t-a:1"]
+    assert c.get("/api/registrations?state=registered").json["registrations"] == []

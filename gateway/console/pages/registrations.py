@@ -24,9 +24,9 @@ from flask import (
     url_for,
 )
 
-from siteclock.gateway.console.app import SITE_TZ
 from siteclock.gateway.console.i18n import _
 from siteclock.gateway.console.people import people
+from siteclock.gateway.console.templating import SITE_TZ
 from siteclock.gateway.console.web import (
     Page,
     audit,
@@ -83,10 +83,16 @@ def read_filter(args: Any) -> RegistrationFilter:
         raise BadFilter(_("An employer is an enterprise number or a VAT number."))
     return RegistrationFilter(
         scope=scoped_workplaces(), workplace=args.get("worksite") or None, worker=worker,
-        employer=employer, state=state,
+        employer=employer_texts(employer) if employer else None, state=state,
         since_ns=since, until_ns=until,
         before=_cursor(args["before"]) if args.get("before") else None,
     )  # fmt: skip
+
+
+def employer_texts(number: str) -> tuple[str, ...]:
+    """How the relay stores an employer it sent: the JSON text of the item's ``employer``
+    object (``gateway.relay_mapping.employer_json``), an enterprise or a foreign VAT number."""
+    return tuple(json.dumps({key: number}) for key in ("enterpriseNumber", "foreignVatNumber"))
 
 
 def employer_number(sent: str | None) -> str | None:
@@ -198,9 +204,7 @@ def resolve(terminal: str, seq: int) -> Any:
         return redirect(url_for(".detail", terminal=terminal, seq=seq))
     comment = comment[:MAX_COMMENT]
     state = console()
-    state.db.resolve_registration(
-        terminal, seq, current_user().username, comment, state.clock_ns()
-    )
+    state.db.resolve_registration(terminal, seq, current_user().username, comment, state.clock_ns())
     audit("registration.resolve", {"id": f"{terminal}:{seq}", "comment": comment})
     flash(_("Marked resolved."), "ok")
     return redirect(url_for(".detail", terminal=terminal, seq=seq))
