@@ -115,6 +115,11 @@ class TerminalHealth(OnGatewayDB):
         self._lock = threading.Lock()
         self._refusals: Counter[tuple[str, str]] = Counter()
         self._readers: dict[str, str] = {}
+        self._started_ns = clock_ns()
+        """A gateway that (re)starts has heard no heartbeat yet, however alive the terminals
+        are: until one of its intervals plus the margin has passed since the start, the
+        sweeper judges no terminal silent (the retained statuses arrive with the subscription,
+        the Last Will still says who left)."""
 
     # ------------------------------------------------------------------ what the intake reports
 
@@ -164,7 +169,12 @@ class TerminalHealth(OnGatewayDB):
             pending, self._refusals = self._refusals, Counter()
         if pending:
             self.db.add_refusals(pending, now)
-        silent = self.db.silent_terminals(now)
+        margin = self.config.margin_s
+        silent = [
+            terminal
+            for terminal, interval in self.db.silent_terminals(now)
+            if now >= self._started_ns + int(((interval or self.config.heartbeat_s) + margin) * 1e9)
+        ]
         for terminal in silent:
             if self.db.save_terminal_offline(terminal, now, SILENT):
                 log.warning(

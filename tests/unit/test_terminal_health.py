@@ -168,3 +168,15 @@ def test_the_gateway_config_reads_health_and_alerts_and_names_a_bad_value(tmp_pa
     bad.write_text(base + "[health]\nheartbeat_s = 0\n")
     with pytest.raises(ConfigError, match="health"):
         load(bad, GatewayConfig)
+
+
+def test_a_restarted_gateway_judges_no_one_silent_before_an_interval_has_passed(world):
+    db, clock, _, health = world
+    health.on_status("t-00", heartbeat(heartbeat_s=5.0))
+    clock.advance(3600)  # the gateway was down for an hour; the row still says online
+    restarted = TerminalHealth(db, HealthConfig(heartbeat_s=30, margin_s=2), clock_ns=clock)
+    assert restarted.sweep() == []  # its retained status is on its way
+    clock.advance(6.9)  # its own interval (5 s) plus the margin not yet passed
+    assert restarted.sweep() == []
+    clock.advance(0.2)
+    assert restarted.sweep() == ["t-00"]  # nothing came: silent indeed
