@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from siteclock.gateway.db.core import SQLiteCore
+from siteclock.gateway.db.alert_ops import AlertOps
+from siteclock.gateway.db.console_ops import ConsoleOps
 from siteclock.gateway.db.enrolment_ops import EnrolmentOps
+from siteclock.gateway.db.health_ops import HealthOps
 from siteclock.gateway.db.inbox_ops import InboxOps
 from siteclock.gateway.db.reads import ReadOps
 from siteclock.gateway.db.registry_ops import RegistryOps
@@ -23,5 +26,8 @@ class SQLiteGatewayDB(
     EnrolmentOps,
     ReadOps,
     SQLiteCore,
+    HealthOps,
+    AlertOps,
+    ConsoleOps,
 ):
     """The gateway database in one SQLite file (see :class:`~.interface.GatewayDB`)."""
