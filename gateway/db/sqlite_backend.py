@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from siteclock.gateway.db.core import SQLiteCore
 from siteclock.gateway.db.alert_ops import AlertOps
 from siteclock.gateway.db.console_ops import ConsoleOps
+from siteclock.gateway.db.core import SQLiteCore
 from siteclock.gateway.db.enrolment_ops import EnrolmentOps
 from siteclock.gateway.db.health_ops import HealthOps
 from siteclock.gateway.db.inbox_ops import InboxOps
@@ -25,9 +25,9 @@ class SQLiteGatewayDB(
     SequenceOps,
     EnrolmentOps,
     ReadOps,
-    SQLiteCore,
     HealthOps,
     AlertOps,
     ConsoleOps,
+    SQLiteCore,
 ):
     """The gateway database in one SQLite file (see :class:`~.interface.GatewayDB`)."""
