@@ -26,6 +26,8 @@ class AlertConfig:
     check_s: float = 5.0
     storm: int = 5
     retry_s: float = 30.0
+    """The first wait before sending an alert again after Apprise failed to deliver it; the
+    wait grows with each failure."""
 
     def __post_init__(self) -> None:
         if self.check_s <= 0 or self.backlog_age_s <= 0 or self.storm < 1 or self.retry_s <= 0:

@@ -26,14 +26,20 @@ class ConsoleConfig:
     has passed. ``metrics_token_file``: the token of ``/metrics`` (0600)."""
 
     host: str = "0.0.0.0"
+    """The address the console listens on (HTTPS only); `0.0.0.0` is every interface."""
     port: int = 8443
     cert_file: Path | None = None
+    """The site's certificate (PEM) the console serves; with `key_file`."""
     key_file: Path | None = None
     session_idle_s: float = 8 * 3600.0
     login_failures: int = 5
+    """Failed logins, for one account name or from one address, before logins are refused."""
     login_window_s: float = 15 * 60.0
+    """The window in which `login_failures` count, and how long the refusal lasts."""
     default_language: str = "nl"
+    """The pages' language until a person picks one: `nl`, `fr` or `en`."""
     page_size: int = 50
+    """Rows per page in the terminals and registrations lists."""
     metrics_token_file: Path | None = None
 
     def __post_init__(self) -> None:
