@@ -64,6 +64,7 @@ from siteclock.terminal.outbox_file import (
     OutboxError,
     OutboxFull,
     OutboxStats,
+    add_envelope_column,
     check_integrity,
     is_full,
     signed_from_row,
@@ -120,6 +121,7 @@ class Outbox:
             conn.execute("PRAGMA foreign_keys = ON")
             # One script, one transaction: a crash here leaves no half-made schema.
             conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+            add_envelope_column(conn)
         except sqlite3.Error as exc:
             conn.close()
             if is_full(exc):
@@ -219,9 +221,9 @@ class Outbox:
             digest = signed.digest
             db.execute(
                 "INSERT INTO events (seq, event_id, badge, kind, body, alg, kid, sig, digest,"
-                " wall_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " envelope, wall_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (event.seq, event.event_id, badge, str(event.kind), env.body, env.alg,
-                 env.kid, env.sig, digest, wall),
+                 env.kid, env.sig, digest, env.version, wall),
             )  # fmt: skip
             db.execute(
                 "UPDATE head SET last_seq = ?, last_digest = ? WHERE id = 1", (event.seq, digest)

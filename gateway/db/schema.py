@@ -164,7 +164,18 @@ class Migration:
     apply: Callable[[sqlite3.Connection], None]
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "the schema of the separate stores", _initial),)
+def _envelope_version(conn: sqlite3.Connection) -> None:
+    """Events signed as COSE_Sign1 (envelope version 2) verify only with their version known:
+    every row stored before is version 1, the column's default. The evidence export reads
+    one worker's month through ``inbox_badge_time``, made here so it never scans the inbox."""
+    conn.execute("ALTER TABLE inbox ADD COLUMN envelope INTEGER NOT NULL DEFAULT 1")
+    conn.execute(INBOX_BADGE_INDEX)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "the schema of the separate stores", _initial),
+    Migration(5, "inbox envelope version (COSE_Sign1)", _envelope_version),
+)
 
 SCHEMA_VERSION = """
 CREATE TABLE IF NOT EXISTS schema_version(
