@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "workers": ("provisioning.cli:workers_cli", "employer: enrol workers and badges"),
     "verify-chain": ("terminal.outbox:verify_cli", "verify a terminal's signed history offline"),
     "sequence-issues": ("gateway.sequence:cli", "employer: taps whose in/out sequence needs you"),
+    "evidence": ("gateway.evidence.cli:cli", "export signed evidence, verify it offline"),
 }
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from siteclock.gateway.db.enrolment_ops import EnrolmentOps
+from siteclock.gateway.db.evidence_ops import EvidenceOps
 from siteclock.gateway.db.inbox_ops import InboxOps
 from siteclock.gateway.db.reads import ReadOps
 from siteclock.gateway.db.registry_ops import RegistryOps
 from siteclock.gateway.db.relay_admin_ops import RelayAdminOps
 from siteclock.gateway.db.relay_ops import RelayOps
+from siteclock.gateway.db.report_ops import ReportOps
 from siteclock.gateway.db.sequence_ops import SequenceOps
 from siteclock.gateway.db.terminal_ops import TerminalOps
 
@@ -21,5 +23,7 @@ class SQLiteGatewayDB(
     SequenceOps,
     EnrolmentOps,
     ReadOps,
+    EvidenceOps,
+    ReportOps,
 ):
     """The gateway database in one SQLite file (see :class:`~.interface.GatewayDB`)."""
