@@ -166,11 +166,10 @@ class Migration:
 
 def _envelope_version(conn: sqlite3.Connection) -> None:
     """Events signed as COSE_Sign1 (envelope version 2) verify only with their version known:
-    every row stored before is version 1, the column's default. The evidence export reads
-    one worker's month through ``inbox_badge_time``, made here so it never scans the inbox,
-    and finds the badges a worker used through ``registrations_worker``."""
+    every row stored before is version 1, the column's default. The evidence export finds the
+    badges a worker used through ``registrations_worker`` (and reads their taps through
+    ``inbox_badge_time``, made by the first reader that needs it)."""
     conn.execute("ALTER TABLE inbox ADD COLUMN envelope INTEGER NOT NULL DEFAULT 1")
-    conn.execute(INBOX_BADGE_INDEX)
     # the badges a worker's taps were resolved to (a badge re-linked since keeps its past)
     conn.execute("CREATE INDEX IF NOT EXISTS registrations_worker ON registrations(worker_ref)")
 

@@ -21,19 +21,19 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from siteclock.files import write_secret
 from siteclock.gateway.evidence.check import INTACT, verification_report
 from siteclock.gateway.evidence.document import EvidenceInvalid, open_document
 from siteclock.gateway.evidence.export import (
-    SITE_TIME,
     NothingToExport,
     build_evidence,
     export_csv,
     export_json,
 )
+from siteclock.gateway.site_time import day_start_ns
 from siteclock.log import INSS_PATTERN
 
 
@@ -54,11 +54,6 @@ def _sources(args: argparse.Namespace) -> Sources:
     if args.inss_key is None or args.signing_key is None:
         raise EvidenceInvalid("--db needs --inss-key and --signing-key (or give --config)")
     return Sources(args.db, args.inss_key, args.signing_key)
-
-
-def day_start_ns(day: date) -> int:
-    """The first instant of ``day`` in Belgian time, as ns since the epoch."""
-    return int(datetime(day.year, day.month, day.day, tzinfo=SITE_TIME).timestamp()) * 10**9
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -13,30 +13,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from siteclock import __version__
 from siteclock.gateway.db import GatewayDB
 from siteclock.gateway.evidence.check import event_problems, verification_report
 from siteclock.gateway.evidence.document import b64, seal_document
 from siteclock.gateway.registry import Registry
+from siteclock.gateway.site_time import local_iso
 from siteclock.protocol import COSE_SIGN1_ENVELOPE, Envelope, Event, Signer
-
-SITE_TIME = ZoneInfo("Europe/Brussels")
-"""Times are written in Belgian time (with their offset) for people, and as ns for machines."""
 
 
 class NothingToExport(LookupError):
     """The selection names no known worker."""
-
-
-def local_time(wall_ns: int | None) -> str | None:
-    if wall_ns is None:
-        return None
-    moment = datetime.fromtimestamp(wall_ns / 1e9, tz=UTC).astimezone(SITE_TIME)
-    return moment.isoformat(timespec="milliseconds")
 
 
 def _envelope_entry(row: Any) -> dict[str, Any]:
@@ -59,9 +48,9 @@ def _event_entry(row: Any) -> dict[str, Any]:
         "badge": row["badge"],
         "flags": sorted(json.loads(row["flags"])),
         "wall_ns": row["wall_ns"],
-        "time": local_time(row["wall_ns"]),
+        "time": local_iso(row["wall_ns"]),
         "corrected_wall_ns": row["corrected_wall_ns"],
-        "corrected_time": local_time(row["corrected_wall_ns"]),
+        "corrected_time": local_iso(row["corrected_wall_ns"]),
         "clock_note": row["clock_note"],
         "received_ns": row["received_ns"],
         "digest": bytes(row["digest"]).hex(),
@@ -88,11 +77,12 @@ def build_evidence(
     worker = registry.worker(worker_ref)
     if worker is None:
         raise NothingToExport(f"no worker with reference {worker_ref!r}")
+    db.index_inbox_by_badge()  # a worker's taps by badge and time, never a scan of the inbox
     badges = db.badges_of_worker(worker_ref)
     rows = db.evidence_events(worker_ref, badges, workplace, from_ns, to_ns)
     terminals = sorted({r["terminal"] for r in rows})
     evidence: dict[str, Any] = {
-        "generated_at": local_time(now_ns),
+        "generated_at": local_iso(now_ns),
         "generator": f"siteclock {__version__}",
         "worker": {
             "ref": worker.worker_ref,
@@ -102,7 +92,7 @@ def build_evidence(
             "badges": badges,
         },
         "workplace": workplace,
-        "period": {"from": local_time(from_ns), "to": local_time(to_ns),
+        "period": {"from": local_iso(from_ns), "to": local_iso(to_ns),
                    "from_ns": from_ns, "to_ns": to_ns},
         "terminal_keys": [
             {"terminal": k["terminal"], "kid": k["kid"], "alg": k["alg"],

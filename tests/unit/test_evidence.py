@@ -15,11 +15,12 @@ import pytest
 from siteclock import protocol as p
 from siteclock.gateway.db import SQLiteGatewayDB
 from siteclock.gateway.evidence.check import INTACT, verification_report
-from siteclock.gateway.evidence.cli import cli, day_start_ns
+from siteclock.gateway.evidence.cli import cli
 from siteclock.gateway.evidence.document import EvidenceInvalid, open_document
 from siteclock.gateway.evidence.export import build_evidence, export_csv, export_json
 from siteclock.gateway.registry import Registry
 from siteclock.gateway.relay_store import RelayStore
+from siteclock.gateway.site_time import day_start_ns
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.keys import create
 from tests.support.ciao import make_enterprise, make_inss
