@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from siteclock.gateway.ciao.environments import CiaoConfig
+from siteclock.gateway.console.config import ConsoleConfig
 from siteclock.gateway.relay_config import RelayConfig
 from siteclock.gateway.sequence import SequenceConfig
 
@@ -91,6 +92,8 @@ class GatewayConfig:
     relay: RelayConfig = field(default_factory=RelayConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     """The shift rule of the sequence check (docs/direction.md): 14 h by default."""
+    console: ConsoleConfig | None = None
+    """The employer's console over HTTPS (docs/console.md); without it, none is served."""
 
     @property
     def inss_key_path(self) -> Path:

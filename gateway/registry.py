@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import stat
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -109,6 +110,18 @@ class Workplace:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerListing:
+    """A worker as the employer's lists show them: reference, name, employer, badges."""
+
+    ref: str
+    name: str
+    employer: str
+    capacity: str
+    badges: list[tuple[str, bool]]
+    """``(badge, active)``; empty for a worker who has no badge yet."""
+
+
+@dataclass(frozen=True, slots=True)
 class Resolved:
     """What the relay needs to register one tap of this badge."""
 
@@ -159,6 +172,10 @@ class Registry:
     def close(self) -> None:
         if self._owned:
             self._db.close()
+
+    def atomic(self) -> AbstractContextManager[Any]:
+        """Several changes as one: all saved, or none (a CSV row is saved whole or not at all)."""
+        return self._db.atomic()
 
     # ------------------------------------------------------------------ changes
 
@@ -213,6 +230,60 @@ class Registry:
         """Put a worker on a workplace's roster (the badges its terminals greet by name)."""
         self._db.assign_worker(worker_ref, normalize_workplace(workplace))
 
+    def unblock_badge(self, badge: str) -> None:
+        """Make a blocked badge greet its worker again (a lost badge found)."""
+        check_badge(badge)
+        if not self._db.unblock_badge(badge):
+            raise RegistryError(f"badge {badge} is not enrolled")
+
+    def remove_worker(self, worker_ref: str) -> None:
+        """Delete a worker with their badges and assignments (their sealed INSS goes too).
+
+        Refused while a tap of theirs is still on its way to the NSSO: the relay needs the
+        INSS to register it, and the employer would lose a registration the law requires.
+        """
+        from siteclock.gateway.relay_store import FINAL, State
+
+        if not self._db.worker_exists(worker_ref):
+            raise RegistryError(f"unknown worker {worker_ref!r}")
+        finished = tuple(sorted({*FINAL, State.SELFTEST, State.ENROLMENT}))
+        pending = self._db.unfinished_taps_of_worker(worker_ref, finished)
+        if pending:
+            raise RegistryError(
+                f"worker {worker_ref} has {pending} tap(s) not yet registered with the NSSO; "
+                "block their badges now and remove them once the relay has finished"
+            )
+        self._db.delete_worker(worker_ref)
+
+    def move_workers(
+        self,
+        from_workplace: str,
+        to_workplace: str,
+        *,
+        workers: list[str] | None = None,
+        keep: bool = False,
+    ) -> list[str]:
+        """Put a crew of ``from_workplace`` (all, or the references in ``workers``) on
+        ``to_workplace``'s roster, and off the old one unless ``keep``: nobody's personal data is
+        typed again. Both workplaces must exist; a named worker not on the old roster is refused
+        before anything changes. Returns the references moved."""
+        source, target = normalize_workplace(from_workplace), normalize_workplace(to_workplace)
+        for ref in (source, target):
+            if self._db.workplace_row(ref) is None:
+                raise RegistryError(f"unknown workplace {ref}")
+        crew = self._db.assigned_workers(source)
+        if workers is not None:
+            strangers = sorted(set(workers) - set(crew))
+            if strangers:
+                raise RegistryError(f"not on the roster of {source}: {', '.join(strangers)}")
+            crew = [ref for ref in crew if ref in set(workers)]
+        with self._db.atomic():
+            for ref in crew:
+                self._db.assign_worker(ref, target)
+                if not keep and source != target:
+                    self._db.unassign_worker(ref, source)
+        return crew
+
     # ------------------------------------------------------------------ queries
 
     @property
@@ -247,6 +318,21 @@ class Registry:
             return None
         return Workplace(row[0], row[1], row[2], json.loads(row[3]) if row[3] else None)
 
+    def has_workplace(self, ref: str) -> bool:
+        return self._db.workplace_row(normalize_workplace(ref)) is not None
+
+    def listing(self, workplace: str | None = None) -> list[WorkerListing]:
+        """Every worker (on ``workplace``'s roster when given), badge or not: never the INSS."""
+        rows = self._db.worker_listing(
+            None if workplace is None else normalize_workplace(workplace)
+        )
+        found: dict[str, WorkerListing] = {}
+        for ref, name, employer, capacity, badge, active in rows:
+            entry = found.setdefault(ref, WorkerListing(ref, name, employer, capacity, []))
+            if badge is not None:
+                entry.badges.append((badge, bool(active)))
+        return list(found.values())
+
     def roster_for(self, workplace: str) -> list[RosterEntry]:
         """The badges a workplace's terminals may greet: reference and name, never the INSS."""
         rows = self._db.roster_rows(normalize_workplace(workplace))
@@ -261,6 +347,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "Resolved",
+    "WorkerListing",
     "Workplace",
     "load_or_create_key",
 ]

@@ -36,6 +36,7 @@ from siteclock.gateway.ciao.client import CiaoClient, Timeouts
 from siteclock.gateway.ciao.environments import resolve
 from siteclock.gateway.ciao.profile import load as load_profile
 from siteclock.gateway.config import GatewayConfig
+from siteclock.gateway.console.server import GatewayConsole, serve_gateway_console
 from siteclock.gateway.intake import Intake
 from siteclock.gateway.link import MqttLink
 from siteclock.gateway.registry import Registry
@@ -86,6 +87,7 @@ class Gateway:
         self.site_day = SiteDay(cfg.db)
         self._published: dict[str, tuple[int, str, tuple[DayEntry, ...]]] = {}
         self._views: dict[str, _SiteView] = {}
+        self.console: GatewayConsole | None = None
 
     def _ciao_client(self) -> CiaoClient:
         ciao = self.cfg.ciao
@@ -163,9 +165,13 @@ class Gateway:
             target=self._roster_loop, name="rosters", daemon=True
         )
         self._roster_thread.start()
+        if self.cfg.console is not None:
+            self.console = serve_gateway_console(self.cfg, self.cfg.console)
 
     def stop(self) -> None:
         self._stop.set()
+        if self.console is not None:
+            self.console.stop()
         if self.relay is not None:
             self.relay.stop()
         if self._roster_thread is not None:

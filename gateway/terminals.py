@@ -161,6 +161,31 @@ class TerminalRegistry(OnGatewayDB):
         text = self.db.last_heartbeat(terminal_id)
         return json.loads(text) if text else None
 
+    def last_heard(self, terminal_id: str) -> int | None:
+        """When the terminal's last heartbeat arrived (ns), or None if it never sent one."""
+        return self.db.last_heard_ns(terminal_id)
+
+    def has_events(self, terminal_id: str) -> bool:
+        """Whether any event of the terminal reached the inbox (it has a history to keep)."""
+        return self.db.count_events(terminal_id) > 0
+
+    def replace_keys(
+        self, terminal_id: str, public_key: bytes, *, alg: str = "ed25519", reason: str
+    ) -> str:
+        """Re-enrolment of a terminal that never recorded an event: every old key is revoked
+        (kept, as keys always are), the new one added, the reason audited. Returns the kid."""
+        with self.db.atomic():
+            found = self.db.terminal(terminal_id)
+            if found is None:
+                raise KeyError(terminal_id)
+            now = time.time_ns()
+            old = [k[0] for k in found[2] if k[4] is None]
+            for kid in old:
+                self.db.revoke_terminal_key(terminal_id, kid, now)
+            kid = self._add_key(terminal_id, public_key, alg, now)
+            self._audit(terminal_id, "re-enrol", kid=kid, revoked=old, reason=reason)
+        return kid
+
     def get(self, terminal_id: str) -> TerminalRecord | None:
         found = self.db.terminal(terminal_id)
         if found is None:

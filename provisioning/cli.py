@@ -10,8 +10,12 @@ provision:
   locations      employer, on the gateway: a workplace's location and conflicting ones
   label          on the terminal: (re)write the QR-code label
 
+  token list     employer, on the gateway: every token, its workplace, state and expiry
+  token revoke   employer, on the gateway: revoke a token not used yet
+  terminals list employer, on the gateway: every terminal, its workplace, status and keys
+
 workers:
-  add | import | link-badge | block-badge | list
+  add | import | link-badge | block-badge | unblock-badge | remove | assign | list | workplace
 
 Every command exits 0 on success, 1 when the operation failed, 2 on bad input.
 
@@ -25,18 +29,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from siteclock.provisioning.gateway import commands as gateway_side
-from siteclock.provisioning.gateway.workers import WorkerError
+from siteclock.provisioning.gateway.workers_commands import read_badge, workers_cli
 from siteclock.provisioning.shared.cli_args import (
     DEFAULT_DATA_DIR,
     binding_args,
+    guarded,
     read_secret,
     secret_args,
-    usage_error,
 )
-from siteclock.provisioning.shared.workplace import WorkplaceError
 from siteclock.provisioning.terminal import commands as terminal_side
 
 
@@ -60,6 +62,21 @@ def provision_cli(argv: list[str]) -> int:
     create.add_argument("--broker-host")
     create.add_argument("--gateway-url")
     create.set_defaults(func=gateway_side.token_create)
+    tokens = token_sub.add_parser("list", help="every token: workplace, state, expiry")
+    tokens.add_argument("--db", required=True, type=Path)
+    tokens.add_argument("--workplace", help="only this workplace's tokens")
+    tokens.set_defaults(func=gateway_side.token_list)
+    revoke = token_sub.add_parser("revoke", help="revoke an unused token (id from 'token list')")
+    revoke.add_argument("--db", required=True, type=Path)
+    revoke.add_argument("id", help="the token's id (first characters, from 'token list')")
+    revoke.add_argument("--by", default="", help="who revokes it (kept with the token)")
+    revoke.set_defaults(func=gateway_side.token_revoke)
+
+    terminals = sub.add_parser("terminals", help="terminals (employer, on the gateway)")
+    terminals_sub = terminals.add_subparsers(dest="terminals_command", required=True)
+    listing = terminals_sub.add_parser("list", help="every terminal: workplace, status, keys")
+    listing.add_argument("--db", required=True, type=Path)
+    listing.set_defaults(func=gateway_side.terminals_list)
 
     serve = sub.add_parser("serve", help="run the HTTPS enrolment endpoint (gateway)")
     gateway_side.gateway_args(serve)
@@ -81,6 +98,10 @@ def provision_cli(argv: list[str]) -> int:
     run.add_argument("--pin-factory", help="'mock' to run without GPIO")
     run.add_argument("--badge-timeout", type=float, default=60.0)
     run.add_argument("--no-selftest", action="store_true")
+    run.add_argument(
+        "--skip-check", action="append", default=[], choices=("reader", "gateway", "broker"),
+        help="a check before enrolment whose FAIL may not stop the run (repeatable)",
+    )  # fmt: skip
     run.add_argument("--no-service", action="store_true", help="do not stop/start systemd")
     run.set_defaults(func=terminal_side.run)
 
@@ -123,143 +144,7 @@ def provision_cli(argv: list[str]) -> int:
     label.set_defaults(func=terminal_side.label)
 
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (WorkplaceError, ValueError) as exc:
-        return usage_error(str(exc))
+    return guarded(lambda: int(args.func(args)))
 
 
-# --------------------------------------------------------------------------- workers
-
-
-def read_badge(spec: str, timeout_s: float = 60.0) -> str:
-    """Enrolment mode: open a reader and return the first badge tapped on it."""
-    from siteclock import hw
-    from siteclock.provisioning.terminal.selftest import check_reader
-
-    reader = hw.open_reader(spec)
-    check, badge = check_reader(reader, spec, timeout_s)
-    if badge is None:
-        raise WorkerError(f"no badge read: {check.detail}")
-    return badge
-
-
-def _workers(args: argparse.Namespace) -> Any:
-    from siteclock.gateway.registry import Registry
-    from siteclock.provisioning.gateway.workers import Workers, load_or_create_ref_key
-
-    db = Path(args.db)
-    from siteclock.gateway.config import DEFAULT_INSS_KEY
-
-    registry = Registry(db, args.inss_key or DEFAULT_INSS_KEY)
-    ref_key = args.ref_key or DEFAULT_INSS_KEY.with_name("worker-ref.key")
-    ref_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return Workers(registry, load_or_create_ref_key(ref_key))
-
-
-def _w_add(args: argparse.Namespace) -> int:
-    from siteclock.provisioning.gateway.workers import validate_row
-
-    inss = read_secret(args, "inss", "the worker's INSS")
-    row = validate_row({
-        "inss": inss, "name": args.name, "employer": args.employer,
-        "capacity": args.capacity, "badge": args.badge or "", "workplace": args.workplace or "",
-    })  # fmt: skip
-    ref = _workers(args).add(row)
-    print(f"worker {ref} ({row.name}) saved")
-    return 0
-
-
-def _w_import(args: argparse.Namespace) -> int:
-    report = _workers(args).import_csv(Path(args.file).read_text(encoding="utf-8-sig"))
-    print(report.text())
-    return 0 if not report.rejected else 1
-
-
-def _w_link(args: argparse.Namespace) -> int:
-    from siteclock.provisioning.cli import read_badge
-
-    if args.at is not None:
-        import time
-
-        from siteclock.provisioning.gateway.badge_enrolment import link_next_tap
-
-        badge = link_next_tap(
-            Path(args.db), _workers(args), worker_ref=args.worker, terminal_id=args.at,
-            since_ns=time.time_ns(), timeout_s=args.timeout,
-            on_waiting=lambda: print(f"tap the new badge on terminal {args.at} …", flush=True),
-        )  # fmt: skip
-        print(f"badge {badge} linked to {args.worker} (the enrolment tap is not sent to the NSSO)")
-        return 0
-    uid = args.uid
-    if uid is None:
-        print(f"tap the badge on the reader {args.tap} …")
-        uid = read_badge(args.tap, args.timeout)
-    badge = _workers(args).link_badge(uid, args.worker)
-    print(f"badge {badge} linked to {args.worker}")
-    return 0
-
-
-def _w_block(args: argparse.Namespace) -> int:
-    badge = _workers(args).block_badge(args.uid)
-    print(f"badge {badge} blocked")
-    return 0
-
-
-def _w_list(args: argparse.Namespace) -> int:
-    for entry in _workers(args).registry.roster_for(args.workplace):
-        state = "blocked" if entry.blocked else "active"
-        print(f"{entry.badge}\t{entry.worker}\t{entry.name}\t{state}")
-    return 0
-
-
-def workers_cli(argv: list[str]) -> int:
-    from siteclock.provisioning.gateway.workers import WorkerError
-
-    parser = argparse.ArgumentParser(prog="siteclock workers", description="workers and badges")
-    parser.add_argument("--db", required=True, type=Path, help="the gateway's SQLite file")
-    parser.add_argument(
-        "--inss-key", type=Path, help="default /etc/siteclock/keys/inss.key (not beside --db)"
-    )
-    parser.add_argument(
-        "--ref-key", type=Path, help="default /etc/siteclock/keys/worker-ref.key (not beside --db)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    add = sub.add_parser("add", help="add or update one worker")
-    secret_args(add, "inss", "the worker's INSS")
-    for name in ("name", "employer"):
-        add.add_argument(f"--{name}", required=True)
-    add.add_argument("--capacity", default="employee")
-    add.add_argument("--badge")
-    add.add_argument("--workplace")
-    add.set_defaults(func=_w_add)
-    imp = sub.add_parser(
-        "import", help="import a CSV: inss,name,employer,capacity[,badge,workplace]"
-    )
-    imp.add_argument("file", type=Path)
-    imp.set_defaults(func=_w_import)
-    link = sub.add_parser("link-badge", help="link a badge (typed UID or tapped) to a worker")
-    link.add_argument("--worker", required=True, help="worker reference (w-...)")
-    how = link.add_mutually_exclusive_group(required=True)
-    how.add_argument("--uid", help="the badge UID, e.g. 04A1B2C3")
-    how.add_argument("--tap", help="reader spec in enrolment mode, e.g. tty:AMA0:pn532")
-    how.add_argument(
-        "--at", metavar="TERMINAL",
-        help="the next new badge tapped on this terminal (already on the wall, online)",
-    )  # fmt: skip
-    link.add_argument("--timeout", type=float, default=60.0)
-    link.set_defaults(func=_w_link)
-    block = sub.add_parser("block-badge", help="block a lost badge")
-    block.add_argument("uid")
-    block.set_defaults(func=_w_block)
-    lst = sub.add_parser("list", help="a workplace's roster (never shows an INSS)")
-    lst.add_argument("--workplace", required=True)
-    lst.set_defaults(func=_w_list)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (WorkerError, WorkplaceError, ValueError) as exc:
-        return usage_error(str(exc))
-
-
-__all__ = ["provision_cli", "read_secret", "workers_cli"]
+__all__ = ["provision_cli", "read_badge", "read_secret", "workers_cli"]

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify-chain": ("terminal.outbox:verify_cli", "verify a terminal's signed history offline"),
     "sequence-issues": ("gateway.sequence:cli", "employer: taps whose in/out sequence needs you"),
     "evidence": ("gateway.evidence.cli:cli", "export signed evidence, verify it offline"),
+    "console": ("gateway.console.cli:cli", "employer's console: accounts, audit trail, serve"),
 }
 
 

@@ -70,6 +70,7 @@ __all__ = [
     "SimState",
     "Throttle",
     "cli",
+    "parse_rejections",
 ]
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,22 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--validation-delay", type=float, default=5.0, help="seconds pending")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
     parser.add_argument("--token-ttl", type=int, help="token lifetime in seconds")
+    parser.add_argument(
+        "--reject", action="append", default=[], metavar="INSS=REASON",
+        help="validate this worker's registrations invalid; REASON: unknown (INSS not in the "
+        "National Register), dimona, employer, or a remark's own text (repeatable; test INSS "
+        "numbers only: real ones go in --reject-file)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reject-file", type=Path, help="INSS=REASON lines, as --reject (# starts a comment)"
+    )
     args = parser.parse_args(argv)
+    try:
+        rejections = parse_rejections(
+            [*args.reject, *(_lines(args.reject_file) if args.reject_file else [])]
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     setup()
     server = SimServer(
         args.host,
@@ -166,6 +182,10 @@ def cli(argv: list[str]) -> int:
             parser.error(f"--client {spec!r}: expected CLIENT_ID=PUBLIC_KEY.pem")
         server.register_client(client_id, Path(pem).read_bytes())
     server.set_faults(latency_s=args.latency, token_ttl_s=args.token_ttl)
+    for inss, remark in rejections.items():
+        server.reject(inss, remark)
+    if rejections:
+        log.info("ciao simulator rejects workers", extra={"fields": {"count": len(rejections)}})
     log.info("ciao simulator listening", extra={"fields": {"url": server.url}})
     try:
         server._server.serve_forever()
@@ -174,3 +194,39 @@ def cli(argv: list[str]) -> int:
     finally:
         server._server.server_close()
     return 0
+
+
+REJECT_REASONS = {
+    "unknown": REMARK_INSS_UNKNOWN,
+    "dimona": REMARK_DIMONA,
+    "employer": REMARK_EMPLOYER_NOT_ON_DOW,
+}
+"""``--reject`` reasons by name; any other text is used as the remark itself."""
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"--reject-file {path}: {exc.strerror or exc}") from None
+    kept = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return [line for line in kept if line]
+
+
+def parse_rejections(specs: list[str]) -> dict[str, str]:
+    """``["85073003328=dimona", ...]`` -> ``{INSS: remark}``; a bad spec is a ValueError that
+    never repeats the number (it may be a real one typed by mistake)."""
+    from siteclock.gateway.identifiers import InvalidIdentifier, normalize_inss
+
+    found: dict[str, str] = {}
+    for number, spec in enumerate(specs, 1):
+        who, sep, reason = spec.partition("=")
+        if not sep or not reason.strip():
+            raise ValueError(f"--reject #{number}: expected INSS=REASON (e.g. ...=dimona)")
+        try:
+            inss = normalize_inss(who)
+        except InvalidIdentifier as exc:
+            raise ValueError(f"--reject #{number}: {exc}") from None
+        reason = reason.strip()
+        found[inss] = REJECT_REASONS.get(reason.lower(), reason)
+    return found

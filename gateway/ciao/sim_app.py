@@ -78,6 +78,12 @@ class Sim(FaultControls):
             self.state.known_ssins = None if known_ssins is None else set(known_ssins)
             self.state.dimona_not_ok = set(dimona_not_ok)
 
+    def reject(self, inss: str, remark: str) -> None:
+        """Every registration of this INSS is validated invalid with ``remark`` (the command
+        line's ``--reject``: a demo or a test of the employer's view of a rejection)."""
+        with self.state.lock:
+            self.state.rejected[inss] = remark
+
     def registrations(self) -> list[dict[str, Any]]:
         """The simulator's own record: every registration it created, settled, by id."""
         with self.state.lock:

@@ -96,6 +96,7 @@ class SimState:
         self.dows: dict[str, set[str]] | None = None
         self.known_ssins: set[str] | None = None
         self.dimona_not_ok: set[tuple[str, str]] = set()
+        self.rejected: dict[str, str] = {}  # INSS -> the remark its registrations get
 
     # ------------------------------------------------------------------ validation
 
@@ -126,6 +127,8 @@ class SimState:
             remarks.append(REMARK_INSS_UNKNOWN)
         if (ssin, employer) in self.dimona_not_ok:
             remarks.append(REMARK_DIMONA)
+        if ssin in self.rejected and self.rejected[ssin] not in remarks:
+            remarks.append(self.rejected[ssin])
         if self._by_key[reg.key][0] != reg.id:
             remarks.append(REMARK_DUPLICATE)
         return remarks

@@ -38,6 +38,27 @@ class EnrolmentOps(SQLiteCore):
         with self.reading() as conn:
             return conn.execute(_TOKEN + " ORDER BY created_ns").fetchall()
 
+    def revoke_token(self, token_hash: str, at_ns: int, by: str) -> bool:
+        """Revoke an unused token: it expires now; False when it was used or revoked already."""
+        with self._writing() as conn:
+            return (
+                conn.execute(
+                    "UPDATE enrol_tokens SET revoked_ns=?, revoked_by=?, "
+                    "expires_ns=min(expires_ns, ?) "
+                    "WHERE token_hash=? AND used_ns IS NULL AND revoked_ns IS NULL",
+                    (at_ns, by, at_ns, token_hash),
+                ).rowcount
+                == 1
+            )
+
+    def token_revocations(self) -> dict[str, int]:
+        """``{token hash: revoked_ns}`` of every revoked token."""
+        with self.reading() as conn:
+            rows = conn.execute(
+                "SELECT token_hash, revoked_ns FROM enrol_tokens WHERE revoked_ns IS NOT NULL"
+            ).fetchall()
+        return dict(rows)
+
     def token_claim(self, token_hash: str) -> tuple[Any, ...] | None:
         """``(workplace, expires_ns, used_ns, used_by, used_kid)``: what a claim is judged on."""
         with self.reading() as conn:

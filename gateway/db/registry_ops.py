@@ -94,3 +94,75 @@ class RegistryOps(SQLiteCore):
                 "WHERE a.workplace=? ORDER BY b.badge",
                 (workplace,),
             ).fetchall()
+
+    # ------------------------------------------------------------------ employer's daily work
+
+    def unblock_badge(self, badge: str) -> bool:
+        """Make a blocked badge active again; False when the badge is not enrolled."""
+        with self._writing() as conn:
+            changed = conn.execute(
+                "UPDATE reg_badges SET active=1 WHERE badge=?", (badge,)
+            ).rowcount
+            if changed:
+                conn.execute("UPDATE reg_meta SET value=value+1 WHERE key='version'")
+        return bool(changed)
+
+    def unassign_worker(self, worker_ref: str, workplace: str) -> None:
+        self._registry_change(
+            "DELETE FROM reg_assignments WHERE worker_ref=? AND workplace=?",
+            (worker_ref, workplace),
+        )
+
+    def assigned_workers(self, workplace: str) -> list[str]:
+        """The references of the workers on ``workplace``'s roster (with a badge or not)."""
+        with self.reading() as conn:
+            rows = conn.execute(
+                "SELECT worker_ref FROM reg_assignments WHERE workplace=? ORDER BY worker_ref",
+                (workplace,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def worker_listing(self, workplace: str | None) -> list[tuple[Any, ...]]:
+        """``(ref, name, employer id, capacity, badge or None, active or None)`` of every
+        worker (on ``workplace`` when given), one row per badge, a worker without a badge once."""
+        where, args = ("", ()) if workplace is None else (
+            "WHERE w.ref IN (SELECT worker_ref FROM reg_assignments WHERE workplace=?) ",
+            (workplace,),
+        )  # fmt: skip
+        with self.reading() as conn:
+            return conn.execute(
+                "SELECT w.ref, w.name, w.employer_id, w.capacity, b.badge, b.active "
+                "FROM reg_workers w LEFT JOIN reg_badges b ON b.worker_ref=w.ref "
+                + where
+                + "ORDER BY w.name, w.ref, b.badge",
+                args,
+            ).fetchall()
+
+    def workplaces_of(self, worker_ref: str) -> list[str]:
+        with self.reading() as conn:
+            rows = conn.execute(
+                "SELECT workplace FROM reg_assignments WHERE worker_ref=? ORDER BY workplace",
+                (worker_ref,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def unfinished_taps_of_worker(self, worker_ref: str, finished: tuple[str, ...]) -> int:
+        """Taps of the worker's badges that the relay has not finished with (no registration
+        yet, or one in a state outside ``finished``): removing the worker would strand them."""
+        marks = ",".join("?" * len(finished))
+        return int(self._registry_one(
+            "SELECT COUNT(*) FROM inbox i LEFT JOIN registrations r "
+            "ON r.terminal=i.terminal AND r.seq=i.seq "
+            "WHERE i.badge IN (SELECT badge FROM reg_badges WHERE worker_ref=?) "
+            f"AND (r.state IS NULL OR r.state NOT IN ({marks}))",
+            (worker_ref, *finished),
+        )[0])  # fmt: skip
+
+    def delete_worker(self, worker_ref: str) -> bool:
+        """Delete a worker, their badges and assignments (one transaction); False if unknown."""
+        with self._writing() as conn:
+            conn.execute("DELETE FROM reg_badges WHERE worker_ref=?", (worker_ref,))
+            conn.execute("DELETE FROM reg_assignments WHERE worker_ref=?", (worker_ref,))
+            gone = conn.execute("DELETE FROM reg_workers WHERE ref=?", (worker_ref,)).rowcount
+            conn.execute("UPDATE reg_meta SET value=value+1 WHERE key='version'")
+        return bool(gone)

@@ -164,6 +164,50 @@ class Migration:
     apply: Callable[[sqlite3.Connection], None]
 
 
+CONSOLE = """
+CREATE TABLE IF NOT EXISTS console_users(
+  username TEXT PRIMARY KEY, password_hash TEXT NOT NULL,
+  role TEXT NOT NULL CHECK (role IN ('admin', 'site_manager')),
+  language TEXT NOT NULL DEFAULT 'en', disabled INTEGER NOT NULL DEFAULT 0,
+  created_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS console_user_sites(
+  username TEXT NOT NULL REFERENCES console_users(username) ON DELETE CASCADE,
+  workplace TEXT NOT NULL,
+  PRIMARY KEY (username, workplace));
+-- The cookie carries a random token; only its SHA-256 is kept, so a copy of the database
+-- opens no session. Each session has its own CSRF token.
+CREATE TABLE IF NOT EXISTS console_sessions(
+  token_hash TEXT PRIMARY KEY, username TEXT NOT NULL, csrf TEXT NOT NULL,
+  created_ns INTEGER NOT NULL, seen_ns INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS console_sessions_user ON console_sessions(username);
+CREATE TABLE IF NOT EXISTS console_audit(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at_ns INTEGER NOT NULL, username TEXT NOT NULL,
+  action TEXT NOT NULL, detail TEXT NOT NULL, remote TEXT NOT NULL DEFAULT '');
+-- A person's answer to a registration that needs one (a rejection read and handled...).
+CREATE TABLE IF NOT EXISTS console_resolutions(
+  terminal TEXT NOT NULL, seq INTEGER NOT NULL, at_ns INTEGER NOT NULL,
+  username TEXT NOT NULL, comment TEXT NOT NULL,
+  PRIMARY KEY (terminal, seq));
+-- The registrations page pages newest first by tap time, per worksite (keyset pagination).
+CREATE INDEX IF NOT EXISTS inbox_workplace_time ON inbox(workplace, wall_ns, terminal, seq);
+CREATE INDEX IF NOT EXISTS inbox_time ON inbox(wall_ns, terminal, seq);
+"""
+
+
+def _console(conn: sqlite3.Connection) -> None:
+    """The employer's console: accounts, their worksites, sessions, audit trail, resolutions,
+    and the indexes its registrations page reads by."""
+    for statement in statements(CONSOLE):
+        conn.execute(statement)
+
+
+def _token_revocation(conn: sqlite3.Connection) -> None:
+    """An enrolment token can be revoked before it is used (``provision token revoke``): when
+    and by whom is kept, the row stays for the audit trail."""
+    conn.execute("ALTER TABLE enrol_tokens ADD COLUMN revoked_ns INTEGER")
+    conn.execute("ALTER TABLE enrol_tokens ADD COLUMN revoked_by TEXT")
+
+
 def _envelope_version(conn: sqlite3.Connection) -> None:
     """Events signed as COSE_Sign1 (envelope version 2) verify only with their version known:
     every row stored before is version 1, the column's default. The evidence export finds the
@@ -176,6 +220,8 @@ def _envelope_version(conn: sqlite3.Connection) -> None:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the schema of the separate stores", _initial),
+    Migration(2, "the employer's console: accounts, sessions, audit", _console),
+    Migration(4, "enrolment tokens can be revoked", _token_revocation),
     Migration(5, "inbox envelope version (COSE_Sign1)", _envelope_version),
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from siteclock.gateway.db.console_ops import ConsoleOps
 from siteclock.gateway.db.enrolment_ops import EnrolmentOps
 from siteclock.gateway.db.evidence_ops import EvidenceOps
 from siteclock.gateway.db.inbox_ops import InboxOps
@@ -23,6 +24,7 @@ class SQLiteGatewayDB(
     SequenceOps,
     EnrolmentOps,
     ReadOps,
+    ConsoleOps,
     EvidenceOps,
     ReportOps,
 ):

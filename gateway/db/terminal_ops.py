@@ -94,6 +94,14 @@ class TerminalOps(SQLiteCore):
             ).fetchone()
         return row[0] if row else None
 
+    def last_heard_ns(self, terminal_id: str) -> int | None:
+        """When the terminal's last heartbeat arrived, if one ever did."""
+        with self.reading() as conn:
+            row = conn.execute(
+                "SELECT last_status_ns FROM terminals WHERE id = ?", (terminal_id,)
+            ).fetchone()
+        return row[0] if row else None
+
     def terminal(self, terminal_id: str) -> tuple[str, str, list[tuple[Any, ...]]] | None:
         """``(workplace, status, keys)``; keys as ``(kid, alg, public_key, valid_from_ns,
         revoked_at_ns)``, oldest first."""

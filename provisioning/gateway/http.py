@@ -7,6 +7,8 @@ Routes (JSON in, JSON out; errors are ``{"error": <reason>, "detail": <what to d
   certificate (nothing before or after it) whose full SHA-256 fingerprint (64 hex digits) is
   the one printed next to the enrolment token; it then saves that certificate, re-encoded, and
   nothing else. Every later request is verified against it.
+* ``GET  /v1/broker``  - the broker's host and port terminals connect to (public, as the CA is):
+  ``provision run`` checks that the terminal reaches it before it spends the token.
 * ``POST /v1/enrol``   - :meth:`EnrolmentService.enrol`; the one-time token is the authentication.
 * ``POST /v1/rebind``  - :meth:`Lifecycle.rebind`; token for the new workplace + terminal key.
 * ``POST /v1/keys``    - :meth:`Lifecycle.keys`; signed by a current key of the terminal.
@@ -85,6 +87,12 @@ def create_app(service: EnrolmentService, *, ca_pem: str) -> Flask:
     @app.get("/v1/ca.pem")
     def ca() -> Any:
         return app.response_class(ca_pem, mimetype="application/x-pem-file")
+
+    @app.get("/v1/broker")
+    def broker() -> Any:
+        # Public like the CA: where terminals connect, so an installer can check it is
+        # reachable from the terminal before spending the token (it names no terminal).
+        return jsonify(host=service.endpoint.host, port=service.endpoint.port)
 
     @app.post("/v1/enrol")
     def enrol() -> Any:

@@ -65,6 +65,7 @@ from siteclock.provisioning.shared.workplace import WorkplaceBinding
 
 log = logging.getLogger(__name__)
 
+
 class EnrolmentService:
     """The enrolment endpoint's logic, independent of HTTP (so it is testable without it)."""
 
@@ -140,6 +141,40 @@ class EnrolmentService:
         )
         return result
 
+    def _may_re_enrol(self, existing: Any, workplace: str, kid: str) -> bool:
+        """For a terminal id already known: False for the same key (a retry after a lost
+        answer), True when a new key may take the id over, else a refusal.
+
+        An enrolment that failed on the terminal (a wrong reader, a wiped data directory...)
+        must not burn its id: whoever holds a new valid token for the same workplace may enrol
+        the id again with a new key, as long as no event was ever recorded under it (its old
+        keys are revoked, kept for the record). An id with a history is kept by its terminal.
+        """
+        terminal_id = existing.terminal_id
+        if existing.status != ACTIVE:
+            raise EnrolmentRefused(
+                "terminal_exists",
+                f"terminal id {terminal_id!r} was decommissioned; choose another id",
+                status=409,
+            )
+        if existing.workplace != workplace:
+            raise EnrolmentRefused(
+                "terminal_exists",
+                f"terminal id {terminal_id!r} is enrolled at another workplace; choose another "
+                "id, or use 'provision rebind' on that terminal",
+                status=409,
+            )
+        if kid in existing.keys:
+            return False
+        if self.terminals.has_events(terminal_id):
+            raise EnrolmentRefused(
+                "terminal_exists",
+                f"terminal id {terminal_id!r} is already enrolled and has recorded taps; choose "
+                "another id, or use rebind / rotate-key on that terminal",
+                status=409,
+            )
+        return True
+
     def _enrol(self, req: EnrolmentRequest) -> EnrolmentResult:
         kid = key_id(req.public_key)
         workplace = req.workplace.reference
@@ -148,21 +183,19 @@ class EnrolmentService:
         check_public_key(req.alg, req.public_key)
         verify_proof(req.alg, req.public_key, req.signature, req.signed_body())
         existing = self.terminals.get(req.terminal_id)
-        if existing is not None:
-            # Checked before the token is claimed: a clash must not burn the installer's token.
-            same = existing.workplace == workplace and kid in existing.keys
-            if not same or existing.status != ACTIVE:
-                raise EnrolmentRefused(
-                    "terminal_exists",
-                    f"terminal id {req.terminal_id!r} is already enrolled; choose another id, "
-                    "or use rebind / rotate-key on that terminal",
-                    status=409,
-                )
+        # Checked before the token is claimed: a clash must not burn the installer's token.
+        re_enrol = existing is not None and self._may_re_enrol(existing, workplace, kid)
         self.tokens.claim(req.token, terminal_id=req.terminal_id, kid=kid, workplace=workplace)
         if existing is None:
             self.terminals.register(
                 req.terminal_id, workplace, public_key=req.public_key, alg=req.alg
             )
+        elif re_enrol:
+            self.terminals.replace_keys(
+                req.terminal_id, req.public_key, alg=req.alg,
+                reason="enrolled again with a new token before recording any event",
+            )  # fmt: skip
+            self.counters["re_enrolled"] += 1
         self.record_location(req.workplace, req.terminal_id)
         password = self.broker.set_password(req.terminal_id)
         return EnrolmentResult(

@@ -48,6 +48,20 @@ class TokenInfo:
     note: str
     used_ns: int | None
     used_by: str | None
+    revoked_ns: int | None = None
+
+    @property
+    def id(self) -> str:
+        """What a person names the token by (``token list``, ``token revoke``): the start of
+        its hash, which says nothing about the token itself."""
+        return self.token_hash[:10]
+
+    def state(self, now_ns: int) -> str:
+        if self.revoked_ns is not None:
+            return "revoked"
+        if self.used_ns is not None:
+            return f"used by {self.used_by}"
+        return "expired" if now_ns >= self.expires_ns else "unused"
 
 
 class TokenStore:
@@ -87,7 +101,32 @@ class TokenStore:
         return TokenInfo(*row) if row else None
 
     def list(self) -> list[TokenInfo]:
-        return [TokenInfo(*r) for r in self._db.tokens()]
+        revoked = self._db.token_revocations()
+        return [TokenInfo(*r, revoked_ns=revoked.get(r[0])) for r in self._db.tokens()]
+
+    def find(self, name: str) -> TokenInfo:
+        """The one token ``name`` names: an id from :meth:`list` (at least 6 characters of the
+        hash), or the token itself."""
+        text = (name or "").strip().lower()
+        if len(text) < 6:
+            raise ValueError("give at least 6 characters of the token's id (see 'token list')")
+        tokens = self.list()
+        by_token = hash_token(name)
+        found = [t for t in tokens if t.token_hash.startswith(text) or t.token_hash == by_token]
+        if not found:
+            raise ValueError(f"no token with id {name!r} (see 'token list')")
+        if len(found) > 1:
+            raise ValueError(f"{name!r} names {len(found)} tokens: give more characters")
+        return found[0]
+
+    def revoke(self, name: str, *, by: str = "") -> TokenInfo:
+        """Revoke an unused token (it can no longer enrol anything). Returns it."""
+        token = self.find(name)
+        if not self._db.revoke_token(token.token_hash, self._clock(), by):
+            raise ValueError(
+                f"token {token.id} is {token.state(self._clock())}: only an unused one is revoked"
+            )
+        return token
 
     def check(self, token: str, *, terminal_id: str, kid: str, workplace: str) -> None:
         """Raise what :meth:`claim` would, without claiming: the caller's right to hear more."""

@@ -7,6 +7,7 @@ import argparse
 import getpass
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,79 @@ def usage_error(message: str) -> int:
 
     print(f"siteclock: {redact(message)}", file=sys.stderr)
     return 2
+
+
+def failure(message: str) -> int:
+    """An operation that could not be done (exit 1): one line, on stderr, INSS masked."""
+    from siteclock.log import redact
+
+    print(f"siteclock: {redact(message)}", file=sys.stderr)
+    return 1
+
+
+def existing_db(path: Path | str) -> Path:
+    """``--db`` for a command that works on the gateway's data: the file must exist.
+
+    A typo must not make an empty database that then takes workers and tokens nobody else sees.
+    The gateway (or ``provision serve``) makes the database on its first start.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"--db {path}: the folder {path.parent} does not exist (check the path)")
+    if not path.is_file():
+        raise ValueError(
+            f"--db {path}: no gateway database there (check the path; the gateway makes it on "
+            "its first start)"
+        )
+    return path
+
+
+def db_folder(path: Path | str) -> Path:
+    """``--db`` for a service that may make the database: its folder must exist."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(
+            f"--db {path}: the folder {path.parent} does not exist; create it (owned by the "
+            "gateway's user) or fix the path"
+        )
+    return path
+
+
+def guarded(command: Callable[[], int]) -> int:
+    """Run a command so that every error a person can cause is a line, never a traceback:
+    bad input exits 2, a failed operation 1. ``SITECLOCK_DEBUG=1`` lets tracebacks through."""
+    import sqlite3
+
+    if os.environ.get("SITECLOCK_DEBUG"):
+        return command()
+    try:
+        return command()
+    except KeyboardInterrupt:
+        return failure("interrupted")
+    except FileNotFoundError as exc:
+        return usage_error(f"{exc.filename}: file not found")
+    except PermissionError as exc:
+        return failure(f"{exc.filename}: permission denied (run as the service's user?)")
+    except ValueError as exc:  # WorkerError, WorkplaceError, RegistryError, ConfigError...
+        return usage_error(str(exc))
+    except sqlite3.Error as exc:
+        return failure(f"database: {exc}")
+    except OSError as exc:
+        return failure(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for a person at a shell
+        return failure(
+            f"unexpected error ({type(exc).__name__}: {exc}); rerun with SITECLOCK_DEBUG=1 "
+            "to see where, and report it"
+        )
+
+
+def local_and_utc(instant_ns: int) -> str:
+    """An instant as a person reads it: local date and time with its zone, then UTC."""
+    from datetime import UTC, datetime
+
+    moment = datetime.fromtimestamp(instant_ns / 1e9, UTC)
+    local = moment.astimezone()
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({moment:%Y-%m-%d %H:%M} UTC)"
 
 
 class _RefusedSecret(argparse.Action):

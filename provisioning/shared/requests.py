@@ -48,13 +48,23 @@ def unauthorized(reason: str) -> EnrolmentRefused:
     return EnrolmentRefused(reason, UNAUTHORIZED_DETAIL, status=401)
 
 
+TOKEN_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+"""32 symbols without I, O, 1 and 0, which a person reading a token aloud or from a phone
+mixes up. Five bits each: 15 random bytes are 24 symbols."""
+
+
 def format_token(raw: bytes) -> str:
-    text = base64.b32encode(raw).decode().rstrip("=")
+    """Random bytes as a token to type: groups of four symbols of :data:`TOKEN_ALPHABET`."""
+    number, bits = int.from_bytes(raw, "big"), len(raw) * 8
+    count = -(-bits // 5)
+    number <<= count * 5 - bits
+    text = "".join(TOKEN_ALPHABET[(number >> (5 * i)) & 31] for i in reversed(range(count)))
     return "-".join(text[i : i + 4] for i in range(0, len(text), 4))
 
 
 def normalize_token(token: str) -> str:
-    """What the installer typed -> the canonical token (case, spaces and dashes do not matter)."""
+    """What the installer typed -> the canonical token: case, spaces, dashes and dots do not
+    matter (tokens issued before the I/O-free alphabet normalise the same way, so they hold)."""
     return "".join(c for c in (token or "").upper() if c.isalnum())
 
 

@@ -167,14 +167,35 @@ class Coordinates:
 
     @classmethod
     def parse(cls, text: str) -> Coordinates:
-        """``"50.8503, 4.3517"`` or ``"50.8503 4.3517"`` (latitude first)."""
-        parts = [p for p in re.split(r"[,;\s]+", (text or "").strip()) if p]
+        """``"50.8503, 4.3517"``, ``"50.8503 4.3517"`` (latitude first), or with Belgian
+        decimal commas: ``"50,8503; 4,3517"``, ``"50,8503 4,3517"``, ``"50,8503, 4,3517"``.
+
+        A comma is a decimal comma only where it cannot be the separator: with a ``;`` between
+        the numbers, or when there are no dots and more than one comma. ``"50,8503,4,3517"``
+        could be read two ways and is refused, saying how to write it.
+        """
+        raw = (text or "").strip()
+        advice = "give 'latitude, longitude', e.g. 50.8503, 4.3517 (or 50,8503; 4,3517)"
+        if ";" in raw:
+            parts = raw.split(";")
+        elif "." in raw or raw.count(",") <= 1:
+            parts = re.split(r"[,\s]+", raw)
+        else:  # decimal commas: the numbers are apart by a space (after a comma or not)
+            parts = re.split(r",?\s+", raw)
+            if len(parts) != 2:
+                raise WorkplaceError(
+                    f"{text!r}: with decimal commas, put '; ' or a space between latitude and "
+                    "longitude, e.g. 50,8503; 4,3517"
+                )
+        parts = [p.strip().replace(",", ".") for p in parts if p.strip()]
         if len(parts) != 2:
-            raise WorkplaceError(f"{text!r}: give coordinates as 'latitude, longitude'")
+            raise WorkplaceError(f"{text!r}: {advice}")
         try:
             lat, lon = (float(p) for p in parts)
         except ValueError:
-            raise WorkplaceError(f"{text!r}: coordinates must be decimal numbers") from None
+            raise WorkplaceError(
+                f"{text!r}: coordinates must be decimal numbers; {advice}"
+            ) from None
         return cls(lat, lon)
 
 

@@ -26,6 +26,34 @@ class GatewayError(Exception):
         self.reason = reason
 
 
+def unreachable(url: str, exc: BaseException, timeout_s: float) -> str:
+    """Why ``url`` could not be reached, in words an installer can act on (the library's own
+    text, ``HTTPSConnectionPool(host=..., port=...): Max retries exceeded ...``, is not)."""
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url).netloc or url
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return (
+            f"the gateway at {where} does not prove it is the site's gateway (TLS: its "
+            "certificate is not signed by the pinned site CA, or the address differs)"
+        )
+    if isinstance(exc, requests.exceptions.Timeout):
+        return f"the gateway at {where} did not answer within {timeout_s:g} s (network, firewall?)"
+    if "Name or service not known" in text or "nodename nor servname" in text or (
+        "Temporary failure in name resolution" in text
+    ):
+        return f"the name in {where} does not resolve: check the --gateway address"
+    if "refused" in text.lower():
+        return (
+            f"nothing answers at {where}: is the enrolment endpoint running "
+            "('siteclock provision serve', or its service) and the port right?"
+        )
+    if "No route to host" in text or "unreachable" in text.lower():
+        return f"no route to {where}: check the network cable/Wi-Fi and the address"
+    return f"cannot reach the gateway at {where} ({type(exc).__name__})"
+
+
 class GatewayClient:
     """What a terminal calls during provisioning. ``ca_file`` is the pinned site CA."""
 
@@ -55,7 +83,9 @@ class GatewayClient:
                 # Whoever answers is not trusted yet: read no more than a certificate needs.
                 content = response.raw.read(MAX_CA_BYTES + 1, decode_content=True)
         except (requests.RequestException, OSError) as exc:
-            raise GatewayError(f"cannot fetch the site CA from {base_url}: {exc}") from None
+            raise GatewayError(
+                f"cannot fetch the site CA: {unreachable(base_url, exc, timeout_s)}"
+            ) from None
         try:
             if len(content) > MAX_CA_BYTES:
                 raise ValueError(f"more than {MAX_CA_BYTES} bytes is not one certificate")
@@ -73,7 +103,7 @@ class GatewayClient:
                 self.base_url + path, json=body, verify=str(self.ca_file), timeout=self.timeout_s
             )
         except requests.RequestException as exc:
-            raise GatewayError(f"cannot reach the gateway at {self.base_url}: {exc}") from None
+            raise GatewayError(unreachable(self.base_url, exc, self.timeout_s)) from None
         try:
             payload = response.json()
         except ValueError:
@@ -86,6 +116,25 @@ class GatewayClient:
         if not isinstance(payload, dict):
             raise GatewayError("the gateway's answer is not a JSON object", reason="malformed")
         return payload
+
+    def broker(self) -> tuple[str, int] | None:
+        """Where the gateway says terminals find the broker, checked against the pinned CA;
+        None from a gateway too old to say (it answers 404)."""
+        url = self.base_url + "/v1/broker"
+        try:
+            response = requests.get(url, verify=str(self.ca_file), timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise GatewayError(unreachable(self.base_url, exc, self.timeout_s)) from None
+        if response.status_code == 404:
+            return None
+        try:
+            payload = response.json()
+            return str(payload["host"]), int(payload["port"])
+        except (ValueError, KeyError, TypeError):
+            raise GatewayError(
+                f"the gateway's /v1/broker answer is not understood ({response.status_code})",
+                reason="malformed",
+            ) from None
 
     def enrol(self, req: EnrolmentRequest) -> EnrolmentResult:
         return EnrolmentResult.from_json(self._post("/v1/enrol", req.to_json()))

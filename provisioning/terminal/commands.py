@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
         pin_factory=args.pin_factory,
         badge_timeout_s=args.badge_timeout,
         selftest=not args.no_selftest,
+        skip_checks=frozenset(args.skip_check),
     )
     service = ServiceControl(enabled=not args.no_service)
     return Installer(opts, service=service).run()

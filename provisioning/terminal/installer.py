@@ -57,7 +57,7 @@ from siteclock.provisioning.terminal.layout import (
     ProvisioningError,
     write_state,
 )
-from siteclock.provisioning.terminal.selftest import Check, run_selftest
+from siteclock.provisioning.terminal.selftest import Check, Verdict, run_selftest
 from siteclock.provisioning.terminal.systemd import ServiceControl
 from siteclock.terminal import config as terminal_config
 from siteclock.terminal import identity
@@ -81,6 +81,8 @@ class ProvisionOptions:
     badge_timeout_s: float = 60.0
     ack_timeout_s: float = 30.0
     selftest: bool = True
+    skip_checks: frozenset[str] = frozenset()
+    """Checks before enrolment to leave out (``broker`` when it is not up yet...): explicit."""
 
 
 @dataclass
@@ -90,6 +92,7 @@ class State:
     workplace: str
     kid: str = ""
     broker_host: str = ""
+    """The broker host the gateway named (``--broker-host``, when given, wins at each run)."""
     broker_port: int = 0
     updated_ns: int = field(default_factory=time.time_ns)
 
@@ -186,8 +189,11 @@ class Installer:
             if state.index < STEPS.index("ca"):
                 self._ca(state)
             if state.index < STEPS.index("enrolled"):
+                self._preflight()
                 self._enrol(state)
-            if state.index < STEPS.index("configured"):
+            if state.index < STEPS.index("tested"):
+                # Always from what was typed this time: a rerun after a failed self-test (a
+                # wrong reader, broker host, pin factory...) must use the corrected values.
                 self._configure(state)
             if state.index < STEPS.index("tested") and not self._selftest(state):
                 return 1
@@ -239,7 +245,7 @@ class Installer:
         client = GatewayClient(self.opts.gateway_url, self.dir / CA_FILE)
         result = client.enrol(request)
         self._store_credentials(result)
-        state.broker_host = self.opts.broker_host or result.endpoint.host
+        state.broker_host = result.endpoint.host
         state.broker_port = result.endpoint.port
         self.out(f"enrolled at the gateway as {result.terminal_id} for {result.workplace}")
         self.save(state, "enrolled")
@@ -249,15 +255,38 @@ class Installer:
         keys = json.dumps(result.gateway_keys, indent=2, sort_keys=True) + "\n"
         write_public(self.dir / GATEWAY_KEYS_FILE, keys.encode())
 
+    def _preflight(self) -> None:
+        """Everything the terminal can check before the token is spent (see preflight)."""
+        from siteclock.provisioning.terminal.preflight import preflight
+
+        self.out("checks before enrolment (the token is not used yet):")
+        checks = preflight(self.opts, self.dir / CA_FILE, reader=self.reader, out=self.out)
+        failed = [
+            c.name for c in checks
+            if c.verdict is Verdict.FAIL and c.name not in self.opts.skip_checks
+        ]  # fmt: skip
+        if failed:
+            raise ProvisioningError(
+                f"{', '.join(failed)} check failed before enrolment; the token was NOT used "
+                "and the terminal id is still free"
+            )
+
     def _configure(self, state: State) -> None:
         path = self.dir / CONFIG_FILE
         document = config_document(
             self.opts,
             workplace=state.workplace,
-            host=state.broker_host,
+            host=self.opts.broker_host or state.broker_host,
             port=state.broker_port,
             data_dir=self.dir,
         )
+        if path.exists():
+            try:
+                before = terminal_config.load(path)
+            except ConfigError:
+                before = None
+            if before is not None and before.reader.spec != self.opts.reader_spec:
+                self.out(f"reader: {self.opts.reader_spec} (was {before.reader.spec})")
         try:
             write_config(path, document)
         except ConfigError as exc:

@@ -104,7 +104,7 @@ def run_installer(
         "run", "--data-dir", str(data), "--terminal-id", terminal_id, "--workplace", WP,
         "--coordinates", COORDS, "--gateway", gw.url, "--token-file", str(token_file),
         "--ca-fingerprint", fingerprint, "--reader", f"sim:{data / 'taps.sock'}",
-        "--pin-factory", "mock", "--no-selftest", "--no-service",
+        "--pin-factory", "mock", "--no-selftest", "--no-service", "--skip-check", "broker",
     ])  # fmt: skip
     captured = capsys.readouterr()
     return code, captured.out + captured.err

@@ -38,6 +38,7 @@ EMPLOYER = enterprise("04035742")
 @pytest.fixture
 def workers(tmp_path: Path) -> Workers:
     registry = Registry(tmp_path / "gw.db", tmp_path / "inss.key")
+    registry.add_workplace(WP, latitude=50.85, longitude=4.35)
     yield Workers(registry, load_or_create_ref_key(tmp_path / "ref.key"))
     registry.close()
 

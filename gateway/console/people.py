@@ -1,0 +1,52 @@
+"""How the console names a worker: display name, pseudonymous reference and a masked INSS.
+
+The full INSS never reaches a page: :func:`mask_inss` keeps the two check digits only
+(``••.••.••-•••.23``), enough to tell two namesakes apart on a list, and nothing a page, log or
+screenshot could leak. Looked up once per worker per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import g
+
+from siteclock.gateway.db import GatewayDB
+from siteclock.gateway.registry import Registry, RegistryError
+
+MASK = "••.••.••-•••."
+
+
+def mask_inss(digits: str) -> str:
+    return MASK + digits[-2:]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLabel:
+    ref: str
+    name: str
+    masked_inss: str
+    employer: str
+
+
+class People:
+    """Worker labels read through the registry (which alone decrypts an INSS)."""
+
+    def __init__(self, db: GatewayDB, inss_key_file: Path | None) -> None:
+        self.registry = Registry(db, inss_key_file) if inss_key_file is not None else None
+
+    def label(self, ref: str | None) -> WorkerLabel | None:
+        if ref is None or self.registry is None:
+            return None
+        cache: dict[str, WorkerLabel | None] = g.setdefault("worker_labels", {})
+        if ref not in cache:
+            try:
+                found = self.registry.worker(ref)
+            except RegistryError:
+                found = None
+            cache[ref] = (
+                None if found is None
+                else WorkerLabel(ref, found.name, mask_inss(found.inss.reveal()), found.employer.id)
+            )  # fmt: skip
+        return cache[ref]
