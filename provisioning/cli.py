@@ -31,7 +31,8 @@ import argparse
 from pathlib import Path
 
 from siteclock.provisioning.gateway import commands as gateway_side
-from siteclock.provisioning.gateway.workers_commands import read_badge, workers_cli
+from siteclock.provisioning.gateway import workers_commands
+from siteclock.provisioning.gateway.workers_csv import WorkerError
 from siteclock.provisioning.shared.cli_args import (
     DEFAULT_DATA_DIR,
     binding_args,
@@ -145,6 +146,23 @@ def provision_cli(argv: list[str]) -> int:
 
     args = parser.parse_args(argv)
     return guarded(lambda: int(args.func(args)))
+
+
+def read_badge(spec: str, timeout_s: float = 60.0) -> str:
+    """Enrolment mode: open a reader and return the first badge tapped on it."""
+    from siteclock import hw
+    from siteclock.provisioning.terminal.selftest import check_reader
+
+    reader = hw.open_reader(spec)
+    check, badge = check_reader(reader, spec, timeout_s)
+    if badge is None:
+        raise WorkerError(f"no badge read: {check.detail}")
+    return badge
+
+
+def workers_cli(argv: list[str]) -> int:
+    """``siteclock workers ...`` (see provisioning.gateway.workers_commands)."""
+    return workers_commands.workers_cli(argv, read_badge=read_badge)
 
 
 __all__ = ["provision_cli", "read_badge", "read_secret", "workers_cli"]

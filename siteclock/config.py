@@ -50,6 +50,15 @@ def load(path: Path | str, schema: type[T]) -> T:
     return from_mapping(raw, schema, path=path)
 
 
+def _beside(config: Path | str, value: Path) -> Path:
+    """A relative path in a configuration file is relative to the file's folder, never to the
+    folder a service or a person happened to start in (which made a second data directory,
+    and a second signing key, when a service was started from elsewhere)."""
+    if value.is_absolute() or str(config).startswith("<"):
+        return value
+    return Path(config).resolve().parent / value
+
+
 def from_mapping(raw: dict[str, Any], schema: type[T], *, path: Path | str = "<config>") -> T:
     return _build(raw, schema, path, prefix="")
 
@@ -114,7 +123,7 @@ def _coerce(value: Any, hint: Any, path: Path | str, key: str) -> Any:
     if hint is Path:
         if not isinstance(value, str):
             raise ConfigError(path, key, f"expected a path, got {value!r}")
-        return Path(value)
+        return _beside(path, Path(value))
     if isinstance(hint, type) and issubclass(hint, str) and hint is not str:  # StrEnum
         try:
             return hint(value)

@@ -189,6 +189,11 @@ class Feedback(CompositeDevice):
         """The tap was NOT recorded (e.g. disk full). Red, loud, and honest."""
         self._show("refused", [self._words.not_saved, reason, self._words.use_paper], badge=badge)
 
+    def out_of_service(self, *, badge: str | None = None) -> None:
+        """The terminal is out of service (terminal.out_of_service): the tap is NOT recorded."""
+        w = self._words
+        self._show("refused", [w.not_saved, w.out_of_service, w.use_other_terminal], badge=badge)
+
     def reader_fault(self, detail: str) -> None:
         """The reader is gone; red blinks slowly until :meth:`reader_ok`."""
         self._show("reader_fault", [self._words.reader_fault, detail])

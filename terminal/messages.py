@@ -33,6 +33,8 @@ class Words:
     ready: str
     last_registered: str
     last_rejected: str
+    out_of_service: str = "OUT OF SERVICE"
+    use_other_terminal: str = "use other terminal"
 
     def direction(self, kind: Kind | None) -> str:
         """IN / OUT / BREAK as the worker reads it; empty when nothing was recorded."""
@@ -53,6 +55,7 @@ LANGUAGES: dict[str, Words] = {
         badge_blocked="badge blocked:", see_employer="see employer", not_saved="NOT SAVED",
         use_paper="use paper sheet", reader_fault="Reader fault", ready="Ready",
         last_registered="last: registered", last_rejected="last: REJECTED",
+        out_of_service="OUT OF SERVICE", use_other_terminal="use other terminal",
     ),
     "nl": Words(
         came_in="IN", went_out="UIT", on_break="PAUZE", back_from_break="pauze voorbij",
@@ -61,6 +64,7 @@ LANGUAGES: dict[str, Words] = {
         not_saved="NIET OPGESLAGEN", use_paper="gebruik papieren lijst",
         reader_fault="Lezer defect", ready="Klaar", last_registered="vorige: geregistreerd",
         last_rejected="vorige: GEWEIGERD",
+        out_of_service="BUITEN DIENST", use_other_terminal="andere terminal nemen",
     ),
     "fr": Words(
         came_in="ENTRÉE", went_out="SORTIE", on_break="PAUSE", back_from_break="fin de pause",
@@ -69,6 +73,7 @@ LANGUAGES: dict[str, Words] = {
         not_saved="PAS ENREGISTRÉ", use_paper="utilisez la feuille",
         reader_fault="Lecteur en panne", ready="Prêt",
         last_registered="dernier : enregistré", last_rejected="dernier : REFUSÉ",
+        out_of_service="HORS SERVICE", use_other_terminal="autre borne SVP",
     ),
     "de": Words(
         came_in="KOMMEN", went_out="GEHEN", on_break="PAUSE", back_from_break="Pause vorbei",
@@ -76,6 +81,7 @@ LANGUAGES: dict[str, Words] = {
         badge_blocked="Badge gesperrt:", see_employer="Arbeitgeber fragen",
         not_saved="NICHT GESPEICHERT", use_paper="Papierliste nutzen", reader_fault="Leserfehler",
         ready="Bereit", last_registered="letzte: registriert", last_rejected="letzte: ABGELEHNT",
+        out_of_service="AUSSER BETRIEB", use_other_terminal="anderes Gerät nutzen",
     ),
 }  # fmt: skip
 

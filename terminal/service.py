@@ -46,11 +46,13 @@ from siteclock.terminal.config import TerminalConfig
 from siteclock.terminal.direction import Direction
 from siteclock.terminal.feedback import Feedback
 from siteclock.terminal.health import Health
+from siteclock.terminal.out_of_service import DEFAULT_AFTER_S, LoginWatch
 from siteclock.terminal.outbox import Outbox, OutboxError
 
 log = logging.getLogger(__name__)
 
 READER_RETRY_S = 2.0
+LOGIN_WATCH_S = 1.0  # how often the uplink's login state is looked at (cheap: two reads)
 
 
 class StartupError(Exception):
@@ -113,9 +115,17 @@ class Terminal:
     """
 
     def __init__(
-        self, config: TerminalConfig, *, reader: Reader | None = None, pin_factory: Any = None
+        self,
+        config: TerminalConfig,
+        *,
+        reader: Reader | None = None,
+        pin_factory: Any = None,
+        out_of_service_after_s: float = DEFAULT_AFTER_S,
     ) -> None:
+        """``out_of_service_after_s``: how long the broker must refuse this terminal's own
+        login before taps are refused as "out of service" (see terminal.out_of_service)."""
         self.config = config
+        self.login_watch = LoginWatch(config.data_dir, after_s=out_of_service_after_s)
         _ensure_writable(config.data_dir)
         try:
             signer = identity.load_or_create(config.key_path)
@@ -180,6 +190,8 @@ class Terminal:
         self._start_uplink()
         self._thread = threading.Thread(target=self._run_reader, name="reader", daemon=True)
         self._thread.start()
+        if self.uplink is not None:
+            threading.Thread(target=self._watch_login, name="login-watch", daemon=True).start()
         log.info("terminal started", extra=fields(
             terminal=self.config.terminal_id, last_seq=self.outbox.stats().last_seq,
             kid=self.signer.kid,
@@ -230,7 +242,22 @@ class Terminal:
                 self._handle(ReaderStatus(ReaderState.FAULT, f"reader crashed: {exc}"))
                 self._stopping.wait(READER_RETRY_S)
 
+    def _watch_login(self) -> None:
+        """Follow the uplink's logins, so a decommissioned terminal stops saying "saved"."""
+        while not self._stopping.wait(LOGIN_WATCH_S):
+            uplink = self.uplink
+            self.login_watch.observe(
+                logins=uplink.counters["connects"],
+                connected=bool(uplink.connected),
+                refusals=uplink.counters["connect_refused"],
+                reason=getattr(uplink, "last_refusal", None),
+            )
+
     def _handle(self, item: object) -> None:
+        if isinstance(item, BadgeRead) and self.login_watch.out_of_service():
+            # Decommissioned (its login refused for long): nothing recorded, and it says so.
+            self.feedback.out_of_service(badge=item.badge)
+            return
         if isinstance(item, BadgeRead):
             result = self.capture.tap(item)
             if result.signed is not None and self.uplink is not None:

@@ -142,6 +142,7 @@ class Uplink:
         self._prune_every_s = prune_every_s
         self._keepalive_s = keepalive_s
         self.counters: Counter[str] = Counter()
+        self.last_refusal: str | None = None  # the reason of the last refused login
         self._gateway_keys = load_gateway_keys(config.gateway_keys_file)
         self._topics = {ch: topic(terminal_id, ch) for ch in Channel}
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -180,6 +181,7 @@ class Uplink:
 
     def _on_connect(self, client: mqtt.Client, _ud: Any, _fl: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:
+            self.last_refusal = str(rc)  # read by terminal.out_of_service (its own login?)
             self.counters["connect_refused"] += 1
             log.error("broker refused the terminal", extra=fields(reason=str(rc)))
             return

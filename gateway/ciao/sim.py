@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,8 @@ def cli(argv: list[str]) -> int:
             [*args.reject, *(_lines(args.reject_file) if args.reject_file else [])]
         )
     except ValueError as exc:
-        parser.error(str(exc))
+        print(f"siteclock ciao-sim: {exc}", file=sys.stderr)
+        return 2
     setup()
     server = SimServer(
         args.host,

@@ -5,9 +5,11 @@
     app = create_app(db, ConsoleConfig(), inss_key_file=cfg.inss_key_path)
     server = serve_console(app, config)          # gateway/console/server.py: HTTPS
 
-Pages are the modules of ``gateway/console/pages/`` that define ``PAGE`` (a
+Pages are the modules of the packages in :data:`PAGE_PACKAGES` that define ``PAGE`` (a
 :class:`~gateway.console.web.Page`): each is found and registered by itself, so adding a page is
-adding a module (see :mod:`gateway.console.web` for what a page uses).
+adding a module (see :mod:`gateway.console.web` for what a page uses). The provisioning layer,
+which sits above the gateway, contributes the workers page this way: it imports the console,
+never the other way round (the console finds it by name at start, as a plug-in).
 
 Sessions live in the database (``console_sessions``): the cookie holds a random token (Secure,
 HttpOnly, SameSite=Strict), the database only its SHA-256, with the session's own CSRF token.
@@ -42,7 +44,6 @@ from flask import (
 from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException
 
-from siteclock.gateway.console import pages as pages_package
 from siteclock.gateway.console.accounts import Accounts
 from siteclock.gateway.console.config import LANGUAGES, ConsoleConfig
 from siteclock.gateway.console.i18n import LANG_COOKIE, _, choose_language
@@ -83,12 +84,23 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+PAGE_PACKAGES = (
+    "siteclock.gateway.console.pages",
+    "siteclock.provisioning.gateway.console_pages",  # workers and badges (needs provisioning)
+)
+
+
 def discover_pages() -> list[Page]:
-    """Every ``PAGE`` of the modules in ``gateway/console/pages/``, menu order by name."""
+    """Every ``PAGE`` of the modules of :data:`PAGE_PACKAGES`, menu order by module name."""
+    modules = []
+    for package_name in PAGE_PACKAGES:
+        package = importlib.import_module(package_name)
+        modules += [
+            f"{package_name}.{info.name}" for info in pkgutil.iter_modules(package.__path__)
+        ]
     found = []
-    for info in sorted(pkgutil.iter_modules(pages_package.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{pages_package.__name__}.{info.name}")
-        page = getattr(module, "PAGE", None)
+    for name in sorted(modules, key=lambda m: m.rpartition(".")[2]):
+        page = getattr(importlib.import_module(name), "PAGE", None)
         if isinstance(page, Page):
             found.append(page)
     return found

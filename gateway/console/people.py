@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import g
+from flask import current_app, g
 
 from siteclock.gateway.db import GatewayDB
 from siteclock.gateway.registry import Registry, RegistryError
@@ -50,3 +50,13 @@ class People:
                 else WorkerLabel(ref, found.name, mask_inss(found.inss.reveal()), found.employer.id)
             )  # fmt: skip
         return cache[ref]
+
+
+def people() -> People:
+    """The app's :class:`People` (made on first use)."""
+    extras = current_app.extensions["siteclock_console"].extras
+    found = extras.get("people")
+    if found is None:
+        state = current_app.extensions["siteclock_console"]
+        found = extras["people"] = People(state.db, state.inss_key_file)
+    return found  # type: ignore[no-any-return]

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, g, request
 
@@ -119,6 +120,15 @@ def admin_required(view: F) -> F:
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def local_path(target: str | None, default: str) -> str:
+    """``target`` when it is a path on this console, else ``default`` (a form's "back" or a
+    login's "next" never sends anyone to another site)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    parts = urlsplit(target)
+    return default if parts.scheme or parts.netloc else target
 
 
 def remote_address() -> str:

@@ -78,13 +78,20 @@ def token_create(args: argparse.Namespace) -> int:
     print(f"valid until {local_and_utc(issued.expires_ns)}, single use")
     if fingerprint:
         print(f"site CA fingerprint: {fingerprint}")
-    print("installer, on the terminal (it asks for the token; or SITECLOCK_TOKEN / --token-file):")
     print(
-        f"  siteclock provision run --workplace {issued.workplace} "
-        f"--gateway {args.gateway_url or 'https://<gateway>:8443'} "
-        f"--ca-fingerprint {fingerprint or '<fingerprint>'} "
-        "--terminal-id <id> --coordinates '<lat>, <lon>' --reader tty:AMA0:pn532"
+        "installer, on the terminal (it asks for the token; or SITECLOCK_TOKEN / --token-file);"
+        " replace the CAPITALS:"
     )
+    # Placeholders a shell takes as words: '<id>' would be a redirection when pasted.
+    lines = [
+        "sudo siteclock provision run --terminal-id TERMINAL_ID",
+        f"--workplace {issued.workplace}",
+        "--coordinates 'LATITUDE, LONGITUDE'",
+        f"--gateway {args.gateway_url or 'https://GATEWAY:8443'}",
+        f"--ca-fingerprint {fingerprint or 'CA_FINGERPRINT'}",
+        "--reader tty:AMA0:pn532",
+    ]
+    print("  " + " \\\n      ".join(lines))
     return 0
 
 

@@ -11,6 +11,7 @@ never printed.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,9 @@ from siteclock.provisioning.shared.cli_args import (
     secret_args,
 )
 
-
-def read_badge(spec: str, timeout_s: float = 60.0) -> str:
-    """Enrolment mode: open a reader and return the first badge tapped on it."""
-    from siteclock import hw
-    from siteclock.provisioning.terminal.selftest import check_reader
-
-    reader = hw.open_reader(spec)
-    check, badge = check_reader(reader, spec, timeout_s)
-    if badge is None:
-        raise WorkerError(f"no badge read: {check.detail}")
-    return badge
+BadgeReader = Callable[[str, float], str]
+"""Reads one badge from the reader a spec names (``--tap``): given by the command layer, which
+may reach the terminal side's reader code (this gateway-side module may not)."""
 
 
 def _workers(args: argparse.Namespace) -> Any:
@@ -113,7 +106,7 @@ def _link(args: argparse.Namespace) -> int:
     uid = args.uid
     if uid is None:
         print(f"tap the badge on the reader {args.tap} …")
-        uid = read_badge(args.tap, args.timeout)
+        uid = args.read_badge(args.tap, args.timeout)
     badge = _workers(args).link_badge(uid, args.worker)
     print(f"badge {badge} linked to {args.worker}")
     return 0
@@ -267,9 +260,14 @@ def workers_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def workers_cli(argv: list[str]) -> int:
+def workers_cli(argv: list[str], *, read_badge: BadgeReader | None = None) -> int:
     args = workers_parser().parse_args(argv)
+
+    def unavailable(spec: str, _timeout_s: float) -> str:
+        raise WorkerError(f"--tap {spec}: no reader support here; type the UID with --uid")
+
+    args.read_badge = read_badge or unavailable
     return guarded(lambda: int(args.func(args)))
 
 
-__all__ = ["read_badge", "workers_cli", "workers_parser"]
+__all__ = ["BadgeReader", "workers_cli", "workers_parser"]

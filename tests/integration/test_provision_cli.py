@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -120,7 +121,11 @@ def test_token_sheet_enrols_a_terminal_through_the_served_endpoint(
     assert len(fingerprint) == 64  # the full SHA-256: a prefix is no pin
     # The sheet's command line names the workplace, gateway and fingerprint, never the token
     # (a command line is readable by every user of the terminal, and kept in shell history).
-    assert f"--workplace {WP} --gateway {gateway.url}" in sheet
+    command = sheet.split("replace the CAPITALS:\n", 1)[1].replace("\\\n", " ")
+    words = shlex.split(command)  # as a shell reads it, pasted (issue 11 Seen 9)
+    assert words[words.index("--workplace") + 1] == WP
+    assert words[words.index("--gateway") + 1] == gateway.url
+    assert not set(command) & set("<>|;&")  # '<id>' pasted was a redirection
     assert sheet.count(token) == 1
     assert f"--ca-fingerprint {fingerprint}" in sheet
     # Stored hashed: the token itself is nowhere in the database file.

@@ -138,3 +138,56 @@ def test_unreachable_broker_fails_before_the_token_is_spent(
     assert "FAIL  broker" in out
     assert site.tokens.info(token).used_ns is None  # type: ignore[union-attr]
     assert site.registry.get("t-order-05") is None
+
+
+def test_decommissioned_terminal_stops_saying_saved(site: Site, tmp_path: Path) -> None:
+    """Seen 10: a decommissioned terminal kept telling workers "Saved". Once the broker has
+    refused its login for a while it refuses taps visibly (nothing recorded) and says to use
+    another terminal."""
+    import json
+    from dataclasses import replace
+
+    from gpiozero.pins.mock import MockFactory
+
+    from siteclock.hw import sim
+    from siteclock.terminal.service import Terminal
+    from tests.support.waiting import wait_for
+
+    token = site.tokens.create(WP1, ttl_s=3600).token
+    data = tmp_path / "t-order-06"
+    assert run(site, data, token, "t-order-06", "--no-selftest") == 0
+    cfg = terminal_config.load(data / "terminal.toml")
+    journal = data / "feedback.jsonl"
+    cfg = replace(cfg, feedback=replace(cfg.feedback, journal=journal))
+    term = Terminal(cfg, pin_factory=MockFactory(), out_of_service_after_s=0.5)
+    term.start()
+    try:
+        wait_for(lambda: term.uplink.connected, what="terminal connected")
+        wait_for(lambda: (data / "taps.sock").exists(), what="reader socket")
+        assert sim.send_taps(str(data / "taps.sock"), ["sim:0E0E"]) == ["ok"]
+        wait_for(lambda: term.outbox.stats().total == 1, what="first tap saved")
+        assert provision_cli([
+            "decommission", "--db", str(site.db), "--broker-dir", str(site.broker.workdir),
+            "--broker-host", "127.0.0.1", "--terminal", "t-order-06", "--yes",
+            "--inss-key", str(site.root / "inss.key"), "--reload-pid-file", str(site.pid_file),
+        ]) == 0  # fmt: skip
+        # Mosquitto drops the connected session whose account is gone when it rereads the
+        # password file; paho logs in again and is refused from then on.
+        wait_for(term.login_watch.out_of_service, what="out of service", timeout=30)
+        assert sim.send_taps(str(data / "taps.sock"), ["sim:0F0F"]) == ["ok"]
+        wait_for(lambda: "OUT OF SERVICE" in journal.read_text(), what="refusal shown")
+    finally:
+        term.stop()
+    last = json.loads(journal.read_text().splitlines()[-1])
+    assert last["pattern"] == "refused"
+    assert last["text"] == "NOT SAVED / OUT OF SERVICE / use other terminal"
+    assert last["badge"] == "sim:0F0F"
+    assert "saved" not in last["pattern"]
+    from siteclock.terminal.outbox import Outbox
+
+    box = Outbox(cfg.outbox_path, signer=identity.load(cfg.key_path), terminal_id="t-order-06",
+                 workplace=WP1)  # fmt: skip
+    try:
+        assert box.stats().total == 1  # the refused tap was not recorded
+    finally:
+        box.close()

@@ -5,96 +5,28 @@ registrations page, its actions and the audit trail."""
 from __future__ import annotations
 
 import json
-import re
-import time
 from pathlib import Path
 
 import pytest
-from flask.testing import FlaskClient
 
-from siteclock.gateway.console import ConsoleConfig, create_app
 from siteclock.gateway.console.accounts import AccountError, Accounts, Role
-from siteclock.gateway.db import SQLiteGatewayDB
-from siteclock.gateway.registry import Registry
-from tests.support.ciao import make_enterprise, make_inss
-from tests.support.inbox import TerminalFeed, insert
-
-SITE_A, SITE_B = "1Y1003SQ5VSSZ", "2Y1003SQ5VSSZ"
-PASSWORD = "correct horse battery"
-INSS = make_inss(7)
-EMPLOYER_SENT = json.dumps({"enterpriseNumber": make_enterprise(1)}, sort_keys=True)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.ciao import make_enterprise
+from tests.support.console_app import (
+    INSS,
+    PASSWORD,
+    SITE_A,
+    SITE_B,
+    client,
+    console_site,
+    csrf_of,
+    login,
+)
 
 
 @pytest.fixture
 def site(tmp_path: Path):
-    db_path = tmp_path / "gateway.db"
-    db = SQLiteGatewayDB(db_path)
-    registry = Registry(db, tmp_path / "inss.key")
-    registry.add_workplace(SITE_A, latitude=50.85, longitude=4.35)
-    registry.add_workplace(SITE_B, latitude=51.0, longitude=4.0)
-    registry.add_worker("w-ana", "Ana Peeters", inss=INSS, employer=make_enterprise(1))
-    registry.enrol_badge("nfc-a:0A0A0A0A", "w-ana")
-    base = time.time_ns() - 3600 * 10**9
-    feed_a, feed_b = TerminalFeed("t-a", SITE_A), TerminalFeed("t-b", SITE_B)
-    insert(db_path, [feed_a.event("in", "nfc-a:0A0A0A0A", base + i * 10**9) for i in range(5)])
-    insert(db_path, [feed_b.event("in", "nfc-a:0B0B0B0B", base + 100 * 10**9)])
-    db.take_new_events(time.time_ns(), full=True)
-    problem = {"status": 400, "type": "urn:problem:ssin", "title": "Invalid SSIN",
-               "detail": "the worker is unknown at the NSSO"}  # fmt: skip
-    db.set_registrations([
-        (("t-a", 1), {"state": "rejected", "worker_ref": "w-ana", "employer": EMPLOYER_SENT,
-                      "workplace": SITE_A, "ciao_id": "ciao-1", "validity": "invalid",
-                      "remarks": json.dumps([{"code": "DIMONA_NOT_OK"}]),
-                      "problem": json.dumps(problem)}),
-        (("t-b", 1), {"state": "unknown_badge"}),
-    ])  # fmt: skip
-    accounts = Accounts(db)
-    accounts.add("admin", PASSWORD, role=Role.ADMIN)
-    accounts.add("manager-a", PASSWORD, role=Role.SITE_MANAGER, worksites=[SITE_A])
-    clock = Clock()
-    app = create_app(
-        db, ConsoleConfig(login_failures=3, login_window_s=60, page_size=2),
-        inss_key_file=tmp_path / "inss.key", clock=clock,
-    )  # fmt: skip
-    app.testing = True
-    yield app, db, clock
-    registry.close()
-    db.close()
-
-
-class HttpsClient(FlaskClient):
-    """The console's cookies are Secure: the test client must speak HTTPS for them."""
-
-    def open(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        kwargs.setdefault("base_url", "https://localhost")
-        return super().open(*args, **kwargs)
-
-
-def client(app):
-    app.test_client_class = HttpsClient
-    return app.test_client()
-
-
-def csrf_of(page: bytes) -> str:
-    found = re.search(rb'name="csrf_token" value="([^"]+)"', page)
-    assert found, page[:500]
-    return found.group(1).decode()
-
-
-def login(app, username: str, password: str = PASSWORD):
-    c = client(app)
-    token = csrf_of(c.get("/login").data)
-    answer = c.post("/login", data={"username": username, "password": password,
-                                    "csrf_token": token})  # fmt: skip
-    return c, answer
+    with console_site(tmp_path) as found:
+        yield found
 
 
 def test_pages_need_a_login_except_the_health_probe(site) -> None:
@@ -249,3 +181,44 @@ def test_account_rules(site) -> None:
     assert accounts.check_password("nobody", PASSWORD) is None
     accounts.update("manager-a", disabled=True)
     assert accounts.check_password("manager-a", PASSWORD) is None
+
+
+def test_roll_call_lists_who_is_on_a_visible_worksite_only(site) -> None:
+    app, _db, _clock = site
+    c, _answer = login(app, "manager-a")
+    present = c.get("/api/rollcall").json
+    assert present["worksite"] == SITE_A
+    assert [p["name"] for p in present["present"]] == ["Ana Peeters"]
+    assert present["present"][0]["inss"].endswith(INSS[-2:])
+    assert "Ana Peeters" in c.get("/rollcall/").data.decode()
+    assert c.get(f"/api/rollcall?worksite={SITE_B}").status_code == 404
+    assert c.get(f"/rollcall/?worksite={SITE_B}").status_code == 404
+
+
+def test_users_page_is_for_administrators_and_its_changes_are_audited(site) -> None:
+    app, db, _clock = site
+    manager, _answer = login(app, "manager-a")
+    assert manager.get("/users/").status_code == 403
+    assert manager.get("/audit/").status_code == 403
+    assert b"/users/" not in manager.get("/registrations/").data  # not in their menu
+    admin, _answer = login(app, "admin")
+    token = csrf_of(admin.get("/users/").data)
+    bert_form = {"username": "bert", "password": PASSWORD, "role": "site_manager",
+                 "worksites": SITE_B, "language": "fr"}  # fmt: skip
+    admin.post("/users/add", data={"csrf_token": token, **bert_form})
+    assert Accounts(db).get("bert").worksites == frozenset({SITE_B})
+    bert, _answer = login(app, "bert")
+    assert bert.get("/api/registrations").status_code == 200
+    admin.post("/users/bert/update", data={"csrf_token": token, "change": "worksites",
+                                           "worksites": f"{SITE_A} {SITE_B}"})  # fmt: skip
+    assert Accounts(db).get("bert").worksites == frozenset({SITE_A, SITE_B})
+    # other worksites end bert's session: he logs in again
+    assert bert.get("/api/registrations").status_code == 401
+    admin.post("/users/bert/update", data={"csrf_token": token, "change": "disable"})
+    assert Accounts(db).get("bert") is None
+    refused = admin.post("/users/admin/update", data={"csrf_token": token, "change": "remove"},
+                         follow_redirects=True)  # fmt: skip
+    assert "cannot remove your own account" in refused.data.decode()
+    trail = admin.get("/audit/").data.decode()
+    assert "user.add" in trail
+    assert "user.update" in trail

@@ -135,3 +135,21 @@ def test_crew_moves_to_another_worksite_without_retyping(workers: Workers) -> No
         workers.registry.move_workers(WP2, WP_UNKNOWN)
     with pytest.raises(RegistryError, match="not on the roster"):
         workers.registry.move_workers(WP, WP2, workers=[ana])
+
+
+def test_a_worker_with_taps_on_their_way_is_not_removed(workers: Workers, tmp_path: Path) -> None:
+    """Removal would strand a tap the relay still needs the INSS for: refused, nothing gone."""
+    import time
+
+    from tests.support.inbox import TerminalFeed, insert
+
+    workers.import_csv(
+        f"inss,name,employer,capacity,badge,workplace\n{ANA},Ana,{EMPLOYER},employee,04A1B2C3,{WP}\n"
+    )
+    ref = worker_ref(workers.ref_key, ANA)
+    db_path = tmp_path / "gw.db"  # the registry's file, which the intake fills too
+    insert(db_path, [TerminalFeed("t-hall-01", WP).event("in", "nfc-a:04A1B2C3", time.time_ns())])
+    with pytest.raises(RegistryError, match="1 tap"):
+        workers.registry.remove_worker(ref)
+    assert workers.registry.worker(ref) is not None
+    assert workers.registry.resolve("nfc-a:04A1B2C3") is not None

@@ -26,7 +26,7 @@ from flask import (
 
 from siteclock.gateway.console.app import SITE_TZ
 from siteclock.gateway.console.i18n import _
-from siteclock.gateway.console.people import People
+from siteclock.gateway.console.people import people
 from siteclock.gateway.console.web import (
     Page,
     audit,
@@ -89,14 +89,6 @@ def read_filter(args: Any) -> RegistrationFilter:
     )  # fmt: skip
 
 
-def _people() -> People:
-    state = console()
-    people = state.extras.get("people")
-    if people is None:
-        people = state.extras["people"] = People(state.db, state.inss_key_file)
-    return people  # type: ignore[no-any-return]
-
-
 def employer_number(sent: str | None) -> str | None:
     """The number in the employer object sent to CIaO (``{"enterpriseNumber": "…"}``)."""
     if not sent:
@@ -109,7 +101,7 @@ def employer_number(sent: str | None) -> str | None:
 
 def present(row: Any) -> dict[str, Any]:
     """One registration as the page and the JSON show it (INSS masked, JSON fields parsed)."""
-    label = _people().label(row["worker_ref"])
+    label = people().label(row["worker_ref"])
     remarks = json.loads(row["remarks"] or "[]")
     problem = json.loads(row["problem"]) if row["problem"] else None
     return {
@@ -220,14 +212,14 @@ def link_badge(terminal: str, seq: int) -> Any:
     that waited (it retries held rows whenever the registry changes)."""
     row = _visible(terminal, seq)
     worker = request.form.get("worker", "").strip()
-    people = _people()
-    if people.registry is None:
+    registry = people().registry
+    if registry is None:
         abort(503)
     try:
         check_badge(row["badge"])
         if not worker or WRITTEN_INSS_RE.search(worker):
             raise RegistryError(_("Choose a worker by reference."))
-        people.registry.enrol_badge(row["badge"], worker)
+        registry.enrol_badge(row["badge"], worker)
     except (RegistryError, ValueError) as exc:
         flash(str(exc), "error")
         return redirect(url_for(".detail", terminal=terminal, seq=seq))
