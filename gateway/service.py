@@ -1,19 +1,21 @@
 """``siteclock gateway --config PATH``: run the gateway until SIGTERM/SIGINT.
 
-The gateway is three loops over one SQLite file:
+The gateway is four loops over one SQLite file:
 
 - the **intake** (:class:`gateway.intake.Intake`) verifies, stores and acknowledges events;
 - the **relay** (:class:`gateway.relay.Relay`, only when ``[ciao]`` is configured) registers each
   stored event with CIaO exactly once and hands every final verdict to the verdict publisher
   (:class:`gateway.verdicts.VerdictPublisher`), which publishes it on the terminal's ack topic;
+- the **health watch** (:class:`gateway.alerts.HealthWatch`) turns silent terminals offline and
+  raises, resolves and sends the console's alerts (docs/alerts.md);
 - the **roster** loop republishes each terminal's signed roster whenever the worker registry
   changes (a new badge, a blocked one), so terminals greet workers by name, and whenever the
   site view of its workplace changes: the roster carries each worker's last attendance tap
   (:class:`gateway.sequence.SiteDay`), as soon as the gateway has *stored* it, whether or not
   the relay could send it to the NSSO yet, so every terminal of a site knows the others' taps.
 
-All three talk to terminals over one MQTT connection (:class:`gateway.link.MqttLink`): the
-intake listens on it, verdicts and rosters are published on it.
+The intake, relay and rosters talk to terminals over one MQTT connection
+(:class:`gateway.link.MqttLink`): the intake listens on it, verdicts and rosters go out on it.
 
 The broker or CIaO may be down at start: paho keeps reconnecting, the relay keeps retrying, and
 terminals keep their events until the gateway acknowledges them, so nothing waits on anything.
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from siteclock import log as sclog
 from siteclock.config import ConfigError, load
+from siteclock.gateway.alerts.watch import HealthWatch
 from siteclock.gateway.ciao.auth import load_private_key
 from siteclock.gateway.ciao.client import CiaoClient, Timeouts
 from siteclock.gateway.ciao.environments import resolve
@@ -44,6 +47,7 @@ from siteclock.gateway.relay import Relay
 from siteclock.gateway.roster import RosterPublisher, write_gateway_keys
 from siteclock.gateway.sequence import SiteDay
 from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminal_health import TerminalHealth
 from siteclock.gateway.terminals import ACTIVE, TerminalRegistry
 from siteclock.gateway.verdicts import VerdictPublisher
 from siteclock.keys import IdentityError, load_or_create
@@ -71,8 +75,13 @@ class Gateway:
         if cfg.gateway_keys_file is not None:
             write_gateway_keys(cfg.gateway_keys_file, [signer])
         self.terminals = TerminalRegistry(cfg.db)
+        self.health = TerminalHealth(cfg.db, cfg.health)
+        self.watch = HealthWatch(self.health, cfg.alerts)
         self.link = MqttLink(cfg.mqtt)
-        self.intake = Intake(cfg.mqtt, inbox=Inbox(cfg.db), registry=self.terminals, link=self.link)
+        self.intake = Intake(
+            cfg.mqtt, inbox=Inbox(cfg.db), registry=self.terminals, link=self.link,
+            health=self.health,
+        )  # fmt: skip
         self.verdicts = VerdictPublisher(self.link)
         self.rosters = RosterPublisher(self.link, signer)
         self.registry = Registry(cfg.db, cfg.inss_key_path)
@@ -165,6 +174,7 @@ class Gateway:
             target=self._roster_loop, name="rosters", daemon=True
         )
         self._roster_thread.start()
+        self.watch.start()
         if self.cfg.console is not None:
             self.console = serve_gateway_console(self.cfg, self.cfg.console)
 
@@ -172,6 +182,7 @@ class Gateway:
         self._stop.set()
         if self.console is not None:
             self.console.stop()
+        self.watch.stop()
         if self.relay is not None:
             self.relay.stop()
         if self._roster_thread is not None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from siteclock.gateway.db.alert_ops import AlertOps
 from siteclock.gateway.db.console_ops import ConsoleOps
 from siteclock.gateway.db.enrolment_ops import EnrolmentOps
 from siteclock.gateway.db.evidence_ops import EvidenceOps
+from siteclock.gateway.db.health_ops import HealthOps
 from siteclock.gateway.db.inbox_ops import InboxOps
 from siteclock.gateway.db.reads import ReadOps
 from siteclock.gateway.db.registry_ops import RegistryOps
@@ -24,6 +26,8 @@ class SQLiteGatewayDB(
     SequenceOps,
     EnrolmentOps,
     ReadOps,
+    HealthOps,
+    AlertOps,
     ConsoleOps,
     EvidenceOps,
     ReportOps,
