@@ -108,10 +108,19 @@ class Seeder:
                 self.registry.enrol_badge(f"nfc-a:{w:08X}", ref)
                 self.registry.assign(ref, site_ref(w % SITES))
         terminals = TerminalRegistry(self.db)
+        now = time.time_ns()
         with self.db.atomic():
             for t in range(TERMINALS):
                 key = self.signer.public_key_bytes() if t == 0 else os.urandom(32)
                 terminals.register(terminal_id(t), site_ref(t % SITES), public_key=key)
+                # a heartbeat each (1 in 20 offline), as the terminals page shows them
+                figures = {"queue_depth": t % 7, "oldest_unsent_age_s": t % 7 * 3.0,
+                           "clock_synced": 1, "clock_maxerror_us": 2000, "reader": "ok",
+                           "disk_free_mb": 900, "version": "0.1.0", "heartbeat_s": 30.0,
+                           "alerts": "[]"}  # fmt: skip
+                self.db.save_terminal_online(terminal_id(t), now, now + 40 * 10**9, figures)
+                if t % 20 == 7:
+                    self.db.save_terminal_offline(terminal_id(t), now, "connection lost")
 
     def _terminal_for(self, worker: int, tap: int) -> int:
         """The measured worker taps alone on t-00000; the others on their site's other
