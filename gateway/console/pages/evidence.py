@@ -35,12 +35,25 @@ MAX_DAYS = 62  # two months: a correction request is about the last 30 days
 
 
 class BadRequest(ValueError):
-    pass
+    """A selection the page refuses, with the reason in the user's language."""
 
 
-def _worksites() -> list[str]:
+def visible_worksites() -> list[str]:
+    """The worksites the user may choose from (all known ones for an administrator)."""
     scope = scoped_workplaces()
     return list(scope) if scope is not None else console().db.known_workplaces()
+
+
+def read_period(first_text: str, last_text: str, max_days: int) -> tuple[dt.date, dt.date]:
+    """Two ``YYYY-MM-DD`` days, the second not before the first, at most ``max_days`` apart."""
+    try:
+        first, last = dt.date.fromisoformat(first_text), dt.date.fromisoformat(last_text)
+    except ValueError:
+        raise BadRequest(_("A day is written YYYY-MM-DD.")) from None
+    if last < first or (last - first).days >= max_days:
+        raise BadRequest(_("The period runs from a day to a later one, {n} days at most.",
+                           n=max_days))  # fmt: skip
+    return first, last
 
 
 def _selection(args: Any) -> tuple[str, str, dt.date, dt.date]:
@@ -52,14 +65,7 @@ def _selection(args: Any) -> tuple[str, str, dt.date, dt.date]:
     worksite = args.get("worksite") or ""
     if not current_user().can_see(worksite):
         abort(404)
-    try:
-        first = dt.date.fromisoformat(args.get("from") or "")
-        last = dt.date.fromisoformat(args.get("to") or "")
-    except ValueError:
-        raise BadRequest(_("A day is written YYYY-MM-DD.")) from None
-    if last < first or (last - first).days >= MAX_DAYS:
-        raise BadRequest(_("The period runs from a day to a later one, {n} days at most.",
-                           n=MAX_DAYS))  # fmt: skip
+    first, last = read_period(args.get("from") or "", args.get("to") or "", MAX_DAYS)
     return worker, worksite, first, last
 
 
@@ -81,7 +87,7 @@ def _defaults() -> dict[str, str]:
 @blueprint.get("/evidence/")
 def index() -> Any:
     args = {**_defaults(), **request.args.to_dict()}
-    return render_template("evidence.html", worksites=_worksites(), args=args, checked=None)
+    return render_template("evidence.html", worksites=visible_worksites(), args=args, checked=None)
 
 
 @blueprint.get("/evidence/export")
@@ -106,7 +112,7 @@ def export() -> Any:
             registry.close()
     except (BadRequest, NothingToExport) as exc:
         message = str(exc) if isinstance(exc, BadRequest) else _("No such worker.")
-        return render_template("evidence.html", worksites=_worksites(),
+        return render_template("evidence.html", worksites=visible_worksites(),
                                args=request.args.to_dict(), checked=None,
                                error=message), 400  # fmt: skip
     audit("evidence_export", {"worker": worker, "worksite": worksite, "from": str(first),
@@ -140,5 +146,5 @@ def verify() -> Any:
     except EvidenceInvalid as exc:
         checked = {"ok": False, "error": str(exc)}
     audit("evidence_verify", {"result": "intact" if checked["ok"] else "FAILED"})
-    return render_template("evidence.html", worksites=_worksites(), args=_defaults(),
+    return render_template("evidence.html", worksites=visible_worksites(), args=_defaults(),
                            checked=checked), (200 if checked["ok"] else 422)  # fmt: skip

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, render_template, request
 
 from siteclock.gateway.console.i18n import _
+from siteclock.gateway.console.pages.evidence import BadRequest, read_period, visible_worksites
 from siteclock.gateway.console.web import Page, audit, console, current_user, scoped_workplaces
 from siteclock.gateway.reports import DayPresence, presence, presence_csv
 from siteclock.gateway.site_time import day_start_ns, local
@@ -20,21 +21,10 @@ PAGE = Page(blueprint, nav=(("reports.index", "Reports"),))
 MAX_DAYS = 93
 
 
-class BadRequest(ValueError):
-    pass
-
-
 def _period(args: Any) -> tuple[dt.date, dt.date]:
     today = local(console().clock_ns()).date()
-    try:
-        first = dt.date.fromisoformat(args.get("from") or today.replace(day=1).isoformat())
-        last = dt.date.fromisoformat(args.get("to") or today.isoformat())
-    except ValueError:
-        raise BadRequest(_("A day is written YYYY-MM-DD.")) from None
-    if last < first or (last - first).days >= MAX_DAYS:
-        raise BadRequest(_("The period runs from a day to a later one, {n} days at most.",
-                           n=MAX_DAYS))  # fmt: skip
-    return first, last
+    return read_period(args.get("from") or today.replace(day=1).isoformat(),
+                       args.get("to") or today.isoformat(), MAX_DAYS)  # fmt: skip
 
 
 def _days(args: Any) -> tuple[list[DayPresence], dt.date, dt.date]:
@@ -54,11 +44,6 @@ def _days(args: Any) -> tuple[list[DayPresence], dt.date, dt.date]:
     return days, first, last
 
 
-def _worksites() -> list[str]:
-    scope = scoped_workplaces()
-    return list(scope) if scope is not None else console().db.known_workplaces()
-
-
 @blueprint.get("/reports/")
 def index() -> Any:
     try:
@@ -69,7 +54,7 @@ def index() -> Any:
         first = last = local(console().clock_ns()).date()
     args = {"from": first.isoformat(), "to": last.isoformat(), **request.args.to_dict()}
     page = render_template(
-        "reports.html", days=days, args=args, error=error, worksites=_worksites(),
+        "reports.html", days=days, args=args, error=error, worksites=visible_worksites(),
         total_hours=sum(d.hours for d in days),
     )  # fmt: skip
     return page, (400 if error else 200)
