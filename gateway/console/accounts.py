@@ -112,7 +112,12 @@ class Accounts:
             raise AccountError(f"language {language!r} is not one of {', '.join(LANGUAGES)}")
         try:
             self.db.add_console_user(
-                username, _HASHER.hash(password), str(role), sites, language, self._now_ns()  # type: ignore[operator]
+                username,
+                _HASHER.hash(password),
+                str(role),
+                sites,
+                language,
+                self._now_ns(),  # type: ignore[operator]
             )
         except sqlite3.IntegrityError:
             raise AccountError(f"user {username!r} exists already") from None

@@ -26,18 +26,21 @@ from pathlib import Path
 from siteclock.config import ConfigError, load
 from siteclock.gateway.config import GatewayConfig
 from siteclock.gateway.console.accounts import AccountError, Accounts, Role
-from siteclock.gateway.console.app import format_ns
 from siteclock.gateway.console.config import LANGUAGES, ConsoleConfig
 from siteclock.gateway.console.server import ConsoleServerError, serve_gateway_console
+from siteclock.gateway.console.templating import format_ns
 from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, SQLiteGatewayDB
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="siteclock console", description=__doc__.splitlines()[0])
+    # No abbreviations: ``--password x`` must not pass for ``--password-file x``.
+    parser = argparse.ArgumentParser(
+        prog="siteclock console", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     sub = parser.add_subparsers(dest="action", required=True)
 
     def command(name: str, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_)
+        p = sub.add_parser(name, help=help_, allow_abbrev=False)
         p.add_argument("--config", type=Path, required=True, help="gateway TOML file")
         return p
 

@@ -51,7 +51,8 @@ class LoginLimit:
             waits = [
                 times[0] + self.window_s - now
                 for key, limit in (
-                    (f"user:{username}", self.failures), (f"addr:{remote}", self.address_failures)
+                    (f"user:{username}", self.failures),
+                    (f"addr:{remote}", self.address_failures),
                 )
                 if len(times := self._recent(key, now)) >= limit
             ]

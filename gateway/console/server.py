@@ -15,14 +15,13 @@ import ssl
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from siteclock.gateway.broker import TLS12_CIPHERS
 from siteclock.gateway.console.config import ConsoleConfig
+from siteclock.gateway.tls import server_context
 from siteclock.log import fields
 
 log = logging.getLogger(__name__)
@@ -35,14 +34,6 @@ MAX_BODY = 4 * 1024 * 1024  # a workers CSV
 
 class ConsoleServerError(RuntimeError):
     """The console cannot be served as configured (the message says what to fix)."""
-
-
-def _context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(TLS12_CIPHERS)
-    context.load_cert_chain(str(cert_file), str(key_file))
-    return context
 
 
 class _QuietServer(wsgi.Server):
@@ -84,7 +75,7 @@ def serve_console(app: Any, config: ConsoleConfig) -> ConsoleServer:
             "HTTPS only"
         )
     try:
-        context = _context(config.cert_file, config.key_file)
+        context = server_context(config.cert_file, config.key_file)
     except (OSError, ssl.SSLError) as exc:
         raise ConsoleServerError(
             f"console: cannot load {config.cert_file} / {config.key_file}: {exc}"

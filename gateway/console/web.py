@@ -46,6 +46,7 @@ from siteclock.gateway.console.accounts import Accounts, User
 from siteclock.gateway.console.config import ConsoleConfig
 from siteclock.gateway.console.login_limit import LoginLimit
 from siteclock.gateway.db import GatewayDB
+from siteclock.inss_shape import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -141,5 +142,6 @@ def audit(action: str, detail: dict[str, Any] | str = "", *, username: str | Non
     (``action`` such as ``registration.requeue``) and the details (JSON)."""
     who = username if username is not None else getattr(getattr(g, "user", None), "username", "")
     text = detail if isinstance(detail, str) else json.dumps(detail, sort_keys=True)
+    text = redact(text)  # an INSS typed into a user-name field never reaches the trail
     app = console()
-    app.db.add_console_audit(app.clock_ns(), who or "-", action, text, remote_address())
+    app.db.add_console_audit(app.clock_ns(), redact(who) or "-", action, text, remote_address())

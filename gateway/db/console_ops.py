@@ -189,9 +189,13 @@ class ConsoleOps(SQLiteCore):
 
     def registrations_page(self, wanted: RegistrationFilter, limit: int) -> list[sqlite3.Row]:
         """One page of registrations, newest tap first, with their inbox event and any
-        resolution. Each worksite of a scope is read through its own index walk (newest
-        first, at most ``limit`` rows) and the walks are merged: no sort of a whole history,
-        however many rows the store holds."""
+        resolution.
+
+        Each worksite of a scope is read through its own index walk (newest first, at most
+        ``limit`` rows) and the walks are merged: no sort of a whole history, however many
+        rows the store holds. A worker is looked for twice, each through its own index: as the
+        worker the relay resolved (``registrations_worker``) and as a badge (``inbox(badge,
+        wall_ns)``, for taps no worker was linked to yet)."""
         if wanted.workplace is not None:
             if wanted.scope is not None and wanted.workplace not in wanted.scope:
                 return []
@@ -200,25 +204,42 @@ class ConsoleOps(SQLiteCore):
             places = list(wanted.scope)
         else:
             places = [None]
-        walks = [self._registrations_walk(wanted, place, limit) for place in places]
+        who: list[tuple[str, str] | None] = (
+            [("r.worker_ref", wanted.worker), ("i.badge", wanted.worker)] if wanted.worker
+            else [None]
+        )  # fmt: skip
+        walks = [
+            self._registrations_walk(wanted, place, match, limit)
+            for place in places for match in who
+        ]  # fmt: skip
         if len(walks) == 1:
             return walks[0]
         merged = heapq.merge(
             *walks, key=lambda r: (r["wall_ns"], r["terminal"], r["seq"]), reverse=True
         )
-        return [row for _, row in zip(range(limit), merged, strict=False)]
+        page: list[sqlite3.Row] = []
+        seen: set[tuple[str, int]] = set()
+        for row in merged:
+            key = (row["terminal"], row["seq"])
+            if key not in seen:  # a resolved tap matches both by worker and by badge
+                seen.add(key)
+                page.append(row)
+                if len(page) == limit:
+                    break
+        return page
 
     def _registrations_walk(
-        self, wanted: RegistrationFilter, place: str | None, limit: int
-    ) -> list[sqlite3.Row]:
+        self, wanted: RegistrationFilter, place: str | None, match: tuple[str, str] | None,
+        limit: int,
+    ) -> list[sqlite3.Row]:  # fmt: skip
         where: list[str] = []
         args: list[Any] = []
         if place is not None:
             where.append("i.workplace=?")
             args.append(place)
-        if wanted.worker:
-            where.append("(r.worker_ref=? OR i.badge=?)")
-            args += [wanted.worker, wanted.worker]
+        if match is not None:
+            where.append(f"{match[0]}=?")  # one of two column names written above
+            args.append(match[1])
         if wanted.employer:
             # ``employer`` holds the JSON object sent to CIaO ({"enterpriseNumber": "…"}):
             # the number, quoted, is found in it whichever kind it is.

@@ -241,6 +241,8 @@ CREATE TABLE IF NOT EXISTS console_resolutions(
 -- The registrations page pages newest first by tap time, per worksite (keyset pagination).
 CREATE INDEX IF NOT EXISTS inbox_workplace_time ON inbox(workplace, wall_ns, terminal, seq);
 CREATE INDEX IF NOT EXISTS inbox_time ON inbox(wall_ns, terminal, seq);
+-- A worker's registrations (the console's worker filter, evidence for one worker).
+CREATE INDEX IF NOT EXISTS registrations_worker ON registrations(worker_ref);
 """
 
 

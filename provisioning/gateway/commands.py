@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from siteclock.provisioning.gateway.key_files import keys_belong_to
 from siteclock.provisioning.shared.cli_args import (
     confirm,
     db_folder,
@@ -41,6 +42,8 @@ def enrolment_service(args: argparse.Namespace) -> Any:
     from siteclock.gateway.config import DEFAULT_INSS_KEY
 
     inss_key = Path(args.inss_key) if args.inss_key else DEFAULT_INSS_KEY
+    if db.exists():
+        keys_belong_to(db, [("--inss-key", inss_key)])
     return EnrolmentService(
         TokenStore(db),
         TerminalRegistry(db),
@@ -133,7 +136,9 @@ def locations(args: argparse.Namespace) -> int:
 
     reference = parse_reference(args.workplace)
     db = existing_db(args.db)
-    site = Registry(db, args.inss_key or DEFAULT_INSS_KEY).workplace(reference)
+    inss_key = Path(args.inss_key or DEFAULT_INSS_KEY)
+    keys_belong_to(db, [("--inss-key", inss_key)])
+    site = Registry(db, inss_key).workplace(reference)
     if site is None:
         print(f"{reference}: no location yet (the first enrolment that names it sets it)")
     else:

@@ -42,7 +42,7 @@ from cheroot.server import HTTPConnection
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from flask import Flask, jsonify, request
 
-from siteclock.gateway.broker import TLS12_CIPHERS
+from siteclock.gateway.tls import server_context
 from siteclock.log import fields
 from siteclock.provisioning.gateway.lifecycle import Lifecycle
 from siteclock.provisioning.gateway.service import EnrolmentService
@@ -168,13 +168,8 @@ class _QuietUntilSpokenServer(wsgi.Server):
         super().process_conn(conn)
 
 
-def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    """TLS 1.2+ with AEAD suites only (the broker's figure)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(TLS12_CIPHERS)
-    context.load_cert_chain(str(cert_file), str(key_file))
-    return context
+tls_context = server_context
+"""TLS 1.2+ with AEAD suites only (the broker's figure), shared with the console."""
 
 
 @dataclass

@@ -14,8 +14,10 @@ encrypts the INSS at rest. This module adds what an employer's office needs arou
   already linked to another active worker, block a lost badge.
 * **Rosters**: after a change, the affected workplaces' terminals get their new roster.
 
-CSV columns (header row required; extra columns are refused so a typo is not silently
-ignored): ``inss,name,employer,capacity`` and optionally ``badge,workplace``.
+The checks of a row or a whole CSV that need no database (columns, delimiter, identifiers,
+repeats) live in :mod:`provisioning.gateway.workers_csv`, which the console calls too; what
+only the registry can tell (a workplace it does not know, a badge already someone else's) is
+checked here, and such a row is refused with its line while the good rows are saved.
 """
 
 from __future__ import annotations

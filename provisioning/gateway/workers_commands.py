@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from siteclock.provisioning.gateway.key_files import keys_belong_to
 from siteclock.provisioning.gateway.workers_csv import WorkerError
 from siteclock.provisioning.shared.cli_args import (
     confirm,
@@ -37,35 +38,10 @@ def _workers(args: argparse.Namespace) -> Any:
     db = existing_db(args.db)
     inss_key = Path(args.inss_key or DEFAULT_INSS_KEY)
     ref_key = Path(args.ref_key or DEFAULT_INSS_KEY.with_name("worker-ref.key"))
-    _keys_belong_to(db, [("--inss-key", inss_key), ("--ref-key", ref_key)])
+    keys_belong_to(db, [("--inss-key", inss_key), ("--ref-key", ref_key)])
     registry = Registry(db, inss_key)
     ref_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return Workers(registry, load_or_create_ref_key(ref_key))
-
-
-def _keys_belong_to(db: Path, keys: list[tuple[str, Path]]) -> None:
-    """A key file is made only for a database that holds no workers yet: for one that does, a
-    missing key is a wrong path, and a new key would seal new INSS numbers (and derive new
-    worker references, so twins) that the old key's workers never match."""
-    from siteclock.gateway.db import open_gateway_db
-
-    missing = [(flag, path) for flag, path in keys if not path.exists()]
-    if not missing:
-        return
-    handle, owned = open_gateway_db(db)
-    try:
-        has_workers = bool(handle.worker_listing(None))
-    finally:
-        if owned:
-            handle.close()
-    if has_workers:
-        flag, path = missing[0]
-        raise WorkerError(
-            f"{flag} {path}: no such key file, but {db} already holds workers sealed with one; "
-            f"give the right {flag} (a new key would not match them)"
-        )
-    for flag, path in missing:
-        print(f"new key file {path} ({flag}); back it up: the workers saved with it need it")
 
 
 def _add(args: argparse.Namespace) -> int:

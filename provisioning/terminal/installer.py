@@ -181,6 +181,7 @@ class Installer:
         state = self._start_state()
         if state.step == "done":
             self.out(f"terminal {state.terminal_id} is already provisioned at {state.workplace}")
+            self._note_unapplied()
             return 0
         self.service.stop()
         try:
@@ -254,6 +255,19 @@ class Installer:
         write_secret(self.dir / PASSWORD_FILE, result.mqtt_password.encode())
         keys = json.dumps(result.gateway_keys, indent=2, sort_keys=True) + "\n"
         write_public(self.dir / GATEWAY_KEYS_FILE, keys.encode())
+
+    def _note_unapplied(self) -> None:
+        """A rerun after the end changes nothing: say so when what was typed now differs."""
+        try:
+            cfg = terminal_config.load(self.dir / CONFIG_FILE)
+        except ConfigError:
+            return
+        if cfg.reader.spec != self.opts.reader_spec:
+            self.out(
+                f"not applied: --reader {self.opts.reader_spec} (terminal.toml keeps "
+                f"{cfg.reader.spec}); edit [reader] spec in {self.dir / CONFIG_FILE} and "
+                "restart the service to change it"
+            )
 
     def _preflight(self) -> None:
         """Everything the terminal can check before the token is spent (see preflight)."""

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from siteclock.hw.base import Reader, ReaderState, ReaderStatus
 from siteclock.provisioning.terminal.client import GatewayClient, GatewayError
-from siteclock.provisioning.terminal.selftest import Check, Verdict, check_clock
+from siteclock.provisioning.terminal.selftest import Check, Verdict, check_clock, watch_reader
 
 READER_OPEN_TIMEOUT_S = 5.0
 BROKER_CONNECT_TIMEOUT_S = 5.0
@@ -48,31 +47,13 @@ def check_reader_opens(
             reader = hw.open_reader(spec)
         except ValueError as exc:  # ReaderSpecError: the spec names no reader we know
             return Check("reader", Verdict.FAIL, str(exc))
-    first: list[ReaderStatus | str] = []
-    done = threading.Event()
-
-    def pump() -> None:
-        try:
-            for item in reader.reads():
-                if isinstance(item, ReaderStatus):
-                    first.append(item)
-                    break
-        except Exception as exc:  # noqa: BLE001 - a driver failure is a FAIL line, not a crash
-            first.append(str(exc))
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=pump, name="preflight-reader", daemon=True)
-    thread.start()
-    done.wait(timeout_s)
-    reader.close()
-    thread.join(5)
-    if not first:
+    items, errors = watch_reader(reader, lambda i: isinstance(i, ReaderStatus), timeout_s)
+    statuses = [i for i in items if isinstance(i, ReaderStatus)]
+    if not statuses and not errors:
         return Check("reader", Verdict.FAIL, f"{spec}: no answer within {timeout_s:g} s")
-    status = first[0]
-    if isinstance(status, ReaderStatus) and status.state is ReaderState.OK:
+    if statuses and statuses[0].state is ReaderState.OK:
         return Check("reader", Verdict.PASS, f"{spec}: opened")
-    detail = status.detail if isinstance(status, ReaderStatus) else status
+    detail = statuses[0].detail if statuses else errors[-1]
     detail = detail.split("; retrying every")[0]  # the run stops here: it retries nothing
     return Check("reader", Verdict.FAIL, f"{spec}: {detail}")
 

@@ -76,22 +76,24 @@ class Report:
 # --------------------------------------------------------------------------- checks
 
 
-def check_reader(reader: Reader, spec: str, timeout_s: float) -> tuple[Check, str | None]:
-    """Wait for one badge on ``reader``; returns the check and the badge read (or None)."""
-    found: list[BadgeRead] = []
-    faults: list[str] = []
+def watch_reader(
+    reader: Reader, until: Callable[[object], bool], timeout_s: float
+) -> tuple[list[object], list[str]]:
+    """What ``reader`` yields until an item satisfies ``until`` (kept, last) or ``timeout_s``
+    passes; then the reader is closed. Returns the items and the driver's exceptions as text
+    (a driver failure is a FAIL line, not a crash)."""
+    items: list[object] = []
+    errors: list[str] = []
     done = threading.Event()
 
     def pump() -> None:
         try:
             for item in reader.reads():
-                if isinstance(item, BadgeRead):
-                    found.append(item)
+                items.append(item)
+                if until(item):
                     break
-                if isinstance(item, ReaderStatus) and item.state is ReaderState.FAULT:
-                    faults.append(item.detail)
         except Exception as exc:  # noqa: BLE001 - any driver failure is a FAIL line, not a crash
-            faults.append(str(exc))
+            errors.append(str(exc))
         finally:
             done.set()
 
@@ -100,6 +102,16 @@ def check_reader(reader: Reader, spec: str, timeout_s: float) -> tuple[Check, st
     done.wait(timeout_s)
     reader.close()
     thread.join(5)
+    return list(items), errors
+
+
+def check_reader(reader: Reader, spec: str, timeout_s: float) -> tuple[Check, str | None]:
+    """Wait for one badge on ``reader``; returns the check and the badge read (or None)."""
+    items, errors = watch_reader(reader, lambda i: isinstance(i, BadgeRead), timeout_s)
+    found = [i for i in items if isinstance(i, BadgeRead)]
+    faults = [
+        i.detail for i in items if isinstance(i, ReaderStatus) and i.state is ReaderState.FAULT
+    ] + errors
     if found:
         badge = found[0].badge
         return Check("reader", Verdict.PASS, f"{spec}: test badge {badge} read"), badge

@@ -6,7 +6,9 @@ tapping through it, the gateway relaying to the CIaO simulator, the console over
 * a rejection shows the NSSO's remark, a refusal its problem details;
 * a site manager sees their worksite only, in the pages and in the JSON API;
 * a form whose CSRF token was tampered with is refused, and so is the right password after
-  too many wrong ones.
+  too many wrong ones;
+* an unknown badge is linked to a worker from its registration, and its tap is then relayed;
+* the roll call shows who is on site; workers are imported from a ``;`` CSV.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ pytestmark = pytest.mark.slow
 
 SITE_A, SITE_B = "1Y1003SQ5VSSZ", "2Y1003SQ5VSSZ"
 EMPLOYER = make_enterprise(1)
-ANA, BOB, COR = make_inss(1), make_inss(2), make_inss(3)
+ANA, BOB, COR, DAN = make_inss(1), make_inss(2), make_inss(3), make_inss(4)
 UNKNOWN_BADGE = "nfc-a:0F0F0F0F"
 
 
@@ -47,6 +49,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
         reg.add_workplace(SITE_A, latitude=50.85, longitude=4.35)
         # SITE_B's address lacks the post code CIaO needs: its taps are refused (400).
         reg.add_workplace(SITE_B, address={"street": "Rue Haute", "houseNumber": "1"})
+        reg.add_worker("w-dan", "Dan Wouters", inss=DAN, employer=EMPLOYER)  # no badge yet
+        reg.assign("w-dan", SITE_A)
         for ref, name, inss, badge, place in (
             ("w-ana", "Ana Peeters", ANA, "nfc-a:01010101", SITE_A),
             ("w-bob", "Bob Janssens", BOB, "nfc-a:02020202", SITE_A),
@@ -192,9 +196,62 @@ def test_pages_fit_a_phone(site) -> None:
         pages = (
             ("/registrations/", "registrations-phone"),
             ("/registrations/t-lobby/1?lang=nl", "registration-phone-nl"),
+            ("/rollcall/?lang=fr", "rollcall-phone-fr"),
+            ("/workers/?lang=en", "workers-phone"),
         )
         for page, shot in pages:
             phone.get(site.url + page)
             width = phone.execute_script("return document.documentElement.scrollWidth")
             assert width <= PHONE[0], f"{page} is {width}px wide on a {PHONE[0]}px phone"
             save_screenshot(phone, shot)
+
+
+def test_an_unknown_badge_linked_from_its_tap_is_then_relayed(site, fresh) -> None:
+    driver = fresh
+    log_in(driver, site.url, "manager-a")
+    driver.get(f"{site.url}/registrations/t-lobby/3")
+    driver.find_element(By.ID, "link-worker").send_keys("w-dan")
+    submit(driver, "link")
+    assert "Badge linked" in driver.page_source
+    wait_for(lambda: _states(site)[("t-lobby", 3)] == "registered",
+             lambda: f"the linked tap relayed, got {_states(site)}", timeout=20)  # fmt: skip
+    driver.get(f"{site.url}/registrations/t-lobby/3")
+    assert "registered" in driver.find_element(By.ID, "state").text
+    assert "Dan Wouters" in driver.page_source
+
+
+def test_the_roll_call_shows_who_is_on_site(site, fresh) -> None:
+    driver = fresh
+    log_in(driver, site.url, "manager-a")
+    driver.get(f"{site.url}/rollcall/")
+    present = {
+        row.get_attribute("data-worker")
+        for row in driver.find_elements(By.CSS_SELECTOR, "#rollcall tr[data-worker]")
+    }
+    assert {"w-ana", "w-bob"} <= present  # Ana's `in` was rejected by the NSSO: she is still here
+    assert "w-cor" not in present  # another worksite
+    save_screenshot(driver, "rollcall")
+
+
+def test_workers_are_imported_from_a_semicolon_csv(site, fresh, tmp_path) -> None:
+    driver = fresh
+    log_in(driver, site.url, "manager-a")
+    csv_file = tmp_path / "workers.csv"
+    csv_file.write_text(
+        "inss;name;employer;capacity;badge\n"
+        f"{make_inss(20)};Els Peeters;{EMPLOYER};employee;nfc-a:0A0B0C0D\n"
+        f"{make_inss(21)};Fons Vos;{EMPLOYER};zzp;\n"
+    )
+    driver.get(f"{site.url}/workers/")
+    driver.find_element(By.ID, "csv-file").send_keys(str(csv_file))
+    submit(driver, "csv-import")
+    page = driver.page_source
+    assert "1 worker(s) imported, 1 row(s) rejected" in page
+    assert "line 3: capacity" in page
+    names = driver.find_element(By.ID, "workers").text
+    assert "Els Peeters" in names
+    assert make_inss(20) not in page
+    save_screenshot(driver, "workers")
+    log_in(driver, site.url, "admin")
+    driver.get(f"{site.url}/users/")
+    save_screenshot(driver, "users")

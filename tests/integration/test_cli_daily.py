@@ -90,6 +90,12 @@ def test_an_existing_database_with_workers_never_gets_a_new_key(
     )  # fmt: skip
     assert code == 2
     assert "already holds workers sealed with one" in err
+    code, _, err = cli(
+        capsys, "provision", "locations", "--db", str(site / "gateway.db"), "--workplace", WP,
+        "--inss-key", str(wrong),
+    )  # fmt: skip
+    assert code == 2
+    assert "already holds workers sealed with one" in err
     assert not wrong.exists()
 
 

@@ -59,7 +59,9 @@ def test_bad_reader_fails_before_the_token_is_spent(
     assert site.registry.get("t-order-01") is not None
 
 
-def test_rerun_uses_the_reader_typed_this_time(site: Site, tmp_path: Path) -> None:
+def test_rerun_uses_the_reader_typed_this_time(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Seen 4: after a failed self-test, the rerun resumed with the old, wrong reader value."""
     token = site.tokens.create(WP1, ttl_s=3600).token
     data = tmp_path / "t-order-02"
@@ -75,6 +77,9 @@ def test_rerun_uses_the_reader_typed_this_time(site: Site, tmp_path: Path) -> No
         stop.set()
         tapper.join(5)
     assert terminal_config.load(data / "terminal.toml").reader.spec == f"sim:{data / 'taps.sock'}"
+    # Once done, a rerun changes nothing, and says what it did not apply.
+    assert run(site, data, token, "t-order-02", "--reader", wrong) == 0
+    assert f"not applied: --reader {wrong}" in capsys.readouterr().out
 
 
 def test_failed_enrolment_can_be_retried_with_the_same_id(site: Site, tmp_path: Path) -> None:

@@ -142,6 +142,9 @@ def test_roster_follows_the_workplace_and_carries_blocks(
     wait_for(lambda: t1.rosters and t2.rosters, "first rosters")
     assert t1.tap(BADGE).pattern == "unknown_badge"
 
+    # The workplace exists first (its terminal's enrolment would have made it): a worker is
+    # never put on a workplace the gateway does not know.
+    workers(site, capsys, "workplace", "--workplace", WP1, "--coordinates", "50.85, 4.35")
     printed = workers(
         site, capsys, "add", "--inss-file", inss_file(site), "--name", "An Peeters",
         "--employer", EMPLOYER,
@@ -189,6 +192,9 @@ def test_a_badge_is_linked_by_tapping_it_on_a_terminal(
 ) -> None:
     t1 = site.terminals[T1]
     wait_for(lambda: t1.rosters, "first roster")
+    # The workplace exists first (its terminal's enrolment would have made it): a worker is
+    # never put on a workplace the gateway does not know.
+    workers(site, capsys, "workplace", "--workplace", WP1, "--coordinates", "50.85, 4.35")
     printed = workers(
         site, capsys, "add", "--inss-file", inss_file(site), "--name", "An Peeters",
         "--employer", EMPLOYER,
@@ -221,6 +227,9 @@ def test_a_badge_is_linked_by_tapping_it_on_a_terminal(
 
 
 def test_linking_waits_only_so_long(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    # The workplace exists first (its terminal's enrolment would have made it): a worker is
+    # never put on a workplace the gateway does not know.
+    workers(site, capsys, "workplace", "--workplace", WP1, "--coordinates", "50.85, 4.35")
     printed = workers(
         site, capsys, "add", "--inss-file", inss_file(site), "--name", "An Peeters",
         "--employer", EMPLOYER,

@@ -185,8 +185,10 @@ def submit(driver: WebDriver, button_id: str) -> None:
     driver.execute_script("window.siteclockOldPage = true")
     driver.find_element(By.ID, button_id).click()
     WebDriverWait(driver, 10).until(
-        lambda d: d.execute_script("return window.siteclockOldPage === undefined")
-        and d.execute_script("return document.readyState") == "complete"
+        lambda d: (
+            d.execute_script("return window.siteclockOldPage === undefined")
+            and d.execute_script("return document.readyState") == "complete"
+        )
     )
 
 

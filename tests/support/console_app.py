@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,10 @@ class Clock:
 
 
 @contextmanager
-def console_site(tmp_path: Path) -> Iterator[tuple[Flask, SQLiteGatewayDB, Clock]]:
+def console_site(
+    tmp_path: Path, *, clock_ns: Callable[[], int] = time.time_ns
+) -> Iterator[tuple[Flask, SQLiteGatewayDB, Clock]]:
+    """The app on its database and the login limit's clock; ``clock_ns`` drives sessions."""
     db_path = tmp_path / "gateway.db"
     db = SQLiteGatewayDB(db_path)
     registry = Registry(db, tmp_path / "inss.key")
@@ -69,12 +72,12 @@ def console_site(tmp_path: Path) -> Iterator[tuple[Flask, SQLiteGatewayDB, Clock
         (("t-b", 1), {"state": "unknown_badge"}),
     ])  # fmt: skip
     accounts = Accounts(db)
-    accounts.add("admin", PASSWORD, role=Role.ADMIN)
-    accounts.add("manager-a", PASSWORD, role=Role.SITE_MANAGER, worksites=[SITE_A])
+    accounts.add("admin", PASSWORD, role=Role.ADMIN, language="en")
+    accounts.add("manager-a", PASSWORD, role=Role.SITE_MANAGER, worksites=[SITE_A], language="en")
     clock = Clock()
     app = create_app(
-        db, ConsoleConfig(login_failures=3, login_window_s=60, page_size=2),
-        inss_key_file=tmp_path / "inss.key", clock=clock,
+        db, ConsoleConfig(login_failures=3, login_window_s=60, page_size=2, default_language="en"),
+        inss_key_file=tmp_path / "inss.key", clock=clock, clock_ns=clock_ns,
     )  # fmt: skip
     app.testing = True
     yield app, db, clock

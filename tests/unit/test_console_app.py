@@ -5,11 +5,15 @@ registrations page, its actions and the audit trail."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from siteclock.gateway.console.accounts import AccountError, Accounts, Role
+from siteclock.gateway.db import SQLiteGatewayDB
+from siteclock.gateway.db.console_ops import RegistrationFilter
 from tests.support.ciao import make_enterprise
 from tests.support.console_app import (
     INSS,
@@ -21,6 +25,8 @@ from tests.support.console_app import (
     csrf_of,
     login,
 )
+
+BEFORE = Path(__file__).resolve().parents[1] / "fixtures" / "gateway_before_migrations.sql"
 
 
 @pytest.fixture
@@ -143,6 +149,8 @@ def test_an_unknown_badge_is_linked_from_its_registration(site) -> None:
     app, db, _clock = site
     c, _answer = login(app, "admin")
     token = csrf_of(c.get("/registrations/t-b/1").data)
+    c.post("/registrations/t-b/1/link", data={"worker": "w-nobody", "csrf_token": token})
+    assert db.badge_active("nfc-a:0B0B0B0B") is None
     c.post("/registrations/t-b/1/link", data={"worker": "w-ana", "csrf_token": token})
     assert db.badge_active("nfc-a:0B0B0B0B") is True
     assert db.console_audit()[0][3] == "badge.link"
@@ -222,3 +230,78 @@ def test_users_page_is_for_administrators_and_its_changes_are_audited(site) -> N
     trail = admin.get("/audit/").data.decode()
     assert "user.add" in trail
     assert "user.update" in trail
+
+
+def test_pages_speak_the_language_asked_for_and_remember_it(site) -> None:
+    app, _db, _clock = site
+    c = client(app)
+    assert "Se connecter" in c.get("/login?lang=fr").data.decode()
+    assert "Se connecter" in c.get("/login").data.decode()  # the cookie remembers
+    assert "Aanmelden" in c.get("/login?lang=nl").data.decode()
+    fresh = client(app)
+    german_first = fresh.get("/login", headers={"Accept-Language": "de, en;q=0.5"})
+    assert "Log in" in german_first.data.decode()
+
+
+def test_an_idle_session_ends_and_a_disabled_account_is_logged_out(tmp_path: Path) -> None:
+    now = [time.time_ns()]
+    with console_site(tmp_path, clock_ns=lambda: now[0]) as (app, db, _clock):
+        c, _answer = login(app, "manager-a")
+        now[0] += 7 * 3600 * 10**9  # within the 8 h idle limit: still in
+        assert c.get("/api/registrations").status_code == 200
+        now[0] += 7 * 3600 * 10**9  # 7 h after its last use: still in
+        assert c.get("/api/registrations").status_code == 200
+        now[0] += 9 * 3600 * 10**9  # 9 h idle: out
+        assert c.get("/api/registrations").status_code == 401
+        other, _answer = login(app, "admin")
+        Accounts(db).update("admin", disabled=True)
+        assert other.get("/api/registrations").status_code == 401
+
+
+def test_a_gateway_db_from_before_the_console_gets_its_tables(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.executescript(BEFORE.read_text())
+    conn.close()
+    db = SQLiteGatewayDB(old)
+    try:
+        Accounts(db).add("an", PASSWORD, role=Role.ADMIN)
+        assert Accounts(db).check_password("an", PASSWORD) is not None
+        assert db.registrations_page(RegistrationFilter(), 10)  # the old rows, paged
+    finally:
+        db.close()
+
+
+def test_an_inss_typed_as_a_user_name_is_masked_in_the_audit_trail(site) -> None:
+    app, db, _clock = site
+    login(app, INSS, "wrong password!")
+    assert INSS not in str(db.console_audit())
+
+
+def test_a_subcontractors_registration_on_the_site_is_visible_to_its_site_manager(site) -> None:
+    app, db, _clock = site
+    subcontractor = make_enterprise(9)
+    sent = json.dumps({"enterpriseNumber": subcontractor})
+    db.set_registrations([(("t-a", 2), {"employer": sent, "workplace": SITE_A})])
+    c, _answer = login(app, "manager-a")
+    found = c.get(f"/api/registrations?employer={subcontractor}").json["registrations"]
+    assert [(r["id"], r["employer"]) for r in found] == [("t-a:2", subcontractor)]
+
+
+def test_pages_carry_the_security_headers(site) -> None:
+    app, _db, _clock = site
+    answer = client(app).get("/login")
+    assert "default-src 'self'" in answer.headers["Content-Security-Policy"]
+    assert answer.headers["X-Frame-Options"] == "DENY"
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" in answer.headers
+
+
+def test_sessions_left_idle_are_deleted_at_the_next_login(tmp_path: Path) -> None:
+    now = [time.time_ns()]
+    with console_site(tmp_path, clock_ns=lambda: now[0]) as (app, db, _clock):
+        login(app, "manager-a")
+        now[0] += 9 * 3600 * 10**9
+        login(app, "admin")
+        # everything older than now: only the admin's fresh session was left to delete
+        assert db.expire_console_sessions(now[0] + 1) == 1

@@ -106,7 +106,8 @@ def test_block_unblock_link_and_remove_are_audited(site, tmp_path: Path) -> None
 def test_a_site_manager_cannot_touch_another_worksites_worker(site, tmp_path: Path) -> None:
     app, db, _clock = site
     Registry(db, tmp_path / "inss.key").add_worker(
-        "w-zoe", "Zoe B", inss=make_inss(60), employer=make_enterprise(4))
+        "w-zoe", "Zoe B", inss=make_inss(60), employer=make_enterprise(4)
+    )
     Registry(db, tmp_path / "inss.key").assign("w-zoe", SITE_B)
     c, _answer = login(app, "manager-a")
     assert "Zoe B" not in c.get("/workers/").data.decode()

@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import Blueprint, g, make_response, redirect, render_template, request, url_for
 
-from siteclock.gateway.console.app import open_session, set_session_cookie
 from siteclock.gateway.console.i18n import _
+from siteclock.gateway.console.sessions import open_session, set_session_cookie
 from siteclock.gateway.console.web import (
     SESSION_COOKIE,
     Page,
@@ -47,6 +47,9 @@ def login() -> Any:
         message = _("Wrong user name or password.")
         return render_template("login.html", error=message, next=request.form.get("next")), 401
     state.login_limit.succeeded(username)
+    # Sessions left idle are deleted here (each is refused on use anyway): a login is rare
+    # enough to pay for it, and the table never grows with abandoned browsers.
+    state.db.expire_console_sessions(state.clock_ns() - int(state.config.session_idle_s * 1e9))
     g.user = user
     audit("login", {})
     response = redirect(local_path(request.form.get("next"), url_for("home")))

@@ -24,9 +24,9 @@ from flask import (
     url_for,
 )
 
-from siteclock.gateway.console.app import SITE_TZ
 from siteclock.gateway.console.i18n import _
 from siteclock.gateway.console.people import people
+from siteclock.gateway.console.templating import SITE_TZ
 from siteclock.gateway.console.web import (
     Page,
     audit,
@@ -198,9 +198,7 @@ def resolve(terminal: str, seq: int) -> Any:
         return redirect(url_for(".detail", terminal=terminal, seq=seq))
     comment = comment[:MAX_COMMENT]
     state = console()
-    state.db.resolve_registration(
-        terminal, seq, current_user().username, comment, state.clock_ns()
-    )
+    state.db.resolve_registration(terminal, seq, current_user().username, comment, state.clock_ns())
     audit("registration.resolve", {"id": f"{terminal}:{seq}", "comment": comment})
     flash(_("Marked resolved."), "ok")
     return redirect(url_for(".detail", terminal=terminal, seq=seq))
@@ -209,7 +207,8 @@ def resolve(terminal: str, seq: int) -> Any:
 @blueprint.post("/registrations/<terminal>/<int:seq>/link")
 def link_badge(terminal: str, seq: int) -> Any:
     """Link the unknown badge of this tap to a worker: the relay then sends every tap of it
-    that waited (it retries held rows whenever the registry changes)."""
+    that waited (it retries held rows whenever the registry changes). The worker must be on
+    one of the user's worksites, and the badge must not belong to anyone meanwhile."""
     row = _visible(terminal, seq)
     worker = request.form.get("worker", "").strip()
     registry = people().registry
@@ -217,8 +216,11 @@ def link_badge(terminal: str, seq: int) -> Any:
         abort(503)
     try:
         check_badge(row["badge"])
-        if not worker or WRITTEN_INSS_RE.search(worker):
-            raise RegistryError(_("Choose a worker by reference."))
+        if not worker or WRITTEN_INSS_RE.search(worker) or not _may_link_to(worker):
+            raise RegistryError(_("Choose a worker of your worksites by reference."))
+        owner = registry.resolve(row["badge"])
+        if owner is not None and owner.worker_ref != worker:
+            raise RegistryError(_("This badge is linked to another worker already."))
         registry.enrol_badge(row["badge"], worker)
     except (RegistryError, ValueError) as exc:
         flash(str(exc), "error")
@@ -226,3 +228,12 @@ def link_badge(terminal: str, seq: int) -> Any:
     audit("badge.link", {"badge": row["badge"], "worker": worker, "from": f"{terminal}:{seq}"})
     flash(_("Badge linked: its waiting taps will be sent."), "ok")
     return redirect(url_for(".detail", terminal=terminal, seq=seq))
+
+
+def _may_link_to(worker: str) -> bool:
+    registry = people().registry
+    assert registry is not None
+    scope = scoped_workplaces()
+    if scope is None:
+        return registry.worker(worker) is not None
+    return any(worker in {w.ref for w in registry.listing(place)} for place in scope)
