@@ -68,7 +68,14 @@ class Heartbeats:
         clock = status.get("clock")
         if proof is None and isinstance(clock, dict) and clock.get("synced") is True:
             self.stats["unsigned_clock"] += 1  # a terminal from before clock proofs
-        self.registry.record_heartbeat(terminal, status, proof=proof)
-        if self.health is not None:
-            self.health.on_status(terminal, status)
+        health = self.health
+        if health is not None and health.db is self.registry.db:
+            # one transaction (one fsync) for the heartbeat and the health it implies
+            with self.registry.db.atomic():
+                self.registry.record_heartbeat(terminal, status, proof=proof)
+                health.on_status(terminal, status)
+        else:
+            self.registry.record_heartbeat(terminal, status, proof=proof)
+            if health is not None:
+                health.on_status(terminal, status)
         self.stats["heartbeats"] += 1

@@ -75,7 +75,8 @@ class Gateway:
         if cfg.gateway_keys_file is not None:
             write_gateway_keys(cfg.gateway_keys_file, [signer])
         self.terminals = TerminalRegistry(cfg.db)
-        self.health = TerminalHealth(cfg.db, cfg.health)
+        # the registry's connection: a heartbeat and its health are written in one transaction
+        self.health = TerminalHealth(self.terminals.db, cfg.health)
         self.watch = HealthWatch(self.health, cfg.alerts)
         self.link = MqttLink(cfg.mqtt)
         self.intake = Intake(

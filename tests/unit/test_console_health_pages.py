@@ -39,10 +39,11 @@ def site(tmp_path: Path):
     health.sweep()
     AlertRules(db, AlertConfig(console_url="https://c.test"), clock_ns=clock).evaluate()
     accounts = Accounts(db)
-    accounts.add("admin", PASSWORD, role=Role.ADMIN)
-    accounts.add("manager-a", PASSWORD, role=Role.SITE_MANAGER, worksites=[SITE_A])
+    accounts.add("admin", PASSWORD, role=Role.ADMIN, language="en")
+    accounts.add("manager-a", PASSWORD, role=Role.SITE_MANAGER, worksites=[SITE_A], language="en")
     token_file = tmp_path / "metrics.token"
-    app = create_app(db, ConsoleConfig(page_size=3, metrics_token_file=token_file),
+    app = create_app(db, ConsoleConfig(page_size=3, metrics_token_file=token_file,
+                                       default_language="en"),
                      clock_ns=clock)  # fmt: skip
     app.testing = True
     yield app, db, registry, token_file
@@ -136,3 +137,53 @@ def test_metrics_are_outside_the_login_behind_their_own_token(site) -> None:
     assert answer.status_code == 200
     assert b'siteclock_terminals{state="offline"} 2.0' in answer.data
     assert c.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_decommission_from_the_terminal_page_needs_the_id_typed_and_is_audited(site) -> None:
+    app, db, registry, _ = site
+    c = login(app, "admin")
+    page = c.get("/terminals/t-a0")
+    assert b'id="decommission"' in page.data
+    token = csrf_of(page.data)
+    c.post("/terminals/t-a0/decommission", data={"confirm": "t-a9", "csrf_token": token})
+    assert registry.get("t-a0").status == "active"  # the wrong id typed: nothing done
+    c.post("/terminals/t-a0/decommission", data={"confirm": "t-a0", "csrf_token": token})
+    assert registry.get("t-a0").status == "disabled"
+    assert next(r[3] for r in db.console_audit()) == "terminal.decommission"
+    trail = [(r["action"], r["detail"]) for r in db.terminal_audit_rows("t-a0")]
+    assert ("decommission", '{"by": "admin"}') in trail
+    assert "t-a0" not in [t["terminal"] for t in c.get("/api/terminals?state=online").json[
+        "terminals"]]
+
+
+def test_tokens_created_listed_and_revoked_within_the_managers_worksites(site) -> None:
+    app, db, _registry, _ = site
+    c = login(app, "manager-a")
+    page = c.get("/tokens/")
+    token = csrf_of(page.data)
+    refused = c.post("/tokens/", data={"workplace": SITE_B, "csrf_token": token},
+                     follow_redirects=True)  # fmt: skip
+    assert b"only create tokens for your worksites" in refused.data
+    issued = c.post("/tokens/", data={"workplace": SITE_A, "hours": "2", "note": "hall",
+                                      "csrf_token": token})  # fmt: skip
+    secret = issued.data.decode().split('id="token-secret">')[1].split("<")[0]
+    assert len(secret.replace("-", "")) >= 20
+    listed = c.get("/tokens/").data.decode()
+    token_id = listed.split('data-token="')[1].split('"')[0]
+    assert secret not in listed  # shown once, never again
+    assert 'data-state="unused"' in listed
+    c.post(f"/tokens/{token_id}/revoke", data={"csrf_token": token})
+    assert 'data-state="revoked"' in c.get("/tokens/").data.decode()
+    assert [r[3] for r in db.console_audit()][:2] == ["token.revoke", "token.create"]
+
+
+def test_rebind_shows_the_token_for_the_new_worksite_and_the_installers_command(site) -> None:
+    app, _db, registry, _ = site
+    c = login(app, "admin")
+    token = csrf_of(c.get("/terminals/t-a0").data)
+    answer = c.post("/terminals/t-a0/rebind", data={"workplace": SITE_B, "reason": "moved",
+                                                    "csrf_token": token})  # fmt: skip
+    html = answer.data.decode()
+    assert f"siteclock provision rebind --workplace {SITE_B}" in html
+    assert 'id="token-secret"' in html
+    assert registry.get("t-a0").workplace == SITE_A  # the terminal completes the move

@@ -10,6 +10,7 @@ NSSO connection (credentials, outages) are the administrator's. See docs/alerts.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 
@@ -33,10 +34,30 @@ def _subjects() -> list[str] | None:
     return [r["terminal"] for r in rows]
 
 
+def kind_labels() -> dict[str, str]:
+    """Each alert kind in the request's language."""
+    return {
+        "terminal_offline": _("terminal offline"), "backlog": _("backlog too old"),
+        "clock_unsynced": _("clock unsynchronised"), "reader_fault": _("reader fault"),
+        "disk_low": _("disk low"), "nsso_rejected": _("rejected by the NSSO"),
+        "nsso_remark": _("NSSO remark"), "sequence": _("needs a person"),
+        "nsso_auth": _("NSSO authentication"), "relay": _("NSSO connection"),
+        "security": _("security"),
+    }  # fmt: skip
+
+
+def on_this_console(link: str) -> str:
+    """An alert's link as a path on this console: the stored link starts with the configured
+    ``console_url`` (for e-mail and chat), which may not be how this browser reached it."""
+    parts = urlsplit(link)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
 def present(row: Any) -> dict[str, Any]:
     return {
         "id": row["id"], "kind": row["kind"], "subject": row["subject"],
-        "message": row["message"], "link": row["link"], "raised_ns": row["raised_ns"],
+        "message": row["message"], "link": on_this_console(row["link"]),
+        "raised_ns": row["raised_ns"],
         "resolved_ns": row["resolved_ns"], "resolution": row["resolution"],
         "resolved_by": row["resolved_by"], "sent_ns": row["sent_ns"],
         "send_error": row["send_error"] or None,
@@ -66,7 +87,7 @@ def index() -> Any:
     rows, page, more, show_all = _listing()
     return render_template(
         "alerts.html", rows=rows, page=page, more=more, show_all=show_all, kinds=KINDS,
-        args=request.args,
+        args=request.args, labels=kind_labels(),
     )  # fmt: skip
 
 

@@ -38,6 +38,15 @@ def _page_args() -> tuple[str | None, str | None, int]:
     return state, search, page
 
 
+def words() -> dict[str, str]:
+    """The states and offline reasons as the page shows them, in the request's language."""
+    return {
+        "online": _("online"), "offline": _("offline"), "never": _("never heard from"),
+        "connection lost": _("connection lost"), "stopped": _("stopped"),
+        "silent": _("silent"), "disabled": _("disabled"),
+    }  # fmt: skip
+
+
 def present(row: Any, refusals: dict[str, int], now_ns: int) -> dict[str, Any]:
     """One terminal as the page and the JSON show it."""
     seen = row["heartbeat_ns"]
@@ -84,7 +93,7 @@ def index() -> Any:
     summary, rows, page, more = _listing()
     return render_template(
         "terminals.html", summary=summary, rows=rows, page=page, more=more, states=STATES,
-        args=request.args,
+        args=request.args, words=words(),
     )  # fmt: skip
 
 
@@ -123,5 +132,5 @@ def detail(terminal_id: str) -> Any:
               for k in keys],
         alerts=db.alerts_list(subjects=[terminal_id], limit=20),
         audit=db.terminal_audit_rows(terminal_id, limit=20),
-        has_actions="terminal_actions" in current_app.blueprints,
+        has_actions="terminal_actions" in current_app.blueprints, words=words(),
     )  # fmt: skip
