@@ -57,7 +57,7 @@ def app(tmp_path: Path):
                          ("t-a", 2, SITE_A, "w-ana", NOV_3 + 15 * H, "out", "out", "", 1),
                          ("t-b", 1, SITE_B, "w-bo", NOV_3 + 8 * H, "in", "in", "", 1)])  # fmt: skip
     accounts = Accounts(db)
-    accounts.add("admin", PASSWORD, role=Role.ADMIN)
+    accounts.add("admin", PASSWORD, role=Role.ADMIN, language="en")
     accounts.add("manager-b", PASSWORD, role=Role.SITE_MANAGER, worksites=[SITE_B])
     signing_key = tmp_path / "gateway-signing.key"
     create(signing_key)

@@ -74,8 +74,7 @@ def _signer() -> Any:
 
     path = console().extras.get("signing_key_file")
     if path is None:
-        raise BadRequest(_("This console was started without the gateway's signing key: "
-                           "export as CSV, or use siteclock evidence export."))  # fmt: skip
+        raise BadRequest(_("Without the gateway's signing key, export as CSV."))
     return load(Path(path))
 
 
