@@ -191,10 +191,10 @@ class Envelope:
         header = _loads(protected, "COSE protected header", max_items=8)
         if not isinstance(header, Mapping) or set(header) != {_HEADER_ALG, _HEADER_KID}:
             raise MalformedMessage("COSE protected header must hold exactly alg (1) and kid (4)")
-        alg = _COSE_ALG_NAMES.get(header[_HEADER_ALG])  # type: ignore[arg-type]
-        kid = header[_HEADER_KID]
+        alg_id, kid = header[_HEADER_ALG], header[_HEADER_KID]
+        alg = _COSE_ALG_NAMES.get(alg_id) if type(alg_id) is int else None
         if alg is None:
-            raise MalformedMessage(f"COSE algorithm {header[_HEADER_ALG]!r} is not supported")
+            raise MalformedMessage(f"COSE algorithm {alg_id!r} is not supported")
         if not isinstance(kid, bytes) or not kid.isascii():
             raise MalformedMessage("COSE kid must be ASCII bytes")
         envelope = cls._bounded(body, alg, kid.decode("ascii"), sig, COSE_SIGN1_ENVELOPE)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pycose.keys.curves import P256, Ed25519
 from pycose.keys.ec2 import EC2Key
 from pycose.keys.okp import OKPKey
@@ -110,6 +112,8 @@ def test_a_signature_moved_to_the_other_version_fails() -> None:
     ([cbor2.dumps({1: -8, 4: b"k"}), {5: b"iv"}, b"x", b"s"], "unprotected"),
     ([cbor2.dumps({1: -35, 4: b"k"}), {}, b"x", b"s"], "not supported"),
     ([cbor2.dumps({1: -8, 4: b"k"}), {}, b"x"], "4 members"),
+    ([cbor2.dumps({1: [-8], 4: b"k"}), {}, b"x", b"s"], "not supported"),  # unhashable alg
+    ([cbor2.dumps({1: -8, 4: "k"}), {}, b"x", b"s"], "ASCII bytes"),
 ])  # fmt: skip
 def test_a_cose_envelope_outside_the_profile_is_refused(bad: list, why: str) -> None:
     with pytest.raises(p.MalformedMessage, match=why):
@@ -144,3 +148,31 @@ def test_an_outbox_made_before_cose_keeps_its_version_1_events_verifiable(tmp_pa
         assert p.verify_chain(pending, keys) == 2
     finally:
         outbox.close()
+
+
+header_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.binary(max_size=8)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.integers(-9, 9), inner,
+                                                                max_size=3),
+    max_leaves=6,
+)  # fmt: skip
+
+
+@given(
+    header=st.dictionaries(st.integers(-9, 9) | st.text(max_size=3), header_values, max_size=4),
+    unprotected=header_values, payload=st.binary(max_size=40), sig=st.binary(max_size=70),
+)  # fmt: skip
+def test_any_cose_shaped_input_is_refused_with_a_protocol_error_or_read_exactly(
+    header: dict, unprotected: object, payload: bytes, sig: bytes
+) -> None:
+    protected = cbor2.dumps(header)
+    try:
+        envelope = p.Envelope.from_wire([protected, unprotected, payload, sig])
+    except p.ProtocolError:
+        return  # refused with the protocol's own error, never anything else
+    # accepted only when it is exactly our profile: the header rebuilds byte for byte
+    assert envelope.version == p.COSE_SIGN1_ENVELOPE
+    assert envelope.protected_header() == protected
+    assert unprotected == {}
+    assert (envelope.body, envelope.sig) == (payload, sig)
