@@ -7,6 +7,7 @@ screenshot could leak. Looked up once per worker per request.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from flask import current_app, g
 
 from siteclock.gateway.db import GatewayDB
 from siteclock.gateway.registry import Registry, RegistryError
+from siteclock.log import fields
+
+log = logging.getLogger(__name__)
 
 MASK = "••.••.••-•••."
 
@@ -31,10 +35,25 @@ class WorkerLabel:
 
 
 class People:
-    """Worker labels read through the registry (which alone decrypts an INSS)."""
+    """Worker labels read through the registry (which alone decrypts an INSS).
+
+    Without an INSS key there is no registry (``registry`` is None: no names, and the workers
+    page answers 503). A key file that is missing while the database already holds workers is
+    a wrong path, not a fresh site: a new key would be made that opens none of their INSS, so
+    none is made and the error says where the key was looked for."""
 
     def __init__(self, db: GatewayDB, inss_key_file: Path | None) -> None:
-        self.registry = Registry(db, inss_key_file) if inss_key_file is not None else None
+        self.registry: Registry | None = None
+        if inss_key_file is None:
+            return
+        if not Path(inss_key_file).exists() and db.worker_listing(None):
+            log.error(
+                "console: INSS key missing while the database holds workers; names and the "
+                "workers page are off until inss_key_file points at the gateway's key",
+                extra=fields(inss_key_file=inss_key_file),
+            )
+            return
+        self.registry = Registry(db, inss_key_file)
 
     def label(self, ref: str | None) -> WorkerLabel | None:
         if ref is None or self.registry is None:

@@ -243,6 +243,7 @@ CREATE INDEX IF NOT EXISTS inbox_workplace_time ON inbox(workplace, wall_ns, ter
 CREATE INDEX IF NOT EXISTS inbox_time ON inbox(wall_ns, terminal, seq);
 -- A worker's registrations (the console's worker filter, evidence for one worker).
 CREATE INDEX IF NOT EXISTS registrations_worker ON registrations(worker_ref);
+CREATE INDEX IF NOT EXISTS registrations_employer ON registrations(employer);
 """
 
 

@@ -175,6 +175,8 @@ def test_filters_refuse_an_inss_and_a_bad_day(site) -> None:
     c, _answer = login(app, "admin")
     assert c.get(f"/api/registrations?worker={INSS}").status_code == 400
     assert c.get("/api/registrations?day=yesterday").status_code == 400
+    assert c.get(f"/api/registrations?before={10**30}:t-a:1").status_code == 400
+    assert c.get("/api/registrations?before=nonsense").status_code == 400
 
 
 def test_account_rules(site) -> None:
@@ -201,6 +203,9 @@ def test_roll_call_lists_who_is_on_a_visible_worksite_only(site) -> None:
     assert "Ana Peeters" in c.get("/rollcall/").data.decode()
     assert c.get(f"/api/rollcall?worksite={SITE_B}").status_code == 404
     assert c.get(f"/rollcall/?worksite={SITE_B}").status_code == 404
+    admin, _answer = login(app, "admin")
+    assert admin.get("/api/rollcall?worksite=not-a-reference").status_code == 404
+    assert admin.get("/workers/?worksite=not-a-reference").status_code == 404
 
 
 def test_users_page_is_for_administrators_and_its_changes_are_audited(site) -> None:
@@ -305,3 +310,29 @@ def test_sessions_left_idle_are_deleted_at_the_next_login(tmp_path: Path) -> Non
         login(app, "admin")
         # everything older than now: only the admin's fresh session was left to delete
         assert db.expire_console_sessions(now[0] + 1) == 1
+
+
+def test_a_wrong_inss_key_path_makes_no_new_key_for_a_database_with_workers(site, tmp_path) -> None:
+    from siteclock.gateway.console.people import People
+
+    _app, db, _clock = site
+    wrong = tmp_path / "elsewhere" / "inss.key"
+    assert People(db, wrong).registry is None
+    assert not wrong.exists()
+    assert People(db, tmp_path / "inss.key").registry is not None
+
+
+@pytest.mark.parametrize("sort_at_most", [0, 20_000])
+def test_state_and_employer_filters_agree_on_both_read_paths(site, monkeypatch, sort_at_most):
+    """Few matches: read through the column's index and sorted; many: checked along the time
+    walk (0 forces that here). Both give the same page."""
+    from siteclock.gateway.db import console_ops
+
+    monkeypatch.setattr(console_ops, "SORT_AT_MOST", sort_at_most)
+    app, _db, _clock = site
+    c, _answer = login(app, "admin")
+    rejected = c.get("/api/registrations?state=rejected").json["registrations"]
+    assert [r["id"] for r in rejected] == ["t-a:1"]
+    found = c.get(f"/api/registrations?employer={make_enterprise(1)}").json["registrations"]
+    assert [r["id"] for r in found] == ["t-a:1"]
+    assert c.get("/api/registrations?state=registered").json["registrations"] == []

@@ -62,7 +62,10 @@ def _day_range(text: str) -> tuple[int, int]:
 def _cursor(text: str) -> tuple[int, str, int]:
     wall, _sep, rest = text.partition(":")
     terminal, _sep2, seq = rest.rpartition(":")
-    if not (wall.lstrip("-").isdigit() and terminal and seq.isdigit()):
+    if (
+        not (wall.lstrip("-").isdigit() and terminal and seq.isdigit())
+        or max(abs(int(wall)), int(seq)) >= 2**63
+    ):  # SQLite integers are 64-bit
         raise BadFilter("before: expected WALL_NS:TERMINAL:SEQ")
     return int(wall), terminal, int(seq)
 
@@ -83,10 +86,16 @@ def read_filter(args: Any) -> RegistrationFilter:
         raise BadFilter(_("An employer is an enterprise number or a VAT number."))
     return RegistrationFilter(
         scope=scoped_workplaces(), workplace=args.get("worksite") or None, worker=worker,
-        employer=employer, state=state,
+        employer=employer_texts(employer) if employer else None, state=state,
         since_ns=since, until_ns=until,
         before=_cursor(args["before"]) if args.get("before") else None,
     )  # fmt: skip
+
+
+def employer_texts(number: str) -> tuple[str, ...]:
+    """How the relay stores an employer it sent: the JSON text of the item's ``employer``
+    object (``gateway.relay_mapping.employer_json``), an enterprise or a foreign VAT number."""
+    return tuple(json.dumps({key: number}) for key in ("enterpriseNumber", "foreignVatNumber"))
 
 
 def employer_number(sent: str | None) -> str | None:
