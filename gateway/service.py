@@ -40,6 +40,7 @@ from siteclock.gateway.ciao.environments import resolve
 from siteclock.gateway.ciao.profile import load as load_profile
 from siteclock.gateway.config import GatewayConfig
 from siteclock.gateway.console.server import GatewayConsole, serve_gateway_console
+from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, SQLiteGatewayDB
 from siteclock.gateway.intake import Intake
 from siteclock.gateway.link import MqttLink
 from siteclock.gateway.registry import Registry
@@ -77,7 +78,8 @@ class Gateway:
         self.terminals = TerminalRegistry(cfg.db)
         # the registry's connection: a heartbeat and its health are written in one transaction
         self.health = TerminalHealth(self.terminals.db, cfg.health)
-        self.watch = HealthWatch(self.health, cfg.alerts)
+        self._alerts_db = SQLiteGatewayDB(cfg.db, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
+        self.watch = HealthWatch(self.health, cfg.alerts, db=self._alerts_db)
         self.link = MqttLink(cfg.mqtt)
         self.intake = Intake(
             cfg.mqtt, inbox=Inbox(cfg.db), registry=self.terminals, link=self.link,
@@ -184,6 +186,7 @@ class Gateway:
         if self.console is not None:
             self.console.stop()
         self.watch.stop()
+        self._alerts_db.close()
         if self.relay is not None:
             self.relay.stop()
         if self._roster_thread is not None:

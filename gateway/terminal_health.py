@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 SILENT = "silent"
 """The offline reason the sweeper gives: no heartbeat within interval + margin."""
+MAX_PENDING_REFUSALS = 100_000
+"""Distinct (terminal, reason) pairs held between two sweeps: a bound on memory under a flood."""
 HEARTBEAT_RANGE_S = (0.2, 3600.0)
 """A reported heartbeat interval outside this range is ignored (the configured one is used)."""
 
@@ -113,6 +115,11 @@ class TerminalHealth(OnGatewayDB):
         self._lock = threading.Lock()
         self._refusals: Counter[tuple[str, str]] = Counter()
         self._readers: dict[str, str] = {}
+        self._started_ns = clock_ns()
+        """A gateway that (re)starts has heard no heartbeat yet, however alive the terminals
+        are: until one of its intervals plus the margin has passed since the start, the
+        sweeper judges no terminal silent (the retained statuses arrive with the subscription,
+        the Last Will still says who left)."""
 
     # ------------------------------------------------------------------ what the intake reports
 
@@ -142,10 +149,15 @@ class TerminalHealth(OnGatewayDB):
             log.warning("reader recovered", extra=fields(terminal=terminal))
 
     def on_refusal(self, terminal: str | None, reason: str) -> None:
-        """Count one refusal for ``terminal`` (kept in memory, written on the next sweep)."""
-        if terminal:
-            with self._lock:
-                self._refusals[(terminal, reason)] += 1
+        """Count one refusal for ``terminal`` (kept in memory, written on the next sweep). A
+        refusal for a terminal the gateway does not know is the intake's count only: topics
+        naming made-up terminals must not grow a table."""
+        if not terminal or reason == "unknown_terminal":
+            return
+        with self._lock:
+            key = (terminal, reason)
+            if key in self._refusals or len(self._refusals) < MAX_PENDING_REFUSALS:
+                self._refusals[key] += 1
 
     # ------------------------------------------------------------------ the sweeper
 
@@ -157,7 +169,12 @@ class TerminalHealth(OnGatewayDB):
             pending, self._refusals = self._refusals, Counter()
         if pending:
             self.db.add_refusals(pending, now)
-        silent = self.db.silent_terminals(now)
+        margin = self.config.margin_s
+        silent = [
+            terminal
+            for terminal, interval in self.db.silent_terminals(now)
+            if now >= self._started_ns + int(((interval or self.config.heartbeat_s) + margin) * 1e9)
+        ]
         for terminal in silent:
             if self.db.save_terminal_offline(terminal, now, SILENT):
                 log.warning(

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sequence-issues": ("gateway.sequence:cli", "employer: taps whose in/out sequence needs you"),
     "evidence": ("gateway.evidence.cli:cli", "export signed evidence, verify it offline"),
     "console": ("gateway.console.cli:cli", "employer's console: accounts, audit trail, serve"),
+    "alerts": ("gateway.alerts.cli:cli", "employer: open alerts; test their delivery (Apprise)"),
 }
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from siteclock.gateway.alerts.config import AlertConfig
 from siteclock.gateway.db import GatewayDB
@@ -38,10 +39,16 @@ SEQUENCE = "sequence"
 NSSO_AUTH = "nsso_auth"
 RELAY = "relay"
 SECURITY = "security"
+RELAY_BACKLOG = "relay_backlog"
 KINDS = (
-    TERMINAL_OFFLINE, BACKLOG, CLOCK_UNSYNCED, READER_FAULT, DISK_LOW, NSSO_REJECTED,
-    NSSO_REMARK, SEQUENCE, NSSO_AUTH, RELAY, SECURITY,
+    TERMINAL_OFFLINE, BACKLOG, RELAY_BACKLOG, CLOCK_UNSYNCED, READER_FAULT, DISK_LOW,
+    NSSO_REJECTED, NSSO_REMARK, SEQUENCE, NSSO_AUTH, RELAY, SECURITY,
 )  # fmt: skip
+WAITING = (
+    "queued", "unknown_badge", "blocked_badge", "unknown_workplace", "awaiting_clock_sync",
+    "submitted", "ambiguous", "needs_review",
+)  # fmt: skip
+"""Registration states of events stored at the gateway and not yet created at the NSSO."""
 TERMINAL_KINDS = (TERMINAL_OFFLINE, BACKLOG, CLOCK_UNSYNCED, READER_FAULT, DISK_LOW)
 """Kinds about a terminal's state: their key is ``kind:terminal``, their subject the terminal."""
 EVENT_KINDS = (NSSO_REJECTED, NSSO_REMARK, SEQUENCE, SECURITY)
@@ -50,8 +57,15 @@ FINAL_REFUSALS = ("rejected", "refused")
 BATCH = 1000
 
 
+SITE_TZ = ZoneInfo("Europe/Brussels")
+"""Alert texts give times as the worksite reads its clocks (as the console shows them), with
+the zone's name, since they travel by e-mail and chat."""
+
+
 def at(now_ns: int) -> str:
-    return datetime.fromtimestamp(now_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return datetime.fromtimestamp(now_ns / 1e9, UTC).astimezone(SITE_TZ).strftime(
+        "%Y-%m-%d %H:%M:%S %Z"
+    )
 
 
 @dataclass
@@ -115,6 +129,7 @@ class AlertRules:
         opened = self.db.open_alert_keys()
         self._terminals(now, opened, done)
         self._relay(now, opened, done)
+        self._relay_backlog(now, opened, done)
         self._security(now, opened, done)
         self._verdicts(now, opened, done)
         self._sequence(now, done)
@@ -170,6 +185,31 @@ class AlertRules:
                     self._raise(done, key, kind, "nsso", redact(row["message"]), "/alerts", now)
             elif key in opened:
                 self._resolve(done, key, f"the NSSO answered again at {at(row['cleared_ns'])}", now)
+
+    def _relay_backlog(self, now: int, opened: set[str], done: Round) -> None:
+        """Events stored at the gateway and not yet registered with the NSSO, the oldest
+        older than ``backlog_age_s``: one alert, naming how many wait in which state."""
+        key = f"{RELAY_BACKLOG}:gateway"
+        waiting = self.db.waiting_registrations(WAITING)
+        limit = now - int(self.config.backlog_age_s * 1e9)
+        late = {s: v for s, v in waiting.items() if v[1] < limit}
+        if late:
+            if key in opened:
+                return
+            oldest_state, (_, oldest) = min(late.items(), key=lambda item: item[1][1])
+            total = sum(n for n, _ in waiting.values())
+            states = ", ".join(
+                f"{state.replace('_', ' ')}: {n}" for state, (n, _) in sorted(waiting.items())
+            )
+            message = (
+                f"{total} registrations wait at the gateway, the oldest since {at(oldest)} "
+                f"({states}): registration is due in real time; see why on the registrations page"
+            )
+            self._raise(done, key, RELAY_BACKLOG, "nsso", message,
+                        f"/registrations?state={oldest_state}", now)  # fmt: skip
+        elif key in opened:
+            self._resolve(done, key, f"no registration waits longer than the threshold at "
+                          f"{at(now)}", now)  # fmt: skip
 
     # ------------------------------------------------------------------ security
 

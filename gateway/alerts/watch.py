@@ -12,6 +12,7 @@ from collections.abc import Callable
 from siteclock.gateway.alerts.config import AlertConfig
 from siteclock.gateway.alerts.delivery import AlertDelivery, AppriseChannel
 from siteclock.gateway.alerts.rules import AlertRules
+from siteclock.gateway.db import GatewayDB
 from siteclock.gateway.terminal_health import TerminalHealth
 from siteclock.log import fields
 
@@ -28,15 +29,20 @@ class HealthWatch:
         health: TerminalHealth,
         config: AlertConfig,
         *,
+        db: GatewayDB | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.health = health
         self.config = config
         self.clock = clock
-        self.rules = AlertRules(health.db, config, clock_ns=health.clock_ns)
+        # The rules read the whole fleet each round: on their own connection (``db``) they
+        # never hold up the intake, whose heartbeats share the health tracker's.
+        rules_db = db or health.db
+        self.rules = AlertRules(rules_db, config, clock_ns=health.clock_ns)
         self.channel = AppriseChannel(config.urls)
-        self.delivery = AlertDelivery(health.db, self.channel, config, clock_ns=health.clock_ns)
+        self.delivery = AlertDelivery(rules_db, self.channel, config, clock_ns=health.clock_ns)
         self._next_check = 0.0
+        self._told = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -53,6 +59,10 @@ class HealthWatch:
             )
         if self.channel.configured():
             self.delivery.deliver()
+        elif self.channel.last_error and self.channel.last_error != self._told:
+            # a broken URLs file is said once (and again if it changes), not every round
+            log.error("alerts not sent", extra=fields(error=self.channel.last_error))
+        self._told = self.channel.last_error
 
     def _run(self) -> None:
         while not self._stop.is_set():

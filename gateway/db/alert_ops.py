@@ -180,3 +180,17 @@ class AlertOps(SQLiteCore):
     def relay_alert_rows(self) -> list[Row]:
         """Every relay alert (open or cleared): ``cause, message, since_ns, cleared_ns``."""
         return self._rows("SELECT cause, message, since_ns, cleared_ns FROM relay_alerts")
+
+    def waiting_registrations(self, states: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """``{state: (count, oldest created_ns)}`` of registrations in ``states`` (through the
+        state index: only the waiting rows are read, however many are final)."""
+        wanted = list(states)
+        with self.reading() as conn:
+            return {
+                state: (int(n), int(oldest))
+                for state, n, oldest in conn.execute(
+                    "SELECT state, count(*), min(created_ns) FROM registrations "
+                    f"WHERE state IN ({','.join('?' * len(wanted))}) GROUP BY state",
+                    wanted,
+                )
+            }

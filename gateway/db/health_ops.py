@@ -87,14 +87,15 @@ class HealthOps(SQLiteCore):
             )
         return was is not None
 
-    def silent_terminals(self, now_ns: int, limit: int = 1000) -> list[str]:
-        """Terminals marked online whose next heartbeat is overdue (``due_ns`` passed)."""
+    def silent_terminals(self, now_ns: int, limit: int = 1000) -> list[tuple[str, float | None]]:
+        """``(terminal, heartbeat_s)`` of terminals marked online whose next heartbeat is
+        overdue (``due_ns`` passed), most overdue first."""
         with self.reading() as conn:
             return [
-                r[0]
+                (r[0], r[1])
                 for r in conn.execute(
-                    "SELECT terminal FROM terminal_health WHERE online = 1 AND due_ns < ? "
-                    "ORDER BY due_ns LIMIT ?",
+                    "SELECT terminal, heartbeat_s FROM terminal_health WHERE online = 1 "
+                    "AND due_ns < ? ORDER BY due_ns LIMIT ?",
                     (now_ns, limit),
                 )
             ]

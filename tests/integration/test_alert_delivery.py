@@ -134,3 +134,26 @@ def test_a_urls_file_readable_by_others_is_refused_with_the_fix(tmp_path: Path) 
     urls.chmod(0o644)
     with pytest.raises(UrlsFileError, match="chmod 600"):
         read_urls(urls)
+
+
+def test_siteclock_alerts_test_and_list(tmp_path: Path, hook: Hook, capsys) -> None:
+    from siteclock.gateway.alerts.cli import cli
+
+    urls = tmp_path / "alert-urls"
+    write_secret(urls, f"json://127.0.0.1:{hook.port}/siteclock\n".encode())
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'db = "{tmp_path / "gateway.db"}"\nsigning_key_file = "{tmp_path / "k"}"\n'
+        f'[alerts]\nurls_file = "{urls}"\nconsole_url = "https://console.example"\n'
+    )
+    assert cli(["test", "--config", str(config)]) == 0
+    assert hook.received[0]["title"] == "siteclock alert test"
+    assert "https://console.example/alerts/" in hook.received[0]["message"]
+    hook.status = 500
+    assert cli(["test", "--config", str(config)]) == 1
+    assert "not sent" in capsys.readouterr().err
+    db = SQLiteGatewayDB(tmp_path / "gateway.db")
+    raise_offline(db, Clock(), "t-hall-01")
+    db.close()
+    assert cli(["list", "--config", str(config)]) == 0
+    assert "Terminal t-hall-01 is offline" in capsys.readouterr().out

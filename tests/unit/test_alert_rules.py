@@ -101,8 +101,8 @@ def test_relay_alerts_follow_the_relay_and_credentials_are_their_own_kind(world)
 
 def test_rejections_remarks_and_sequence_issues_are_raised_once_ever(world):
     db, clock, _, _, rules = world
-    db.store_events([event(1), event(2), event(3)])
-    db.take_new_events(1, full=True)
+    db.store_events([event(n, received_ns=clock.ns) for n in (1, 2, 3)])
+    db.take_new_events(clock.ns, full=True)
     db.set_registrations([
         ((T, 1), {"state": "rejected", "remarks": ["Dimona not OK"], "updated_ns": clock.ns}),
         ((T, 2), {"state": "registered", "remarks": ["late registration"],
@@ -136,3 +136,19 @@ def test_a_security_alert_resolved_in_the_console_is_marked_resolved_in_its_tabl
     assert db.open_security_alerts() == []
     assert resolve_by_person(db, alert["id"], "again", "admin@site") is False
     assert rules.evaluate().raised == []
+
+
+def test_events_waiting_at_the_gateway_too_long_are_one_alert_until_they_move(world):
+    db, clock, _, _, rules = world
+    db.store_events([event(n, received_ns=clock.ns) for n in (1, 2, 3)])
+    db.take_new_events(clock.ns, full=True)
+    db.set_registrations([((T, 1), {"state": "unknown_badge"}), ((T, 3), {"state": "registered"})])
+    assert rules.evaluate().raised == []  # waiting, but not for long yet
+    clock.advance(121)
+    assert rules.evaluate().raised == ["relay_backlog:gateway"]
+    message = open_alerts(db)["relay_backlog:gateway"]
+    assert "2 registrations wait at the gateway" in message
+    assert "queued: 1, unknown badge: 1" in message
+    assert rules.evaluate().raised == []  # still one alert
+    db.set_registrations([((T, 1), {"state": "registered"}), ((T, 2), {"state": "pending"})])
+    assert rules.evaluate().resolved == ["relay_backlog:gateway"]

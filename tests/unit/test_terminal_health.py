@@ -126,6 +126,7 @@ def test_refusals_are_counted_per_terminal_and_reason_on_the_sweep(world) -> Non
         health.on_refusal("t-00", "bad_signature")
     health.on_refusal("t-01", "wrong_workplace")
     health.on_refusal(None, "bad_topic")  # no terminal: counted by the intake only
+    health.on_refusal("t-made-up", "unknown_terminal")  # not one of ours: no row for it
     assert db.terminal_refusals(["t-00"]) == {}
     health.sweep()
     health.on_refusal("t-00", "bad_signature")
@@ -149,3 +150,33 @@ def test_the_page_lists_offline_first_and_a_decommissioned_terminal_leaves_it(wo
     assert [r["terminal"] for r in db.terminals_page(state="offline")] == ["t-01"]
     assert db.terminals_page(workplaces=[]) == []
     assert len(db.terminals_page(limit=1, offset=1)) == 1
+
+
+def test_the_gateway_config_reads_health_and_alerts_and_names_a_bad_value(tmp_path: Path):
+    from siteclock.config import ConfigError, load
+    from siteclock.gateway.config import GatewayConfig
+
+    base = f'db = "{tmp_path}/g.db"\nsigning_key_file = "{tmp_path}/k"\n'
+    good = tmp_path / "good.toml"
+    good.write_text(base + "[health]\nheartbeat_s = 5\nmargin_s = 2\n"
+                    '[alerts]\nurls_file = "/etc/siteclock/alert-urls"\nbacklog_age_s = 120\n')
+    cfg = load(good, GatewayConfig)
+    assert (cfg.health.heartbeat_s, cfg.health.margin_s, cfg.health.sweep_s) == (5.0, 2.0, 1.0)
+    assert cfg.alerts.urls_file == Path("/etc/siteclock/alert-urls")
+    assert cfg.alerts.backlog_age_s == 120.0
+    bad = tmp_path / "bad.toml"
+    bad.write_text(base + "[health]\nheartbeat_s = 0\n")
+    with pytest.raises(ConfigError, match="health"):
+        load(bad, GatewayConfig)
+
+
+def test_a_restarted_gateway_judges_no_one_silent_before_an_interval_has_passed(world):
+    db, clock, _, health = world
+    health.on_status("t-00", heartbeat(heartbeat_s=5.0))
+    clock.advance(3600)  # the gateway was down for an hour; the row still says online
+    restarted = TerminalHealth(db, HealthConfig(heartbeat_s=30, margin_s=2), clock_ns=clock)
+    assert restarted.sweep() == []  # its retained status is on its way
+    clock.advance(6.9)  # its own interval (5 s) plus the margin not yet passed
+    assert restarted.sweep() == []
+    clock.advance(0.2)
+    assert restarted.sweep() == ["t-00"]  # nothing came: silent indeed

@@ -16,6 +16,7 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 
 from siteclock.gateway.alerts.rules import KINDS, resolve_by_person
 from siteclock.gateway.console.i18n import _
+from siteclock.gateway.console.pages.terminals import page_number
 from siteclock.gateway.console.web import Page, audit, console, current_user, scoped_workplaces
 
 blueprint = Blueprint("alerts", __name__)
@@ -38,6 +39,7 @@ def kind_labels() -> dict[str, str]:
     """Each alert kind in the request's language."""
     return {
         "terminal_offline": _("terminal offline"), "backlog": _("backlog too old"),
+        "relay_backlog": _("waiting at the gateway"),
         "clock_unsynced": _("clock unsynchronised"), "reader_fault": _("reader fault"),
         "disk_low": _("disk low"), "nsso_rejected": _("rejected by the NSSO"),
         "nsso_remark": _("NSSO remark"), "sequence": _("needs a person"),
@@ -69,10 +71,7 @@ def _listing() -> tuple[list[dict[str, Any]], int, bool, bool]:
     kind = request.args.get("kind") or None
     if kind is not None and kind not in KINDS:
         abort(400, _("Unknown kind."))
-    try:
-        page = max(1, int(request.args.get("page", "1")))
-    except ValueError:
-        abort(400, _("A page is a number."))
+    page = page_number()
     app = console()
     size = app.config.page_size
     rows = app.db.alerts_list(

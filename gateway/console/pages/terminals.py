@@ -31,11 +31,15 @@ def _page_args() -> tuple[str | None, str | None, int]:
     if state is not None and state not in STATES:
         abort(400, _("Unknown state."))
     search = (request.args.get("q") or "").strip()[:MAX_SEARCH] or None
+    return state, search, page_number()
+
+
+def page_number() -> int:
+    """The ``page`` query argument (1 when absent); 400 when it is not a number."""
     try:
-        page = max(1, int(request.args.get("page", "1")))
+        return max(1, int(request.args.get("page", "1")))
     except ValueError:
         abort(400, _("A page is a number."))
-    return state, search, page
 
 
 def words() -> dict[str, str]:
