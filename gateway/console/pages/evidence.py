@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, render_template, request
 
 from siteclock.gateway.console.i18n import _
+from siteclock.gateway.console.people import people
 from siteclock.gateway.console.web import Page, audit, console, current_user, scoped_workplaces
 from siteclock.gateway.evidence.check import verification_report
 from siteclock.gateway.evidence.document import EvidenceInvalid, open_document
@@ -25,7 +26,6 @@ from siteclock.gateway.evidence.export import (
     export_csv,
     export_json,
 )
-from siteclock.gateway.registry import Registry
 from siteclock.gateway.site_time import day_start_ns, local
 from siteclock.inss_shape import WRITTEN_INSS_RE
 
@@ -97,18 +97,14 @@ def export() -> Any:
     try:
         worker, worksite, first, last = _selection(request.args)
         signer = _signer() if fmt == "json" else None
-        state = console()
-        if state.inss_key_file is None:
+        state, registry = console(), people().registry  # the console's own, shared
+        if registry is None:
             raise BadRequest(_("This console was started without the INSS key."))
-        registry = Registry(state.db, state.inss_key_file)
-        try:
-            evidence = build_evidence(
-                state.db, registry, worker_ref=worker, workplace=worksite,
-                from_ns=day_start_ns(first), to_ns=day_start_ns(last + dt.timedelta(days=1)),
-                now_ns=state.clock_ns(),
-            )  # fmt: skip
-        finally:
-            registry.close()
+        evidence = build_evidence(
+            state.db, registry, worker_ref=worker, workplace=worksite,
+            from_ns=day_start_ns(first), to_ns=day_start_ns(last + dt.timedelta(days=1)),
+            now_ns=state.clock_ns(),
+        )  # fmt: skip
     except (BadRequest, NothingToExport) as exc:
         message = str(exc) if isinstance(exc, BadRequest) else _("No such worker.")
         return render_template("evidence.html", worksites=visible_worksites(),
