@@ -243,13 +243,7 @@ def _page_call(client: Any, path: str, query: dict[str, str]) -> Callable[[], ob
 
 
 def _p95_ms(call: Callable[[], object]) -> float:
-    call()  # warm the page cache
-    times = []
-    for _ in range(REQUESTS):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return rounds.percentile(times, 0.95)
+    return rounds.percentile(rounds.times_ms(call, REQUESTS), 0.95)
 
 
 def run() -> dict[str, Any]:
