@@ -81,7 +81,18 @@ def event_problems(
 
 
 def verification_report(evidence: dict[str, Any]) -> dict[str, Any]:
-    """Check every event of ``evidence`` (its ``report`` aside) and say what was found."""
+    """Check every event of ``evidence`` (its ``report`` aside) and say what was found. Content
+    that is not in this format (a field missing, a key that is not hex...) fails the report
+    with the reason; it never raises."""
+    try:
+        return _report(evidence)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return {"events": 0, "signatures_verified": 0, "envelopes": {}, "chain_links_checked": 0,
+                "nsso_states": {}, "result": FAILED,
+                "problems": [f"the evidence is not in this format: {exc!r}"]}  # fmt: skip
+
+
+def _report(evidence: dict[str, Any]) -> dict[str, Any]:
     keys = _keys(evidence)
     problems: list[str] = []
     versions: Counter[str] = Counter()

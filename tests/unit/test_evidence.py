@@ -139,6 +139,19 @@ def test_a_forged_event_fails_the_report_even_when_resealed(site: dict) -> None:
     assert any("t-roof:1: kind says 'in'" in problem for problem in report["problems"])
 
 
+@pytest.mark.parametrize("damage", [
+    lambda e: e["terminal_keys"][0].update(public_key="not hex"),
+    lambda e: e["events"][0].pop("seq"),
+    lambda e: e.update(events="none"),
+])  # fmt: skip
+def test_content_outside_the_format_fails_the_report_without_raising(site: dict, damage) -> None:
+    evidence = _november(site)
+    damage(evidence)
+    report = verification_report(evidence)
+    assert report["result"] == "FAILED"
+    assert report["problems"]
+
+
 def test_the_cli_exports_and_verifies_and_fails_an_edited_file(
     site: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
