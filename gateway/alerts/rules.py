@@ -51,6 +51,10 @@ WAITING = (
 """Registration states of events stored at the gateway and not yet created at the NSSO."""
 TERMINAL_KINDS = (TERMINAL_OFFLINE, BACKLOG, CLOCK_UNSYNCED, READER_FAULT, DISK_LOW)
 """Kinds about a terminal's state: their key is ``kind:terminal``, their subject the terminal."""
+STATE_KINDS = (*TERMINAL_KINDS, RELAY_BACKLOG, NSSO_AUTH, RELAY)
+"""Kinds that resolve themselves when their condition clears. One a person resolved while
+the condition still held raises nothing new until the condition has cleared once (the person
+knows; a new alert every round would only be noise)."""
 EVENT_KINDS = (NSSO_REJECTED, NSSO_REMARK, SEQUENCE, SECURITY)
 """Kinds raised once ever; a person resolves them."""
 FINAL_REFUSALS = ("rejected", "refused")
@@ -74,6 +78,8 @@ class Round:
 
     raised: list[str] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)
+    holding: set[str] = field(default_factory=set)
+    """Keys of the state conditions that hold this round (raised or not)."""
 
 
 def _terminal_conditions(row: Any, cfg: AlertConfig) -> dict[str, str]:
@@ -119,6 +125,7 @@ class AlertRules:
         self.db = db
         self.config = config
         self.clock_ns = clock_ns
+        self._muted: set[str] = set()
 
     def link(self, path: str) -> str:
         return self.config.console_url.rstrip("/") + path
@@ -127,16 +134,23 @@ class AlertRules:
         now = self.clock_ns()
         done = Round()
         opened = self.db.open_alert_keys()
+        self._muted = self.db.muted_alert_keys(STATE_KINDS)
         self._terminals(now, opened, done)
         self._relay(now, opened, done)
         self._relay_backlog(now, opened, done)
         self._security(now, opened, done)
         self._verdicts(now, opened, done)
         self._sequence(now, done)
+        for key in self._muted - done.holding:
+            self.db.unmute_alert(key, now)
         return done
 
     def _raise(self, done: Round, key: str, kind: str, subject: str, message: str, link: str,
                now: int, *, once_ever: bool = False) -> None:  # fmt: skip
+        if not once_ever:
+            done.holding.add(key)
+            if key in self._muted:
+                return
         if self.db.raise_alert(key, kind, subject, message, self.link(link), now,
                                once_ever=once_ever):  # fmt: skip
             done.raised.append(key)
@@ -154,6 +168,7 @@ class AlertRules:
             for kind, message in _terminal_conditions(row, self.config).items():
                 key = f"{kind}:{terminal}"
                 holding.add(key)
+                done.holding.add(key)
                 if key not in opened:
                     self._raise(done, key, kind, terminal, message, f"/terminals/{terminal}", now)
         for key in opened:
@@ -181,6 +196,7 @@ class AlertRules:
             kind = NSSO_AUTH if cause == CREDENTIALS else RELAY
             key = f"{kind}:{cause}"
             if row["cleared_ns"] is None:
+                done.holding.add(key)
                 if key not in opened:
                     self._raise(done, key, kind, "nsso", redact(row["message"]), "/alerts", now)
             elif key in opened:
@@ -194,6 +210,7 @@ class AlertRules:
         limit = now - int(self.config.backlog_age_s * 1e9)
         late = {s: v for s, v in waiting.items() if v[1] < limit}
         if late:
+            done.holding.add(key)
             if key in opened:
                 return
             oldest_state, (_, oldest) = min(late.items(), key=lambda item: item[1][1])

@@ -53,6 +53,29 @@ class AlertOps(SQLiteCore):
                 )
             }
 
+    def muted_alert_keys(self, kinds: Iterable[str]) -> set[str]:
+        """Keys of alerts of ``kinds`` a person resolved while their condition still held, the
+        condition not seen clear since: no new alert for them until it clears."""
+        wanted = list(kinds)
+        with self.reading() as conn:
+            return {
+                r[0]
+                for r in conn.execute(
+                    "SELECT key FROM alerts WHERE resolved_by <> '' AND condition_cleared_ns "
+                    f"IS NULL AND kind IN ({','.join('?' * len(wanted))})",
+                    wanted,
+                )
+            }
+
+    def unmute_alert(self, key: str, at_ns: int) -> None:
+        """The condition of a person-resolved alert cleared: its next occurrence raises again."""
+        with self._writing() as conn:
+            conn.execute(
+                "UPDATE alerts SET condition_cleared_ns = ? WHERE key = ? AND resolved_by <> '' "
+                "AND condition_cleared_ns IS NULL",
+                (at_ns, key),
+            )
+
     def alert(self, alert_id: int) -> Row | None:
         rows = self._rows("SELECT * FROM alerts WHERE id = ?", (alert_id,))
         return rows[0] if rows else None

@@ -187,6 +187,8 @@ CREATE TABLE IF NOT EXISTS alerts(
   kind TEXT NOT NULL, subject TEXT NOT NULL, message TEXT NOT NULL, link TEXT NOT NULL,
   raised_ns INTEGER NOT NULL,
   resolved_ns INTEGER, resolution TEXT, resolved_by TEXT,
+  condition_cleared_ns INTEGER,       -- a person resolved it before its condition cleared: when
+                                      -- it did (until then the condition raises no new alert)
   sent_ns INTEGER, resolve_sent_ns INTEGER,
   send_attempts INTEGER NOT NULL DEFAULT 0, send_error TEXT NOT NULL DEFAULT '',
   next_send_ns INTEGER NOT NULL DEFAULT 0);

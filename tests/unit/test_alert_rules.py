@@ -152,3 +152,22 @@ def test_events_waiting_at_the_gateway_too_long_are_one_alert_until_they_move(wo
     assert rules.evaluate().raised == []  # still one alert
     db.set_registrations([((T, 1), {"state": "registered"}), ((T, 2), {"state": "pending"})])
     assert rules.evaluate().resolved == ["relay_backlog:gateway"]
+
+
+def test_a_state_alert_a_person_resolved_comes_back_only_after_its_condition_cleared(world):
+    db, clock, _, health, rules = world
+    health.on_status(T, heartbeat())
+    clock.advance(10)
+    health.sweep()
+    rules.evaluate()
+    (alert,) = db.alerts_list(kinds=["terminal_offline"])
+    assert resolve_by_person(db, alert["id"], "unplugged for painting, back Monday", "admin@x")
+    for _ in range(3):  # still offline: the person knows, no new alert
+        clock.advance(5)
+        assert rules.evaluate().raised == []
+    health.on_status(T, heartbeat())
+    rules.evaluate()  # online again: the condition cleared
+    clock.advance(10)
+    health.sweep()
+    assert rules.evaluate().raised == [f"terminal_offline:{T}"]  # a new episode raises again
+    assert db.count_alerts(open_only=False, kinds=["terminal_offline"]) == 2
