@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sequence-issues": ("gateway.sequence:cli", "employer: taps whose in/out sequence needs you"),
     "migrate-db": ("gateway.db_migrate:cli", "copy the gateway database to PostgreSQL, verified"),
     "config-doc": ("app.config_doc:cli", "write docs/config.md (every config key) from the code"),
+    "evidence": ("gateway.evidence.cli:cli", "export signed evidence, verify it offline"),
     "console": ("gateway.console.cli:cli", "employer's console: accounts, audit trail, serve"),
     "alerts": ("gateway.alerts.cli:cli", "employer: open alerts; test their delivery (Apprise)"),
 }

@@ -46,6 +46,7 @@ from siteclock.gateway.console.accounts import Accounts, User
 from siteclock.gateway.console.config import ConsoleConfig
 from siteclock.gateway.console.login_limit import LoginLimit
 from siteclock.gateway.db import GatewayDB
+from siteclock.gateway.identifiers import InvalidIdentifier, normalize_workplace
 from siteclock.inss_shape import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,6 +98,20 @@ def current_user() -> User:
 def scoped_workplaces() -> tuple[str, ...] | None:
     """The worksites the current user may see; ``None`` means every worksite."""
     return current_user().scope()
+
+
+def visible_worksite(reference: str | None) -> str | None:
+    """A worksite named in a request (``?worksite=``), normalised; 404 when it is not a
+    Declaration of Works reference or not one the user may see."""
+    if not reference:
+        return None
+    try:
+        reference = normalize_workplace(reference)
+    except InvalidIdentifier:
+        abort(404)
+    if not current_user().can_see(reference):
+        abort(404)
+    return reference
 
 
 def public(view: F) -> F:

@@ -258,9 +258,11 @@ class ConsoleOps(SQLiteCore):
             where.append(f"{match[0]}=?")  # one of two column names written above
             args.append(match[1])
         for column, (values, few) in selective.items():
-            # "+r.column" keeps SQLite off the column's index: the time walk checks it instead.
+            # An expression of the column (``|| ''``) keeps the planner off its index (on
+            # SQLite and PostgreSQL alike): the time walk checks it instead.
             marks = ",".join("?" * len(values))
-            where.append(f"{'' if few else '+'}r.{column} IN ({marks})")
+            checked = f"r.{column}" if few else f"(r.{column} || '')"
+            where.append(f"{checked} IN ({marks})")
             args += values
         if wanted.since_ns is not None:
             where.append("i.wall_ns>=?")
@@ -285,7 +287,7 @@ class ConsoleOps(SQLiteCore):
         with self.reading() as conn:
             (count,) = conn.execute(
                 f"SELECT count(*) FROM (SELECT 1 FROM registrations WHERE {column} IN ({marks}) "
-                "LIMIT ?)",
+                "LIMIT ?) AS matching",
                 (*values, SORT_AT_MOST + 1),
             ).fetchone()
         return int(count) <= SORT_AT_MOST

@@ -13,7 +13,7 @@ from siteclock.gateway.db.core import Core
 
 InboxRow = tuple[Any, ...]
 """(terminal, seq, event_id, digest, body, alg, kid, sig, workplace, kind, badge, wall_ns,
-flags JSON, received_ns): the ``inbox`` columns in order."""
+flags JSON, received_ns, envelope version): the ``inbox`` columns in order."""
 AlertRow = tuple[Any, ...]
 """(at_ns, terminal, seq, kind, stored_digest, offered_digest, offered_body, detail)."""
 
@@ -42,7 +42,7 @@ class InboxOps(Core):
     def store_events(self, events: Sequence[InboxRow], alerts: Sequence[AlertRow] = ()) -> None:
         """Store new inbox rows and the security alerts raised while judging them."""
         with self._writing() as conn:
-            conn.executemany("INSERT INTO inbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", events)
+            conn.executemany("INSERT INTO inbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", events)
             conn.executemany(
                 "INSERT INTO security_alerts(at_ns, terminal, seq, kind, stored_digest, "
                 "offered_digest, offered_body, detail) VALUES (?,?,?,?,?,?,?,?)",

@@ -11,7 +11,7 @@ a database applies the migrations it lacks and records each in ``schema_version`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
@@ -297,3 +297,16 @@ class GatewayDB(Protocol):
         self, terminal: str, seq: int, username: str, comment: str, at_ns: int
     ) -> bool: ...
     def known_workplaces(self) -> list[str]: ...
+
+    # evidence (export)
+    def badges_of_worker(self, worker_ref: str) -> list[str]: ...
+    def evidence_events(
+        self, worker_ref: str, badges: Collection[str], workplace: str, from_ns: int, to_ns: int
+    ) -> list[Any]: ...
+    def terminal_key_rows(self, terminals: Sequence[str]) -> list[Any]: ...
+
+    # reports
+    def presence_taps(
+        self, from_ns: int, to_ns: int, *, workplace: str | None = None,
+        worker_ref: str | None = None,
+    ) -> list[Any]: ...  # fmt: skip

@@ -263,11 +263,22 @@ def _token_revocation(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE enrol_tokens ADD COLUMN revoked_by TEXT")
 
 
+def _envelope_version(conn: sqlite3.Connection) -> None:
+    """Events signed as COSE_Sign1 (envelope version 2) verify only with their version known:
+    every row stored before is version 1, the column's default. The evidence export finds the
+    badges a worker used through ``registrations_worker`` (and reads their taps through
+    ``inbox_badge_time``, made by the first reader that needs it)."""
+    conn.execute("ALTER TABLE inbox ADD COLUMN envelope INTEGER NOT NULL DEFAULT 1")
+    # the badges a worker's taps were resolved to (a badge re-linked since keeps its past)
+    conn.execute("CREATE INDEX IF NOT EXISTS registrations_worker ON registrations(worker_ref)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the schema of the separate stores", _initial),
     Migration(2, "the employer's console: accounts, sessions, audit", _console),
     Migration(3, "terminal health, refusals per terminal, console alerts", _health_and_alerts),
     Migration(4, "enrolment tokens can be revoked", _token_revocation),
+    Migration(5, "inbox envelope version (COSE_Sign1)", _envelope_version),
 )
 
 SCHEMA_VERSION = """

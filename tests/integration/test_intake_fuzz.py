@@ -119,7 +119,7 @@ def hostile_payloads(
         return encode_batch([make_event(tid, seq, signer)])
 
     def replay_same() -> bytes:
-        return canonical({"v": 1, "events": [rng.choice(stored).envelope.to_map()]})
+        return canonical({"v": 1, "events": [rng.choice(stored).envelope.to_wire()]})
 
     makers = {
         "garbage": garbage, "wrong_shapes": wrong_shapes, "truncated": truncated,

@@ -175,6 +175,8 @@ def test_filters_refuse_an_inss_and_a_bad_day(site) -> None:
     c, _answer = login(app, "admin")
     assert c.get(f"/api/registrations?worker={INSS}").status_code == 400
     assert c.get("/api/registrations?day=yesterday").status_code == 400
+    assert c.get(f"/api/registrations?before={10**30}:t-a:1").status_code == 400
+    assert c.get("/api/registrations?before=nonsense").status_code == 400
 
 
 def test_account_rules(site) -> None:
@@ -201,6 +203,9 @@ def test_roll_call_lists_who_is_on_a_visible_worksite_only(site) -> None:
     assert "Ana Peeters" in c.get("/rollcall/").data.decode()
     assert c.get(f"/api/rollcall?worksite={SITE_B}").status_code == 404
     assert c.get(f"/rollcall/?worksite={SITE_B}").status_code == 404
+    admin, _answer = login(app, "admin")
+    assert admin.get("/api/rollcall?worksite=not-a-reference").status_code == 404
+    assert admin.get("/workers/?worksite=not-a-reference").status_code == 404
 
 
 def test_users_page_is_for_administrators_and_its_changes_are_audited(site) -> None:

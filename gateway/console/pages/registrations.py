@@ -62,7 +62,10 @@ def _day_range(text: str) -> tuple[int, int]:
 def _cursor(text: str) -> tuple[int, str, int]:
     wall, _sep, rest = text.partition(":")
     terminal, _sep2, seq = rest.rpartition(":")
-    if not (wall.lstrip("-").isdigit() and terminal and seq.isdigit()):
+    if (
+        not (wall.lstrip("-").isdigit() and terminal and seq.isdigit())
+        or max(abs(int(wall)), int(seq)) >= 2**63
+    ):  # SQLite integers are 64-bit
         raise BadFilter("before: expected WALL_NS:TERMINAL:SEQ")
     return int(wall), terminal, int(seq)
 

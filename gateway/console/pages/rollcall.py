@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, abort, jsonify, render_template, request
+from flask import Blueprint, jsonify, render_template, request
 
 from siteclock.gateway.console.people import people
-from siteclock.gateway.console.web import Page, console, current_user, scoped_workplaces
+from siteclock.gateway.console.web import Page, console, scoped_workplaces, visible_worksite
 from siteclock.gateway.sequence import SiteDay
 from siteclock.protocol import Kind
 
@@ -65,10 +65,8 @@ def _worksites() -> list[str]:
 
 
 def _chosen(worksites: list[str]) -> str | None:
-    chosen = request.args.get("worksite") or (worksites[0] if worksites else None)
-    if chosen is not None and not current_user().can_see(chosen):
-        abort(404)
-    return chosen
+    asked = visible_worksite(request.args.get("worksite"))
+    return asked or (worksites[0] if worksites else None)
 
 
 @blueprint.get("/rollcall/")

@@ -23,6 +23,7 @@ from siteclock.gateway.console.web import (
     current_user,
     local_path,
     scoped_workplaces,
+    visible_worksite,
 )
 from siteclock.gateway.registry import Registry, RegistryError
 from siteclock.provisioning.gateway.workers import Workers, load_or_create_ref_key
@@ -85,9 +86,7 @@ def _owner_of(badge: str) -> str:
 @blueprint.get("/workers/")
 def index() -> Any:
     worksites = _worksites()
-    chosen = request.args.get("worksite") or None
-    if chosen is not None and not current_user().can_see(chosen):
-        abort(404)
+    chosen = visible_worksite(request.args.get("worksite"))
     if chosen is None and not current_user().is_admin:
         chosen = worksites[0] if worksites else None
     listing = _registry().listing(chosen) if (chosen or current_user().is_admin) else []
