@@ -14,6 +14,7 @@ This is the one place that logic lives; each benchmark supplies only its measure
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -85,3 +86,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     """The nearest-rank ``q`` quantile (0..1) of ``values``."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def times_ms(call: Callable[[], object], repeat: int) -> list[float]:
+    """``repeat`` timings of ``call`` in milliseconds, after one untimed call that warms the
+    caches (a page's first request pays for imports, templates and cold pages)."""
+    call()
+    found = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        found.append((time.perf_counter() - started) * 1000)
+    return found

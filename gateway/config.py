@@ -24,6 +24,15 @@ Example ``/etc/siteclock/gateway.toml``::
     [sequence]                   # the site's shift rule: the same as its terminals' [capture]
     shift_gap_h = 14.0           # a tap this long after the worker's last one starts a shift
     shift_calendar_day = false   # true: the first tap of a new local day starts one too
+
+    [health]                     # a terminal silent this long is offline (docs/alerts.md)
+    heartbeat_s = 30.0           # expected interval when a terminal does not report its own
+    margin_s = 10.0
+
+    [alerts]
+    urls_file = "/etc/siteclock/alert-urls"   # Apprise URLs, one a line, mode 0600
+    console_url = "https://gateway.example:8443"
+    backlog_age_s = 300.0
 """
 
 from __future__ import annotations
@@ -31,10 +40,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from siteclock.gateway.alerts.config import AlertConfig
 from siteclock.gateway.ciao.environments import CiaoConfig
 from siteclock.gateway.console.config import ConsoleConfig
 from siteclock.gateway.relay_config import RelayConfig
 from siteclock.gateway.sequence import SequenceConfig
+from siteclock.gateway.terminal_health import HealthConfig
 
 DEFAULT_INSS_KEY = Path("/etc/siteclock/keys/inss.key")
 """Where the INSS key lives unless configured: not beside the database (docs/provisioning.md)."""
@@ -115,6 +126,10 @@ class GatewayConfig:
     relay: RelayConfig = field(default_factory=RelayConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     """The shift rule of the sequence check (docs/direction.md): 14 h by default."""
+    health: HealthConfig = field(default_factory=HealthConfig)
+    """When a silent terminal counts as offline (docs/alerts.md)."""
+    alerts: AlertConfig = field(default_factory=AlertConfig)
+    """Alert thresholds, the console's address for links, Apprise URLs (docs/alerts.md)."""
     console: ConsoleConfig | None = None
     """The employer's console over HTTPS (docs/console.md); without it, none is served."""
 

@@ -72,6 +72,7 @@ from siteclock.gateway.intake_status import Heartbeats
 from siteclock.gateway.link import MAX_PACKET_BYTES, MqttLink
 from siteclock.gateway.ratelimit import TerminalBudget
 from siteclock.gateway.store import Gap, Inbox, PutStatus
+from siteclock.gateway.terminal_health import TerminalHealth
 from siteclock.gateway.terminals import ACTIVE, TerminalRegistry
 from siteclock.log import fields
 from siteclock.protocol import (
@@ -132,6 +133,7 @@ class Intake:
         link: MqttLink | None = None,
         clock: Callable[[], float] = time.monotonic,
         gap_grace_s: float = GAP_GRACE_S,
+        health: TerminalHealth | None = None,
     ) -> None:
         self.cfg = cfg
         self._clock = clock
@@ -139,6 +141,8 @@ class Intake:
         self.inbox = inbox
         self.registry = registry
         self.refusals = Refusals(self.budget, inbox, clock)
+        if health is not None:
+            self.refusals.on_refusal = health.on_refusal
         self.counters = self.refusals.counters
         """Every event or message that did not become a new inbox row, by reason."""
         self.stats: Counter[str] = Counter()
@@ -147,7 +151,9 @@ class Intake:
         self.gaps_watch = GapWatch(inbox, self.stats, clock=clock, grace_s=gap_grace_s)
         self.verifiers = VerifierCache(registry)
         self.signatures = SignatureChecker()
-        self.heartbeats = Heartbeats(registry, self.verifiers, self.refusals, self.stats, clock)
+        self.heartbeats = Heartbeats(
+            registry, self.verifiers, self.refusals, self.stats, clock, health=health
+        )
         self._stopping = threading.Event()
         self._handoff = Handoff(HANDOFF_MAX)
         self._worker = threading.Thread(target=self._work, name="intake-worker", daemon=True)

@@ -26,6 +26,8 @@ class Refusals:
         self.inbox = inbox
         self.clock = clock
         self._rate_alerted: dict[str, float] = {}
+        self.on_refusal: Callable[[str | None, str], None] | None = None
+        """Told of every refusal (terminal, reason): the per-terminal counts of the console."""
 
     def refuse(self, reason: str, terminal: str | None, seq: int | None = None) -> None:
         """Count a refused event or events message and charge it to the terminal's budget."""
@@ -36,6 +38,8 @@ class Refusals:
     def reject(self, reason: str, terminal: str | None, seq: int | None = None) -> None:
         """Count (and maybe log) a refusal without charging the budget."""
         self.counters[reason] += 1
+        if self.on_refusal is not None:
+            self.on_refusal(terminal, reason)
         n = self.counters[reason]
         if n <= LOG_FIRST_PER_REASON or n % 1000 == 0:
             log.warning(

@@ -1,6 +1,7 @@
-"""Heartbeats: a terminal's retained status, recorded in the terminal registry. A signed clock
-reading in it (``clock_proof``) becomes a sync point the relay dates unsynced taps from; an
-unsigned one corrects nothing (docs/protocol.md)."""
+"""Heartbeats: a terminal's retained status, recorded in the terminal registry (and, given a
+:class:`~gateway.terminal_health.TerminalHealth`, as online/offline and health figures). A
+signed clock reading in it (``clock_proof``) becomes a sync point the relay dates unsynced taps
+from; an unsigned one corrects nothing (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from siteclock.gateway.intake_checks import VerifierCache
 from siteclock.gateway.intake_limits import HEARTBEAT_BURST, HEARTBEATS_PER_S
 from siteclock.gateway.intake_refusals import Refusals
 from siteclock.gateway.ratelimit import TerminalBudget
+from siteclock.gateway.terminal_health import TerminalHealth
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.log import fields
 from siteclock.protocol import ClockProof, ProtocolError, decode_status, verify_clock_proof
@@ -30,8 +32,10 @@ class Heartbeats:
         refusals: Refusals,
         stats: Counter[str],
         clock: Callable[[], float],
+        health: TerminalHealth | None = None,
     ) -> None:
         self.registry = registry
+        self.health = health
         self.verifiers = verifiers
         self.refusals = refusals
         self.stats = stats
@@ -64,5 +68,14 @@ class Heartbeats:
         clock = status.get("clock")
         if proof is None and isinstance(clock, dict) and clock.get("synced") is True:
             self.stats["unsigned_clock"] += 1  # a terminal from before clock proofs
-        self.registry.record_heartbeat(terminal, status, proof=proof)
+        health = self.health
+        if health is not None and health.db is self.registry.db:
+            # one transaction (one fsync) for the heartbeat and the health it implies
+            with self.registry.db.atomic():
+                self.registry.record_heartbeat(terminal, status, proof=proof)
+                health.on_status(terminal, status)
+        else:
+            self.registry.record_heartbeat(terminal, status, proof=proof)
+            if health is not None:
+                health.on_status(terminal, status)
         self.stats["heartbeats"] += 1

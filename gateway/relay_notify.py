@@ -59,6 +59,11 @@ class Notifier:
                 break
             done.append((row["terminal"], row["seq"]))
             relay.counters[f"verdict.{verdict.outcome}"] += 1
+            if verdict.outcome is Outcome.REJECTED:  # the employer must act: always logged
+                log.warning(
+                    "NSSO rejected a registration",
+                    extra=fields(terminal=row["terminal"], seq=row["seq"], reason=verdict.reason),
+                )
         if done:
             with relay.tx() as db:
                 relay.store.update(db, done, notified=1)

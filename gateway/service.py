@@ -1,19 +1,21 @@
 """``siteclock gateway --config PATH``: run the gateway until SIGTERM/SIGINT.
 
-The gateway is three loops over one SQLite file:
+The gateway is four loops over one SQLite file:
 
 - the **intake** (:class:`gateway.intake.Intake`) verifies, stores and acknowledges events;
 - the **relay** (:class:`gateway.relay.Relay`, only when ``[ciao]`` is configured) registers each
   stored event with CIaO exactly once and hands every final verdict to the verdict publisher
   (:class:`gateway.verdicts.VerdictPublisher`), which publishes it on the terminal's ack topic;
+- the **health watch** (:class:`gateway.alerts.HealthWatch`) turns silent terminals offline and
+  raises, resolves and sends the console's alerts (docs/alerts.md);
 - the **roster** loop republishes each terminal's signed roster whenever the worker registry
   changes (a new badge, a blocked one), so terminals greet workers by name, and whenever the
   site view of its workplace changes: the roster carries each worker's last attendance tap
   (:class:`gateway.sequence.SiteDay`), as soon as the gateway has *stored* it, whether or not
   the relay could send it to the NSSO yet, so every terminal of a site knows the others' taps.
 
-All three talk to terminals over one MQTT connection (:class:`gateway.link.MqttLink`): the
-intake listens on it, verdicts and rosters are published on it.
+The intake, relay and rosters talk to terminals over one MQTT connection
+(:class:`gateway.link.MqttLink`): the intake listens on it, verdicts and rosters go out on it.
 
 The broker or CIaO may be down at start: paho keeps reconnecting, the relay keeps retrying, and
 terminals keep their events until the gateway acknowledges them, so nothing waits on anything.
@@ -33,13 +35,20 @@ from pathlib import Path
 
 from siteclock import log as sclog
 from siteclock.config import ConfigError, load
+from siteclock.gateway.alerts.watch import HealthWatch
 from siteclock.gateway.ciao.auth import load_private_key
 from siteclock.gateway.ciao.client import CiaoClient, Timeouts
 from siteclock.gateway.ciao.environments import resolve
 from siteclock.gateway.ciao.profile import load as load_profile
 from siteclock.gateway.config import GatewayConfig
 from siteclock.gateway.console.server import GatewayConsole, serve_gateway_console
-from siteclock.gateway.db import GatewayDB, is_postgres_url, open_gateway_db
+from siteclock.gateway.db import (
+    RELAY_BUSY_TIMEOUT_S,
+    GatewayDB,
+    SQLiteGatewayDB,
+    is_postgres_url,
+    open_gateway_db,
+)
 from siteclock.gateway.intake import Intake
 from siteclock.gateway.link import MqttLink
 from siteclock.gateway.registry import Registry
@@ -47,6 +56,7 @@ from siteclock.gateway.relay import Relay
 from siteclock.gateway.roster import RosterPublisher, write_gateway_keys
 from siteclock.gateway.sequence import SiteDay
 from siteclock.gateway.store import Inbox
+from siteclock.gateway.terminal_health import TerminalHealth
 from siteclock.gateway.terminals import ACTIVE, TerminalRegistry
 from siteclock.gateway.verdicts import VerdictPublisher
 from siteclock.gateway.waits import WaitReporter, diagnose_broker
@@ -85,8 +95,21 @@ class Gateway:
         if is_postgres_url(store):
             self._db = store = open_gateway_db(store)[0]
         self.terminals = TerminalRegistry(store)
+        # the registry's connection: a heartbeat and its health are written in one transaction
+        self.health = TerminalHealth(self.terminals.db, cfg.health)
+        # The alert watch writes beside the intake: its own connection to a SQLite file, the
+        # shared pool on PostgreSQL.
+        self._alerts_db: GatewayDB = (
+            self._db
+            if self._db is not None
+            else SQLiteGatewayDB(cfg.db, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
+        )
+        self.watch = HealthWatch(self.health, cfg.alerts, db=self._alerts_db)
         self.link = MqttLink(cfg.mqtt)
-        self.intake = Intake(cfg.mqtt, inbox=Inbox(store), registry=self.terminals, link=self.link)
+        self.intake = Intake(
+            cfg.mqtt, inbox=Inbox(store), registry=self.terminals, link=self.link,
+            health=self.health,
+        )  # fmt: skip
         self.verdicts = VerdictPublisher(self.link)
         self.rosters = RosterPublisher(self.link, signer)
         self.registry = Registry(store, cfg.inss_key_path)
@@ -221,15 +244,19 @@ class Gateway:
             target=self._roster_loop, name="rosters", daemon=True
         )
         self._roster_thread.start()
-        if self.cfg.console is not None:
-            self.console = serve_gateway_console(self.cfg, self.cfg.console)
         self._watch_thread = threading.Thread(target=self._watch_loop, name="waits", daemon=True)
         self._watch_thread.start()
+        self.watch.start()
+        if self.cfg.console is not None:
+            self.console = serve_gateway_console(self.cfg, self.cfg.console)
 
     def stop(self) -> None:
         self._stop.set()
         if self.console is not None:
             self.console.stop()
+        self.watch.stop()
+        if self._alerts_db is not self._db:
+            self._alerts_db.close()
         if self.relay is not None:
             self.relay.stop()
         for thread in (self._roster_thread, self._watch_thread):

@@ -98,12 +98,8 @@ class Inbox(OnGatewayDB):
                 if key not in held:
                     held[key] = digest
                     prevs[key] = ev.prev_hash
+                    new_rows.append(inbox_row(terminal, signed, ev, received_ns))
                     env = signed.envelope
-                    new_rows.append((
-                        terminal, ev.seq, ev.event_id, digest, env.body, env.alg, env.kid,
-                        env.sig, ev.workplace, str(ev.kind), ev.badge, ev.wall_ns,
-                        json.dumps(sorted(ev.flags)), received_ns,
-                    ))  # fmt: skip
                     broken = _broken_link(terminal, ev, digest, held, prevs, bodies)
                     if broken is not None:
                         neighbour, detail = broken
@@ -170,6 +166,14 @@ class Inbox(OnGatewayDB):
     def alerts(self, kind: str | None = None) -> list[tuple[str, int, str]]:
         """``(terminal, seq, kind)`` of every security alert (of ``kind``), oldest first."""
         return self.db.security_alerts(kind)
+
+
+def inbox_row(terminal: str, signed: SignedEvent, ev: Event, received_ns: int) -> tuple:
+    """The ``inbox`` row of a verified event, its columns in order (``InboxRow``)."""
+    env = signed.envelope
+    return (terminal, ev.seq, ev.event_id, signed.digest, env.body, env.alg, env.kid, env.sig,
+            ev.workplace, str(ev.kind), ev.badge, ev.wall_ns, json.dumps(sorted(ev.flags)),
+            received_ns, env.version)  # fmt: skip
 
 
 def _broken_link(

@@ -66,6 +66,7 @@ from siteclock.terminal.outbox_file import (
     OutboxFull,
     OutboxReadOnly,
     OutboxStats,
+    add_envelope_column,
     check_integrity,
     is_full,
     is_read_only,
@@ -126,6 +127,7 @@ class Outbox:
             conn.execute("PRAGMA foreign_keys = ON")
             # One script, one transaction: a crash here leaves no half-made schema.
             conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+            add_envelope_column(conn)
             if new_file:
                 # SQLite syncs the directory for its WAL, not for a new database file: without
                 # this a power cut soon after first start could take the file's very name.
@@ -233,9 +235,9 @@ class Outbox:
             digest = signed.digest
             db.execute(
                 "INSERT INTO events (seq, event_id, badge, kind, body, alg, kid, sig, digest,"
-                " wall_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " envelope, wall_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (event.seq, event.event_id, badge, str(event.kind), env.body, env.alg,
-                 env.kid, env.sig, digest, wall),
+                 env.kid, env.sig, digest, env.version, wall),
             )  # fmt: skip
             db.execute(
                 "UPDATE head SET last_seq = ?, last_digest = ? WHERE id = 1", (event.seq, digest)

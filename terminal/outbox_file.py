@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS events (
     kid TEXT NOT NULL,
     sig BLOB NOT NULL,
     digest BLOB NOT NULL,
+    envelope INTEGER NOT NULL DEFAULT 1, -- what sig covers: 1 the body, 2 COSE_Sign1
     state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered')),
     wall_ns INTEGER NOT NULL,
     delivered_at INTEGER,
@@ -120,12 +121,22 @@ CREATE TRIGGER IF NOT EXISTS events_count_state AFTER UPDATE OF state ON events
 END;
 """
 
-COLUMNS = "seq, body, alg, kid, sig"
+COLUMNS = "seq, body, alg, kid, sig, envelope"
 
 
 def signed_from_row(row: tuple) -> SignedEvent:
-    _seq, body, alg, kid, sig = row
-    return SignedEvent(Envelope(body=bytes(body), alg=alg, kid=kid, sig=bytes(sig)))
+    _seq, body, alg, kid, sig, version = row
+    return SignedEvent(
+        Envelope(body=bytes(body), alg=alg, kid=kid, sig=bytes(sig), version=version)
+    )
+
+
+def add_envelope_column(conn: sqlite3.Connection) -> None:
+    """An outbox made before COSE_Sign1 envelopes lacks the ``envelope`` column: its events are
+    all version 1, which the column's default says. ALTER TABLE is atomic on its own."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    if "envelope" not in have:
+        conn.execute("ALTER TABLE events ADD COLUMN envelope INTEGER NOT NULL DEFAULT 1")
 
 
 def is_full(exc: BaseException) -> bool:

@@ -410,6 +410,7 @@ class Uplink:
             stats = self.outbox.stats()
             status["queue_depth"] = stats.depth
         status["state"] = "online"
+        status["heartbeat_s"] = self.config.heartbeat_s  # the gateway's deadline for the next
         # Signed, so the gateway may use this reading to date the boot's unsynced taps.
         status = attach_clock_proof(status, self.terminal_id, self.outbox.signer)
         self._client.publish(self._topics[Channel.STATUS], encode_status(status), 1, retain=True)

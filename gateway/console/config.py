@@ -19,30 +19,28 @@ LANGUAGES = ("nl", "fr", "en")
 
 @dataclass(frozen=True)
 class ConsoleConfig:
-    """The employer's console, served by the gateway over HTTPS (docs/console.md)."""
+    """``host``/``port``: where the console listens (HTTPS only, with ``cert_file`` and
+    ``key_file``: the site's certificate). ``session_idle_s``: a session unused this long is
+    closed. ``login_failures``/``login_window_s``: after this many failed logins within the
+    window, for one account name or from one address, logins are refused until the window
+    has passed. ``metrics_token_file``: the token of ``/metrics`` (0600)."""
 
     host: str = "0.0.0.0"
-    """Address the console listens on (HTTPS only)."""
+    """The address the console listens on (HTTPS only); `0.0.0.0` is every interface."""
     port: int = 8443
-    """Its TCP port; 0 picks a free one."""
     cert_file: Path | None = None
-    """The site's TLS certificate (PEM), e.g. the broker's ``pki/server.pem``: required."""
+    """The site's certificate (PEM) the console serves; with `key_file`."""
     key_file: Path | None = None
-    """The certificate's private key (0600): required."""
     session_idle_s: float = 8 * 3600.0
-    """A session unused this long is closed (seconds)."""
     login_failures: int = 5
-    """Failed logins for one account name, within ``login_window_s``, before its logins are
-    refused (four times as many from one address)."""
+    """Failed logins, for one account name or from one address, before logins are refused."""
     login_window_s: float = 15 * 60.0
-    """The window of the login limit (seconds); a blocked name waits until its oldest failure
-    leaves it."""
+    """The window in which `login_failures` count, and how long the refusal lasts."""
     default_language: str = "nl"
-    """``nl``, ``fr`` or ``en``: when neither the user nor the browser chooses."""
+    """The pages' language until a person picks one: `nl`, `fr` or `en`."""
     page_size: int = 50
-    """Registrations per page (1-500)."""
+    """Rows per page in the terminals and registrations lists."""
     metrics_token_file: Path | None = None
-    """The token ``/metrics`` asks for (a file of mode 0600)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:

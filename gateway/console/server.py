@@ -120,7 +120,10 @@ def serve_gateway_console(cfg: Any, config: ConsoleConfig, **app_options: Any) -
 
     db, _opened = open_gateway_db(cfg.store, busy_timeout_s=RELAY_BUSY_TIMEOUT_S)
     try:
-        app = create_app(db, config, inss_key_file=cfg.inss_key_path, **app_options)
+        # the evidence page seals exports with the gateway's own key (docs/evidence.md)
+        extras = {"signing_key_file": cfg.signing_key_file, **app_options.pop("extras", {})}
+        app = create_app(db, config, inss_key_file=cfg.inss_key_path, extras=extras,
+                         **app_options)  # fmt: skip
         server = serve_console(app, config)
     except BaseException:
         db.close()

@@ -13,7 +13,12 @@ from siteclock.gateway.db.core import Core
 
 InboxRow = tuple[Any, ...]
 """(terminal, seq, event_id, digest, body, alg, kid, sig, workplace, kind, badge, wall_ns,
-flags JSON, received_ns): the ``inbox`` columns in order."""
+flags JSON, received_ns, envelope version): the ``inbox`` columns in order."""
+INBOX_COLUMNS = (
+    "terminal", "seq", "event_id", "digest", "body", "alg", "kid", "sig", "workplace", "kind",
+    "badge", "wall_ns", "flags", "received_ns", "envelope",
+)  # fmt: skip
+"""The order of an :data:`InboxRow`."""
 AlertRow = tuple[Any, ...]
 """(at_ns, terminal, seq, kind, stored_digest, offered_digest, offered_body, detail)."""
 
@@ -42,7 +47,13 @@ class InboxOps(Core):
     def store_events(self, events: Sequence[InboxRow], alerts: Sequence[AlertRow] = ()) -> None:
         """Store new inbox rows and the security alerts raised while judging them."""
         with self._writing() as conn:
-            conn.executemany("INSERT INTO inbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", events)
+            # Columns named: a column added by a migration (envelope) comes after PostgreSQL's
+            # rowid column, so a positional insert would put it in the wrong place.
+            conn.executemany(
+                f"INSERT INTO inbox({', '.join(INBOX_COLUMNS)}) "
+                f"VALUES ({','.join('?' * len(INBOX_COLUMNS))})",
+                events,
+            )
             conn.executemany(
                 "INSERT INTO security_alerts(at_ns, terminal, seq, kind, stored_digest, "
                 "offered_digest, offered_body, detail) VALUES (?,?,?,?,?,?,?,?)",

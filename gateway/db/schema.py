@@ -164,6 +164,58 @@ class Migration:
     apply: Callable[[sqlite3.Connection], None]
 
 
+HEALTH_AND_ALERTS = """
+CREATE TABLE IF NOT EXISTS terminal_health(
+  terminal TEXT PRIMARY KEY,
+  online INTEGER NOT NULL,            -- 1 online, 0 offline
+  changed_ns INTEGER NOT NULL,        -- when ``online`` last changed (gateway clock)
+  reason TEXT NOT NULL DEFAULT '',    -- why offline: 'connection lost', 'stopped', 'silent'
+  heartbeat_ns INTEGER,               -- when the last online heartbeat arrived (gateway clock)
+  due_ns INTEGER,                     -- silent after this: heartbeat + interval + margin
+  heartbeat_s REAL,                   -- the interval the terminal reported (NULL: config's)
+  queue_depth INTEGER, oldest_unsent_age_s REAL,
+  clock_synced INTEGER, clock_maxerror_us INTEGER, clock_offset_ms INTEGER,
+  reader TEXT, disk_free_mb REAL, version TEXT,
+  alerts TEXT NOT NULL DEFAULT '');   -- the terminal's own alert codes, comma-separated
+CREATE INDEX IF NOT EXISTS terminal_health_due ON terminal_health(online, due_ns);
+CREATE TABLE IF NOT EXISTS terminal_refusals(
+  terminal TEXT NOT NULL, reason TEXT NOT NULL, count INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+  PRIMARY KEY (terminal, reason));
+CREATE TABLE IF NOT EXISTS alerts(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  key TEXT NOT NULL,                  -- what the alert is about: one open alert per key
+  kind TEXT NOT NULL, subject TEXT NOT NULL, message TEXT NOT NULL, link TEXT NOT NULL,
+  raised_ns INTEGER NOT NULL,
+  resolved_ns INTEGER, resolution TEXT, resolved_by TEXT,
+  condition_cleared_ns INTEGER,       -- a person resolved it before its condition cleared: when
+                                      -- it did (until then the condition raises no new alert)
+  sent_ns INTEGER, resolve_sent_ns INTEGER,
+  send_attempts INTEGER NOT NULL DEFAULT 0, send_error TEXT NOT NULL DEFAULT '',
+  next_send_ns INTEGER NOT NULL DEFAULT 0);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_open_key ON alerts(key) WHERE resolved_ns IS NULL;
+CREATE INDEX IF NOT EXISTS alerts_raised ON alerts(raised_ns);
+CREATE TABLE IF NOT EXISTS alert_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS registrations_submitted ON registrations(submitted_ns);
+CREATE INDEX IF NOT EXISTS registrations_verdict_issue ON registrations(updated_ns)
+  WHERE state IN ('rejected', 'refused') OR remarks <> '[]';
+CREATE INDEX IF NOT EXISTS worker_sequence_issue ON worker_sequence(decided_ns) WHERE issues <> '';
+ALTER TABLE security_alerts ADD COLUMN resolved_ns INTEGER;
+ALTER TABLE security_alerts ADD COLUMN resolution TEXT;
+ALTER TABLE security_alerts ADD COLUMN resolved_by TEXT;
+CREATE INDEX IF NOT EXISTS security_alerts_open ON security_alerts(id) WHERE resolved_ns IS NULL;
+"""
+"""Migration 3: terminal health (online/offline from Last Will and heartbeats, a sweeper's
+deadline), refusals per terminal and reason, the console's alerts (one open per key, a
+resolution, delivery state), a resolved marker on security alerts, and the partial indexes the
+alert rules read through (rejections and remarks, sequence issues) so a sweep costs little
+however many registrations are stored."""
+
+
+def _health_and_alerts(conn: sqlite3.Connection) -> None:
+    for statement in statements(HEALTH_AND_ALERTS):
+        conn.execute(statement)
+
+
 CONSOLE = """
 CREATE TABLE IF NOT EXISTS console_users(
   username TEXT PRIMARY KEY, password_hash TEXT NOT NULL,
@@ -211,10 +263,22 @@ def _token_revocation(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE enrol_tokens ADD COLUMN revoked_by TEXT")
 
 
+def _envelope_version(conn: sqlite3.Connection) -> None:
+    """Events signed as COSE_Sign1 (envelope version 2) verify only with their version known:
+    every row stored before is version 1, the column's default. The evidence export finds the
+    badges a worker used through ``registrations_worker`` (and reads their taps through
+    ``inbox_badge_time``, made by the first reader that needs it)."""
+    conn.execute("ALTER TABLE inbox ADD COLUMN envelope INTEGER NOT NULL DEFAULT 1")
+    # the badges a worker's taps were resolved to (a badge re-linked since keeps its past)
+    conn.execute("CREATE INDEX IF NOT EXISTS registrations_worker ON registrations(worker_ref)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the schema of the separate stores", _initial),
     Migration(2, "the employer's console: accounts, sessions, audit", _console),
+    Migration(3, "terminal health, refusals per terminal, console alerts", _health_and_alerts),
     Migration(4, "enrolment tokens can be revoked", _token_revocation),
+    Migration(5, "inbox envelope version (COSE_Sign1)", _envelope_version),
 )
 
 SCHEMA_VERSION = """

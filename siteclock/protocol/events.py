@@ -8,7 +8,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
-from siteclock.protocol.envelope import Envelope, _loads, canonical, seal
+from siteclock.protocol.envelope import COSE_SIGN1_ENVELOPE, Envelope, _loads, canonical, seal
 from siteclock.protocol.limits import (
     GENESIS_HASH,
     HASH_SIZE,
@@ -214,7 +214,9 @@ class SignedEvent:
 
 
 def sign_event(event: Event, signer: Signer) -> SignedEvent:
-    return SignedEvent(seal(event.canonical_bytes(), signer))
+    """Seal an event as a COSE_Sign1 envelope (version 2); version 1 envelopes of older
+    terminals still verify (:meth:`Envelope.verify`)."""
+    return SignedEvent(seal(event.canonical_bytes(), signer, version=COSE_SIGN1_ENVELOPE))
 
 
 def verify_event(signed: SignedEvent, keys: Mapping[str, bytes]) -> Event:
@@ -260,7 +262,7 @@ def encode_batch(events: Sequence[SignedEvent]) -> bytes:
     """One MQTT payload on the events topic: one or more signed events in sequence order."""
     if not 1 <= len(events) <= MAX_BATCH_EVENTS:
         raise ValueError(f"a batch holds 1..{MAX_BATCH_EVENTS} events, not {len(events)}")
-    return canonical({"v": PROTOCOL_VERSION, "events": [e.envelope.to_map() for e in events]})
+    return canonical({"v": PROTOCOL_VERSION, "events": [e.envelope.to_wire() for e in events]})
 
 
 def decode_batch(payload: bytes) -> list[SignedEvent]:
@@ -273,4 +275,4 @@ def decode_batch(payload: bytes) -> list[SignedEvent]:
     items = raw.get("events")
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_EVENTS:
         raise MalformedMessage(f"events payload must list 1..{MAX_BATCH_EVENTS} events")
-    return [SignedEvent(Envelope.from_map(item)) for item in items]
+    return [SignedEvent(Envelope.from_wire(item)) for item in items]

@@ -86,10 +86,10 @@ def _day_entry(item: Any) -> DayEntry:
 
 def encode_roster(roster: Roster, signer: Signer) -> bytes:
     """The retained payload on a terminal's config topic, signed by the gateway."""
-    return canonical(seal(roster.to_body(), signer).to_map())
+    return canonical(seal(roster.to_body(), signer).to_wire())
 
 
 def decode_roster(payload: bytes, gateway_keys: Mapping[str, bytes]) -> Roster:
-    envelope = Envelope.from_map(_loads(payload, "roster payload", max_items=16))
+    envelope = Envelope.from_wire(_loads(payload, "roster payload", max_items=16))
     envelope.verify(gateway_keys)
     return Roster.from_body(envelope.body)

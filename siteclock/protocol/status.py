@@ -137,7 +137,7 @@ def attach_clock_proof(status: dict[str, Any], terminal_id: str, signer: Signer)
     except KeyError:
         return status
     envelope = seal(proof.to_body(), signer)
-    return {**status, CLOCK_PROOF_FIELD: base64.b64encode(canonical(envelope.to_map())).decode()}
+    return {**status, CLOCK_PROOF_FIELD: base64.b64encode(canonical(envelope.to_wire())).decode()}
 
 
 def verify_clock_proof(
@@ -154,7 +154,7 @@ def verify_clock_proof(
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise MalformedMessage("clock_proof is not base64", reason="bad_clock_proof") from None
-    envelope = Envelope.from_map(_loads(raw, "clock proof envelope", max_items=16))
+    envelope = Envelope.from_wire(_loads(raw, "clock proof envelope", max_items=16))
     envelope.verify(keys)
     proof = ClockProof.from_body(envelope.body)
     if proof.terminal_id != terminal_id:

@@ -28,7 +28,7 @@ def event(seq: int, *, terminal: str = T, flags: tuple[str, ...] = (), badge: st
     digest = bytes([seq % 256]) * 32
     return (terminal, seq, f"ev-{terminal}-{seq}", digest, b"body-%d" % seq, "ed25519", "kid",
             b"sig", SITE, "in", badge, wall_ns if wall_ns is not None else seq * 10**9,
-            json.dumps(sorted(flags)), received_ns)  # fmt: skip
+            json.dumps(sorted(flags)), received_ns, 1)  # fmt: skip
 
 
 def _failing_block(db: GatewayDB, row: tuple, *, alert_seq: int | None = None) -> None:

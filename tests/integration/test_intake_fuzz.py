@@ -5,9 +5,10 @@ terminal's broker credentials (a compromised or buggy terminal), floods its even
 malformed, truncated, bit-flipped, forged, wrong-workplace and replayed payloads, and a broker
 user the gateway never registered sends well-formed events. The intake must not crash, must
 count every bad payload under a reason, and must store every good event exactly once.
-The terminal's intake budget and the per-group admission cap are lifted here so every payload is
-judged (both are tested in test_hostile_intake.py): on a loaded machine one group can gather more
-than the cap of one terminal's messages, and the odd payload was then counted ``rate_limited``.
+The terminal's intake and heartbeat budgets and the per-group admission cap are lifted here so
+every payload is judged (all three are tested in test_hostile_intake.py): on a loaded machine one
+group can gather more than the cap of one terminal's messages, and a reconnect under the flood
+republishes the status; the odd payload was then counted ``rate_limited``.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def hostile_payloads(
         return encode_batch([make_event(tid, seq, signer)])
 
     def replay_same() -> bytes:
-        return canonical({"v": 1, "events": [rng.choice(stored).envelope.to_map()]})
+        return canonical({"v": 1, "events": [rng.choice(stored).envelope.to_wire()]})
 
     makers = {
         "garbage": garbage, "wrong_shapes": wrong_shapes, "truncated": truncated,
@@ -147,6 +148,8 @@ def test_hostile_payloads_are_counted_and_every_good_event_stored(
     registry.register("t-a", WORKPLACE, public_key=signer.public_key_bytes())
     intake = Intake(gateway_config(broker), inbox=inbox, registry=registry)
     intake.budget = TerminalBudget(rate=1e9, burst=1e9)
+    # The honest terminal's status messages too: a reconnect under this flood republishes them.
+    intake.heartbeats.budget = TerminalBudget(rate=1e9, burst=1e9)
     intake.start()
     box = Outbox(tmp_path / "t-a.db", signer=signer, terminal_id="t-a", workplace=WORKPLACE)
     uplink = Uplink(

@@ -7,13 +7,13 @@ events, one hash chain per terminal.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
 
 from siteclock import protocol as p
 from siteclock.gateway.db import open_gateway_db
+from siteclock.gateway.store import inbox_row
 from siteclock.keys import Ed25519Signer
 
 
@@ -74,27 +74,8 @@ def insert(db_path: Path | str, events: list[p.SignedEvent]) -> None:
     """Store events as the intake would (signature checked first, as it does)."""
     rows = []
     for signed in events:
-        ev = signed.event
         signed.verify(KEYS)
-        env = signed.envelope
-        rows.append(
-            (
-                ev.terminal_id,
-                ev.seq,
-                ev.event_id,
-                signed.digest,
-                env.body,
-                env.alg,
-                env.kid,
-                env.sig,
-                ev.workplace,
-                str(ev.kind),
-                ev.badge,
-                ev.wall_ns,
-                json.dumps(sorted(ev.flags)),
-                time.time_ns(),
-            )
-        )
+        rows.append(inbox_row(signed.event.terminal_id, signed, signed.event, time.time_ns()))
     db, _ = open_gateway_db(db_path)
     try:
         db.store_events(rows)

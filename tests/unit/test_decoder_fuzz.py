@@ -129,7 +129,7 @@ def test_event_body_decoder_raises_only_protocol_errors(data: bytes) -> None:
 @BUDGET
 @given(cbor_values)
 def test_envelope_and_event_maps_raise_only_protocol_errors(value: Any) -> None:
-    only_protocol_errors(lambda _: p.Envelope.from_map(value), b"")
+    only_protocol_errors(lambda _: p.Envelope.from_wire(value), b"")
     only_protocol_errors(lambda _: p.Event.from_map(value), b"")
     only_protocol_errors(lambda _: p.ClockState.from_map(value), b"")
 
