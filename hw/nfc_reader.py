@@ -332,6 +332,12 @@ class NfcReader:
         targets = [nfc.clf.RemoteTarget(brty) for brty in self.targets]
         self._active_at = self._clock()
         while not self._stop.is_set():
+            if (
+                self.refresh_idle_s is not None
+                and self._clock() - self._active_at > self.refresh_idle_s
+            ):
+                log.debug("reader %s idle for %g s; reinitialising", self.name, self.refresh_idle_s)
+                return True
             started = time.monotonic()
             try:
                 found = clf.sense(*targets, iterations=1)
@@ -347,12 +353,6 @@ class NfcReader:
                     self.name,
                     took,
                 )
-                return True
-            if (
-                self.refresh_idle_s is not None
-                and self._clock() - self._active_at > self.refresh_idle_s
-            ):
-                log.debug("reader %s idle for %g s; reinitialising", self.name, self.refresh_idle_s)
                 return True
             self._stop.wait(self.poll_interval_s)
         return False

@@ -29,7 +29,8 @@ class OutageLog(logging.Filter):
     """Rate-limits what is logged while a reader is unavailable.
 
     It is also a :class:`logging.Filter`: :meth:`attach` puts it on nfcpy's loggers, where it
-    drops (and counts) their ERROR lines during an outage and lets everything through otherwise.
+    drops (and counts) their lines above DEBUG during an outage and lets everything through
+    otherwise.
     Several readers in one process each filter nfcpy's lines during their own outages; nfcpy's
     lines do not say which device they are about.
 
@@ -66,7 +67,7 @@ class OutageLog(logging.Filter):
 
     @property
     def suppressed(self) -> int:
-        """Driver ERROR lines dropped during the current (or last) outage."""
+        """Driver lines (INFO and above) dropped during the current (or last) outage."""
         with self._lock:
             return self._suppressed
 
@@ -86,10 +87,12 @@ class OutageLog(logging.Filter):
                 return
             since, attempts, suppressed = self._since, self._attempts, self._suppressed
         if first:
+            if self._attached:
+                self.attach()  # driver modules loaded since (nfcpy imports some lazily)
             self.log.warning("reader %s: %s", self.name_, detail)
         else:
             self.log.warning(
-                "reader %s still unavailable after %.0f s (%d attempts, %d driver errors not "
+                "reader %s still unavailable after %.0f s (%d attempts, %d driver lines not "
                 "shown): %s",
                 self.name_,
                 now - since,
@@ -108,7 +111,7 @@ class OutageLog(logging.Filter):
             self.log.info("reader %s is ready", self.name_)
         else:
             self.log.warning(
-                "reader %s is back after %.0f s (%d attempts, %d driver errors not shown)",
+                "reader %s is back after %.0f s (%d attempts, %d driver lines not shown)",
                 self.name_,
                 now - since,
                 attempts,
@@ -118,7 +121,9 @@ class OutageLog(logging.Filter):
     # ------------------------------------------------------------------ the driver's lines
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR:
+        # nfcpy also logs "searching for reader on path ..." (INFO) at every attempt; only
+        # its DEBUG lines, off unless someone is debugging the driver, pass during an outage.
+        if record.levelno < logging.INFO:
             return True
         with self._lock:
             if self._since is None:
@@ -133,8 +138,9 @@ class OutageLog(logging.Filter):
         for name in [DRIVER_LOGGERS, *list(manager.loggerDict)]:
             if name == DRIVER_LOGGERS or name.startswith(DRIVER_LOGGERS + "."):
                 logger = logging.getLogger(name)
-                logger.addFilter(self)
-                self._attached.append(logger)
+                if logger not in self._attached:
+                    logger.addFilter(self)
+                    self._attached.append(logger)
 
     def detach(self) -> None:
         for logger in self._attached:

@@ -192,6 +192,8 @@ class PN532Emulator:
         self._clock = clock
         self._active_at = clock()
         self._delay = 0.0
+        self.slow_answers = 0
+        """InListPassiveTarget answers delayed because the chip was left idle too long."""
         self.cpu_s = 0.0
         """CPU seconds this emulator's thread has used, so a benchmark can leave it out."""
         self._lock = threading.Lock()
@@ -398,6 +400,7 @@ class PN532Emulator:
             self._clock() - self._active_at > self.slow_after_idle_s
         ):
             self._delay += self.slow_poll_s
+            self.slow_answers += 1
         if len(data) < 2 or self._card is None or data[1] != 0x00:  # 106 kbps type A only
             return b"\x00"
         uid, sak = self._card
