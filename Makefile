@@ -10,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # iproute2 for network namespaces. Each is installed only when dpkg says it is missing.
 SYSTEM_PACKAGES := mosquitto python3-venv chromium chromium-driver fuse3 iproute2
 
-.PHONY: demo test bench lint system venv clean
+.PHONY: demo test bench soak lint system venv clean
 
 demo: venv
 	$(BIN)/siteclock demo
@@ -21,6 +21,12 @@ test: lint
 
 bench: venv
 	$(BIN)/python -m bench
+
+# Not part of `make test` nor `make bench`: SOAK_SECONDS (default 3600) of random faults across
+# terminals, broker, gateway and simulator in network namespaces (root), then the history check;
+# bench/results/soak.json and soak_*.png.
+soak: venv
+	$(BIN)/python -m bench.soak
 
 # import-linter reads the package tree from disk, but the role folders sit at the top of the
 # repository and join the `siteclock` namespace only when installed (package-dir): the contracts

@@ -275,6 +275,7 @@ class Link:
     left_ip: str
     right_ip: str
     backend: str
+    device: str = "imp0"
     forwarder: TunForwarder | None = None
     faults: Faults = field(default_factory=Faults)
 
@@ -301,29 +302,32 @@ class Link:
             self.forwarder.set(faults)
             return
         for ns in (self.left, self.right):
-            _check(IP, "netns", "exec", ns.name, TC, "qdisc", "replace", "dev", "imp0",
+            _check(IP, "netns", "exec", ns.name, TC, "qdisc", "replace", "dev", self.device,
                    "root", "netem", *faults.netem_args())  # fmt: skip
 
 
 @contextlib.contextmanager
-def impaired_link(left: Netns, right: Netns, subnet: int | None = None) -> Iterator[Link]:
-    """Join ``left`` and ``right`` with a link ``10.214.<subnet>.1`` <-> ``.2`` named ``imp0``
-    on both sides, netem's when the kernel has it, the userspace forwarder's otherwise."""
+def impaired_link(
+    left: Netns, right: Netns, *, subnet: int | None = None, device: str = "imp0"
+) -> Iterator[Link]:
+    """Join ``left`` and ``right`` with a link ``10.214.<subnet>.1`` <-> ``.2`` named ``device``
+    on both sides, netem's when the kernel has it, the userspace forwarder's otherwise. A
+    namespace on two links needs a different ``device`` and ``subnet`` for each."""
     subnet = os.getpid() % 250 if subnet is None else subnet
     left_ip, right_ip = f"10.214.{subnet}.1", f"10.214.{subnet}.2"
     forwarder = None
     if netem_available():
-        _check(IP, "link", "add", "imp0", "netns", left.name, "type", "veth", "peer", "name",
-               "imp0", "netns", right.name)  # fmt: skip
+        _check(IP, "link", "add", device, "netns", left.name, "type", "veth", "peer", "name",
+               device, "netns", right.name)  # fmt: skip
         backend = "netem"
     else:
-        forwarder = TunForwarder(_open_tun(left, "imp0"), _open_tun(right, "imp0"))
+        forwarder = TunForwarder(_open_tun(left, device), _open_tun(right, device))
         backend = "userspace (the kernel has no sch_netem)"
     try:
         for ns, mine, theirs in ((left, left_ip, right_ip), (right, right_ip, left_ip)):
-            ns.ip("addr", "add", mine, "peer", theirs, "dev", "imp0")
-            ns.ip("link", "set", "imp0", "up")
-        link = Link(left, right, left_ip, right_ip, backend, forwarder)
+            ns.ip("addr", "add", mine, "peer", theirs, "dev", device)
+            ns.ip("link", "set", device, "up")
+        link = Link(left, right, left_ip, right_ip, backend, device, forwarder)
         link.up()
         yield link
     finally:
