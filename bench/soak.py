@@ -52,7 +52,7 @@ from siteclock.keys import Ed25519Signer
 from siteclock.terminal.outbox import Outbox
 from tests.support.ciao import CLIENT_ID, populate, rsa_pair, write_private_key
 from tests.support.inbox import create_inbox
-from tests.support.mosquitto import MosquittoBroker, terminal_config
+from tests.support.mosquitto import MosquittoBroker, terminal_config, write_gateway_toml
 from tests.support.netns import Link, Netns, impaired_link, unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,27 +244,19 @@ class Site:
         terminals.close()
         self.badges: dict[str, list[str]] = {}
         ciao_key = write_private_key(root / "ciao.pem", rsa_pair()[0])
-        broker = self.broker
-        self.gateway_toml = root / "gateway.toml"
-        self.gateway_toml.write_text(
-            f'db = "{self.db}"\n'
-            f'signing_key_file = "{root / "gateway-signing.key"}"\n'
-            f'inss_key_file = "{root / "inss.key"}"\n'
-            'log_level = "WARNING"\n'
-            "[mqtt]\n"
-            f'host = "{broker.host}"\nport = {broker.gateway_port}\n'
-            f'ca_file = "{broker.ca_file}"\n'
-            f'password_file = "{broker.gateway.password_file}"\n'
-            'client_id = "siteclock_gateway-soak"\nkeepalive_s = 5\n'
-            "[ciao]\n"
-            'environment = "local-sim"\n'
-            f'base_url = "{self.sim.url}"\n'
-            f'client_id = "{CLIENT_ID}"\n'
-            f'private_key = "{ciao_key}"\n'
-            "[relay]\n"
-            "idle_s = 0.1\npoll_interval_s = 0.5\nambiguous_settle_s = 1.0\n"
-            "unsynced_hold_s = 0.0\n"
-        )
+        self.gateway_toml = write_gateway_toml(root, self.broker, "siteclock_gateway-soak",
+                                               keepalive_s=5)  # fmt: skip
+        with self.gateway_toml.open("a") as toml:  # then the relay to the simulator
+            toml.write(
+                "[ciao]\n"
+                'environment = "local-sim"\n'
+                f'base_url = "{self.sim.url}"\n'
+                f'client_id = "{CLIENT_ID}"\n'
+                f'private_key = "{ciao_key}"\n'
+                "[relay]\n"
+                "idle_s = 0.1\npoll_interval_s = 0.5\nambiguous_settle_s = 1.0\n"
+                "unsynced_hold_s = 0.0\n"
+            )
 
     def start_gateway(self) -> None:
         log = (self.root / "gateway.log").open("ab")

@@ -21,15 +21,8 @@ import pytest
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.keys import Ed25519Signer
-from siteclock.terminal.outbox import Outbox
-from siteclock.terminal.uplink import Uplink
-from tests.integration.test_delivery_faults import (
-    WORKPLACE,
-    Tapper,
-    classify,
-    sigkill,
-    start_gateway,
-)
+from tests.integration.test_delivery_faults import sigkill, start_gateway
+from tests.support.history import WORKPLACE, Tapper, classify, make_tapper, saved_histories
 from tests.support.mosquitto import MosquittoBroker, terminal_config, write_gateway_toml
 from tests.support.netns import Netns, impaired_link, unavailable
 from tests.support.waiting import wait_until
@@ -83,14 +76,10 @@ def run(root: Path, broker: MosquittoBroker, site: Netns, server: Netns, link) -
     threads: list[threading.Thread] = []
     try:
         for tid in TERMINALS:
-            box = Outbox(root / f"{tid}.db", signer=signers[tid], terminal_id=tid,
-                         workplace=WORKPLACE)  # fmt: skip
             cfg = terminal_config(broker, tid, resend_after_s=1.5)
-            up = Uplink(cfg, terminal_id=tid, outbox=box, status=dict, on_roster=lambda r: None,
-                        keepalive_s=2, reconnect_max_s=1)  # fmt: skip
+            tapper = make_tapper(root, tid, signers[tid], cfg, keepalive_s=2, reconnect_max_s=1)
             with site.entered():  # paho's network thread, and so its sockets, live in `site`
-                up.start()
-            tapper = Tapper(box, up)
+                tapper.uplink.start()
             tappers.append(tapper)
             threads.append(threading.Thread(target=tapper.run, daemon=True))
         for thread in threads:
@@ -116,10 +105,7 @@ def run(root: Path, broker: MosquittoBroker, site: Netns, server: Netns, link) -
             tapper.uplink.stop()
         sigkill(gateway)
 
-    committed = {t.uplink.terminal_id: t.committed for t in tappers}
-    for tapper in tappers:
-        assert [(s.event.seq, s.event.event_id) for s in tapper.box.events()] == tapper.committed
-        tapper.box.close()
+    committed = saved_histories(tappers)
     inbox = Inbox(db)
     verdicts = classify(committed, inbox)
     total = sum(len(v) for v in committed.values())
