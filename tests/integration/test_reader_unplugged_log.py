@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import time
 
+import pytest
+
 from siteclock.hw.base import ReaderState
 from siteclock.hw.nfc_reader import NfcReader
 from siteclock.hw.pn532_emulator import PN532Emulator, frontend_for_pty
@@ -24,6 +26,17 @@ MISSING = "tty:USB987:pn532"  # no /dev/ttyUSB987 here: nfcpy searches /dev and 
 def compressed_clock():
     start = time.monotonic()
     return lambda: start + (time.monotonic() - start) * SPEED
+
+
+@pytest.fixture(autouse=True)
+def driver_lines_audible():
+    """``siteclock.log.setup`` (run by earlier tests of the session) mutes nfcpy below
+    CRITICAL; these tests count nfcpy's lines, so they must be emitted."""
+    nfc_logger = logging.getLogger("nfc")
+    before = nfc_logger.level
+    nfc_logger.setLevel(logging.NOTSET)
+    yield
+    nfc_logger.setLevel(before)
 
 
 def warnings_and_errors(caplog):

@@ -23,6 +23,17 @@ def clock():
     return FakeClock()
 
 
+@pytest.fixture(autouse=True)
+def driver_lines_audible():
+    """``siteclock.log.setup`` (run by earlier tests of the session) mutes nfcpy below
+    CRITICAL; these tests count nfcpy's lines, so they must be emitted."""
+    nfc_logger = logging.getLogger("nfc")
+    before = nfc_logger.level
+    nfc_logger.setLevel(logging.NOTSET)
+    yield
+    nfc_logger.setLevel(before)
+
+
 def lines(caplog):
     return [r for r in caplog.records if r.levelno >= logging.WARNING]
 
