@@ -35,6 +35,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from siteclock.files import create_durably, make_dir_durably
 from siteclock.gateway.db import RELAY_BUSY_TIMEOUT_S, GatewayDB, open_gateway_db
 from siteclock.gateway.identifiers import (
     InvalidIdentifier,
@@ -125,9 +126,10 @@ def load_or_create_key(path: Path | str) -> bytes:
     Refuses a key file that group or others may read: a leaked key exposes every INSS.
     """
     path = Path(path)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # its own directory, owner only
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    make_dir_durably(path.parent, 0o700)  # its own directory, owner only
+    key = AESGCM.generate_key(bit_length=KEY_SIZE * 8)
+    try:  # whole and named durably: a key lost to a power cut would orphan every stored INSS
+        create_durably(path, key, mode=0o600)
     except FileExistsError:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
@@ -135,12 +137,6 @@ def load_or_create_key(path: Path | str) -> bytes:
         key = path.read_bytes()
         if len(key) != KEY_SIZE:
             raise RegistryError(f"{path}: key file is not {KEY_SIZE} bytes") from None
-        return key
-    key = AESGCM.generate_key(bit_length=KEY_SIZE * 8)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
-        fh.flush()
-        os.fsync(fh.fileno())
     return key
 
 

@@ -20,6 +20,10 @@ from siteclock.gateway.relay_store import State
 WAITING_FOR_SYNC = "waiting for a clock sync"
 NEVER_SYNCED = "clock never synced in this boot: terminal time used"
 BODY_UNREADABLE = "event body unreadable: terminal time used"
+IN_THE_FUTURE = "terminal time {ahead:.0f} s after the tap reached the gateway: arrival time used"
+FUTURE_TOLERANCE_NS = 5 * 10**9
+"""How far a tap's time may lie after its arrival at the gateway (clock skew between the two)
+before it is taken for a clock that jumped ahead."""
 BADGE_UNKNOWN = "badge unknown: no worker is linked to it"
 BADGE_BLOCKED = "badge blocked by the employer"
 WORKPLACE_UNKNOWN = "workplace unknown: the Declaration of Works is not in the registry"
@@ -122,6 +126,21 @@ class ClockDecision:
 def terminal_time(terminal_ns: int) -> ClockDecision:
     """A tap made with a synced clock: its terminal's own time, nothing to record."""
     return ClockDecision(terminal_ns)
+
+
+def not_after_arrival(decision: ClockDecision, terminal_ns: int, arrived_ns: int) -> ClockDecision:
+    """Never a time in the future: a tap cannot have happened after it reached the gateway, so
+    a time later than its arrival (beyond :data:`FUTURE_TOLERANCE_NS` of skew) comes from a
+    clock that jumped ahead; the arrival is then the nearest time known not to be too late."""
+    if decision.wall_ns is None or decision.wall_ns <= arrived_ns + FUTURE_TOLERANCE_NS:
+        return decision
+    columns = {
+        **decision.columns,
+        "terminal_wall_ns": terminal_ns,
+        "corrected_wall_ns": arrived_ns,
+        "clock_note": IN_THE_FUTURE.format(ahead=(decision.wall_ns - arrived_ns) / 1e9),
+    }
+    return ClockDecision(arrived_ns, columns, "clock_in_future")
 
 
 def unreadable_body(terminal_ns: int) -> ClockDecision:

@@ -34,6 +34,7 @@ from siteclock.gateway.relay_mapping import (
     ClockDecision,
     ciao_item,
     employer_json,
+    not_after_arrival,
     registration_date,
     terminal_time,
     unreadable_body,
@@ -228,6 +229,14 @@ class Submitter:
         Only ``clock_unsynced`` events carry a body in the row (see ``RelayStore.queued``);
         every other event is its terminal's own time, at the cost of one ``None`` check.
         """
+        decision = self._terminal_clock(row, now)
+        # Whatever the clock said, nothing goes to the NSSO later than it reached us.
+        arrived = not_after_arrival(decision, row["wall_ns"], row["created_ns"])
+        if arrived is not decision:
+            self.relay.counters[arrived.counter or ""] += 1
+        return arrived
+
+    def _terminal_clock(self, row: Any, now: int) -> ClockDecision:
         body = row["unsynced_body"]
         terminal_ns = row["wall_ns"]
         if body is None:

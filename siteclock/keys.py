@@ -5,8 +5,9 @@ A signer holds a private key in memory and signs bytes; the wire contract
 checks signatures with public keys. A terminal's identity and the gateway's roster key are both
 one Ed25519 key in a 0600 file of 32 raw private-key bytes.
 
-The file is created atomically with ``O_CREAT|O_EXCL`` and mode 0600, so two starting processes
-cannot both create one and the key is never readable by anyone else, not even for a moment. A key
+The file is created atomically, whole and with mode 0600 (:func:`siteclock.files.create_durably`),
+so two starting processes cannot both create one, a power cut never leaves half a key, and the
+key is never readable by anyone else, not even for a moment. A key
 file that group or others can read is refused: a leaked key lets anyone forge that key's history
 (DESIGN decision 2).
 
@@ -18,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -26,7 +28,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from siteclock.files import create_durably, write_public
 from siteclock.protocol import key_id
+
+log = logging.getLogger(__name__)
 
 
 class Ed25519Signer:
@@ -122,28 +127,49 @@ def load(path: Path) -> Ed25519Signer:
 
 
 def create(path: Path) -> Ed25519Signer:
-    """Generate a new key and write it to ``path``, which must not exist yet."""
+    """Generate a new key and write it to ``path``, which must not exist yet.
+
+    The key is synced under a temporary name and then linked to ``path`` (its directory synced
+    too): a power cut leaves no key file or a whole one, never an empty ``terminal.key`` that
+    would stop the terminal from starting.
+    """
     path = Path(path)
     signer = Ed25519Signer.generate()
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    try:
-        os.write(fd, signer.private_bytes())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    create_durably(path, signer.private_bytes(), mode=0o600)
     return signer
 
 
 def load_or_create(path: Path) -> Ed25519Signer:
-    """The signer of the key at ``path``, generated there on first start."""
+    """The signer of the key at ``path``, generated there on first start.
+
+    The public half is kept next to it (``terminal.key.pub``, in hex) for ``siteclock
+    verify-chain --public-key`` and provisioning; one that is missing or does not match the key
+    (a power cut during first start could once leave it empty) is written again.
+    """
     path = Path(path)
     try:
         signer = create(path)
     except FileExistsError:
-        return load(path)
-    # The public half, in hex, for ``siteclock verify-chain --public-key`` and provisioning.
-    public_path(path).write_text(signer.public_key_bytes().hex() + "\n")
+        signer = load(path)
+    _ensure_public(public_path(path), signer)
     return signer
+
+
+def _ensure_public(path: Path, signer: Ed25519Signer) -> None:
+    expected = signer.public_key_bytes().hex() + "\n"
+    try:
+        if path.read_text() == expected:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass  # missing or unreadable: written below
+    try:
+        write_public(path, expected.encode())
+    except OSError as exc:  # a read-only disk must not stop a terminal that can still sign
+        log.warning(
+            "public key file %s is missing or damaged and cannot be written again (%s); "
+            "the terminal keeps signing, but verify-chain needs it: free or remount the disk",
+            path, exc,
+        )
 
 
 def public_path(path: Path) -> Path:

@@ -6,7 +6,8 @@ Every connection wants the same settings, and one that forgot one of them would
 quietly lose the durability the effectively-once chain rests on:
 
 * ``journal_mode=WAL``: readers never block the writer, and a crash leaves a consistent file;
-* ``synchronous=FULL``: a ``COMMIT`` has reached the disk before we acknowledge anything;
+* ``synchronous=FULL``: a ``COMMIT`` has reached the disk before we acknowledge anything (and
+  a new file's name is synced into its directory, which SQLite does only for the WAL);
 * a busy timeout, so a second writer waits for the lock instead of failing at once;
 * ``isolation_level=None``: we say ``BEGIN IMMEDIATE`` ourselves (:func:`immediate`), so the
   write lock is taken before we read what we are about to decide on;
@@ -29,6 +30,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from siteclock.files import fsync_directory
+
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 
 
@@ -45,6 +48,7 @@ def connect(
     The connection is in autocommit mode: wrap writes that belong together in
     :func:`immediate`. On any error the connection is closed before the error propagates.
     """
+    new_file = path != ":memory:" and not Path(path).exists()
     conn = sqlite3.connect(
         str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
     )
@@ -53,6 +57,8 @@ def connect(
         conn.execute("PRAGMA synchronous = FULL")
         # executescript commits any open transaction first, so BEGIN goes in the script itself
         conn.executescript(f"BEGIN IMMEDIATE;{schema}COMMIT;")
+        if new_file:  # SQLite syncs the directory for its WAL, not for a new database file
+            fsync_directory(Path(path).absolute().parent)
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")

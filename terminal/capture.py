@@ -145,12 +145,15 @@ class Capture:
         shift: ShiftRule = ShiftRule(),  # noqa: B008 - frozen, shared safely
         site_view: Callable[[], bool] | None = None,
         wall_ns: Callable[[], int] = clock_mod.wall_ns,
+        boot_ns: Callable[[], int] = clock_mod.boot_ns,
     ) -> None:
         self._outbox = outbox
         self._direction = Direction(direction)
         self._shift = shift
         self._site_view = site_view
         self._wall_ns = wall_ns
+        self._boot_ns = boot_ns
+        self._steps = clock_mod.StepWatch()
         self._break_windows = tuple(break_windows)
         self._local_time = local_time
         self._feedback = feedback
@@ -206,7 +209,9 @@ class Capture:
             flags.append(Flag.BLOCKED_BADGE)
         key = state_key(entry.worker if entry is not None else None, badge)
         last = self._states.last(key)
-        wall = self._wall_ns()
+        wall, boot = self._wall_ns(), self._boot_ns()
+        if self._steps.stepped(wall, boot):
+            flags.append(Flag.CLOCK_STEPPED)
         held = bool(self._break_key is not None and self._break_key.is_pressed)
         if not held and self._break_windows and last is not None and last.kind in (
             Kind.IN, Kind.BREAK_END,
@@ -224,7 +229,8 @@ class Capture:
         try:
             verdict = self._outbox.last_verdict_for(badge)
             signed = self._outbox.append(
-                kind=kind, badge=badge, clock=clock, flags=flags, wall_ns=wall, state_key=key
+                kind=kind, badge=badge, clock=clock, flags=flags, wall_ns=wall, boot_ns=boot,
+                state_key=key,
             )
         except OutboxFull as exc:
             log.error("tap refused: outbox full", extra=fields(error=exc))

@@ -13,7 +13,9 @@ of reach), so every event carries the clock's trust as data instead (DESIGN deci
   a later sync in the same boot lets the gateway correct an unsynced event
   (``t = sync_wall - (sync_boot - event_boot)``).
 
-The clock state is cached for :data:`CACHE_NS` so a burst of taps pays one syscall, not one each.
+The clock state is cached for :data:`CACHE_NS` so a burst of taps pays one syscall, not one each,
+except across a step of the wall clock (:class:`StepWatch`), which capture also flags on the tap
+(``clock_stepped``) so the employer sees why its time may differ from the worker's memory.
 
 Example::
 
@@ -100,16 +102,49 @@ def read_clock_uncached() -> ClockState:
     )
 
 
+STEP_TOLERANCE_NS = 1_000_000_000
+"""How far the wall clock may move against the boot clock, plus :data:`SLEW_PER_NS` of the time
+between two readings (what NTP slewing can do), before it counts as a step."""
+SLEW_PER_NS = 0.001  # the kernel slews at most 500 ppm; twice that is still no step
+
+
+class StepWatch:
+    """Notices the wall clock stepping (forward or back) against the boot clock.
+
+    ``wall - boot`` stays put while the clock runs (NTP only slews it by parts per million);
+    a step (``date -s``, an NTP step on first sync, a bad RTC read) moves it at once. The boot
+    clock is immune, which is what lets the gateway correct a tap later (DESIGN decision 4).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: tuple[int, int] | None = None  # (boot_ns, wall - boot)
+
+    def stepped(self, wall: int, boot: int) -> bool:
+        """Whether the clock stepped since the previous call (False on the first one)."""
+        offset = wall - boot
+        with self._lock:
+            last, self._last = self._last, (boot, offset)
+        if last is None:
+            return False
+        allowed = STEP_TOLERANCE_NS + SLEW_PER_NS * max(0, boot - last[0])
+        return abs(offset - last[1]) > allowed
+
+
 _cache_lock = threading.Lock()
 _cached: tuple[int, ClockState] | None = None
+_cache_steps = StepWatch()
 
 
 def read_clock() -> ClockState:
-    """The clock's trust now, reused for up to :data:`CACHE_NS` (a tap must stay cheap)."""
+    """The clock's trust now, reused for up to :data:`CACHE_NS` (a tap must stay cheap), but
+    read again at once when the clock stepped: a step makes the kernel drop its sync (it sets
+    maxerror to 16 s), and the tap right after must not borrow the trust from before it."""
     global _cached
     now = time.monotonic_ns()
+    stepped = _cache_steps.stepped(wall_ns(), boot_ns())
     with _cache_lock:
-        if _cached is not None and now - _cached[0] < CACHE_NS:
+        if _cached is not None and now - _cached[0] < CACHE_NS and not stepped:
             return _cached[1]
     state = read_clock_uncached()
     with _cache_lock:

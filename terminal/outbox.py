@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from siteclock.files import fsync_directory
 from siteclock.protocol import (
     GENESIS_HASH,
     ClockState,
@@ -63,9 +64,12 @@ from siteclock.terminal.outbox_file import (
     OutboxCorrupt,
     OutboxError,
     OutboxFull,
+    OutboxReadOnly,
     OutboxStats,
     check_integrity,
     is_full,
+    is_read_only,
+    read_only_message,
     signed_from_row,
 )
 from siteclock.terminal.outbox_verify import verify_cli
@@ -77,6 +81,7 @@ __all__ = [
     "OutboxCorrupt",
     "OutboxError",
     "OutboxFull",
+    "OutboxReadOnly",
     "OutboxStats",
     "verify_cli",
 ]
@@ -109,6 +114,7 @@ class Outbox:
         self._lock = threading.RLock()
         self._acked = threading.Condition()  # notified once acks are committed
         self._conn: sqlite3.Connection | None = None
+        new_file = not self.path.exists()
         conn = sqlite3.connect(
             str(self.path), isolation_level=None, check_same_thread=False, timeout=10.0
         )
@@ -120,6 +126,10 @@ class Outbox:
             conn.execute("PRAGMA foreign_keys = ON")
             # One script, one transaction: a crash here leaves no half-made schema.
             conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
+            if new_file:
+                # SQLite syncs the directory for its WAL, not for a new database file: without
+                # this a power cut soon after first start could take the file's very name.
+                fsync_directory(self.path.parent)
         except sqlite3.Error as exc:
             conn.close()
             if is_full(exc):
@@ -163,6 +173,10 @@ class Outbox:
                 if is_full(exc):
                     raise OutboxFull(
                         28, f"{self.path}: disk full, nothing was written ({exc})"
+                    ) from exc
+                if is_read_only(self.path.parent):
+                    raise OutboxReadOnly(
+                        30, f"nothing was written ({exc}): {read_only_message(self.path.parent)}"
                     ) from exc
                 raise
             except BaseException:

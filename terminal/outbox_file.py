@@ -5,6 +5,8 @@ Why each setting is what it is: see :mod:`siteclock.terminal.outbox`, which owns
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,31 @@ class OutboxError(Exception):
 
 class OutboxFull(OutboxError, OSError):
     """The disk (or the database's page limit) is full: the tap was NOT recorded."""
+
+
+class OutboxReadOnly(OutboxError, OSError):
+    """The disk holding the outbox turned read-only: the tap was NOT recorded."""
+
+
+def read_only_message(data_dir: Path) -> str:
+    return (
+        f"{data_dir} is on a read-only file system (the kernel remounts a failing SD card "
+        "read-only): no tap can be recorded; everything recorded before is kept. Check the "
+        "card (dmesg), then reboot or replace it and copy the data directory over"
+    )
+
+
+def is_read_only(directory: Path) -> bool:
+    """Whether ``directory`` refuses a new file with EROFS (asked after a failed write: SQLite
+    reports a read-only disk as a plain ``disk I/O error``)."""
+    probe = directory / f".rw-probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        return exc.errno == errno.EROFS
+    os.close(fd)
+    probe.unlink(missing_ok=True)
+    return False
 
 
 class OutboxCorrupt(OutboxError, OSError):

@@ -2,6 +2,16 @@
 
 Anyone holding a copy of a terminal's ``outbox.db`` and its public key(s) can prove the events
 are the terminal's own, unaltered and unbroken since the last pruning checkpoint.
+
+The exit code tells three different answers apart, because they call for different people:
+
+* 0: the history verifies;
+* 1: ``BROKEN``: the history itself is wrong (a signature, a link, a number): evidence of
+  tampering or of a bug, for an investigation;
+* 2: the outbox file is missing or unreadable: nothing was checked;
+* 3: a public key file is missing, empty or damaged (a power cut once left ``terminal.key.pub``
+  empty): nothing was checked; get the key again (the gateway knows every terminal's keys)
+  and run again. A damaged key file must never read as a forged history.
 """
 
 from __future__ import annotations
@@ -21,6 +31,35 @@ from siteclock.terminal.outbox_file import (
     signed_from_row,
 )
 
+EXIT_BROKEN = 1
+EXIT_OUTBOX_UNREADABLE = 2
+EXIT_KEY_DAMAGED = 3
+# Raw public key sizes of the algorithms events are signed with: Ed25519, and P-256 as an
+# uncompressed point (what a secure element doing ES256 gives).
+PUBLIC_KEY_SIZES = {32: "ed25519", 65: "es256"}
+
+
+class KeyFileDamaged(ValueError):
+    """A public key file does not hold a public key: the file is damaged, not the history."""
+
+
+def read_public_key(path: Path) -> bytes:
+    """The public key in the hex file ``path``; :class:`KeyFileDamaged` naming what is wrong."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileDamaged(f"cannot read public key file {path}: {exc}") from exc
+    try:
+        public = bytes.fromhex(text.strip())
+    except ValueError as exc:
+        raise KeyFileDamaged(f"public key file {path} does not hold hex ({exc})") from exc
+    if len(public) not in PUBLIC_KEY_SIZES:
+        raise KeyFileDamaged(
+            f"public key file {path} is damaged: it holds {len(public)} bytes, a public key is "
+            f"32 (Ed25519) or 65 (P-256)"
+        )
+    return public
+
 
 class _ReadOnlyHistory:
     """Read a held history without writing anything to the file (for offline verification)."""
@@ -28,7 +67,14 @@ class _ReadOnlyHistory:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        check_integrity(self.conn, path)
+        try:
+            check_integrity(self.conn, path)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
 
     def checkpoint(self) -> tuple[int, bytes]:
         pruned_seq, pruned_digest = self.conn.execute(
@@ -60,14 +106,20 @@ def verify_cli(argv: list[str]) -> int:
     keys: dict[str, bytes] = {}
     for path in args.public_key:
         try:
-            public = bytes.fromhex(path.read_text().strip())
-        except (OSError, ValueError) as exc:
-            print(f"verify-chain: cannot read public key {path}: {exc}", file=sys.stderr)
-            return 2
+            public = read_public_key(path)
+        except KeyFileDamaged as exc:
+            print(
+                f"KEY DAMAGED verify-chain: {exc}; the history was NOT checked (this says "
+                "nothing about it): get the terminal's public key again (the gateway holds it) "
+                "and run again",
+                file=sys.stderr,
+            )
+            return EXIT_KEY_DAMAGED
         keys[key_id(public)] = public
     if not args.db.is_file():
         print(f"verify-chain: {args.db}: no such outbox file", file=sys.stderr)
-        return 2
+        return EXIT_OUTBOX_UNREADABLE
+    history: _ReadOnlyHistory | None = None
     try:
         history = _ReadOnlyHistory(args.db)
         first_seq, prev = history.checkpoint()
@@ -78,10 +130,13 @@ def verify_cli(argv: list[str]) -> int:
         )  # fmt: skip
     except (OutboxCorrupt, sqlite3.Error) as exc:
         print(f"verify-chain: {args.db}: cannot read: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_OUTBOX_UNREADABLE
     except ChainBroken as exc:
         print(f"BROKEN {args.db}: {exc}")
-        return 1
+        return EXIT_BROKEN
+    finally:
+        if history is not None:  # a file left open would keep the disk busy (unmount fails)
+            history.close()
     took = time.monotonic() - started
     if count == 0:
         print(f"OK {args.db}: no events held (history pruned through seq {first_seq - 1})")

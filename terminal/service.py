@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -35,6 +36,7 @@ from gpiozero import Button, GPIOZeroError
 
 from siteclock import log as log_mod
 from siteclock.config import ConfigError
+from siteclock.files import make_dir_durably
 from siteclock.hw.base import BadgeRead, Reader, ReaderState, ReaderStatus
 from siteclock.hw.repeat import mark_repeats
 from siteclock.log import fields
@@ -47,6 +49,7 @@ from siteclock.terminal.direction import Direction
 from siteclock.terminal.feedback import Feedback
 from siteclock.terminal.health import Health
 from siteclock.terminal.outbox import Outbox, OutboxError
+from siteclock.terminal.outbox_file import read_only_message
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +63,13 @@ class StartupError(Exception):
 def _ensure_writable(data_dir: Path) -> None:
     """Create ``data_dir`` if needed and prove that this user can write files in it."""
     try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_dir_durably(data_dir, 0o700)  # its name must survive a power cut too
         probe = data_dir / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
+        if exc.errno == errno.EROFS:  # the kernel remounts a failing SD card read-only
+            raise StartupError(read_only_message(data_dir)) from None
         raise StartupError(
             f"data directory {data_dir} is not writable by this user ({exc.strerror}); "
             "fix its owner or mode, or set data_dir in the config"

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from siteclock.config import ConfigError
-from siteclock.files import write_public, write_secret
+from siteclock.files import make_dir_durably, write_public, write_secret
 from siteclock.hw.base import Reader
 from siteclock.protocol import check_terminal_id
 from siteclock.provisioning.shared.ca import ca_fingerprint, single_ca_pem
@@ -173,7 +173,7 @@ class Installer:
     # ------------------------------------------------------------------ steps
 
     def run(self) -> int:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dir_durably(self.dir)  # its name must survive a power cut, as its files do
         os.chmod(self.dir, 0o700)
         state = self._start_state()
         if state.step == "done":

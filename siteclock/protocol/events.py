@@ -63,6 +63,7 @@ class Flag(StrEnum):
     DIRECTION_GUESS = "direction_guess"  # decided without the site's view (terminal offline)
     FIXED_DIRECTION = "fixed_direction"  # an entry or exit reader: the kind is its config
     MISSING_OUT = "missing_out"  # a new shift began while the last one had no `out`
+    CLOCK_STEPPED = "clock_stepped"  # the wall clock stepped since this boot's previous tap
 
 
 NON_ATTENDANCE_FLAGS = frozenset({Flag.SELFTEST})
