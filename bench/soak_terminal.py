@@ -2,7 +2,9 @@
 
 ``python -m bench.soak_terminal '<json>'`` with keys ``tid``, ``db``, ``key``, ``cfg`` (the
 ``UplinkConfig`` fields), ``badges``, ``status`` (a JSON file rewritten every second with the
-outbox's depth and oldest unsent event), ``tap_every_s`` and ``seed``. It taps until killed,
+outbox's depth and oldest unsent event), ``tap_every_s``, ``seed`` and ``witness`` (a file
+off the terminal's disk where each tap is written once it is committed: what the worker was
+told was saved). It taps until killed,
 or until a file named like ``status`` with the suffix ``.stop`` appears (then it only drains);
 the soak kills it with SIGKILL and starts it again on the same outbox, which is all that
 survives. Each worker's taps alternate ``in`` and ``out`` (the last kind is read back from the
@@ -46,30 +48,33 @@ def main(argv: list[str]) -> int:
     status = Path(spec["status"])
     stop = status.with_suffix(".stop")
     written = 0.0
-    while True:
-        now = time.monotonic()
-        ready = [b for b in spec["badges"] if now - last.get(b, (Kind.OUT, -1e9))[1] >= MIN_GAP_S]
-        if stop.exists():
-            ready = []
-        if ready:
-            badge = rng.choice(ready)
-            kind = Kind.OUT if last.get(badge, (Kind.OUT, 0.0))[0] is Kind.IN else Kind.IN
-            box.append(kind=kind, badge=badge, clock=CLOCK)
-            last[badge] = (kind, now)
-            uplink.wake()
-        if now - written >= 1.0:
-            stats = box.stats()
-            oldest = stats.oldest_unsent_wall_ns
-            report = {
-                "depth": stats.depth,
-                "total": stats.total,
-                "oldest_unsent_age_s": 0.0 if oldest is None else (time.time_ns() - oldest) / 1e9,
-            }
-            status.with_suffix(".tmp").write_text(json.dumps(report))
-            os.replace(status.with_suffix(".tmp"), status)
-            written = now
-        time.sleep(rng.uniform(0.5, 1.5) * spec["tap_every_s"])
+    with Path(spec["witness"]).open("a", buffering=1) as witness:  # a line per saved tap
+        while True:
+            now = time.monotonic()
+            ready = [] if stop.exists() else [
+                b for b in spec["badges"] if now - last.get(b, (Kind.OUT, -1e9))[1] >= MIN_GAP_S
+            ]  # fmt: skip
+            if ready:
+                badge = rng.choice(ready)
+                kind = Kind.OUT if last.get(badge, (Kind.OUT, 0.0))[0] is Kind.IN else Kind.IN
+                signed = box.append(kind=kind, badge=badge, clock=CLOCK)
+                witness.write(f"{signed.event.seq} {signed.event.event_id}\n")
+                last[badge] = (kind, now)
+                uplink.wake()
+            if now - written >= 1.0:
+                write_status(box, status)
+                written = now
+            time.sleep(rng.uniform(0.5, 1.5) * spec["tap_every_s"])
 
+
+def write_status(box: Outbox, status: Path) -> None:
+    """The outbox's backlog, for the soak's resource samples (replaced atomically)."""
+    stats = box.stats()
+    oldest = stats.oldest_unsent_wall_ns
+    age = 0.0 if oldest is None else (time.time_ns() - oldest) / 1e9
+    report = {"depth": stats.depth, "total": stats.total, "oldest_unsent_age_s": age}
+    status.with_suffix(".tmp").write_text(json.dumps(report))
+    os.replace(status.with_suffix(".tmp"), status)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
