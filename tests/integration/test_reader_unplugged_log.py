@@ -16,7 +16,7 @@ import pytest
 from siteclock.hw.base import ReaderState
 from siteclock.hw.nfc_reader import NfcReader
 from siteclock.hw.pn532_emulator import PN532Emulator, frontend_for_pty
-from tests.support.readers import ReaderFeed
+from tests.support.readers import ReaderFeed, nfcpy_lines_audible  # noqa: F401
 from tests.support.waiting import wait_until
 
 SPEED = 20.0
@@ -28,15 +28,7 @@ def compressed_clock():
     return lambda: start + (time.monotonic() - start) * SPEED
 
 
-@pytest.fixture(autouse=True)
-def driver_lines_audible():
-    """``siteclock.log.setup`` (run by earlier tests of the session) mutes nfcpy below
-    CRITICAL; these tests count nfcpy's lines, so they must be emitted."""
-    nfc_logger = logging.getLogger("nfc")
-    before = nfc_logger.level
-    nfc_logger.setLevel(logging.NOTSET)
-    yield
-    nfc_logger.setLevel(before)
+pytestmark = pytest.mark.usefixtures("nfcpy_lines_audible")
 
 
 def warnings_and_errors(caplog):

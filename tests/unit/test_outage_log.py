@@ -8,6 +8,7 @@ import nfc.clf.pn532  # noqa: F401 - the driver's loggers exist once it is loade
 import pytest
 
 from siteclock.hw.outage_log import OutageLog
+from tests.support.readers import nfcpy_lines_audible  # noqa: F401 - a fixture
 
 
 class FakeClock:
@@ -23,15 +24,7 @@ def clock():
     return FakeClock()
 
 
-@pytest.fixture(autouse=True)
-def driver_lines_audible():
-    """``siteclock.log.setup`` (run by earlier tests of the session) mutes nfcpy below
-    CRITICAL; these tests count nfcpy's lines, so they must be emitted."""
-    nfc_logger = logging.getLogger("nfc")
-    before = nfc_logger.level
-    nfc_logger.setLevel(logging.NOTSET)
-    yield
-    nfc_logger.setLevel(before)
+pytestmark = pytest.mark.usefixtures("nfcpy_lines_audible")
 
 
 def lines(caplog):
