@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.soak import Tap, check_history
+from bench.soak import Tap, check_history, check_saved
 
 A, B = "85073100123", "90010100234"  # made-up INSS shapes; never leave the soak process
 
@@ -48,3 +48,11 @@ def test_lost_duplicated_unexpected_late_and_changed_are_each_counted():
     assert figures["unexpected"] == 1
     assert figures["type_changed"] == 1
     assert figures["late"] == 1
+
+
+def test_saved_taps_missing_or_overwritten_after_a_power_cut_are_counted():
+    witnessed = {"t-1": [(1, "e1"), (2, "e2"), (3, "e3")], "t-2": [(1, "f1")]}
+    held = {"t-1": [(1, "e1"), (3, "other")], "t-2": [(1, "f1"), (2, "f2")]}
+    # e2 is gone, seq 3 now holds another event; f2 was never witnessed (a kill cut its line).
+    assert check_saved(witnessed, held) == {"saved_lost": 1, "seq_reused": 1}
+    assert check_saved(witnessed, witnessed) == {"saved_lost": 0, "seq_reused": 0}
