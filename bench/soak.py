@@ -103,13 +103,16 @@ def check_history(
     wall seconds of the NSSO's verdict). Taps are matched on INSS and second (a worker's taps
     are seconds apart); ``type_changed`` counts matches whose ``in``/``out`` differ, which the
     gateway does on purpose when a worker's sequence across terminals calls for it.
+    ``duplicated_same_type`` counts only repeats that are the same declaration (type too).
     """
     registered: Counter[tuple[str, int]] = Counter()
+    declarations: Counter[tuple[str, int, str]] = Counter()
     first: dict[tuple[str, int], dict[str, Any]] = {}
     for r in registrations:
         when = dt.datetime.fromisoformat(r["registrationDate"]).timestamp()
         key = _key(r["ssin"], when)
         registered[key] += 1
+        declarations[(*key, r["type"].lower())] += 1
         first.setdefault(key, r)
     saved = {_key(t.ssin, t.wall_s): t for t in taps}
     matched = [(t, first[k]) for k, t in saved.items() if k in first]
@@ -119,6 +122,7 @@ def check_history(
         "registered": len(matched),
         "lost": len(saved) - len(matched),
         "duplicated": sum(n - 1 for n in registered.values() if n > 1),
+        "duplicated_same_type": sum(n - 1 for n in declarations.values() if n > 1),
         "unexpected": sum(n for k, n in registered.items() if k not in saved),
         "type_changed": sum(1 for t, r in matched if r["type"].lower() != t.type.lower()),
         "late": sum(1 for w in waits if w > late_s),
@@ -205,6 +209,8 @@ class Site:
         self.disks: dict[str, PowerFS] = {}
         """Each terminal's data directory on a power-loss filesystem, when FUSE is available."""
         self.kinds = FAULTS + ((POWER_CUT,) if fuse_available() else ())
+        self.only = tuple(k for k in os.environ.get("SOAK_FAULTS", "").split(",") if k)
+        """``SOAK_FAULTS=gateway_kill,power_cut``: only these kinds (to chase one finding)."""
         self._sampling = threading.Event()
 
     # ------------------------------------------------------------------ building
@@ -325,7 +331,7 @@ class Site:
 
     def fault(self) -> None:
         """One random fault, held for a random while, then lifted."""
-        kind = self.rng.choice(self.kinds)
+        kind = self.rng.choice(self.only or self.kinds)
         hold = self.rng.uniform(1.0, 3.0) if kind.endswith(("kill", "restart")) else (
             self.rng.uniform(5.0, 20.0))  # fmt: skip
         self.faults[kind] += 1
