@@ -11,7 +11,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # tests start their own cluster). Each is installed only when dpkg says it is missing.
 SYSTEM_PACKAGES := mosquitto python3-venv chromium chromium-driver fuse3 iproute2 postgresql
 
-.PHONY: demo test bench lint docs system venv clean
+.PHONY: demo test bench soak lint docs system venv clean
 
 demo: venv
 	$(BIN)/siteclock demo
@@ -26,6 +26,12 @@ bench: venv
 # docs/config.md is generated from the configuration classes (a test fails when it drifts).
 docs: venv
 	$(BIN)/siteclock config-doc --out docs/config.md
+
+# Not part of `make test` nor `make bench`: SOAK_SECONDS (default 3600) of random faults across
+# terminals, broker, gateway and simulator in network namespaces (root), then the history check;
+# bench/results/soak.json and soak_*.png.
+soak: venv
+	$(BIN)/python -m bench.soak
 
 # import-linter reads the package tree from disk, but the role folders sit at the top of the
 # repository and join the `siteclock` namespace only when installed (package-dir): the contracts

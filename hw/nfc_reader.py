@@ -45,6 +45,7 @@ from siteclock.hw.errors import (
     ReaderGone,
     ReaderNotFound,
 )
+from siteclock.hw.outage_log import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +149,40 @@ def _close_frontend(clf: Any) -> None:
 # --------------------------------------------------------------------------- the reader
 
 
+def badge_of(target: Any) -> str:
+    """``<technology>:<UID hex>`` of a target nfcpy sensed, from its anticollision answer.
+
+    The UID is what InListPassiveTarget (or SENSB/SENSF) already returned: no tag activation,
+    so no authentication or version probe, and a 7-byte UID costs what a 4-byte one does.
+    """
+    technology = TECHNOLOGY.get(str(target.brty)[-1:], "nfc-a")
+    if technology == "nfc-b":
+        uid = target.sensb_res[1:5]
+    elif technology == "nfc-f":
+        uid = target.sensf_res[1:9]
+    else:  # a Type 1 (Topaz) tag has no SDD answer: its UID is in the RID answer
+        uid = target.sdd_res or (target.rid_res[2:6] if target.rid_res else b"")
+    return f"{technology}:{bytes(uid).hex().upper()}"
+
+
 class NfcReader:
     """A badge reader run by nfcpy, implementing :class:`hw.base.Reader`.
 
     ``reads()`` yields ``ReaderStatus(OK)`` once the device is open (``FAULT`` with the cause
-    if it cannot be), then a :class:`BadgeRead` ``nfc-a:<UID>`` per presentation: a badge held
-    on the reader is one read, because nfcpy keeps checking that the tag is present and only
-    looks for a new one after it has gone. A lost device becomes ``FAULT``; the reader retries
-    every ``reopen_interval_s`` and yields ``OK`` when it is back. nfcpy runs in a thread of
-    its own, so ``close()`` from any thread stops it within ``poll_interval_s`` or so.
+    if it cannot be), then a :class:`BadgeRead` ``nfc-a:<UID>`` per presentation. Every poll is
+    one nfcpy ``sense()``: the UID comes from the anticollision answer and the tag is never
+    activated (nfcpy's activation probes a 7-byte tag with commands a plain Ultralight does not
+    answer, each costing the chip's timeout). A badge held on the reader is found again at each
+    poll and stays one read; a new badge is read at the next poll after the last one left, so
+    there is no blind time after a badge leaves. A lost device becomes ``FAULT``; the reader
+    retries every ``reopen_interval_s`` and yields ``OK`` when it is back. nfcpy runs in a thread
+    of its own, so ``close()`` from any thread stops it within one poll.
+
+    Two defences against a chip that slows down after a long idle time (nfcpy issue 62: a PN532
+    on a Pi taking seconds to find a badge after hours without one): a poll that takes longer
+    than ``slow_poll_s`` reinitialises the chip at once, and a chip that has found no badge for
+    ``refresh_idle_s`` is reinitialised before it can get slow (it costs one init, a few tens of
+    milliseconds).
 
     :param path: nfcpy device path, or ``pn532:<serial path>``.
     :param frontend_factory: ``factory(path)`` returning an open ``nfc.ContactlessFrontend``;
@@ -164,11 +190,16 @@ class NfcReader:
         :func:`open_frontend`.
     :param targets: nfcpy bitrate/types to poll; each unanswered one costs time on some
         devices, so list only what the site's badges use.
-    :param reopen_interval_s: seconds between attempts to reopen a faulty device.
-    :param poll_interval_s: seconds between two polls for a badge when the field is empty.
+    :param reopen_interval_s: seconds between attempts to reopen a faulty device; small, so a
+        replugged reader reads its first badge quickly (a failed open of a missing path costs
+        next to nothing).
+    :param poll_interval_s: seconds between two polls (see docs/reader.md for the CPU cost).
     :param debounce_s: a badge found again less than this long after it was last seen is
-        still the same presentation (a MIFARE Classic fails nfcpy's presence check while held,
-        and a badge at the edge of the field comes and goes).
+        still the same presentation (a badge at the edge of the field comes and goes).
+    :param slow_poll_s: a poll slower than this reinitialises the chip.
+    :param refresh_idle_s: reinitialise the chip after this long without a badge; None never.
+    :param summary_interval_s: while the reader is unavailable, one log line per this long.
+    :param clock: monotonic seconds for the idle and outage timers; tests compress time.
     :param name: shown in logs and health; defaults to ``path``.
     """
 
@@ -178,9 +209,13 @@ class NfcReader:
         *,
         frontend_factory: FrontendFactory | None = None,
         targets: Sequence[str] = ("106A",),
-        reopen_interval_s: float = 1.0,
-        poll_interval_s: float = 0.1,
-        debounce_s: float = 0.5,
+        reopen_interval_s: float = 0.2,
+        poll_interval_s: float = 0.05,
+        debounce_s: float = 0.3,
+        slow_poll_s: float = 0.5,
+        refresh_idle_s: float | None = 900.0,
+        summary_interval_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
         name: str | None = None,
     ) -> None:
         self.path = path
@@ -189,7 +224,13 @@ class NfcReader:
         self.reopen_interval_s = reopen_interval_s
         self.poll_interval_s = poll_interval_s
         self.debounce_s = debounce_s
+        self.slow_poll_s = slow_poll_s
+        self.refresh_idle_s = refresh_idle_s
+        self.reinits = 0
+        """How often the chip was reinitialised because it was slow or long idle."""
+        self._clock = clock
         self._factory = frontend_factory or open_frontend
+        self._outage = OutageLog(self.name, log, summary_interval_s=summary_interval_s, clock=clock)
         self._stop = threading.Event()
         self._items: queue.Queue[ReaderItem] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -197,6 +238,7 @@ class NfcReader:
         self._last_status: ReaderStatus | None = None
         self._last_badge: str | None = None
         self._last_seen_ns = 0
+        self._active_at = clock()
 
     def reads(self) -> Iterator[ReaderItem]:
         """Yield statuses and reads until :meth:`close`; see the class docstring."""
@@ -237,6 +279,13 @@ class NfcReader:
     # ------------------------------------------------------------------ the driver thread
 
     def _run(self) -> None:
+        self._outage.attach()
+        try:
+            self._open_and_serve()
+        finally:
+            self._outage.detach()
+
+    def _open_and_serve(self) -> None:
         last_loss = float("-inf")
         while not self._stop.is_set():
             try:
@@ -248,12 +297,15 @@ class NfcReader:
             self._status(ReaderState.OK)
             failure: ReaderError | None = None
             try:
-                self._serve(clf)
+                refresh = self._serve(clf)
             except ReaderError as error:
                 failure = error
             finally:
                 _close_frontend(clf)
             if failure is None:
+                if refresh:
+                    self.reinits += 1
+                    continue
                 return  # stopped
             if isinstance(failure, ReaderGone):
                 # nfcpy gave up on the device. Line noise or one garbled frame does that too,
@@ -263,7 +315,7 @@ class NfcReader:
                 now, previous = time.monotonic(), last_loss
                 last_loss = now
                 if now - previous >= 10 * self.reopen_interval_s:
-                    log.warning("reader %s: %s; reopening", self.name, failure)
+                    log.info("reader %s: %s; reopening", self.name, failure)
                     continue
             self._status(ReaderState.FAULT, self._retrying(failure))
             self._stop.wait(self.reopen_interval_s)
@@ -274,43 +326,44 @@ class NfcReader:
         except Exception as error:  # translated: nothing nfcpy raises escapes
             raise translate(error, self.path) from error
 
-    def _serve(self, clf: Any) -> None:
-        """Poll for badges until stopped; raise a :class:`ReaderError` when the device fails."""
-        rdwr = {
-            "targets": list(self.targets),
-            "on-connect": self._on_connect,
-            "on-release": self._on_release,
-            "iterations": 1,
-            "beep-on-connect": False,  # feedback belongs to the terminal, not the reader
-        }
+    def _serve(self, clf: Any) -> bool:
+        """Poll for badges until stopped (False) or until the chip needs a reinit (True);
+        raise a :class:`ReaderError` when the device fails."""
+        targets = [nfc.clf.RemoteTarget(brty) for brty in self.targets]
+        self._active_at = self._clock()
         while not self._stop.is_set():
+            if (
+                self.refresh_idle_s is not None
+                and self._clock() - self._active_at > self.refresh_idle_s
+            ):
+                log.debug("reader %s idle for %g s; reinitialising", self.name, self.refresh_idle_s)
+                return True
+            started = time.monotonic()
             try:
-                # terminate() is called before each poll and between presence checks: waiting
-                # on the stop event there paces the polls and ends connect() promptly.
-                result = clf.connect(rdwr=rdwr, terminate=self._pause_or_stop)
+                found = clf.sense(*targets, iterations=1)
             except Exception as error:  # translated: nfcpy types stop here
                 raise translate(error, self.path) from error
-            if result is False:  # nfcpy logged an IOError and gave up on the device
-                raise ReaderGone(
-                    f"lost the connection to the reader at {self.path!r}; check its cable and power"
+            took = time.monotonic() - started
+            if found is not None:
+                self._found(badge_of(found))
+            if took > self.slow_poll_s:
+                log.warning(
+                    "reader %s took %.2f s for one poll (normally a few ms); reinitialising "
+                    "the chip",
+                    self.name,
+                    took,
                 )
+                return True
+            self._stop.wait(self.poll_interval_s)
+        return False
 
-    def _pause_or_stop(self) -> bool:
-        return self._stop.wait(self.poll_interval_s)
-
-    def _on_connect(self, tag: Any) -> bool:
+    def _found(self, badge: str) -> None:
         at_ns = time.monotonic_ns()
-        technology = TECHNOLOGY.get(str(tag.target.brty)[-1:], "nfc-a")
-        badge = f"{technology}:{bytes(tag.identifier).hex().upper()}"
+        self._active_at = self._clock()
         held = badge == self._last_badge and at_ns - self._last_seen_ns < self.debounce_s * 1e9
         self._last_badge, self._last_seen_ns = badge, at_ns
         if not held:
             self._items.put(BadgeRead(badge, at_ns))
-        return True  # nfcpy now waits until the badge is taken away
-
-    def _on_release(self, tag: Any) -> bool:
-        self._last_seen_ns = time.monotonic_ns()
-        return True
 
     # ------------------------------------------------------------------ status
 
@@ -318,12 +371,14 @@ class NfcReader:
         return f"{error}; retrying every {self.reopen_interval_s:g} s"
 
     def _status(self, state: ReaderState, detail: str = "") -> None:
+        """Report a change of health; while a fault lasts, the log gets a line when it starts,
+        a summary now and then and a line when it ends (:class:`OutageLog`), not one a try."""
+        if state is ReaderState.FAULT:
+            self._outage.failed(detail)
+        elif self._last_status is None or self._last_status.state is not ReaderState.OK:
+            self._outage.recovered()
         status = ReaderStatus(state, detail)
         if status == self._last_status:
             return
         self._last_status = status
-        if state is ReaderState.FAULT:
-            log.warning("reader %s: %s", self.name, detail)
-        else:
-            log.info("reader %s is ready", self.name)
         self._items.put(status)

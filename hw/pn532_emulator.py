@@ -27,7 +27,9 @@ import select
 import shutil
 import tempfile
 import threading
+import time
 import tty
+from collections.abc import Callable
 from typing import Any
 
 # --------------------------------------------------------------------------- frame vocabulary
@@ -47,6 +49,14 @@ SENS_REQ = 0x26  # left in the CIU FIFO when no card answered REQA
 CASCADE_TAG = 0x88
 RF_CONFIG_FIELD = 0x01
 TT2_READ = 0x30
+
+SILENT_TAG_S = 0.012
+"""How long the chip takes to report that a tag did not answer a command (``InCommunicateThru``
+status 01): its timer runs out first. nfcpy's NXP probes (Ultralight C authenticate, GET_VERSION)
+ask for 10 ms, and the chip adds its own frame handling, so an unanswered probe is never free."""
+ANTICOLLISION_LEVEL_S = 0.0015
+"""One anticollision and select cascade level on the air at 106 kbps (REQA, ANTICOLLISION,
+SELECT with their frame delay times): a 7-byte UID takes two levels, a 10-byte one three."""
 
 
 def checksum(data: bytes) -> int:
@@ -151,11 +161,41 @@ class PN532Emulator:
 
     :param uid: a badge already on the reader when it starts, or None.
     :param sak: the SAK of that badge.
+    :param silent_tag_s: how long a command the tag does not answer takes (the chip's timeout);
+        0 answers at once, which hides what probes cost.
+    :param anticollision_level_s: air time of one cascade level of the anticollision.
+    :param clock: seconds, for the idle model below; tests pass a compressed clock.
+    :param slow_after_idle_s: when set, a chip left this long (by ``clock``) without finding a
+        badge or being initialised answers every InListPassiveTarget ``slow_poll_s`` late,
+        until it is initialised again: a model of the PN532 that slows to seconds after hours
+        idle (nfcpy issue 62), whose cause is not known, for the reader's defence to be tested.
+    :param slow_poll_s: the extra delay of a slowed chip (below nfcpy's 1 s command timeout).
 
     A thread answers the host until :meth:`close`. All methods are safe from other threads.
     """
 
-    def __init__(self, uid: bytes | None = None, sak: int = 0x00) -> None:
+    def __init__(
+        self,
+        uid: bytes | None = None,
+        sak: int = 0x00,
+        *,
+        silent_tag_s: float = SILENT_TAG_S,
+        anticollision_level_s: float = ANTICOLLISION_LEVEL_S,
+        clock: Callable[[], float] = time.monotonic,
+        slow_after_idle_s: float | None = None,
+        slow_poll_s: float = 0.8,
+    ) -> None:
+        self.silent_tag_s = silent_tag_s
+        self.anticollision_level_s = anticollision_level_s
+        self.slow_after_idle_s = slow_after_idle_s
+        self.slow_poll_s = slow_poll_s
+        self._clock = clock
+        self._active_at = clock()
+        self._delay = 0.0
+        self.slow_answers = 0
+        """InListPassiveTarget answers delayed because the chip was left idle too long."""
+        self.cpu_s = 0.0
+        """CPU seconds this emulator's thread has used, so a benchmark can leave it out."""
         self._lock = threading.Lock()
         self._dir = tempfile.mkdtemp(prefix="pn532-")
         self.path = os.path.join(self._dir, "ttyPN532")
@@ -273,6 +313,7 @@ class PN532Emulator:
         # Only this thread opens, closes, reads or writes the pty, so a file descriptor is
         # never closed under a select() that still watches it.
         while not self._stopping:
+            self.cpu_s = time.thread_time()
             with self._lock:
                 want_plugged, garbage, self._garbage = self._want_plugged, self._garbage, []
             if want_plugged and self._master is None:
@@ -315,15 +356,23 @@ class PN532Emulator:
         with self._lock:
             self._commands.append(code)
             handler = self._HANDLERS.get(code)
+            self._delay = 0.0
             payload = handler(self, data) if handler else None
+            delay = self._delay
         reply = ERROR_FRAME if payload is None else response_frame(code, payload)
         self._last_response = reply
-        self._send(ACK + reply)
+        # The chip acknowledges a command at once and answers when it is done: the time a
+        # command takes on the air is spent between the two, as on the real line.
+        self._send(ACK)
+        if delay > 0:
+            time.sleep(delay)
+        self._send(reply)
 
     def _diagnose(self, data: bytes) -> bytes:
         return data if data[:1] == b"\x00" else b"\x00"  # line test echoes; others pass
 
     def _firmware_version(self, data: bytes) -> bytes:
+        self._active_at = self._clock()  # the host initialises the chip: it wakes up fully
         return FIRMWARE
 
     def _general_status(self, data: bytes) -> bytes:
@@ -347,19 +396,26 @@ class PN532Emulator:
         return b""
 
     def _in_list_passive_target(self, data: bytes) -> bytes:
+        if self.slow_after_idle_s is not None and (
+            self._clock() - self._active_at > self.slow_after_idle_s
+        ):
+            self._delay += self.slow_poll_s
+            self.slow_answers += 1
         if len(data) < 2 or self._card is None or data[1] != 0x00:  # 106 kbps type A only
             return b"\x00"
         uid, sak = self._card
         wanted = data[2:]
         if wanted and wanted != cascade_uid(uid):
             return b"\x00"
+        self._delay += self.anticollision_level_s * {4: 1, 7: 2, 10: 3}[len(uid)]
+        self._active_at = self._clock()
         self._selected = True
         atqa = bytes([0x00, 0x04 | {4: 0x00, 7: 0x40, 10: 0x80}[len(uid)]])
         return bytes([0x01, 0x01]) + atqa + bytes([sak, len(uid)]) + uid
 
     def _in_communicate_thru(self, data: bytes) -> bytes:
         if self._card is None or not self._selected:
-            return bytes([STATUS_TIMEOUT])
+            return self._silence()
         uid, sak = self._card
         # A Type 2 tag (Ultralight, NTAG) answers READ with four pages. A MIFARE Classic
         # (SAK bit 3) needs authentication first, so it stays silent like the real card.
@@ -368,7 +424,12 @@ class PN532Emulator:
             page = data[1] % (len(memory) // 4)
             block = (memory + memory)[page * 4 : page * 4 + 16]
             return bytes([STATUS_OK]) + block + crc_a(block)
-        return bytes([STATUS_TIMEOUT])  # anything else: the tag does not answer
+        return self._silence()  # anything else (authenticate, GET_VERSION): no answer
+
+    def _silence(self) -> bytes:
+        """The tag stays silent: the chip reports a timeout once its timer has run out."""
+        self._delay += self.silent_tag_s
+        return bytes([STATUS_TIMEOUT])
 
     def _power_down(self, data: bytes) -> bytes:
         self._selected = False

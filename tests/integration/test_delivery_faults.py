@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,10 +27,19 @@ import pytest
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.keys import Ed25519Signer
-from siteclock.protocol import ClockState, Kind
+from siteclock.protocol import Kind
 from siteclock.terminal.config import UplinkConfig
 from siteclock.terminal.outbox import Outbox
 from siteclock.terminal.uplink import Uplink
+from tests.support.history import (
+    CLOCK,
+    TAP_INTERVAL_S,
+    WORKPLACE,
+    Tapper,
+    classify,
+    make_tapper,
+    saved_histories,
+)
 from tests.support.mosquitto import (
     MosquittoBroker,
     running_broker,
@@ -43,11 +51,8 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
-WORKPLACE = "1Y1003SQ5VSSZ"
-CLOCK = ClockState(synced=True, maxerror_us=2000, source="test")
 IN_PROCESS = ["t-f1", "t-f2"]
 KILLED = "t-f3"
-TAP_INTERVAL_S = 0.03
 
 
 # ---------------------------------------------------------------------- a terminal process
@@ -104,48 +109,6 @@ def sigkill(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
-# ---------------------------------------------------------------------- in-process tapping
-
-
-@dataclass
-class Tapper:
-    """Taps on one in-process terminal until told to stop; records what was committed."""
-
-    box: Outbox
-    uplink: Uplink
-    committed: list[tuple[int, str]] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            signed = self.box.append(kind=Kind.OUT, badge="nfc-a:0A", clock=CLOCK)
-            self.committed.append((signed.event.seq, signed.event.event_id))
-            self.uplink.wake()
-            time.sleep(TAP_INTERVAL_S)
-
-
-# ---------------------------------------------------------------------- the checker
-
-
-def classify(committed: dict[str, list[tuple[int, str]]], inbox: Inbox) -> Counter[str]:
-    """stored / lost / duplicated per committed event, unexpected for foreign inbox rows."""
-    verdicts: Counter[str] = Counter()
-    for tid, events in committed.items():
-        rows = inbox.rows(tid)
-        held = Counter(event_id for _, event_id, _ in rows)
-        by_seq = {seq: event_id for seq, event_id, _ in rows}
-        for seq, event_id in events:
-            if held[event_id] > 1:
-                verdicts["duplicated"] += 1
-            elif by_seq.get(seq) == event_id:
-                verdicts["stored"] += 1
-            else:
-                verdicts["lost"] += 1
-        known = {event_id for _, event_id in events}
-        verdicts["unexpected"] += sum(1 for _, event_id, _ in rows if event_id not in known)
-    return verdicts
-
-
 def test_no_event_is_lost_or_duplicated_through_crashes_and_partitions(tmp_path: Path) -> None:
     with running_broker(tmp_path / "broker", terminals=[*IN_PROCESS, KILLED]) as broker:
         run_faults(tmp_path, broker)
@@ -170,14 +133,9 @@ def run_faults(root: Path, broker: MosquittoBroker) -> None:
     t3 = start_terminal_process(root, t3_cfg, key3, taps=10_000)
     try:
         for tid in IN_PROCESS:
-            box = Outbox(
-                root / f"{tid}.db", signer=signers[tid], terminal_id=tid, workplace=WORKPLACE
-            )
             cfg = terminal_config(broker, tid, port=proxy.port, resend_after_s=1.5)
-            up = Uplink(cfg, terminal_id=tid, outbox=box, status=dict, on_roster=lambda r: None,
-                        reconnect_max_s=1)  # fmt: skip
-            up.start()
-            tapper = Tapper(box, up)
+            tapper = make_tapper(root, tid, signers[tid], cfg, reconnect_max_s=1)
+            tapper.uplink.start()
             tappers.append(tapper)
             threads.append(threading.Thread(target=tapper.run, daemon=True))
         for thread in threads:
@@ -219,12 +177,7 @@ def run_faults(root: Path, broker: MosquittoBroker) -> None:
         sigkill(gateway)
         proxy.close()
 
-    committed = {t.uplink.terminal_id: t.committed for t in tappers}
-    for tapper in tappers:  # the in-memory history agrees with the outbox, the system of record
-        held = [(s.event.seq, s.event.event_id) for s in tapper.box.events()]
-        assert held == tapper.committed
-        assert tapper.box.stats().depth == 0
-        tapper.box.close()
+    committed = saved_histories(tappers)
     box3 = Outbox(root / f"{KILLED}.db", signer=signers[KILLED], terminal_id=KILLED,
                   workplace=WORKPLACE)  # fmt: skip
     committed[KILLED] = [(s.event.seq, s.event.event_id) for s in box3.events()]

@@ -64,11 +64,16 @@ class Credentials:
 class MosquittoBroker:
     """One Mosquitto process and its generated directory (config, passwd, ACL, PKI)."""
 
-    host = "127.0.0.1"
-
     def __init__(
-        self, workdir: Path, *, terminals: Iterable[str] = (), persistence: bool = False
+        self,
+        workdir: Path,
+        *,
+        terminals: Iterable[str] = (),
+        persistence: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
+        """Where both listeners bind (an address inside a test's network namespace, say)."""
         self.workdir = workdir
         self.port = free_port()
         self.gateway_port = free_port()
@@ -82,7 +87,7 @@ class MosquittoBroker:
     def _write(self, revoke: Iterable[str] = ()) -> None:
         files = write_site(
             self.workdir,
-            hostnames=["127.0.0.1", "localhost"],
+            hostnames=list(dict.fromkeys([self.host, "127.0.0.1", "localhost"])),
             terminals=self.terminals,
             revoke=revoke,
             port=self.port,

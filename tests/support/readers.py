@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+import pytest
 
 from siteclock.hw.base import BadgeRead, Reader, ReaderItem, ReaderState, ReaderStatus
 
@@ -73,3 +76,14 @@ class ReaderFeed:
         assert not self._thread.is_alive(), "reads() did not end after close()"
         assert self.error is None, f"reads() raised {self.error!r}"
         return time.monotonic() - started
+
+
+@pytest.fixture
+def nfcpy_lines_audible() -> Iterator[None]:
+    """nfcpy's log lines emitted for the test's duration: ``siteclock.log.setup`` (run by
+    earlier tests of the session) mutes them below CRITICAL, and some tests count them."""
+    nfc_logger = logging.getLogger("nfc")
+    before = nfc_logger.level
+    nfc_logger.setLevel(logging.NOTSET)
+    yield
+    nfc_logger.setLevel(before)

@@ -23,10 +23,10 @@ from tests.support.readers import ReaderFeed
 
 
 class FakeFrontend:
-    """Plays ``ContactlessFrontend.connect(rdwr=..., terminate=...)`` from a script.
+    """Plays ``ContactlessFrontend.sense(*targets, iterations=1)`` from a script.
 
-    Each script step is a tag identifier (connect, then release), ``False`` (nfcpy swallowed
-    an IOError), or an exception to raise.
+    Each script step is one poll: a tag identifier (found), ``None`` (empty field) or an
+    exception to raise. An empty script is an empty field.
     """
 
     def __init__(self, script, brty="106A"):
@@ -34,19 +34,21 @@ class FakeFrontend:
         self.brty = brty
         self.closed = False
         self.device = None
+        self.polls = 0
 
-    def connect(self, rdwr, terminate):
-        while not self.script:
-            if terminate():
-                return None
+    def sense(self, *targets, iterations):
+        assert iterations == 1
+        self.polls += 1
+        if not self.script:
+            return None
         step = self.script.pop(0)
-        if step is False:
-            return False
+        if step is None:
+            return None
         if isinstance(step, BaseException):
             raise step
-        tag = SimpleNamespace(identifier=bytearray(step), target=SimpleNamespace(brty=self.brty))
-        assert rdwr["on-connect"](tag) is True  # so nfcpy waits for the badge to leave
-        return rdwr["on-release"](tag)
+        if self.brty.endswith("F"):
+            return SimpleNamespace(brty=self.brty, sensf_res=b"\x01" + step + bytes(8))
+        return SimpleNamespace(brty=self.brty, sdd_res=bytearray(step), rid_res=None)
 
     def close(self):
         self.closed = True
@@ -91,7 +93,7 @@ def test_type_f_badge():
 
 
 def test_same_badge_found_again_within_debounce_is_one_read():
-    frontend = FakeFrontend([b"\xaa\xbb\xcc\xdd"] * 3 + [b"\x11\x22\x33\x44"])
+    frontend = FakeFrontend([b"\xaa\xbb\xcc\xdd"] * 3 + [None, b"\x11\x22\x33\x44"])
     feed = ReaderFeed(reader(Factory(frontend), debounce_s=5.0))
     assert [feed.read().badge, feed.read().badge] == ["nfc-a:AABBCCDD", "nfc-a:11223344"]
     feed.close()
@@ -107,8 +109,11 @@ def test_same_badge_after_debounce_is_a_new_read():
     feed.close()
 
 
+LOST = OSError(errno.EIO, "Input/output error")
+
+
 def test_one_lost_connection_reopens_quietly():
-    first, second = FakeFrontend([False]), FakeFrontend([b"\x01\x02\x03\x04"])
+    first, second = FakeFrontend([LOST]), FakeFrontend([b"\x01\x02\x03\x04"])
     factory = Factory(first, second)
     feed = ReaderFeed(reader(factory))
     assert feed.read().badge == "nfc-a:01020304"
@@ -119,10 +124,10 @@ def test_one_lost_connection_reopens_quietly():
 
 
 def test_connection_lost_again_and_again_is_a_fault():
-    factory = Factory(FakeFrontend([False]), FakeFrontend([False]), FakeFrontend([]))
+    factory = Factory(FakeFrontend([LOST]), FakeFrontend([LOST]), FakeFrontend([]))
     feed = ReaderFeed(reader(factory))
     fault = feed.status(ReaderState.FAULT)
-    assert "lost the connection" in fault.detail
+    assert "stopped answering" in fault.detail
     assert "check its cable" in fault.detail
     feed.status(ReaderState.OK)
     feed.close()
