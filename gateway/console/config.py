@@ -41,6 +41,14 @@ class ConsoleConfig:
     page_size: int = 50
     """Rows per page in the terminals and registrations lists."""
     metrics_token_file: Path | None = None
+    broker_password_file: Path | None = None
+    """The broker's password file (Mosquitto's `password_file`). Set, a decommission from the
+    console removes the terminal's broker login at once, as `siteclock provision decommission`
+    does; unset, the page says to run that command. The console's user must be able to write
+    it (the file keeps its owner, group and mode)."""
+    broker_pid_file: Path | None = None
+    """Mosquitto's pid file: after a change to `broker_password_file` the broker is told to
+    reread it (SIGHUP), so the removed login stops working at once."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:

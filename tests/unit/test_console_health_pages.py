@@ -11,11 +11,13 @@ import pytest
 
 from siteclock.gateway.alerts.config import AlertConfig
 from siteclock.gateway.alerts.rules import AlertRules
+from siteclock.gateway.broker_passwords import read_password_file
 from siteclock.gateway.console import ConsoleConfig, create_app
 from siteclock.gateway.console.accounts import Accounts, Role
 from siteclock.gateway.db import SQLiteGatewayDB
 from siteclock.gateway.terminal_health import HealthConfig, TerminalHealth
 from siteclock.gateway.terminals import DISABLED, TerminalRegistry
+from siteclock.provisioning.gateway.broker_accounts import BrokerAccounts
 from tests.unit.test_console_app import PASSWORD, client, csrf_of
 from tests.unit.test_terminal_health import Clock, heartbeat
 
@@ -187,3 +189,28 @@ def test_rebind_shows_the_token_for_the_new_worksite_and_the_installers_command(
     assert f"siteclock provision rebind --workplace {SITE_B}" in html
     assert 'id="token-secret"' in html
     assert registry.get("t-a0").workplace == SITE_A  # the terminal completes the move
+
+
+def test_decommission_removes_the_broker_login_named_in_the_console_config(
+    tmp_path: Path,
+) -> None:
+    """Issue 12: a terminal decommissioned from the console, served by the gateway (no
+    accounts injected), loses its broker login at once when ``[console]`` names the file."""
+    db = SQLiteGatewayDB(tmp_path / "gateway.db")
+    registry = TerminalRegistry(db)
+    registry.register("t-a0", SITE_A, public_key=b"\x01" * 32)
+    passwd = tmp_path / "passwd"
+    BrokerAccounts(passwd, lambda: None).set_password("t-a0")
+    BrokerAccounts(passwd, lambda: None).set_password("t-a1")
+    Accounts(db).add("admin", PASSWORD, role=Role.ADMIN, language="en")
+    config = ConsoleConfig(default_language="en", broker_password_file=passwd)
+    app = create_app(db, config)
+    app.testing = True
+    try:
+        c = login(app, "admin")
+        token = csrf_of(c.get("/terminals/t-a0").data)
+        c.post("/terminals/t-a0/decommission", data={"confirm": "t-a0", "csrf_token": token})
+        assert registry.get("t-a0").status == "disabled"
+        assert set(read_password_file(passwd)) == {"t-a1"}  # only its own line went
+    finally:
+        db.close()

@@ -7,7 +7,8 @@ Every action is audited twice: in the console's trail (who, when, from where) an
 terminal's own trail (``terminal_audit``). A site manager acts on their worksites' terminals
 and tokens only; another worksite's is answered as if it did not exist. The broker login of a
 decommissioned terminal is removed when the console was given the broker's accounts
-(``extras["broker_accounts"]``); otherwise the page says how to remove it.
+(``extras["broker_accounts"]``, or ``[console] broker_password_file``); otherwise the page
+says how to remove it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
+from siteclock.gateway.console.config import ConsoleConfig
 from siteclock.gateway.console.i18n import _
 from siteclock.gateway.console.pages.terminals import visible_terminal
 from siteclock.gateway.console.web import Page, audit, console, current_user, scoped_workplaces
+from siteclock.provisioning.gateway.broker_accounts import BrokerAccounts, pid_file_reloader
 from siteclock.provisioning.gateway.terminal_actions import ActionRefused, TerminalActions
 
 blueprint = Blueprint("terminal_actions", __name__)
@@ -32,11 +35,20 @@ def actions() -> TerminalActions:
     if found is None:
         found = state.extras["terminal_actions"] = TerminalActions(
             state.db,
-            broker=state.extras.get("broker_accounts"),
+            broker=state.extras.get("broker_accounts") or _broker_accounts(state.config),
             gateway_url=state.extras.get("enrolment_url", "https://<gateway>:8443"),
             clock_ns=state.clock_ns,
         )
     return found  # type: ignore[no-any-return]
+
+
+def _broker_accounts(config: ConsoleConfig) -> BrokerAccounts | None:
+    """The broker's logins, when the console's configuration names the password file."""
+    if config.broker_password_file is None:
+        return None
+    pid_file = config.broker_pid_file
+    reload = pid_file_reloader(pid_file) if pid_file is not None else (lambda: None)
+    return BrokerAccounts(config.broker_password_file, reload)
 
 
 def _text(name: str) -> str:
