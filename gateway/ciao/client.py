@@ -39,6 +39,7 @@ from typing import Any
 import requests
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from siteclock.gateway.ciao.abortive import abortive_session
 from siteclock.gateway.ciao.answers import (
     ItemResult,
     Registration,
@@ -132,7 +133,8 @@ class CiaoClient:
         # loop, so nesting a second loop here would multiply the attempts.
         self.tokens = TokenCache(self._token_once, renew_margin_s=token_renew_margin_s, clock=clock)
         self.clock = clock
-        self._session = requests.Session()
+        # Abandoned requests are reset, never delivered late (gateway/ciao/abortive.py).
+        self._session = abortive_session()
         self._session.headers["Accept"] = "application/json, application/problem+json"
         # The instant (on ``clock``, wall time by default so it survives a restart) before which
         # no request may leave: the latest Retry-After of any endpoint.
