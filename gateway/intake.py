@@ -155,7 +155,8 @@ class Intake:
         self.link = link or MqttLink(cfg)
         subscriptions = [
             (subscription(Channel.EVENTS, share_group=cfg.share_group), 1),
-            (subscription(Channel.STATUS), 1),
+            # Shared too: each heartbeat is recorded by one gateway, not by every one.
+            (subscription(Channel.STATUS, share_group=cfg.share_group), 1),
         ]
         self.link.listen(subscriptions, self._on_message)
 
@@ -254,6 +255,7 @@ class Intake:
             prepared.append(handled)
         if any(h.good for h in prepared):
             self._store(prepared)
+        self.heartbeats.flush()  # the group's heartbeats: one transaction for all
         return prepared
 
     def _store(self, prepared: list[Handled]) -> None:
