@@ -201,18 +201,20 @@ def setup(site: Site, siteclock: list[str]) -> dict[str, Path]:
     write_gateway_keys(gw / "gateway-keys.json", [signer])
     terminals = TerminalRegistry(db)
     ca = broker.pki.ca_cert
-    gw_config = _write_toml(gw / "gateway.toml", f"""\
+    gw_config = _write_toml(
+        gw / "gateway.toml",
+        f"""\
 db = "{db}"
-signing_key_file = "{gw / 'gateway-signing.key'}"
-inss_key_file = "{gw / 'inss.key'}"
-gateway_keys_file = "{gw / 'gateway-keys.json'}"
+signing_key_file = "{gw / "gateway-signing.key"}"
+inss_key_file = "{gw / "inss.key"}"
+gateway_keys_file = "{gw / "gateway-keys.json"}"
 roster_check_s = 0.5
 
 [mqtt]
 host = "localhost"
 port = {gateway_mqtt_port}
 ca_file = "{ca}"
-password_file = "{credential_path(root / 'broker', GATEWAY_USER)}"
+password_file = "{credential_path(root / "broker", GATEWAY_USER)}"
 
 [ciao]
 environment = "local-sim"
@@ -227,7 +229,8 @@ ambiguous_settle_s = 1.0
 # The demo's terminals use this machine's clock, which may never be NTP-synced: do not hold
 # their taps waiting for a sync that will not come (a site keeps the default).
 unsynced_hold_s = 0.0
-""")
+""",
+    )
 
     # Two terminals bound to the workplace, each with its own key and broker password.
     configs: dict[str, Path] = {"gateway": gw_config, "db": db}
@@ -236,28 +239,31 @@ unsynced_hold_s = 0.0
         data.mkdir()
         key = identity.load_or_create(data / "terminal.key")
         terminals.register(tid, WORKPLACE, public_key=key.public_key_bytes())
-        configs[tid] = _write_toml(data / "terminal.toml", f"""\
+        configs[tid] = _write_toml(
+            data / "terminal.toml",
+            f"""\
 terminal_id = "{tid}"
 workplace = "{WORKPLACE}"
 data_dir = "{data}"
 
 [reader]
-spec = "sim:{data / 'taps.sock'}"
+spec = "sim:{data / "taps.sock"}"
 repeat_window_s = {REPEAT_WINDOW_S}
 
 [feedback]
 pin_factory = "mock"
-journal = "{data / 'feedback.jsonl'}"
+journal = "{data / "feedback.jsonl"}"
 
 [uplink]
 host = "localhost"
 port = {mqtt_port}
 ca_file = "{ca}"
-password_file = "{credential_path(root / 'broker', tid)}"
-gateway_keys_file = "{gw / 'gateway-keys.json'}"
+password_file = "{credential_path(root / "broker", tid)}"
+gateway_keys_file = "{gw / "gateway-keys.json"}"
 heartbeat_s = 2.0
 resend_after_s = 2.0
-""")
+""",
+        )
     terminals.close()
 
     site.spawn("gateway", [*siteclock, "gateway", "--config", str(gw_config)])
@@ -444,4 +450,3 @@ def cli(argv: list[str]) -> int:
     finally:
         site.stop()
     return 0 if ok else 1
-

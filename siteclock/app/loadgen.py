@@ -59,6 +59,7 @@ from siteclock.protocol import (
 
 BATCH_EVENTS = 50
 """Events per message when a terminal (re)sends its backlog, as a real terminal batches."""
+RESEND_MAX_S = 120.0
 CLOCK = ClockState(synced=True, maxerror_us=2_000, source="loadgen")
 BOOT_ID = "loadgen-" + uuid.uuid4().hex[:8]
 
@@ -84,6 +85,9 @@ class SimTerminal:
     next_kind: Kind = Kind.IN
     pending: dict[int, tuple[Any, float]] = field(default_factory=dict)
     last_sent: float = 0.0
+    resend_wait: float = 0.0
+    """Seconds without an ack before resending; doubles at each resend (up to
+    :data:`RESEND_MAX_S`), so a backlog queued at a busy gateway is not sent again and again."""
     conn: MqttConnection | None = None
 
     @property
@@ -278,6 +282,7 @@ class LoadGen:
                 self.figures.stray_acks += 1  # acked twice or never sent: counted
                 continue
             self.figures.acked += 1
+            t.last_sent, t.resend_wait = now, self.resend_after_s  # progress: patience again
             if self.recording:
                 self.figures.latencies_ms.append((now - held[1]) * 1000)
         if not t.pending and self.pending == 0:
@@ -295,13 +300,15 @@ class LoadGen:
         t.last_sent = self.clock()
 
     async def _resend_loop(self) -> None:
-        """Resend a terminal's pending events when none was acked for ``resend_after_s``."""
+        """Resend a terminal's pending events when none was acked for ``resend_after_s``
+        (then twice as long after each resend without progress)."""
         while True:
             await asyncio.sleep(min(1.0, self.resend_after_s / 2))
             now = self.clock()
             for t in self.terminals:
-                if t.pending and now - t.last_sent >= self.resend_after_s:
+                if t.pending and now - t.last_sent >= (t.resend_wait or self.resend_after_s):
                     self._send_pending(t)
+                    t.resend_wait = min(RESEND_MAX_S, 2 * (t.resend_wait or self.resend_after_s))
 
     @property
     def pending(self) -> int:

@@ -67,8 +67,16 @@ class MosquittoBroker:
     host = "127.0.0.1"
 
     def __init__(
-        self, workdir: Path, *, terminals: Iterable[str] = (), persistence: bool = False
+        self,
+        workdir: Path,
+        *,
+        terminals: Iterable[str] = (),
+        persistence: bool = False,
+        **settings: object,
     ) -> None:
+        """``settings``: further :class:`gateway.broker.BrokerSettings` fields (the scale
+        benchmark's ``max_terminal_connections``)."""
+        self.settings = settings
         self.workdir = workdir
         self.port = free_port()
         self.gateway_port = free_port()
@@ -91,6 +99,7 @@ class MosquittoBroker:
             gateway_bind_address=self.host,
             persistence_dir=(self.workdir / "data") if self.persistence else None,
             run_as_user="root" if os.geteuid() == 0 else None,
+            **self.settings,
         )
         self.conf, self.ca_file = files.conf, files.pki.ca_cert
         self.share_group = files.share_group
