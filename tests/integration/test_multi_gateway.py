@@ -1,9 +1,9 @@
 """Three gateways on one PostgreSQL behind one broker, sharing the intake through the site's
 secret share group, with 100 simulated terminals (``siteclock loadgen``) tapping.
 
-Each gateway is a real ``siteclock gateway`` process. Mid-stream one is SIGKILLed (its
-broker session keeps what the broker had handed it, so the terminals' resends must find the
-others) and another is cut from the broker (a TCP proxy between it and the broker resets its
+Each gateway is a real ``siteclock gateway`` process. Mid-stream one is SIGKILLed (what the
+broker had handed it is never acked, and its session stays in the group until it expires, so
+the terminals' resends must find the others) and another is cut from the broker (a TCP proxy between it and the broker resets its
 connection and refuses new ones for a while). At the end: every tap acked to its terminal (the
 load generator's pending set is empty), each event stored once, each tap registered exactly
 once at the CIaO simulator, no gap in any terminal's sequence, no ack for an event never sent.
@@ -65,10 +65,12 @@ def gateway_toml(root: Path, name: str, broker: MosquittoBroker, port: int, url:
         f'ca_file = "{broker.ca_file}"\n'
         f'password_file = "{broker.gateway.password_file}"\n'
         f'client_id = "siteclock_gateway-{name}"\n'
-        f'share_group = "{broker.share_group}"\nkeepalive_s = 5\n'
+        # A short session expiry, as docs/scaling.md advises for a share group: the killed
+        # gateway's session leaves the group seconds after it dies.
+        f'share_group = "{broker.share_group}"\nkeepalive_s = 5\nsession_expiry_s = 5\n'
         "[ciao]\n"
         f'client_id = "{CLIENT_ID}"\nbase_url = "{sim.url}"\nprivate_key = "{key}"\n'
-        "[relay]\nidle_s = 0.02\npoll_interval_s = 0.1\nambiguous_settle_s = 0.2\n"
+        "[relay]\nidle_s = 0.02\npoll_interval_s = 0.1\nambiguous_settle_s = 0.2\nrescan_s = 5.0\n"
         "[relay.backoff]\ninitial_wait_s = 0.05\nmax_wait_s = 0.5\n"
     )
     return path
