@@ -144,7 +144,9 @@ class Intake:
         self.stats: Counter[str] = Counter()
         """messages, stored, acks_sent, acked_events, gaps_detected, gaps_alerted,
         chain_breaks, heartbeats, unsigned_clock (a synced heartbeat without a clock proof)."""
-        self.gaps_watch = GapWatch(inbox, self.stats, clock=clock, grace_s=gap_grace_s)
+        self.gaps_watch = GapWatch(
+            inbox, self.stats, clock=clock, grace_s=gap_grace_s, shared=bool(cfg.share_group)
+        )
         self.verifiers = VerifierCache(registry)
         self.signatures = SignatureChecker()
         self.heartbeats = Heartbeats(registry, self.verifiers, self.refusals, self.stats, clock)
