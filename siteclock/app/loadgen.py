@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import asyncio.sslproto
 import contextlib
 import json
 import ssl
@@ -57,6 +58,10 @@ from siteclock.protocol import (
     topic,
 )
 
+TLS_READ_BUFFER = 32 * 1024
+"""asyncio gives every TLS connection a 256 KiB read buffer (``SSLProtocol.max_size``): 5 GB
+for 20,000 simulated terminals. A TLS record is at most 16 KiB, and a terminal receives only
+acks and rosters, so 32 KiB reads lose nothing."""
 BATCH_EVENTS = 50
 """Events per message when a terminal (re)sends its backlog, as a real terminal batches."""
 RESEND_MAX_S = 120.0
@@ -164,6 +169,7 @@ class LoadGen:
         self.terminals = list(terminals)
         self.host, self.port = host, port
         self.ssl = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+        asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER  # see TLS_READ_BUFFER
         self.resend_after_s = resend_after_s
         self.keepalive_s = keepalive_s
         self.clock = clock

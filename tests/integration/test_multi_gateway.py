@@ -3,10 +3,11 @@ secret share group, with 100 simulated terminals (``siteclock loadgen``) tapping
 
 Each gateway is a real ``siteclock gateway`` process. Mid-stream one is SIGKILLed (what the
 broker had handed it is never acked, and its session stays in the group until it expires, so
-the terminals' resends must find the others) and another is cut from the broker (a TCP proxy between it and the broker resets its
-connection and refuses new ones for a while). At the end: every tap acked to its terminal (the
-load generator's pending set is empty), each event stored once, each tap registered exactly
-once at the CIaO simulator, no gap in any terminal's sequence, no ack for an event never sent.
+the terminals' resends must find the others) and another is cut from the broker (a TCP proxy
+between it and the broker resets its connection and refuses new ones for a while). At the
+end: every tap acked to its terminal (the load generator's pending set is empty), each event
+stored once, each tap registered exactly once at the CIaO simulator, no gap in any
+terminal's sequence.
 """
 
 from __future__ import annotations
