@@ -148,7 +148,9 @@ class Intake:
         self.stats: Counter[str] = Counter()
         """messages, stored, acks_sent, acked_events, gaps_detected, gaps_alerted,
         chain_breaks, heartbeats, unsigned_clock (a synced heartbeat without a clock proof)."""
-        self.gaps_watch = GapWatch(inbox, self.stats, clock=clock, grace_s=gap_grace_s)
+        self.gaps_watch = GapWatch(
+            inbox, self.stats, clock=clock, grace_s=gap_grace_s, shared=bool(cfg.share_group)
+        )
         self.verifiers = VerifierCache(registry)
         self.signatures = SignatureChecker()
         self.heartbeats = Heartbeats(
@@ -161,7 +163,8 @@ class Intake:
         self.link = link or MqttLink(cfg)
         subscriptions = [
             (subscription(Channel.EVENTS, share_group=cfg.share_group), 1),
-            (subscription(Channel.STATUS), 1),
+            # Shared too: each heartbeat is recorded by one gateway, not by every one.
+            (subscription(Channel.STATUS, share_group=cfg.share_group), 1),
         ]
         self.link.listen(subscriptions, self._on_message)
 
@@ -260,6 +263,7 @@ class Intake:
             prepared.append(handled)
         if any(h.good for h in prepared):
             self._store(prepared)
+        self.heartbeats.flush()  # the group's heartbeats: one transaction for all
         return prepared
 
     def _store(self, prepared: list[Handled]) -> None:

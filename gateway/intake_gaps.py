@@ -26,8 +26,19 @@ class GapWatch:
     ``stats`` gets ``gaps_detected`` and ``gaps_alerted``."""
 
     def __init__(
-        self, inbox: Inbox, stats: Counter[str], *, clock: Callable[[], float], grace_s: float
+        self,
+        inbox: Inbox,
+        stats: Counter[str],
+        *,
+        clock: Callable[[], float],
+        grace_s: float,
+        shared: bool = False,
     ) -> None:
+        """``shared``: this intake is one of several in a share group, so it sees only some
+        of each terminal's messages and most jumps are filled by another gateway: noted
+        quietly (debug), and only what is still missing after ``grace_s`` is loud (the
+        alert)."""
+        self._note_level = logging.DEBUG if shared else logging.WARNING
         self.inbox = inbox
         self.stats = stats
         self.clock = clock
@@ -52,7 +63,8 @@ class GapWatch:
             if seq > high + 1:
                 self.stats["gaps_detected"] += 1
                 self._pending.append((self.clock(), Gap(terminal, high + 1, seq - 1)))
-                log.warning(
+                log.log(
+                    self._note_level,
                     "gap in a terminal's sequence",
                     extra=fields(terminal=terminal, missing_from=high + 1, missing_to=seq - 1),
                 )

@@ -117,7 +117,17 @@ class MqttLink:
         self.client.loop_start()
 
     def stop(self) -> None:
-        self.client.disconnect()
+        """Disconnect. A member of a share group also ends its broker session: a stopped
+        gateway whose session lived on would keep its place in the group, and the broker would
+        go on handing it a share of the terminals' messages (queued for nobody until the session
+        expires; the terminals resend them, late). A gateway alone keeps its session, so what
+        arrives while it restarts waits for it."""
+        if self.cfg.share_group:
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+            self.client.disconnect(properties=props)
+        else:
+            self.client.disconnect()
         self.client.loop_stop()
 
     @property

@@ -92,6 +92,24 @@ class RosterPublisher:
             self._last_version = max(time.time_ns(), self._last_version + 1)
             return self._last_version
 
+    def publish_site(
+        self,
+        terminal_ids: Iterable[str],
+        entries: Iterable[RosterEntry],
+        day: Iterable[DayEntry] = (),
+    ) -> int:
+        """Publish one workplace's roster to each of its terminals: the entries checked once
+        for the site (not once per terminal), then each terminal's copy signed (a roster names
+        its terminal, so a copy cannot be replayed to another). Returns how many."""
+        checked, site_day = check_entries(entries), tuple(day)
+        sent = 0
+        for terminal_id in terminal_ids:
+            roster = Roster(terminal_id, self._next_version(), checked, site_day)
+            payload = encode_roster(roster, self._signer)
+            self._link.publish(topic(terminal_id, Channel.CONFIG), payload, qos=1, retain=True)
+            sent += 1
+        return sent
+
     def build(
         self,
         terminal_id: str,

@@ -57,7 +57,7 @@ from siteclock.gateway.roster import RosterPublisher, write_gateway_keys
 from siteclock.gateway.sequence import SiteDay
 from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminal_health import TerminalHealth
-from siteclock.gateway.terminals import ACTIVE, TerminalRegistry
+from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.gateway.verdicts import VerdictPublisher
 from siteclock.gateway.waits import WaitReporter, diagnose_broker
 from siteclock.keys import IdentityError, load_or_create
@@ -74,6 +74,10 @@ class _SiteView:
     stamp: tuple[int, tuple[int, int]]
     entries: list[RosterEntry]
     day: tuple[DayEntry, ...]
+    generation: int
+    """Changes only when the entries or the day changed: what a terminal was last sent is
+    recorded as (workplace, generation), so a registry change elsewhere republishes nothing
+    here."""
 
 
 ROSTER_LEASE = "siteclock.rosters"
@@ -126,10 +130,11 @@ class Gateway:
             "gateway waiting for the broker", report_every_s=cfg.wait_report_s
         )
         self.site_day = SiteDay(store)
-        self._published: dict[str, tuple[int, str, tuple[DayEntry, ...]]] = {}
+        self._published: dict[str, tuple[str, int]] = {}  # terminal -> (workplace, generation)
         self._roster_lease = False
         self._views: dict[str, _SiteView] = {}
         self.console: GatewayConsole | None = None
+        self._generations = 0
 
     def _ciao_client(self) -> CiaoClient:
         ciao = self.cfg.ciao
@@ -150,25 +155,25 @@ class Gateway:
     # ----------------------------------------------------------------- rosters
 
     def publish_rosters(self) -> int:
-        """Publish the roster of every active terminal whose roster changed. Returns how many."""
+        """Publish the roster of every active terminal whose roster changed. Returns how many.
+
+        A round with nothing changed costs three small queries (the registry's and the site
+        view's versions, and the active terminals with their workplaces), whatever the fleet;
+        a workplace's roster is read and checked once for all its terminals."""
         version = self.registry.version
-        publisher = self.rosters
-        sent = 0
+        due: dict[str, list[str]] = {}  # workplace -> its terminals whose roster is stale
         views: dict[str, _SiteView] = {}  # each workplace looked at once per round
-        for terminal_id in self.terminals.ids():
-            record = self.terminals.get(terminal_id)
-            if record is None or record.status != ACTIVE:
-                continue
-            place = record.workplace
+        for terminal_id, place in self.terminals.active_places():
             if place not in views:
                 views[place] = self._site_view(place, version)
+            if self._published.get(terminal_id) != (place, views[place].generation):
+                due.setdefault(place, []).append(terminal_id)
+        sent = 0
+        for place, terminal_ids in due.items():
             view = views[place]
-            seen = (version, place, view.day)
-            if self._published.get(terminal_id) == seen:
-                continue
-            publisher.publish_roster(terminal_id, view.entries, view.day)
-            self._published[terminal_id] = seen
-            sent += 1
+            sent += self.rosters.publish_site(terminal_ids, view.entries, view.day)
+            for terminal_id in terminal_ids:
+                self._published[terminal_id] = (place, view.generation)
         return sent
 
     def _site_view(self, place: str, registry_version: int) -> _SiteView:
@@ -181,7 +186,13 @@ class Gateway:
             return kept
         entries = self.registry.roster_for(place)
         badges = {e.badge: e.worker for e in entries}
-        view = _SiteView(stamp, entries, tuple(self.site_day.day(place, badges)))
+        day = tuple(self.site_day.day(place, badges))
+        if kept is not None and kept.entries == entries and kept.day == day:
+            generation = kept.generation
+        else:
+            self._generations += 1
+            generation = self._generations
+        view = _SiteView(stamp, entries, day, generation)
         self._views[place] = view
         return view
 

@@ -205,3 +205,7 @@ class TerminalRegistry(OnGatewayDB):
 
     def ids(self) -> list[str]:
         return self.db.terminal_ids()
+
+    def active_places(self) -> list[tuple[str, str]]:
+        """``(terminal id, workplace)`` of every active terminal, in one query."""
+        return self.db.terminal_places(ACTIVE)

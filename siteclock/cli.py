@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "workers": ("provisioning.cli:workers_cli", "employer: enrol workers and badges"),
     "verify-chain": ("terminal.outbox:verify_cli", "verify a terminal's signed history offline"),
     "sequence-issues": ("gateway.sequence:cli", "employer: taps whose in/out sequence needs you"),
+    "loadgen": ("app.loadgen:cli", "simulate thousands of terminals against a broker and gateway"),
     "migrate-db": ("gateway.db_migrate:cli", "copy the gateway database to PostgreSQL, verified"),
     "config-doc": ("app.config_doc:cli", "write docs/config.md (every config key) from the code"),
     "evidence": ("gateway.evidence.cli:cli", "export signed evidence, verify it offline"),

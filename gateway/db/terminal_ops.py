@@ -128,6 +128,17 @@ class TerminalOps(Core):
             ).fetchone()
         return int(count)
 
+    def terminal_places(self, status: str) -> list[tuple[str, str]]:
+        """``(id, workplace)`` of every terminal in ``status``, in one query (the roster
+        round reads the whole fleet this way, not with a query per terminal)."""
+        with self.reading() as conn:
+            return [
+                (r[0], r[1])
+                for r in conn.execute(
+                    "SELECT id, workplace FROM terminals WHERE status = ? ORDER BY id", (status,)
+                )
+            ]
+
     def terminal_ids(self) -> list[str]:
         with self.reading() as conn:
             return [r[0] for r in conn.execute("SELECT id FROM terminals ORDER BY id")]

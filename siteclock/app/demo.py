@@ -261,7 +261,7 @@ roster_check_s = 0.5
 host = "localhost"
 port = {gateway_mqtt_port}
 ca_file = "{ca}"
-password_file = "{credential_path(root / 'broker', GATEWAY_USER)}"
+password_file = "{credential_path(root / "broker", GATEWAY_USER)}"
 
 [ciao]
 environment = "local-sim"
@@ -304,28 +304,31 @@ metrics_token_file = "{metrics_token}"
         data.mkdir()
         key = identity.load_or_create(data / "terminal.key")
         terminals.register(tid, WORKPLACE, public_key=key.public_key_bytes())
-        configs[tid] = _write_toml(data / "terminal.toml", f"""\
+        configs[tid] = _write_toml(
+            data / "terminal.toml",
+            f"""\
 terminal_id = "{tid}"
 workplace = "{WORKPLACE}"
 data_dir = "{data}"
 
 [reader]
-spec = "sim:{data / 'taps.sock'}"
+spec = "sim:{data / "taps.sock"}"
 repeat_window_s = {REPEAT_WINDOW_S}
 
 [feedback]
 pin_factory = "mock"
-journal = "{data / 'feedback.jsonl'}"
+journal = "{data / "feedback.jsonl"}"
 
 [uplink]
 host = "localhost"
 port = {mqtt_port}
 ca_file = "{ca}"
-password_file = "{credential_path(root / 'broker', tid)}"
-gateway_keys_file = "{gw / 'gateway-keys.json'}"
+password_file = "{credential_path(root / "broker", tid)}"
+gateway_keys_file = "{gw / "gateway-keys.json"}"
 heartbeat_s = 2.0
 resend_after_s = 2.0
-""")
+""",
+        )
     terminals.close()
 
     site.spawn("gateway", [*siteclock, "gateway", "--config", str(gw_config)])

@@ -230,6 +230,8 @@ def test_terminal_registry_keys_and_sync_points(db: GatewayDB) -> None:
     assert db.sync_point(T, "boot-A") == (100, 50, 7, 10)
     assert db.last_heartbeat(T) == '{"ok": 2}'
     assert db.terminal_ids() == [T]
+    assert db.terminal_places("disabled") == [(T, SITE)]
+    assert db.terminal_places("active") == []
     assert db.terminal("t-nobody") is None
 
 

@@ -71,9 +71,13 @@ class MosquittoBroker:
         terminals: Iterable[str] = (),
         persistence: bool = False,
         host: str = "127.0.0.1",
+        **settings: object,
     ) -> None:
+        """``host``: where both listeners bind (an address inside a test's network namespace,
+        say). ``settings``: further :class:`gateway.broker.BrokerSettings` fields (the scale
+        benchmark's ``max_terminal_connections``)."""
         self.host = host
-        """Where both listeners bind (an address inside a test's network namespace, say)."""
+        self.settings = settings
         self.workdir = workdir
         self.port = free_port()
         self.gateway_port = free_port()
@@ -96,6 +100,7 @@ class MosquittoBroker:
             gateway_bind_address=self.host,
             persistence_dir=(self.workdir / "data") if self.persistence else None,
             run_as_user="root" if os.geteuid() == 0 else None,
+            **self.settings,
         )
         self.conf, self.ca_file = files.conf, files.pki.ca_cert
         self.share_group = files.share_group
