@@ -100,16 +100,21 @@ def qualify_upsert(sql: str, table: str, columns: Sequence[str]) -> str:
     head, tail = sql[: found.end()], sql[found.end() :]
     names = set(columns)
 
-    def qualify(match: re.Match[str]) -> str:
-        word = match.group(1)
-        if word not in names:
-            return word
-        before = tail[: match.start()].rstrip()
-        after = tail[match.end() :].lstrip()
-        assigned = (before == "" or before.endswith(",")) and after.startswith("=")
-        return word if assigned else f"{table}.{word}"
+    def qualify_stretch(text: str) -> str:
+        # Positions are within this stretch of text outside quotes (a quoted '' before a
+        # ", b = ..." must not hide that b is being set).
+        def qualify(match: re.Match[str]) -> str:
+            word = match.group(1)
+            if word not in names:
+                return word
+            before = text[: match.start()].rstrip()
+            after = text[match.end() :].lstrip()
+            assigned = (before == "" or before.endswith(",")) and after.startswith("=")
+            return word if assigned else f"{table}.{word}"
 
-    return head + _outside_quotes(tail, lambda text: _WORD.sub(qualify, text))
+        return _WORD.sub(qualify, text)
+
+    return head + _outside_quotes(tail, qualify_stretch)
 
 
 def _outside_quotes(sql: str, change: Any) -> str:

@@ -152,3 +152,19 @@ def test_sums_come_back_as_integers_as_on_sqlite(postgres: PostgresCluster) -> N
     finally:
         db.close()
     assert (total, type(total), half) == (3, int, 1.5)
+
+
+def test_a_column_set_after_a_quoted_value_stays_unqualified() -> None:
+    """The terminals' health upsert sets ``reason = ''`` and then ``changed_ns``: the quote
+    split the text, the position check read the wrong stretch, and PostgreSQL refused
+    ``SET ..., terminal_health.changed_ns = ...`` (every heartbeat's group failed to store)."""
+    sql = (
+        "INSERT INTO h(t, online, changed_ns, reason) VALUES (?, 1, ?, '') ON CONFLICT(t) "
+        "DO UPDATE SET online = 1, reason = '', "
+        "changed_ns = CASE WHEN online = 1 THEN changed_ns ELSE excluded.changed_ns END"
+    )
+    out = qualify_upsert(sql, "h", ["t", "online", "changed_ns", "reason"])
+    assert out.endswith(
+        "SET online = 1, reason = '', changed_ns = CASE WHEN h.online = 1 THEN h.changed_ns "
+        "ELSE excluded.changed_ns END"
+    )

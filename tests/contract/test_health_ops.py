@@ -1,0 +1,21 @@
+"""The terminal-health operations on every backend: a heartbeat recorded twice (the upsert),
+then the terminal offline, then back (each change reported once)."""
+
+from __future__ import annotations
+
+from siteclock.gateway.db import GatewayDB
+from tests.contract.test_gateway_db import T
+
+FIGURES = {"heartbeat_s": 30.0, "queue_depth": 2, "reader": "ok", "alerts": ""}
+
+
+def test_online_twice_then_offline_then_back(db: GatewayDB) -> None:
+    assert db.save_terminal_online(T, 10, 40, FIGURES) is True  # never seen: it came online
+    assert db.save_terminal_online(T, 20, 50, FIGURES) is False  # still online: no change
+    row = db.terminal_health(T)
+    assert row is not None and row["online"] == 1 and row["changed_ns"] == 10
+    assert row["heartbeat_ns"] == 20
+    assert db.save_terminal_offline(T, 30, "connection lost") is True
+    assert db.save_terminal_offline(T, 35, "connection lost") is False
+    assert db.save_terminal_online(T, 40, 70, FIGURES) is True
+    assert db.terminal_health(T)["changed_ns"] == 40
