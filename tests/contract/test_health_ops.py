@@ -13,7 +13,9 @@ def test_online_twice_then_offline_then_back(db: GatewayDB) -> None:
     assert db.save_terminal_online(T, 10, 40, FIGURES) is True  # never seen: it came online
     assert db.save_terminal_online(T, 20, 50, FIGURES) is False  # still online: no change
     row = db.terminal_health(T)
-    assert row is not None and row["online"] == 1 and row["changed_ns"] == 10
+    assert row is not None
+    assert row["online"] == 1
+    assert row["changed_ns"] == 10
     assert row["heartbeat_ns"] == 20
     assert db.save_terminal_offline(T, 30, "connection lost") is True
     assert db.save_terminal_offline(T, 35, "connection lost") is False
