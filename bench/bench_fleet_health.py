@@ -24,10 +24,10 @@ import logging
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import rounds
 from siteclock.gateway.alerts.config import AlertConfig
 from siteclock.gateway.alerts.rules import AlertRules
 from siteclock.gateway.db import SQLiteGatewayDB
@@ -44,16 +44,6 @@ HEARTBEAT = {
     "clock": {"synced": True, "maxerror_us": 1500, "source": "adjtimex"}, "reader": "ok",
     "disk_free_mb": 900.0, "version": "0.1.0", "alerts": [], "heartbeat_s": 30.0,
 }  # fmt: skip
-
-
-def _times_ms(call: Callable[[], object], repeat: int) -> list[float]:
-    call()  # warm the page cache
-    found = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        found.append((time.perf_counter() - started) * 1000)
-    return found
 
 
 def _p95(values: list[float]) -> float:
@@ -93,16 +83,16 @@ def _run() -> dict[str, Any]:
             if i % 10 == 0:
                 health.on_status(terminal, {"state": "offline", "reason": "connection lost"})
         heartbeat_us = (time.perf_counter() - started) / TERMINALS * 1e6
-        first = _times_ms(lambda: db.terminals_page(limit=51), REPEAT)
-        last = _times_ms(lambda: db.terminals_page(offset=TERMINALS - 50, limit=51), REPEAT)
-        summary = _times_ms(db.terminals_summary, REPEAT)
-        sweep = _times_ms(health.sweep, REPEAT)
+        first = rounds.times_ms(lambda: db.terminals_page(limit=51), REPEAT)
+        last = rounds.times_ms(lambda: db.terminals_page(offset=TERMINALS - 50, limit=51), REPEAT)
+        summary = rounds.times_ms(db.terminals_summary, REPEAT)
+        sweep = rounds.times_ms(health.sweep, REPEAT)
         rules = AlertRules(db, AlertConfig())
         rules.evaluate()  # opens the fleet's alerts once
-        rounds_ms = _times_ms(rules.evaluate, REPEAT // 3)
+        rounds_ms = rounds.times_ms(rules.evaluate, REPEAT // 3)
         endpoint = MetricsEndpoint(db, Path(tmp) / "metrics.token")
         header = "Bearer " + (Path(tmp) / "metrics.token").read_text().strip()
-        scrape = _times_ms(lambda: endpoint.answer(header), REPEAT // 3)
+        scrape = rounds.times_ms(lambda: endpoint.answer(header), REPEAT // 3)
         size = len(endpoint.answer(header)[1])
         db.close()
     worst = max(_p95(first), _p95(last), _p95(summary))
