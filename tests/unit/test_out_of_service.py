@@ -12,20 +12,13 @@ from gpiozero.pins.mock import MockFactory
 from siteclock.terminal.feedback import Feedback
 from siteclock.terminal.messages import LANGUAGES
 from siteclock.terminal.out_of_service import LoginWatch
+from tests.support.clock import ManualClock
 
 REFUSED = "Not authorized"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_refused_login_after_an_accepted_one_ends_service_after_the_delay(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock()
     watch = LoginWatch(tmp_path, after_s=300, clock=clock)
     watch.observe(logins=1, connected=True, refusals=0, reason=None)
     watch.observe(logins=1, connected=False, refusals=1, reason=REFUSED)
@@ -41,7 +34,7 @@ def test_refused_login_after_an_accepted_one_ends_service_after_the_delay(tmp_pa
 
 def test_a_terminal_never_accepted_keeps_recording(tmp_path: Path) -> None:
     """A typo in the password at provisioning is not a decommission."""
-    clock = Clock()
+    clock = ManualClock()
     watch = LoginWatch(tmp_path, after_s=1, clock=clock)
     watch.observe(logins=0, connected=False, refusals=3, reason="Bad user name or password")
     clock.now += 3600
@@ -50,7 +43,7 @@ def test_a_terminal_never_accepted_keeps_recording(tmp_path: Path) -> None:
 
 def test_the_accepted_login_is_remembered_across_restarts(tmp_path: Path) -> None:
     LoginWatch(tmp_path).observe(logins=1, connected=False, refusals=0, reason=None)
-    clock = Clock()
+    clock = ManualClock()
     watch = LoginWatch(tmp_path, after_s=10, clock=clock)  # the service restarted
     watch.observe(logins=0, connected=False, refusals=1, reason=REFUSED)
     clock.now += 10
@@ -58,7 +51,7 @@ def test_the_accepted_login_is_remembered_across_restarts(tmp_path: Path) -> Non
 
 
 def test_a_busy_or_unwell_broker_is_not_a_decommission(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock()
     watch = LoginWatch(tmp_path, after_s=1, clock=clock)
     watch.observe(logins=1, connected=True, refusals=0, reason=None)
     watch.observe(logins=1, connected=False, refusals=1, reason="Server unavailable")
