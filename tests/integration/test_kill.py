@@ -14,7 +14,6 @@ Randomness is seeded and the seed printed, so a failure can be replayed.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -28,39 +27,16 @@ import pytest
 
 pytest.importorskip("siteclock.hw.sim", reason="the simulated reader (hw/sim.py) is missing")
 
-from siteclock.hw import sim
 from siteclock.protocol import verify_chain
 from siteclock.terminal import identity
 from siteclock.terminal.outbox import Outbox
-from tests.support.terminal_files import write_terminal_config
+from tests.support.terminal_files import answered, tap_burst, write_terminal_config
 
 pytestmark = pytest.mark.slow
 
 ROUNDS = 50
 BURST = 12
 RECORDED = {"saved", "unknown_badge", "blocked"}
-
-
-def answered(journal: Path) -> list[dict]:
-    """The journal's complete lines; a line torn by the kill is ignored (it told no one)."""
-    if not journal.exists():
-        return []
-    out = []
-    for line in journal.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def burst(sock: Path, badges: list[str]) -> None:
-    """Tap one badge per connection, as fast as the reader takes them, until the kill."""
-    for badge in badges:
-        try:
-            sim.send_taps(str(sock), [badge], timeout=2)
-        except OSError:
-            return  # the terminal was killed mid-burst: expected
 
 
 def start(cfg: Path, sock: Path, log: Path) -> subprocess.Popen:
@@ -99,7 +75,7 @@ def test_sigkill_never_loses_a_saved_tap_nor_reissues_a_seq(tmp_path: Path) -> N
             sock.unlink()  # left by the killed process; the next one must make its own
         proc = start(cfg, sock, log)
         badges = [f"sim:{rnd:02X}{i:02X}" for i in range(BURST)]
-        sender = threading.Thread(target=burst, args=(sock, badges))
+        sender = threading.Thread(target=tap_burst, args=(sock, badges))
         sender.start()
         time.sleep(rng.uniform(0.0, 0.12))
         proc.send_signal(signal.SIGKILL)

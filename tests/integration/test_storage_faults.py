@@ -23,9 +23,9 @@ import pytest
 from siteclock.hw import sim
 from siteclock.terminal import identity
 from siteclock.terminal.outbox import Outbox, verify_cli
-from tests.support.power_cuts import TerminalUnderCuts, answered
+from tests.support.power_cuts import TerminalUnderCuts
 from tests.support.powerfs import fuse_available
-from tests.support.terminal_files import WORKPLACE
+from tests.support.terminal_files import WORKPLACE, answered
 from tests.support.waiting import wait_for
 
 pytestmark = [

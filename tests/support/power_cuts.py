@@ -22,7 +22,6 @@ while the terminal creates its key, public key and outbox.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -30,16 +29,15 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import redirect_stderr, redirect_stdout, suppress
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from io import StringIO
 from pathlib import Path
 
-from siteclock.hw import sim
 from siteclock.terminal import identity
 from siteclock.terminal.outbox import Outbox, verify_cli
 from tests.support.powerfs import MODES, PowerFS
-from tests.support.terminal_files import WORKPLACE, write_terminal_config
+from tests.support.terminal_files import WORKPLACE, answered, tap_burst, write_terminal_config
 
 RECORDED = {"saved", "unknown_badge", "blocked"}
 
@@ -166,7 +164,7 @@ class TerminalUnderCuts:
             ))  # fmt: skip
         if self.sock.exists():
             badges = [f"sim:{self.rounds % 256:02X}{i:02X}" for i in range(burst)]
-            sender = threading.Thread(target=_burst, args=(self.sock, badges), daemon=True)
+            sender = threading.Thread(target=tap_burst, args=(self.sock, badges), daemon=True)
             sender.start()
             time.sleep(self.rng.uniform(0.0, window_s))
         for p in procs:  # the power goes for every process at once
@@ -250,23 +248,4 @@ class TerminalUnderCuts:
             self.tally.problems.append(f"round {self.rounds}: verify-chain said {said}")
 
 
-def answered(journal: Path) -> list[dict]:
-    """The journal's complete lines; a line torn by the kill told no one."""
-    if not journal.exists():
-        return []
-    out = []
-    for line in journal.read_text().splitlines():
-        with suppress(json.JSONDecodeError):
-            out.append(json.loads(line))
-    return out
-
-
-def _burst(sock: Path, badges: list[str]) -> None:
-    for badge in badges:
-        try:
-            sim.send_taps(str(sock), [badge], timeout=2)
-        except OSError:
-            return  # the power went mid-burst
-
-
-__all__ = ["Tally", "TerminalUnderCuts", "answered"]
+__all__ = ["Tally", "TerminalUnderCuts"]
