@@ -33,3 +33,8 @@ class RelayConfig:
     # then goes with the terminal's own time and a note for the employer to review.
     unsynced_hold_s: float = 600.0
     unsynced_recheck_s: float = 10.0  # how often a held event looks for a sync point again
+    # An event whose terminal's earlier event has not arrived waits this long for it (from its
+    # own arrival), so the worker's in/out sequence is decided with it; a terminal resends what
+    # is not acked within about 10 s. After this the event goes and the late one is flagged.
+    gap_hold_s: float = 60.0
+    gap_recheck_s: float = 0.5  # how often a held event looks for the missing one again

@@ -9,7 +9,9 @@ each inbox key into ``registrations`` and walks it through these states::
        |          |                     decides; never resubmitted blind)
        |          \\-> refused (a 400 naming this item: it can never be accepted as it is)
        |-> unknown_badge | blocked_badge | unknown_workplace (retried when the registry changes)
-       \\-> awaiting_clock_sync (clock_unsynced, waiting for a sync point; then queued)
+       |-> awaiting_clock_sync (clock_unsynced, waiting for a sync point; then queued)
+       \\-> awaiting_earlier (an earlier event of its terminal has not arrived: the worker's
+            sequence is decided with it; then queued, see gateway/relay_gaps.py)
 
 Nothing else ends a row: outages, 429s, refused credentials keep it ``queued`` with a backoff,
 however long they last. ``siteclock relay requeue`` puts a refused, needs_review or unresolved
@@ -51,6 +53,7 @@ class State(StrEnum):
     BLOCKED_BADGE = "blocked_badge"  # the badge is blocked by the employer
     UNKNOWN_WORKPLACE = "unknown_workplace"  # the registry lacks the Declaration of Works
     AWAITING_CLOCK_SYNC = "awaiting_clock_sync"  # clock_unsynced, held for a sync point
+    AWAITING_EARLIER = "awaiting_earlier"  # above a gap in its terminal's seqs (relay_gaps)
     SUBMITTED = "submitted"
     AMBIGUOUS = "ambiguous"
     NEEDS_REVIEW = "needs_review"  # could not be reconciled in time: a person decides
@@ -67,7 +70,7 @@ class State(StrEnum):
 
 FINAL = frozenset({State.REGISTERED, State.REJECTED, State.REFUSED})
 WAITING_FOR_REGISTRY = (State.UNKNOWN_BADGE, State.BLOCKED_BADGE, State.UNKNOWN_WORKPLACE)
-SENDABLE = (State.QUEUED, State.AWAITING_CLOCK_SYNC)
+SENDABLE = (State.QUEUED, State.AWAITING_CLOCK_SYNC, State.AWAITING_EARLIER)
 REQUEUE_TARGET = {
     State.REFUSED: State.QUEUED,
     State.QUEUED: State.QUEUED,  # sooner: forget its backoff
@@ -167,6 +170,10 @@ class RelayStore(OnGatewayDB):
     def update(self, db: GatewayDB, keys: Iterable[tuple[str, int]], **values: Any) -> None:
         """Set the same columns to the same values on rows (inside :meth:`tx`)."""
         db.set_registrations([(key, values) for key in keys])
+
+    def registration_states(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The state of each of ``keys`` the gateway holds (absent keys are left out)."""
+        return {key: row["state"] for key, row in self.db.registration_states(keys).items()}
 
     def still_queued(self, db: GatewayDB, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
         """Which of ``keys`` are still sendable (inside :meth:`tx`): another writer, such as

@@ -30,6 +30,7 @@ from siteclock.gateway.relay_failures import (
     refusal_updates,
     requeue_updates,
 )
+from siteclock.gateway.relay_gaps import hold_above_gaps, predecessors
 from siteclock.gateway.relay_mapping import (
     ClockDecision,
     ciao_item,
@@ -150,7 +151,23 @@ class Submitter:
             return None
         # A row marked solo failed inside a batch without a named culprit: it goes alone.
         rows = rows[:1] if rows[0]["solo"] else [r for r in rows if not r["solo"]]
-        rows = relay.sequence.start_batch(rows)  # each worker's taps in time order
+        # A worker's sequence is decided from every tap the gateway holds: an event above a gap
+        # in its terminal's seqs waits for the missing one (gateway.relay_gaps).
+        gaps = hold_above_gaps(
+            rows,
+            relay.store.registration_states(predecessors(rows)),
+            now_ns=now,
+            hold_ns=int(relay.config.gap_hold_s * 1e9),
+            recheck_ns=int(relay.config.gap_recheck_s * 1e9),
+        )
+        if gaps.expired:
+            relay.counters["gap_hold_expired"] += len(gaps.expired)
+            log.warning(
+                "earlier events of a terminal never arrived; deciding without them",
+                extra=fields(terminal=gaps.expired[0][0], seq=gaps.expired[0][1],
+                             events=len(gaps.expired), held_s=relay.config.gap_hold_s),
+            )  # fmt: skip
+        rows = relay.sequence.start_batch(gaps.release)  # each worker's taps in time order
         self._refresh_cache()
         batch = Batch()
         waiting: list[Update] = []
@@ -204,22 +221,27 @@ class Submitter:
         # this transaction and leave those alone, so a claim always wins over the relay.
         with relay.tx() as db:
             queued = relay.store.still_queued(
-                db, [*batch.keys, *(k for k, _ in waiting), *(k for k, _ in held)]
-            )
-            if len(queued) < len(batch.keys) + len(waiting) + len(held):
+                db,
+                [*batch.keys, *(k for k, _ in waiting), *(k for k, _ in held),
+                 *(k for k, _ in gaps.hold)],
+            )  # fmt: skip
+            if len(queued) < len(batch.keys) + len(waiting) + len(held) + len(gaps.hold):
                 kept = [i for i, key in enumerate(batch.keys) if key in queued]
                 batch.items = [batch.items[i] for i in kept]
                 batch.keys = [batch.keys[i] for i in kept]
                 columns_of = [columns_of[i] for i in kept]
                 waiting = [(key, values) for key, values in waiting if key in queued]
                 held = [(key, values) for key, values in held if key in queued]
+                gaps.hold = [(key, values) for key, values in gaps.hold if key in queued]
                 relay.counters["claimed_before_submit"] += 1
             relay.store.update_each(db, waiting)
             relay.store.update_each(db, held)
+            relay.store.update_each(db, gaps.hold)
             relay.store.update_each(db, columns_of)
             relay.sequence.commit(db, batch.keys, now)
         relay.counters["unresolved"] += len(waiting)
         relay.counters["clock_held"] += len(held)
+        relay.counters["gap_held"] += len(gaps.hold)
         batch.unresolved = len(waiting)
         return batch
 

@@ -46,7 +46,7 @@ KINDS = (
 )  # fmt: skip
 WAITING = (
     "queued", "unknown_badge", "blocked_badge", "unknown_workplace", "awaiting_clock_sync",
-    "submitted", "ambiguous", "needs_review",
+    "awaiting_earlier", "submitted", "ambiguous", "needs_review",
 )  # fmt: skip
 """Registration states of events stored at the gateway and not yet created at the NSSO."""
 TERMINAL_KINDS = (TERMINAL_OFFLINE, BACKLOG, CLOCK_UNSYNCED, READER_FAULT, DISK_LOW)

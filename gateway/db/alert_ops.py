@@ -188,16 +188,19 @@ class AlertOps(SQLiteCore):
         )
 
     def registration_states(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Row]:
-        """``{(terminal, seq): row}`` with state and remarks of the registrations named."""
+        """``{(terminal, seq): row}`` with state and remarks of the registrations named (one
+        query per 400 keys: the relay asks this for every batch it prepares)."""
+        keys = list(keys)
         found: dict[tuple[str, int], Row] = {}
-        for terminal, seq in keys:
-            rows = self._rows(
+        for start in range(0, len(keys), 400):
+            part = keys[start : start + 400]
+            wanted = ",".join("(?,?)" for _ in part)
+            for row in self._rows(
                 "SELECT terminal, seq, state, remarks FROM registrations "
-                "WHERE terminal = ? AND seq = ?",
-                (terminal, seq),
-            )
-            if rows:
-                found[(terminal, seq)] = rows[0]
+                f"WHERE (terminal, seq) IN (VALUES {wanted})",
+                [v for key in part for v in key],
+            ):
+                found[(row["terminal"], row["seq"])] = row
         return found
 
     def relay_alert_rows(self) -> list[Row]:

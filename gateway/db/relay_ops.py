@@ -15,7 +15,8 @@ from typing import Any
 
 from siteclock.gateway.db.core import Core
 
-SENDABLE = ("queued", "awaiting_clock_sync")
+SENDABLE = ("queued", "awaiting_clock_sync", "awaiting_earlier")
+_SENDABLE_SQL = ",".join(f"'{state}'" for state in SENDABLE)
 UNSYNCED_LIKE = '%"clock_unsynced"%'
 """``inbox.flags`` is a JSON list of text: this LIKE finds the flag without parsing JSON."""
 
@@ -60,14 +61,14 @@ class RelayOps(Core):
     # ------------------------------------------------------------------ reads
 
     def sendable(self, now_ns: int, limit: int) -> list[sqlite3.Row]:
-        """Due ``queued``/``awaiting_clock_sync`` rows with their inbox event, in key order."""
+        """Due sendable rows (:data:`SENDABLE`) with their inbox event, in key order."""
         return self._rows(
             "SELECT r.terminal, r.seq, r.solo, r.attempts, r.created_ns, i.kind, i.badge, "
             "i.workplace, i.wall_ns, "
             # The signed body only for clock_unsynced events: the rest never pay for it.
             "CASE WHEN i.flags LIKE ? THEN i.body END AS unsynced_body "
             "FROM registrations r JOIN inbox i USING (terminal, seq) "
-            "WHERE r.state IN ('queued','awaiting_clock_sync') AND r.next_try_ns<=? "
+            f"WHERE r.state IN ({_SENDABLE_SQL}) AND r.next_try_ns<=? "
             "ORDER BY r.terminal, r.seq LIMIT ?",
             (UNSYNCED_LIKE, now_ns, limit),
         )
@@ -151,7 +152,7 @@ class RelayOps(Core):
         with self._writing() as conn:
             found = conn.execute(
                 f"SELECT terminal, seq FROM registrations "
-                f"WHERE state IN ('queued','awaiting_clock_sync') "
+                f"WHERE state IN ({_SENDABLE_SQL}) "
                 f"AND (terminal, seq) IN (VALUES {wanted}){self.CLAIM_LOCK}",
                 [v for key in keys for v in key],
             )

@@ -22,7 +22,8 @@ LABELS = re.compile(r"""nav=\(((?:\(\s*"[^"]+",\s*"[^"]+"\s*\),?\s*)+)\)""")
 WORDS_SHOWN = (
     # values the templates translate through a variable: _(r.state), _(r.kind), _(role)...
     "queued", "unknown_badge", "blocked_badge", "unknown_workplace", "awaiting_clock_sync",
-    "submitted", "ambiguous", "needs_review", "pending", "registered", "rejected", "refused",
+    "awaiting_earlier", "submitted", "ambiguous", "needs_review", "pending", "registered",
+    "rejected", "refused",
     "selftest", "enrolment", "in", "out", "break_start", "break_end", "admin", "site_manager",
     "employee", "self_employed", "temp_worker", "intern", "student", "other",
 )  # fmt: skip
