@@ -18,7 +18,10 @@ The ``*_ops.py`` mixins are written once, in SQLite's SQL. PostgreSQL's connecti
   b)`` / ``min(a, b)`` (SQLite's scalar forms) becomes ``GREATEST`` / ``LEAST``;
 * in an upsert's ``DO UPDATE``, a bare column of the target table is qualified with the
   table's name (:func:`qualify_upsert`): PostgreSQL finds ``value`` ambiguous beside
-  ``excluded.value`` where SQLite takes the stored row's.
+  ``excluded.value`` where SQLite takes the stored row's;
+* a bare ``1`` or ``0`` standing as a whole condition (``WHERE 1 AND ...``, ``AND 0``: how a
+  filter built from parts says "anything" or "nothing") becomes ``TRUE`` / ``FALSE``:
+  PostgreSQL refuses an integer where it wants a boolean.
 
 What cannot be translated by rule (a bare column beside ``max()``, ``FOR UPDATE SKIP LOCKED``
 claims, SQLite's two-argument ``max``) is a per-method override in ``postgres_backend.py``.
@@ -53,6 +56,10 @@ _SCALAR = re.compile(r"\b(max|min)\(\s*([^(),]+?)\s*,\s*([^(),]+?)\s*\)", re.I)
 _LIKE = re.compile(r"\bLIKE\b", re.I)
 _INSERT_TABLE = re.compile(r"^\s*INSERT\s+(?:OR\s+\w+\s+)?INTO\s+(\w+)", re.I)
 _DO_UPDATE = re.compile(r"\bDO\s+UPDATE\s+SET\b", re.I)
+_TRUTH = re.compile(
+    r"\b(WHERE|AND|OR)(\s+)([01])(?=\s*\)|\s+(?:AND|OR|ORDER|GROUP|LIMIT)\b|\s*$)", re.I
+)
+_BETWEEN_OPEN = re.compile(r"\bBETWEEN\s+\S+\s*$", re.I)
 _WORD = re.compile(r"(?<![\w.])([A-Za-z_]\w*)(?![\w.(])")
 
 
@@ -150,11 +157,24 @@ def to_postgres(sql: str, with_params: bool) -> str:
             "ORDER BY ordinal_position"
         )
     if not _DDL.match(sql):
-        sql = _outside_quotes(sql, lambda text: _SCALAR.sub(_scalar, _LIKE.sub("ILIKE", text)))
+        sql = _outside_quotes(sql, _said_in_postgresql)
     if _OR_IGNORE.match(sql):
         sql = _OR_IGNORE.sub("INSERT INTO", sql, count=1).rstrip().rstrip(";")
         sql += " ON CONFLICT DO NOTHING"
     return _placeholders(sql) if with_params else sql
+
+
+def _said_in_postgresql(text: str) -> str:
+    """A stretch of a statement outside quotes with SQLite's idioms said in PostgreSQL."""
+    text = _SCALAR.sub(_scalar, _LIKE.sub("ILIKE", text))
+    return _TRUTH.sub(lambda match: _truth(match, text), text)
+
+
+def _truth(match: re.Match[str], text: str) -> str:
+    if match.group(1).upper() == "AND" and _BETWEEN_OPEN.search(text[: match.start()]):
+        return match.group(0)  # "BETWEEN ? AND 1": a bound, not a condition
+    truth = "TRUE" if match.group(3) == "1" else "FALSE"
+    return f"{match.group(1)}{match.group(2)}{truth}"
 
 
 def _scalar(match: re.Match[str]) -> str:

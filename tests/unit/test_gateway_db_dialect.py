@@ -168,3 +168,18 @@ def test_a_column_set_after_a_quoted_value_stays_unqualified() -> None:
         "SET online = 1, reason = '', changed_ns = CASE WHEN h.online = 1 THEN h.changed_ns "
         "ELSE excluded.changed_ns END"
     )
+
+
+def test_a_bare_one_or_zero_as_a_condition_is_a_boolean_in_postgresql() -> None:
+    sql = "SELECT * FROM alerts WHERE 1 AND kind IN (?) AND 0 ORDER BY id"
+    assert to_postgres(sql, True) == (
+        "SELECT * FROM alerts WHERE TRUE AND kind IN (%s) AND FALSE ORDER BY id"
+    )
+    assert to_postgres("SELECT 1 FROM t WHERE a = 1 AND b = 0", False) == (
+        "SELECT 1 FROM t WHERE a = 1 AND b = 0"
+    )
+    kept = "SELECT seq FROM inbox WHERE seq BETWEEN 0 AND 1 ORDER BY seq"
+    assert to_postgres(kept, False) == kept
+    assert to_postgres("SELECT count(1) FROM t WHERE (x OR 0)", False) == (
+        "SELECT count(1) FROM t WHERE (x OR FALSE)"
+    )
