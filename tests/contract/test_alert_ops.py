@@ -71,9 +71,9 @@ def test_a_person_resolved_alert_stays_muted_until_its_condition_clears(db: Gate
     assert db.muted_alert_keys([REJECTED]) == set()
     db.unmute_alert(f"offline:{T}", 50)
     assert db.muted_alert_keys([OFFLINE]) == set()
-    assert db.alert(db.alerts_list(open_only=False, kinds=[OFFLINE])[1]["id"])[
-        "condition_cleared_ns"
-    ] == 50
+    (muted,) = [row for row in db.alerts_list(open_only=False) if row["key"] == f"offline:{T}"]
+    assert muted["condition_cleared_ns"] == 50
+    assert db.alert(muted["id"])["condition_cleared_ns"] == 50
 
 
 def test_alert_delivery_sent_failed_and_resolution_sent(db: GatewayDB) -> None:
