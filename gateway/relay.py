@@ -56,6 +56,7 @@ from siteclock.gateway.relay_failures import (
     Alerts,
     Update,
 )
+from siteclock.gateway.relay_instances import RelayInstance
 from siteclock.gateway.relay_mapping import (
     BADGE_BLOCKED,
     BADGE_UNKNOWN,
@@ -75,7 +76,6 @@ from siteclock.gateway.relay_submit import Submitter
 from siteclock.gateway.sequence import SequenceCheck
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.gateway.waits import ClockHolds
-from siteclock.log import fields
 from siteclock.protocol import Verdict
 from siteclock.shift import ShiftRule
 
@@ -159,10 +159,10 @@ class Relay:
         if saved:
             client.honour_not_before(saved / 1e9)
         client.on_not_before = lambda instant: self.store.save_not_before(int(instant * 1e9))
-        recovered = self.store.recover_submitted(self.clock_ns())
-        if recovered:
-            self.counters["recovered_submitted"] += recovered
-            log.warning("relay recovered in-flight events", extra=fields(count=recovered))
+        # Rows left submitted by relays that are gone (this gateway's last run, or another
+        # gateway on the shared database), never those of a live one (gateway.relay_instances).
+        self.instance = RelayInstance(self.store, self.counters, clock_ns)
+        self.instance.recover(starting=True)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -179,6 +179,7 @@ class Relay:
             self._thread.join(timeout)
         self.submitter.shutdown()
         self.flush_carried()
+        self.instance.close()
         self.store.close()
         self.terminals.close()
 
@@ -250,6 +251,8 @@ class Relay:
         if full:
             self._last_scan_ns = now
         work = self.store.take_new(now, full=full)
+        self.instance.renew()
+        work += self.instance.recover()
         # Submitting is shared by every gateway's relay (claims skip each other's rows);
         # searching for ambiguous rows, polling verdicts, notifying and alerting are done by
         # the one holding the lease, so no row is searched, resubmitted or announced twice.

@@ -106,9 +106,11 @@ class RelayStore(OnGatewayDB):
         """Copy new inbox keys in as ``queued``; see :meth:`GatewayDB.take_new_events`."""
         return self.db.take_new_events(now_ns, full=full)
 
-    def recover_submitted(self, now_ns: int) -> int:
-        """After a crash, a ``submitted`` row may or may not have reached CIaO."""
-        return self.db.recover_submitted(now_ns)
+    def recover_submitted(self, now_ns: int, submitters: Iterable[str | None]) -> int:
+        """A ``submitted`` row of a relay that is gone may or may not have reached CIaO: it
+        becomes ``ambiguous`` (``submitters``: those relays' instance ids, ``None`` for rows
+        marked before ids were recorded; see :mod:`gateway.relay_instances`)."""
+        return self.db.recover_submitted(now_ns, submitters)
 
     def queued(self, now_ns: int, limit: int) -> list[Any]:
         return self.db.sendable(now_ns, limit)

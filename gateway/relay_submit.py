@@ -211,6 +211,7 @@ class Submitter:
                         "reg_date": date,
                         "ciao_type": ciao_type,
                         "submitted_ns": now,
+                        "submitted_by": relay.instance.id,
                         "updated_ns": now,
                         **clock.columns,
                     },

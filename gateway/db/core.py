@@ -98,6 +98,20 @@ class Core:
     def release_lease(self, name: str) -> None:
         raise NotImplementedError
 
+    def drop_lease(self, name: str) -> None:
+        """Release a lease named per process start for good (nothing of it is kept)."""
+        self.release_lease(name)
+
+    def lease_abandoned(self, name: str) -> bool:
+        """Whether nobody holds the per-start lease ``name``: its holder stopped or died (the
+        operating system or the server freed it). Asked by taking it: found free, it is
+        dropped at once. Only for a name nobody takes again once its holder is gone, and never
+        for one this object holds (it would be dropped)."""
+        if not self.hold_lease(name):
+            return False
+        self.drop_lease(name)
+        return True
+
     # ------------------------------------------------------------------ migrations
 
     def migrate(self, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
@@ -264,3 +278,12 @@ class SQLiteCore(Core):
             if handle is not None:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
                 handle.close()
+
+    def drop_lease(self, name: str) -> None:
+        """Release the lease and remove its file while still holding it (a per-start name:
+        one file per relay start would otherwise pile up beside the database)."""
+        with self._lock:
+            handle = self._leases.get(name)
+            if handle is not None:
+                Path(handle.name).unlink(missing_ok=True)
+            self.release_lease(name)

@@ -44,6 +44,13 @@ MIGRATION_LOCK = "siteclock.gateway.migrate"
 LEASE_KEY = "hashtextextended(current_schema() || '/' || %s, 0)"
 """The advisory lock key of a lease: its name within the schema, so gateways of two sites
 kept in two schemas of one database never hold each other's leases."""
+LEASE_SESSION_SETTINGS = (
+    "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; "
+    "SET tcp_keepalives_count = 3; SET tcp_user_timeout = 25000"
+)
+"""The server's side of the lease session (TCP only; a Unix socket needs none): it probes an
+idle client after 10 s and drops it after 3 unanswered probes 5 s apart, or when its sent data
+stays unacknowledged 25 s, so a vanished gateway's leases are freed within about 25 s."""
 
 
 class _WholeNumeric(NumericLoader):
@@ -344,4 +351,8 @@ class PostgresCore(Core):
                 conn.close()
                 self._leases.clear()  # the server freed them with the session
         self._lease_conn = psycopg.connect(self.url, autocommit=True)
+        # A gateway cut off (host down, network gone) must lose its leases within seconds, not
+        # after the operating system's two-hour keepalive: other gateways take its jobs over
+        # and recover its in-flight rows (gateway.relay_instances) once the server lets go.
+        self._lease_conn.execute(LEASE_SESSION_SETTINGS)
         return self._lease_conn

@@ -48,6 +48,10 @@ class PostgresOps(PostgresCore):
                 (NOT_BEFORE_KEY, instant_ns),
             )
 
+    def drop_lease(self, name: str) -> None:
+        """An advisory lock leaves nothing behind: released, it is gone."""
+        self.release_lease(name)
+
     def requeue_audit(self) -> list[tuple[Any, ...]]:
         with self.reading() as conn:
             return conn.execute(

@@ -49,14 +49,39 @@ class RelayOps(Core):
             conn.execute("INSERT OR REPLACE INTO relay_meta VALUES ('inbox_rowid', ?)", (top,))
             return cur.rowcount
 
-    def recover_submitted(self, now_ns: int) -> int:
-        """After a crash, a ``submitted`` row may or may not have reached CIaO: ambiguous."""
+    def recover_submitted(self, now_ns: int, submitters: Iterable[str | None] | None = None) -> int:
+        """A ``submitted`` row whose relay is gone may or may not have reached CIaO: it becomes
+        ``ambiguous`` (searched for before anything is sent again). Only the rows of
+        ``submitters`` (relay instance ids; ``None`` for rows marked before instances were
+        recorded), or every ``submitted`` row when not given. Returns how many."""
+        where, args = "state='submitted'", []
+        if submitters is not None:
+            wanted = set(submitters)
+            named = sorted(s for s in wanted if s is not None)
+            terms = [f"submitted_by IN ({','.join('?' * len(named))})"] if named else []
+            if None in wanted:
+                terms.append("submitted_by IS NULL")
+            if not terms:
+                return 0
+            where += f" AND ({' OR '.join(terms)})"
+            args = named
         with self._writing() as conn:
             return conn.execute(
                 "UPDATE registrations SET state='ambiguous', next_try_ns=0, updated_ns=?, "
-                "last_error='relay stopped while submitting' WHERE state='submitted'",
-                (now_ns,),
+                f"last_error='relay stopped while submitting' WHERE {where}",
+                (now_ns, *args),
             ).rowcount
+
+    def submitters(self) -> set[str | None]:
+        """The relay instances that have rows ``submitted`` now (``None``: rows marked before
+        instances were recorded). Read through the state index: only in-flight rows."""
+        with self.reading() as conn:
+            return {
+                by
+                for (by,) in conn.execute(
+                    "SELECT DISTINCT submitted_by FROM registrations WHERE state='submitted'"
+                )
+            }
 
     # ------------------------------------------------------------------ reads
 

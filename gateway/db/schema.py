@@ -273,12 +273,21 @@ def _envelope_version(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS registrations_worker ON registrations(worker_ref)")
 
 
+def _submitted_by(conn: sqlite3.Connection) -> None:
+    """Several gateways' relays share one queue: a ``submitted`` row names the relay process
+    that marked it (its instance id, ``<hostname>-<random>``), so a starting relay recovers only
+    the rows of relays that are gone, never the batch a live one has in flight. Rows marked
+    before this migration have none (NULL): a starting relay recovers them as it always did."""
+    conn.execute("ALTER TABLE registrations ADD COLUMN submitted_by TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the schema of the separate stores", _initial),
     Migration(2, "the employer's console: accounts, sessions, audit", _console),
     Migration(3, "terminal health, refusals per terminal, console alerts", _health_and_alerts),
     Migration(4, "enrolment tokens can be revoked", _token_revocation),
     Migration(5, "inbox envelope version (COSE_Sign1)", _envelope_version),
+    Migration(6, "the relay instance that submitted a registration", _submitted_by),
 )
 
 SCHEMA_VERSION = """
