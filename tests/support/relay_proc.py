@@ -21,11 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def spawn_relay(
-    tmp_path: Path, url: str, key_file: Path, *, read_s: float, batch_limit: int
-) -> subprocess.Popen[bytes]:
-    """A relay process on ``tmp_path``'s gateway.db and inss.key, talking to ``url``."""
+    tmp_path: Path, url: str, key_file: Path, *, read_s: float, batch_limit: int,
+    db: str | None = None,
+) -> subprocess.Popen[bytes]:  # fmt: skip
+    """A relay process on ``tmp_path``'s gateway.db (or the database ``db`` names: a
+    PostgreSQL URL) and inss.key, talking to ``url``."""
     args = {
-        "db": str(tmp_path / "gateway.db"),
+        "db": db or str(tmp_path / "gateway.db"),
         "key": str(tmp_path / "inss.key"),
         "url": url,
         "private_key": str(key_file),
