@@ -59,8 +59,8 @@ def test_two_relays_share_the_queue_without_double_submission(
     feeds = [TerminalFeed(f"t-pg-{i:02d}", WORKPLACE) for i in range(5)]
     insert(world.db, make_events(feeds, [p.badge for p in world.people], 400))
     config = RelayConfig(**{**FAST_RELAY, "batch_limit": 10})  # type: ignore[arg-type]
-    # Both built before either starts: a relay that starts marks rows *it* left submitted
-    # ambiguous (docs/postgresql.md says why a second gateway must not start mid-submit).
+    # Both built before either starts (a relay that starts leaves a live one's submitted rows
+    # alone: tests/integration/test_relay_instances_postgres.py).
     second = Relay(
         world.db, client_for(sim.url), world.registry, config=config,
         on_verdict=lambda terminal, verdict: None,
