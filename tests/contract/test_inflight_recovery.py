@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from siteclock.gateway.db import GatewayDB
+from siteclock.gateway.db.postgres_backend import PostgresGatewayDB
 from tests.contract.test_gateway_db import T, event
+from tests.support.postgres import PostgresCluster
 
 
 def _submitted_by(db: GatewayDB, owners: dict[int, str | None]) -> None:
@@ -72,3 +74,28 @@ def test_sqlite_leaves_no_lock_file_behind_a_dropped_per_start_lease(tmp_path: P
     finally:
         db.close()
         other.close()
+
+
+def test_the_postgresql_lease_session_has_the_server_notice_a_vanished_gateway(
+    postgres: PostgresCluster,
+) -> None:
+    """Without these, a gateway whose host vanished would keep its leases (and its in-flight
+    rows) until the operating system's two-hour keepalive."""
+    db = PostgresGatewayDB(postgres.fresh_url())
+    try:
+        assert db.hold_lease("relay.instance.me")
+        session = db._lease_conn  # the lease's own session, not a pooled one
+        assert session is not None
+        shown = {
+            name: session.execute(f"SHOW {name}").fetchone()[0]
+            for name in ("tcp_keepalives_idle", "tcp_keepalives_interval",
+                         "tcp_keepalives_count", "tcp_user_timeout")
+        }  # fmt: skip
+        assert shown == {
+            "tcp_keepalives_idle": "10",
+            "tcp_keepalives_interval": "5",
+            "tcp_keepalives_count": "3",
+            "tcp_user_timeout": "25000",
+        }
+    finally:
+        db.close()
