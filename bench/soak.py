@@ -23,8 +23,12 @@ the figures and the series, and ``soak_*.png`` beside it plot them (matplotlib, 
 Power cuts (a terminal's outbox on the power-loss filesystem of ``tests/support/powerfs.py``)
 join the faults when FUSE is available; each terminal writes what it told its workers was saved
 to a witness file off that disk, and ``saved_lost`` and ``seq_reused`` compare it with the
-outbox. Each worker taps at one terminal only, so ``type_changed`` (an ``in`` sent as ``out``
-or the reverse) must be 0 too. Not included yet: clock jumps (see docs/faults.md).
+outbox. With FUSE, a terminal's disk also fills up or turns read-only for a while (its taps
+are refused, not lost). A clock jump sends a terminal's wall clock 2 minutes to 2 hours back or
+forward until NTP puts it right: its taps are flagged ``clock_unsynced`` and the gateway dates
+them from a sync point of the boot; the checker expects each at its true time. Each worker taps
+at one terminal only, so ``type_changed`` (an ``in`` sent as ``out`` or the reverse) must be 0
+too.
 
     sudo make soak                             # an hour
     SOAK_SECONDS=120 make soak                 # two minutes
@@ -55,6 +59,7 @@ from siteclock.gateway.ciao.sim import SimServer
 from siteclock.gateway.registry import Registry
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.keys import Ed25519Signer
+from siteclock.protocol import Flag
 from siteclock.terminal.outbox import Outbox
 from tests.support.ciao import CLIENT_ID, populate, rsa_pair, write_private_key
 from tests.support.inbox import create_inbox
@@ -71,12 +76,17 @@ LATE_S = 120.0
 DRAIN_S = 600.0
 FAULTS = (
     "terminal_kill", "broker_restart", "gateway_kill", "uplink_netem", "relay_netem",
-    "uplink_down", "relay_down", "ciao_outage",
+    "uplink_down", "relay_down", "ciao_outage", "clock_jump",
 )  # fmt: skip
 POWER_CUT = "power_cut"
 """A terminal's power goes (SIGKILL, then the power-loss filesystem under its outbox keeps only
 what was synced, ``drop``, ``torn`` or ``random``) and comes back: drawn as often as each other
 fault when FUSE is available."""
+DISK_FAULTS = ("disk_full", "disk_readonly")
+"""A terminal's disk fills up (the filesystem's capacity set to what it holds) or turns
+read-only, for a while: on the power-loss filesystem, so only when FUSE is available."""
+JUMP_S = (120.0, 7200.0)
+"""How far a clock jump sends a terminal's wall clock, back or forward (seconds)."""
 
 
 # --------------------------------------------------------------------------- the checker
@@ -91,6 +101,17 @@ class Tap:
     ssin: str
     type: str
     wall_s: float
+
+
+def true_wall_ns(event: Any) -> int:
+    """When a saved tap really happened. A tap taken during a clock jump carries a wrong stamp
+    (flagged ``clock_unsynced``); its boot-clock reading is right, and the machine's real clock
+    never moves in the soak, so the gateway's correction from a sync point of the boot gives the
+    same instant as this."""
+    if Flag.CLOCK_UNSYNCED not in event.flags:
+        return int(event.wall_ns)
+    offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    return int(event.boot_ns) + offset
 
 
 def _key(ssin: str, wall_s: float) -> tuple[str, int]:
@@ -216,7 +237,7 @@ class Site:
         self.gateway: subprocess.Popen[bytes] | None = None
         self.disks: dict[str, PowerFS] = {}
         """Each terminal's data directory on a power-loss filesystem, when FUSE is available."""
-        self.kinds = FAULTS + ((POWER_CUT,) if fuse_available() else ())
+        self.kinds = FAULTS + ((POWER_CUT, *DISK_FAULTS) if fuse_available() else ())
         self.only = tuple(k for k in os.environ.get("SOAK_FAULTS", "").split(",") if k)
         """``SOAK_FAULTS=gateway_kill,power_cut``: only these kinds (to chase one finding)."""
         self._sampling = threading.Event()
@@ -302,7 +323,7 @@ class Site:
                 f'private_key = "{ciao_key}"\n'
                 "[relay]\n"
                 "idle_s = 0.1\npoll_interval_s = 0.5\nambiguous_settle_s = 1.0\n"
-                "unsynced_hold_s = 0.0\n"
+                "unsynced_hold_s = 120.0\nunsynced_recheck_s = 1.0\n"
             )
 
     def start_gateway(self) -> None:
@@ -377,6 +398,22 @@ class Site:
             link.down()
             time.sleep(hold)
             link.up()
+        elif kind == "clock_jump":  # the wall clock steps; NTP puts it right after `hold`
+            jump = self.rng.choice((-1, 1)) * self.rng.uniform(*JUMP_S)
+            path = self.root / f"{self.rng.choice(TERMINALS)}.clock"
+            path.with_suffix(".tmp").write_text(json.dumps({"offset_s": jump}))
+            os.replace(path.with_suffix(".tmp"), path)
+            time.sleep(hold)
+            path.unlink()
+        elif kind in DISK_FAULTS:
+            disk = self.disks[self.rng.choice(TERMINALS)]
+            if kind == "disk_full":
+                st = os.statvfs(disk.mount)
+                disk.control(f"capacity {(st.f_blocks - st.f_bfree) * st.f_frsize}")
+            else:
+                disk.control("readonly on")
+            time.sleep(hold)
+            disk.control("capacity none" if kind == "disk_full" else "readonly off")
         else:  # ciao_outage
             self.sim.outage(hold, status=503, retry_after_s=1)
             time.sleep(hold)
@@ -517,7 +554,7 @@ def run(seconds: float, seed: int) -> dict[str, Any]:
         drain_s = site.drain()
         held = site.held()
         ssin = {p.badge: p.inss for p in site.people}
-        taps = [Tap(tid, e.seq, ssin[e.badge], str(e.kind), e.wall_ns / 1e9)
+        taps = [Tap(tid, e.seq, ssin[e.badge], str(e.kind), true_wall_ns(e) / 1e9)
                 for tid, events in held.items() for e in events]  # fmt: skip
         history = check_history(taps, site.registrations())
         ids = {tid: [(e.seq, e.event_id) for e in events] for tid, events in held.items()}

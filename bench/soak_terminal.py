@@ -7,7 +7,17 @@ off the terminal's disk where each tap is written once it is committed: what the
 told was saved). It taps until killed,
 or until a file named like ``status`` with the suffix ``.stop`` appears (then it only drains);
 the soak kills it with SIGKILL and starts it again on the same outbox, which is all that
-survives. Each worker's taps alternate ``in`` and ``out`` (the last kind is read back from the
+survives.
+
+Two more faults reach it through files. A clock jump: ``status`` with the suffix ``.clock``
+holds ``{"offset_s": X}`` while the wall clock is X seconds off; its taps are then stamped
+with the wrong time and flagged ``clock_unsynced``, and its heartbeats say the clock is not
+synced, until the file goes (NTP is back): the next heartbeat carries a signed sync point
+again, from which the gateway dates those taps. A full or read-only disk (the soak turns the
+power-loss filesystem under the outbox so): a tap that cannot be stored is refused, as the
+real terminal refuses it (no *saved*, nothing witnessed), and tapping goes on.
+
+Each worker's taps alternate ``in`` and ``out`` (the last kind is read back from the
 outbox after a restart) and are at least :data:`MIN_GAP_S` apart, so no two are the same
 declaration.
 """
@@ -17,18 +27,43 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
 import sys
 import time
 from pathlib import Path
 
 from siteclock.keys import Ed25519Signer
-from siteclock.protocol import ClockState, Kind
+from siteclock.protocol import ClockState, Flag, Kind
+from siteclock.terminal import clock as kernel
 from siteclock.terminal.config import UplinkConfig
-from siteclock.terminal.outbox import Outbox
+from siteclock.terminal.outbox import Outbox, OutboxFull
 from siteclock.terminal.uplink import Uplink
 
 WORKPLACE = "1Y1003SQ5VSSZ"
 CLOCK = ClockState(synced=True, maxerror_us=2000, source="soak")
+STEPPED = ClockState(synced=False, maxerror_us=16_000_000, source="soak")
+"""The kernel's word after a step: not synced, 16 s of error, until NTP confirms the time."""
+
+
+class JumpedClock:
+    """The wall clock, off by the offset the soak wrote in the ``.clock`` file (if any)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def offset_ns(self) -> int:
+        try:
+            return int(float(json.loads(self.path.read_text())["offset_s"]) * 1e9)
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
+    def status(self) -> dict[str, object]:
+        """The heartbeat's clock fields, as the terminal's health probe reports them: a synced
+        reading is signed by the uplink and becomes the gateway's sync point for this boot."""
+        offset = self.offset_ns()
+        state = STEPPED if offset else CLOCK
+        return {"clock": state.to_map(), "boot_id": kernel.boot_id(),
+                "boot_ns": kernel.boot_ns(), "wall_ns": time.time_ns() + offset}  # fmt: skip
 MIN_GAP_S = 2.0
 
 
@@ -39,9 +74,10 @@ def main(argv: list[str]) -> int:
     last: dict[str, tuple[Kind, float]] = {}
     for signed in box.events():  # after a restart: each worker's last tap, from the outbox
         last[signed.event.badge] = (Kind(signed.event.kind), 0.0)
+    wall = JumpedClock(Path(spec["status"]).with_suffix(".clock"))
     paths = {k: Path(v) for k, v in spec["cfg"].items() if k.endswith("_file") and v is not None}
     uplink = Uplink(UplinkConfig(**{**spec["cfg"], **paths}), terminal_id=spec["tid"],
-                    outbox=box, status=dict, on_roster=lambda r: None, keepalive_s=5,
+                    outbox=box, status=wall.status, on_roster=lambda r: None, keepalive_s=5,
                     reconnect_max_s=2)  # fmt: skip
     uplink.start()
     rng = random.Random(spec["seed"] + os.getpid())
@@ -57,7 +93,18 @@ def main(argv: list[str]) -> int:
             if ready:
                 badge = rng.choice(ready)
                 kind = Kind.OUT if last.get(badge, (Kind.OUT, 0.0))[0] is Kind.IN else Kind.IN
-                signed = box.append(kind=kind, badge=badge, clock=CLOCK)
+                offset = wall.offset_ns()
+                try:
+                    signed = box.append(
+                        kind=kind, badge=badge, clock=STEPPED if offset else CLOCK,
+                        wall_ns=time.time_ns() + offset,
+                        flags=(Flag.CLOCK_UNSYNCED,) if offset else (),
+                    )  # fmt: skip
+                except (OutboxFull, sqlite3.Error, OSError) as exc:  # a full or read-only disk
+                    print(f"tap refused, not saved: {exc}", flush=True)
+                    last[badge] = (last.get(badge, (Kind.OUT, 0.0))[0], now)
+                    time.sleep(0.5)
+                    continue
                 witness.write(f"{signed.event.seq} {signed.event.event_id}\n")
                 last[badge] = (kind, now)
                 uplink.wake()

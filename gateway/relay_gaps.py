@@ -18,16 +18,23 @@ the hold ran out is decided from the taps before it and flagged ``late`` as befo
 Only the predecessor is looked up (one key per run of consecutive events), so the rule costs
 one indexed read per terminal in a batch, whatever the length of its history.
 
-Example::
+The same holds for an event whose predecessor waits for a sync point to date it
+(``awaiting_clock_sync``, after a clock jump): until it is dated, where the taps after it stand
+in the worker's day is not known.
 
-    states = store.registration_states(predecessors(rows))
-    release, hold = hold_above_gaps(rows, states, now_ns=now, hold_ns=..., recheck_ns=...)
+Example (the relay, for a batch of rows in (terminal, seq) order)::
+
+    order = TerminalOrder(store.registration_states(predecessors(rows)), now_ns=now,
+                          hold_ns=..., recheck_ns=...)
+    for row in rows:
+        columns = order.hold(row)      # None: it may go on
+        ...
+        order.waits(key)               # it is held for its clock: its successors wait too
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from siteclock.gateway.relay_store import State
@@ -36,16 +43,6 @@ Key = tuple[str, int]
 FIRST_SEQ = 1
 """A terminal's first event (its outbox starts at 1): nothing can be missing before it."""
 WAITING_FOR_EARLIER = "waiting for an earlier event of its terminal"
-
-
-@dataclass
-class GapDecision:
-    """Which rows of a batch go on (``release``, in their order), which wait (``hold``:
-    the columns to set), and which went on although their gap is still open (``expired``)."""
-
-    release: list[Mapping[str, Any]] = field(default_factory=list)
-    hold: list[tuple[Key, dict[str, Any]]] = field(default_factory=list)
-    expired: list[Key] = field(default_factory=list)
 
 
 def predecessors(rows: Iterable[Mapping[str, Any]]) -> list[Key]:
@@ -61,53 +58,59 @@ def predecessors(rows: Iterable[Mapping[str, Any]]) -> list[Key]:
     )
 
 
-def hold_above_gaps(
-    rows: Sequence[Mapping[str, Any]],
-    states: Mapping[Key, str],
-    *,
-    now_ns: int,
-    hold_ns: int,
-    recheck_ns: int,
-) -> GapDecision:
-    """Split a batch (rows with ``terminal``, ``seq``, ``created_ns``) into the rows that may
-    be decided now and the rows that wait for an earlier event of their terminal.
+WAITING_STATES = frozenset({State.AWAITING_EARLIER, State.AWAITING_CLOCK_SYNC})
+"""A predecessor in one of these is not decided and cannot be yet: the events after it wait."""
 
-    ``states``: the registration state of each key of :func:`predecessors` the gateway holds
-    (a key it does not hold is missing). A predecessor waiting itself (``awaiting_earlier``)
-    counts as missing: everything below it is not there yet."""
-    decision = GapDecision()
-    waiting: set[Key] = set()  # rows of this batch that wait
-    in_batch = {(r["terminal"], r["seq"]) for r in rows}
-    for row in sorted(rows, key=lambda r: (r["terminal"], r["seq"])):
+
+class TerminalOrder:
+    """Walks one batch in (terminal, seq) order and says which rows must wait for an earlier
+    event of their terminal.
+
+    ``states``: the registration state of each key of :func:`predecessors` the gateway holds (a
+    key it does not hold is missing). A predecessor that waits itself (for an earlier event,
+    or for a sync point to date it: ``awaiting_clock_sync``) counts as missing: until it is
+    dated, where the worker's taps after it stand in time is not known. Rows of the batch that
+    the caller holds for another reason are told with :meth:`waits`, before their successors
+    are checked.
+    """
+
+    def __init__(
+        self, states: Mapping[Key, str], *, now_ns: int, hold_ns: int, recheck_ns: int
+    ) -> None:
+        self._states = states
+        self._now = now_ns
+        self._hold = hold_ns
+        self._recheck = recheck_ns
+        self._seen: dict[Key, bool] = {}  # rows of this batch: True when they wait
+        self.expired: list[Key] = []
+        """Rows that went on although their predecessor is still missing (hold ran out)."""
+
+    def hold(self, row: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The columns that make ``row`` wait for its predecessor, or None when it may go on.
+        Call it for the rows in (terminal, seq) order."""
         terminal, seq = key = (row["terminal"], row["seq"])
         before = (terminal, seq - 1)
         if seq <= FIRST_SEQ:
             gap = False
-        elif before in in_batch:
-            gap = before in waiting
+        elif before in self._seen:
+            gap = self._seen[before]
         else:
-            gap = states.get(before, State.AWAITING_EARLIER) == State.AWAITING_EARLIER
+            gap = self._states.get(before, State.AWAITING_EARLIER) in WAITING_STATES
+        give_up_ns = row["created_ns"] + self._hold
+        if gap and self._now >= give_up_ns:
+            self.expired.append(key)
+            gap = False
+        self._seen[key] = gap
         if not gap:
-            decision.release.append(row)
-            continue
-        give_up_ns = row["created_ns"] + hold_ns
-        if now_ns >= give_up_ns:
-            decision.expired.append(key)
-            decision.release.append(row)
-            continue
-        waiting.add(key)
-        decision.hold.append(
-            (
-                key,
-                {
-                    "state": State.AWAITING_EARLIER,
-                    "next_try_ns": min(now_ns + recheck_ns, give_up_ns),
-                    "last_error": f"{WAITING_FOR_EARLIER} (seq {seq - 1})",
-                    "updated_ns": now_ns,
-                },
-            )
-        )
-    # Keep the batch's own order for what goes on (the relay sorts by time next).
-    released = {(r["terminal"], r["seq"]) for r in decision.release}
-    decision.release = [r for r in rows if (r["terminal"], r["seq"]) in released]
-    return decision
+            return None
+        return {
+            "state": State.AWAITING_EARLIER,
+            "next_try_ns": min(self._now + self._recheck, give_up_ns),
+            "last_error": f"{WAITING_FOR_EARLIER} (seq {seq - 1})",
+            "updated_ns": self._now,
+        }
+
+    def waits(self, key: Key) -> None:
+        """A row of the batch that goes on from here but is held for another reason (its clock):
+        its successors in the batch wait for it."""
+        self._seen[key] = True

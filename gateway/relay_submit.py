@@ -30,7 +30,7 @@ from siteclock.gateway.relay_failures import (
     refusal_updates,
     requeue_updates,
 )
-from siteclock.gateway.relay_gaps import hold_above_gaps, predecessors
+from siteclock.gateway.relay_gaps import TerminalOrder, predecessors
 from siteclock.gateway.relay_mapping import (
     ClockDecision,
     ciao_item,
@@ -151,31 +151,27 @@ class Submitter:
             return None
         # A row marked solo failed inside a batch without a named culprit: it goes alone.
         rows = rows[:1] if rows[0]["solo"] else [r for r in rows if not r["solo"]]
-        # A worker's sequence is decided from every tap the gateway holds: an event above a gap
-        # in its terminal's seqs waits for the missing one (gateway.relay_gaps).
-        gaps = hold_above_gaps(
-            rows,
+        # A worker's sequence is decided from every tap the gateway holds, each at its true
+        # time: an event waits while an earlier event of its terminal is missing or not dated
+        # yet (gateway.relay_gaps). The rows come in (terminal, seq) order, as the rule needs.
+        order = TerminalOrder(
             relay.store.registration_states(predecessors(rows)),
             now_ns=now,
             hold_ns=int(relay.config.gap_hold_s * 1e9),
             recheck_ns=int(relay.config.gap_recheck_s * 1e9),
         )
-        if gaps.expired:
-            relay.counters["gap_hold_expired"] += len(gaps.expired)
-            log.warning(
-                "earlier events of a terminal never arrived; deciding without them",
-                extra=fields(terminal=gaps.expired[0][0], seq=gaps.expired[0][1],
-                             events=len(gaps.expired), held_s=relay.config.gap_hold_s),
-            )  # fmt: skip
-        rows = relay.sequence.start_batch(gaps.release)  # each worker's taps in time order
         self._refresh_cache()
         batch = Batch()
         waiting: list[Update] = []
         held: list[Update] = []
-        columns_of: list[Update] = []
-        precision = relay.profile.contract.timestamp_precision
+        gap_held: list[Update] = []
+        ready: list[tuple[Any, Resolved, Workplace, ClockDecision]] = []
         for row in rows:
             key = (row["terminal"], row["seq"])
+            columns = order.hold(row)
+            if columns is not None:
+                gap_held.append((key, columns))
+                continue
             worker, place = self._lookup(row["badge"], row["workplace"])
             if worker is None or place is None:
                 blocked = worker is None and relay.registry.badge_blocked(row["badge"])
@@ -191,7 +187,25 @@ class Submitter:
             clock = self._clock_of(row, now)
             if clock.wall_ns is None:  # clock_unsynced, no sync point yet: held for now
                 held.append((key, clock.columns))
+                order.waits(key)
                 continue
+            ready.append((row, worker, place, clock))
+        if order.expired:
+            relay.counters["gap_hold_expired"] += len(order.expired)
+            terminal, seq = order.expired[0]
+            log.warning(
+                "earlier events of a terminal never arrived; deciding without them",
+                extra=fields(terminal=terminal, seq=seq, events=len(order.expired),
+                             held_s=relay.config.gap_hold_s),
+            )  # fmt: skip
+        # Each worker's taps are decided oldest first, by the time that will be submitted.
+        relay.sequence.start_batch([row for row, *_ in ready])
+        ready.sort(key=lambda r: (r[3].wall_ns, r[0]["terminal"], r[0]["seq"]))
+        columns_of: list[Update] = []
+        precision = relay.profile.contract.timestamp_precision
+        for row, worker, place, clock in ready:
+            key = (row["terminal"], row["seq"])
+            assert clock.wall_ns is not None  # the undated ones were held above
             employer, employer_text = self._employer(worker)
             date = registration_date(clock.wall_ns, precision)
             kind = relay.sequence.decide(row, worker_ref=worker.worker_ref, wall_ns=clock.wall_ns)
@@ -224,25 +238,25 @@ class Submitter:
             queued = relay.store.still_queued(
                 db,
                 [*batch.keys, *(k for k, _ in waiting), *(k for k, _ in held),
-                 *(k for k, _ in gaps.hold)],
+                 *(k for k, _ in gap_held)],
             )  # fmt: skip
-            if len(queued) < len(batch.keys) + len(waiting) + len(held) + len(gaps.hold):
+            if len(queued) < len(batch.keys) + len(waiting) + len(held) + len(gap_held):
                 kept = [i for i, key in enumerate(batch.keys) if key in queued]
                 batch.items = [batch.items[i] for i in kept]
                 batch.keys = [batch.keys[i] for i in kept]
                 columns_of = [columns_of[i] for i in kept]
                 waiting = [(key, values) for key, values in waiting if key in queued]
                 held = [(key, values) for key, values in held if key in queued]
-                gaps.hold = [(key, values) for key, values in gaps.hold if key in queued]
+                gap_held = [(key, values) for key, values in gap_held if key in queued]
                 relay.counters["claimed_before_submit"] += 1
             relay.store.update_each(db, waiting)
             relay.store.update_each(db, held)
-            relay.store.update_each(db, gaps.hold)
+            relay.store.update_each(db, gap_held)
             relay.store.update_each(db, columns_of)
             relay.sequence.commit(db, batch.keys, now)
         relay.counters["unresolved"] += len(waiting)
         relay.counters["clock_held"] += len(held)
-        relay.counters["gap_held"] += len(gaps.hold)
+        relay.counters["gap_held"] += len(gap_held)
         batch.unresolved = len(waiting)
         return batch
 

@@ -193,6 +193,7 @@ class SequenceCheck:
     _batch: dict[tuple[str, int], _Decided] = field(default_factory=dict)
     _inbox: dict[tuple[str, int], tuple[frozenset[str], int]] = field(default_factory=dict)
     _badges: dict[str, list[str]] = field(default_factory=dict)  # per batch: links may change
+    _batch_keys: set[tuple[str, int]] = field(default_factory=set)  # decided in time order
 
     def __post_init__(self) -> None:
         self.db.index_inbox_by_badge()
@@ -204,7 +205,8 @@ class SequenceCheck:
         query, and return the rows in time order: a worker's taps are decided oldest first."""
         self._batch.clear()
         self._badges.clear()
-        self._inbox = dict(self._read_inbox([(r["terminal"], r["seq"]) for r in rows]))
+        self._batch_keys = {(r["terminal"], r["seq"]) for r in rows}
+        self._inbox = dict(self._read_inbox(list(self._batch_keys)))
         return sorted(rows, key=lambda r: (r["wall_ns"], r["terminal"], r["seq"]))
 
     def decide(self, row: Mapping[str, Any], *, worker_ref: str, wall_ns: int) -> str:
@@ -291,8 +293,11 @@ class SequenceCheck:
         key: tuple[str, int],
     ) -> list[_Tap]:
         """The worker's attendance taps between ``prior`` and ``wall_ns`` that the gateway
-        holds but has not decided (another terminal's backlog), oldest first. Self-test and
-        enrolment taps are not attendance and are left out."""
+        holds but has not decided (another terminal's backlog), oldest first. Left out: self-test
+        and enrolment taps (not attendance); taps of this batch (decided in time order, each
+        after the ones before it); later events of this tap's own terminal (they happened after
+        it, whatever their stamp says); and taps whose clock was not synced (their stamp is not
+        their time: they are decided once dated, and flagged ``late`` if a later one went)."""
         since = (
             prior.wall_ns if prior is not None else wall_ns - 2 * int(self.rule.gap_h * NS_PER_HOUR)
         )
@@ -307,7 +312,9 @@ class SequenceCheck:
             flags = frozenset(json.loads(text))
             if (terminal, seq) == key or (terminal, seq) in self._batch:
                 continue
-            if flags & NON_ATTENDANCE_FLAGS:
+            if (terminal, seq) in self._batch_keys or (terminal == key[0] and seq > key[1]):
+                continue
+            if flags & NON_ATTENDANCE_FLAGS or Flag.CLOCK_UNSYNCED in flags:
                 continue
             taps.append(_Tap((terminal, seq), Kind(kind), tap_ns, flags))
         return taps

@@ -108,12 +108,14 @@ def test_unsynced_tap_is_dated_from_a_later_sync_of_its_boot(
     on_time = tap(feed, world.people[1].badge, boot_id="boot-A", boot_ns=90 * S, synced=True)
     insert(world.db, [early, on_time])
 
-    for _ in range(5):  # the synced tap goes at once; the unsynced one waits for a sync
+    for _ in range(5):  # the unsynced tap waits for a sync, and the terminal's tap after it
         world.relay.run_once()  # type: ignore[attr-defined]
     held = world.relay.store.get(feed.terminal_id, 1)  # type: ignore[attr-defined]
     assert held["state"] == "awaiting_clock_sync"
     assert held["last_error"] == WAITING_FOR_SYNC
-    assert [r["ssin"] for r in sim.registrations()] == [world.people[1].inss]
+    after = world.relay.store.get(feed.terminal_id, 2)  # type: ignore[attr-defined]
+    assert after["state"] == "awaiting_earlier"  # gateway.relay_gaps: its time decides order
+    assert sim.registrations() == []
 
     # NTP synced at 60 s after boot; the terminal says so in its next heartbeat.
     beat = dict(boot_id="boot-A", boot_ns=60 * S, wall_ns=TRUE_START + 60 * S)
@@ -137,6 +139,43 @@ def test_unsynced_tap_is_dated_from_a_later_sync_of_its_boot(
     assert untouched["reg_date"] == registration_date(TRUE_START + 90 * S)
     assert (untouched["terminal_wall_ns"], untouched["clock_note"]) == (None, None)
     assert world.relay.counters["clock_corrected"] == 1  # type: ignore[attr-defined]
+
+
+def test_a_worker_tap_after_an_undated_one_waits_so_the_day_keeps_its_order(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    """In at 07:30 (synced); the clock jumps back two weeks; out an hour later (unsynced, stamped
+    two weeks ago); NTP; in again (synced). Decided before the out is dated, the second in
+    would follow the first in and be "corrected" to out; it waits for the out instead."""
+    world, clock = world_with_clock(tmp_path, sim, unsynced_hold_s=600.0, unsynced_recheck_s=1.0)
+    feed = TerminalFeed("t-clock-05", WORKPLACE)
+    registry = registry_for(world, feed)
+    ana = world.people[0].badge
+    taps = [
+        tap(feed, ana, boot_id="boot-A", boot_ns=10 * S, synced=True, kind="in"),
+        tap(feed, ana, boot_id="boot-A", boot_ns=3600 * S, synced=False, kind="out"),
+        tap(feed, ana, boot_id="boot-A", boot_ns=7200 * S, synced=True, kind="in"),
+    ]
+    insert(world.db, taps)
+    for _ in range(5):
+        world.relay.run_once()  # type: ignore[attr-defined]
+    states = [world.relay.store.get(feed.terminal_id, n)["state"] for n in (1, 2, 3)]  # type: ignore[attr-defined]
+    assert states[0] in ("pending", "registered")  # sent
+    assert states[1:] == ["awaiting_clock_sync", "awaiting_earlier"]
+
+    beat = dict(boot_id="boot-A", boot_ns=5000 * S, wall_ns=TRUE_START + 5000 * S)
+    registry.record_heartbeat(
+        feed.terminal_id,
+        heartbeat(synced=True, **beat),  # type: ignore[arg-type]
+        proof=proof(feed.terminal_id, **beat),  # type: ignore[arg-type]
+    )
+    clock.shift_ns = 2 * S  # past the recheck
+    world.run_until_final()
+
+    sent = sorted((r["registrationDate"], r["type"]) for r in sim.registrations())
+    assert sent == [(registration_date(TRUE_START + n * S), kind)
+                    for n, kind in ((10, "in"), (3600, "out"), (7200, "in"))]  # fmt: skip
+    assert world.relay.counters["sequence.direction_corrected"] == 0  # type: ignore[attr-defined]
 
 
 def test_without_a_sync_of_its_boot_the_tap_is_held_then_sent_with_terminal_time(

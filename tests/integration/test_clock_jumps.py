@@ -29,6 +29,7 @@ import pytest
 from siteclock import protocol as p
 from siteclock.gateway.ciao.sim import SimServer
 from siteclock.gateway.relay import registration_date
+from siteclock.gateway.sequence import issues_of
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.hw.base import BadgeRead
 from siteclock.keys import Ed25519Signer
@@ -134,7 +135,10 @@ def test_clock_jumps_are_flagged_keep_the_sequence_and_reach_the_nsso_corrected(
     terminals.register("t-jump", WORKPLACE, public_key=signer.public_key_bytes())
     for _ in range(5):
         world.relay.run_once()  # type: ignore[attr-defined]
-    assert len(sim.registrations()) == 2  # the synced taps only: the rest is held
+    # Only the tap before the jump goes: the unsynced ones wait for a sync point, and Bob's
+    # synced tap after them waits for them (where it stands in his day depends on their time).
+    assert len(sim.registrations()) == 1
+    assert world.relay.store.get("t-jump", 5)["state"] == "awaiting_earlier"
     beat = {"boot_id": first.event.boot_id, "boot_ns": sync_boot, "wall_ns": sync_wall}
     terminals.record_heartbeat(
         "t-jump",
@@ -154,6 +158,11 @@ def test_clock_jumps_are_flagged_keep_the_sequence_and_reach_the_nsso_corrected(
         got = [d for d, b in sorted(sent) if b == badge]
         assert got == [registration_date(t) for b, t in taps if b == badge]
     assert world.relay.counters["clock_corrected"] == 3  # type: ignore[attr-defined]
+    for worker in (ana, bob):  # and each worker's in/out alternate, as they were tapped
+        types = [r["type"] for r in sorted(records, key=lambda r: r["registrationDate"])
+                 if r["ssin"] == worker.inss]  # fmt: skip
+        assert types == ["in", "out", "in"][: len(types)]
+    assert issues_of(world.relay.store.db) == []
 
 
 def test_a_tap_stamped_in_the_future_goes_at_its_arrival_time(
