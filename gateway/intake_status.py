@@ -58,23 +58,26 @@ class Heartbeats:
         self._due: list[tuple[str, dict[str, Any], ClockProof | None]] = []
         self._since = 0.0
         """When the oldest heartbeat held arrived (``clock``)."""
+        self.hold_max = HEARTBEAT_HOLD_MAX
+        self.hold_s = HEARTBEAT_HOLD_S
 
     def __len__(self) -> int:
         """Heartbeats checked and held, not yet written."""
         return len(self._due)
 
     def due(self) -> bool:
-        """Whether the heartbeats held should be written now (:data:`HEARTBEAT_HOLD_MAX` of
-        them, or the oldest held :data:`HEARTBEAT_HOLD_S`)."""
+        """Whether the heartbeats held should be written now (:attr:`hold_max` of them, or
+        the oldest held :attr:`hold_s`; :data:`HEARTBEAT_HOLD_MAX` and :data:`HEARTBEAT_HOLD_S`
+        by default)."""
         return bool(self._due) and (
-            len(self._due) >= HEARTBEAT_HOLD_MAX or self.clock() - self._since >= HEARTBEAT_HOLD_S
+            len(self._due) >= self.hold_max or self.clock() - self._since >= self.hold_s
         )
 
     def wait_s(self, most: float) -> float:
         """How long the worker may wait for messages before the heartbeats held are due."""
         if not self._due:
             return most
-        return max(0.0, min(most, self._since + HEARTBEAT_HOLD_S - self.clock()))
+        return max(0.0, min(most, self._since + self.hold_s - self.clock()))
 
     def handle(self, terminal: str, payload: bytes) -> None:
         if not self.budget.allow(terminal):
