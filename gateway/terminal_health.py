@@ -175,10 +175,15 @@ class TerminalHealth(OnGatewayDB):
             for terminal, interval in self.db.silent_terminals(now)
             if now >= self._started_ns + int(((interval or self.config.heartbeat_s) + margin) * 1e9)
         ]
-        for terminal in silent:
-            if self.db.save_terminal_offline(terminal, now, SILENT):
-                log.warning(
-                    "terminal offline: no heartbeat within its interval and margin",
-                    extra=fields(terminal=terminal, reason=SILENT),
-                )
+        # One transaction for the sweep, not one synced commit per terminal: a site's power
+        # cut silences all its terminals in the same second.
+        went = []
+        if silent:
+            with self.db.atomic():
+                went = [t for t in silent if self.db.save_terminal_offline(t, now, SILENT)]
+        for terminal in went:
+            log.warning(
+                "terminal offline: no heartbeat within its interval and margin",
+                extra=fields(terminal=terminal, reason=SILENT),
+            )
         return silent
