@@ -137,14 +137,13 @@ class Heartbeats:
         try:
             with self.registry.db.atomic():
                 yield
-                for terminal, status, proof in due:
-                    self.registry.record_heartbeat(terminal, status, proof=proof)
+                if due:
+                    self.registry.record_heartbeats(due)
                     if shared:
-                        health.on_status(terminal, status)  # type: ignore[union-attr]
+                        health.on_statuses([(t, s) for t, s, _ in due])  # type: ignore[union-attr]
         except BaseException:
             self._due = due + self._due
             raise
-        if health is not None and not shared:
-            for terminal, status, _proof in due:
-                health.on_status(terminal, status)
+        if health is not None and not shared and due:
+            health.on_statuses([(t, s) for t, s, _ in due])
         self.stats["heartbeats"] += len(due)
