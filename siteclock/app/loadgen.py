@@ -132,6 +132,7 @@ class Figures:
     stray_acks: int = 0
     connect_failures: int = 0
     resent_messages: int = 0
+    heartbeats: int = 0
 
     def percentile(self, q: float) -> float:
         if not self.latencies_ms:
@@ -250,6 +251,7 @@ class LoadGen:
             "boot_id": BOOT_ID, "wall_ns": time.time_ns(), "alerts": [],
         }  # fmt: skip
         t.conn.publish(topic(t.terminal_id, Channel.STATUS), encode_status(status), retain=True)
+        self.figures.heartbeats += 1
 
     async def heartbeats(self, every_s: float, stop: asyncio.Event) -> None:
         """Each terminal heartbeats every ``every_s``, spread evenly over the period.
