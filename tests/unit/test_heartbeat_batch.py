@@ -3,8 +3,6 @@ the database fails, none (the PUBACKs are withheld and the broker delivers them 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.keys import Ed25519Signer
 from siteclock.protocol import Channel, encode_status, topic
+from tests.support.transactions import count_transactions
 
 WORKPLACE = "1Y1003SQ5VSSZ"
 IDS = [f"t-beat-{i:02d}" for i in range(5)]
@@ -42,22 +41,7 @@ def beats(n: int) -> list[tuple[str, bytes]]:
 def test_a_groups_heartbeats_are_committed_together(
     intake: Intake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    transactions: list[int] = []  # outermost transactions only (writes nest savepoints)
-    depth = [0]
-    real_atomic = intake.registry.db.atomic
-
-    @contextmanager
-    def counting_atomic() -> Iterator[object]:
-        if depth[0] == 0:
-            transactions.append(1)
-        depth[0] += 1
-        try:
-            with real_atomic() as conn:
-                yield conn
-        finally:
-            depth[0] -= 1
-
-    monkeypatch.setattr(intake.registry.db, "atomic", counting_atomic)
+    transactions = count_transactions(monkeypatch, intake.registry.db)
     intake.handle_many(beats(1))
 
     assert len(transactions) == 1

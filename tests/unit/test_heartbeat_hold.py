@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,22 +18,16 @@ from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminal_health import TerminalHealth
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.protocol import Channel, encode_batch, encode_status, topic
+from tests.support.clock import ManualClock
 from tests.support.inbox import TerminalFeed
+from tests.support.transactions import count_transactions
 
 WORKPLACE = "1Y1003SQ5VSSZ"
 IDS = [f"t-hold-{i:02d}" for i in range(6)]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def parts(tmp_path: Path) -> Iterator[tuple[Intake, Clock, SQLiteGatewayDB, TerminalFeed]]:
+def parts(tmp_path: Path) -> Iterator[tuple[Intake, ManualClock, SQLiteGatewayDB, TerminalFeed]]:
     db = SQLiteGatewayDB(tmp_path / "gateway.db")  # one connection for every part
     registry = TerminalRegistry(db)
     feed = TerminalFeed(IDS[0], WORKPLACE)
@@ -42,7 +35,7 @@ def parts(tmp_path: Path) -> Iterator[tuple[Intake, Clock, SQLiteGatewayDB, Term
     for terminal_id in IDS[1:]:
         registry.register(terminal_id, WORKPLACE, public_key=TerminalFeed(terminal_id,
                           WORKPLACE).signer.public_key_bytes())  # fmt: skip
-    clock = Clock()
+    clock = ManualClock()
     intake = Intake(MqttConfig(), inbox=Inbox(db), registry=registry, clock=clock,
                     health=TerminalHealth(db))  # fmt: skip
     try:
@@ -101,22 +94,7 @@ def test_held_heartbeats_join_the_transaction_of_the_events_stored(
 ) -> None:
     intake, _, db, feed = parts
     intake.handle_many(beats(5), hold_heartbeats=True)
-    transactions: list[int] = []
-    depth = [0]
-    real_atomic = db.atomic
-
-    @contextmanager
-    def counting_atomic() -> Iterator[object]:
-        if depth[0] == 0:
-            transactions.append(1)
-        depth[0] += 1
-        try:
-            with real_atomic() as conn:
-                yield conn
-        finally:
-            depth[0] -= 1
-
-    monkeypatch.setattr(db, "atomic", counting_atomic)
+    transactions = count_transactions(monkeypatch, db)
     signed = feed.event("in", "nfc-a:04A1B2C3", time.time_ns())
     [handled] = intake.handle_many(
         [(topic(feed.terminal_id, Channel.EVENTS), encode_batch([signed]))], hold_heartbeats=True
