@@ -215,11 +215,12 @@ class Intake:
         while not self._stopping.is_set():
             group = self._handoff.take(GROUP_MAX, timeout=self.heartbeats.wait_s(0.2))
             self.gaps_watch.check()
-            if not group and not self.heartbeats.due():
+            if not group and not len(self.heartbeats):
                 continue
             try:
+                # an empty take: a quiet moment (HEARTBEAT_IDLE_S) or the hold ran out
                 results = self.handle_many(
-                    [(name, payload) for name, payload, _, _ in group], hold_heartbeats=True
+                    [(name, payload) for name, payload, _, _ in group], hold_heartbeats=bool(group)
                 )
             except Exception:  # storage failed (disk, lock): the intake keeps going
                 log.exception("intake failed to store; no ack, the terminals will resend")

@@ -60,6 +60,12 @@ at 20,000 terminals (667 heartbeats/s) the commits were the gateway's largest CP
 loses nothing: the broker delivers the held heartbeats again. The held PUBACKs use the
 broker's in-flight window for the gateway (200 in the shipped configuration): keep it well
 above this figure."""
+HEARTBEAT_IDLE_S = 0.02
+"""Heartbeats held are also written when no message has come for this long: a quiet intake
+does not sit on them, and a broker whose in-flight window for the gateway is smaller than
+:data:`HEARTBEAT_HOLD_MAX` (it stops sending until PUBACKs come) stalls the intake for this
+long, not for :data:`HEARTBEAT_HOLD_S`. Under steady load (hundreds of messages a second) such
+a pause does not happen and the heartbeats go in groups."""
 HEARTBEATS_PER_S = 0.5
 HEARTBEAT_BURST = 5.0
 """A terminal heartbeats every 30 s; more than this is a flood (each one is a write)."""

@@ -23,6 +23,7 @@ from siteclock.gateway.intake_limits import (
     HEARTBEAT_BURST,
     HEARTBEAT_HOLD_MAX,
     HEARTBEAT_HOLD_S,
+    HEARTBEAT_IDLE_S,
     HEARTBEATS_PER_S,
 )
 from siteclock.gateway.intake_refusals import Refusals
@@ -60,6 +61,7 @@ class Heartbeats:
         """When the oldest heartbeat held arrived (``clock``)."""
         self.hold_max = HEARTBEAT_HOLD_MAX
         self.hold_s = HEARTBEAT_HOLD_S
+        self.idle_s = HEARTBEAT_IDLE_S
 
     def __len__(self) -> int:
         """Heartbeats checked and held, not yet written."""
@@ -74,10 +76,13 @@ class Heartbeats:
         )
 
     def wait_s(self, most: float) -> float:
-        """How long the worker may wait for messages before the heartbeats held are due."""
+        """How long the worker may wait for messages before the heartbeats held are written:
+        until they are due, and no longer than :attr:`idle_s` (:data:`HEARTBEAT_IDLE_S`: a
+        quiet moment writes them at once)."""
         if not self._due:
             return most
-        return max(0.0, min(most, self._since + self.hold_s - self.clock()))
+        due_in = self._since + self.hold_s - self.clock()
+        return max(0.0, min(most, self.idle_s, due_in))
 
     def handle(self, terminal: str, payload: bytes) -> None:
         if not self.budget.allow(terminal):

@@ -92,7 +92,8 @@ def test_heartbeats_held_by_a_gateway_that_dies_come_again_from_the_broker(
         with gateway_parts(path) as (db, registry, inbox):
             register_all(registry)
             dying = Intake(cfg, inbox=inbox, registry=registry, health=TerminalHealth(db))
-            dying.heartbeats.hold_max, dying.heartbeats.hold_s = 10**6, 10**6  # never due
+            held = dying.heartbeats
+            held.hold_max, held.hold_s, held.idle_s = 10**6, 10**6, 10**6  # never written
             dying.start()
             try:
                 send_heartbeats(broker, 200)

@@ -104,3 +104,19 @@ def test_held_heartbeats_join_the_transaction_of_the_events_stored(
     assert len(transactions) == 1  # the event and the six heartbeats: one commit
     assert len(intake.heartbeats) == 0
     assert health_depths(db) == {t: 5 + i for i, t in enumerate(IDS)}
+
+
+def test_the_worker_waits_for_messages_no_longer_than_a_quiet_moment_while_holding(parts) -> None:  # type: ignore[no-untyped-def]
+    """With heartbeats held the worker's wait is short (then it writes them): a broker whose
+    in-flight window is smaller than hold_max stops sending until PUBACKs come, and would
+    otherwise stall the intake for the whole hold."""
+    intake, clock, _, _ = parts
+    held = intake.heartbeats
+    assert held.wait_s(0.2) == 0.2  # nothing held: the worker's usual wait
+    intake.handle_many(beats(0), hold_heartbeats=True)
+
+    assert held.wait_s(0.2) == held.idle_s < held.hold_s
+    clock.now += held.hold_s - held.idle_s / 2
+    assert held.wait_s(0.2) == pytest.approx(held.idle_s / 2)
+    clock.now += held.idle_s
+    assert held.wait_s(0.2) == 0.0
