@@ -11,7 +11,9 @@ Phases and figures:
 
 - connect every terminal, heartbeats every 30 s, a morning peak in which every worker taps once
   within :data:`PEAK_S` into one gateway on SQLite: ``peak_p99_tap_to_ack_ms`` and
-  ``gateway_cpu_peak_pct`` (mean % of one core over the peak, from /proc);
+  ``gateway_cpu_peak_pct`` (mean % of one core over the peak, from /proc), with
+  ``peak_heartbeats_per_s`` and ``gateway_cpu_us_per_heartbeat`` (the gateway's CPU over the
+  peak divided by the heartbeats sent meanwhile, taps included: what grows with terminals);
 - every terminal offline with :data:`BACKLOG` queued events, the broker restarted, all back at
   once: ``reconnect_all_s`` (until every terminal is connected and every event acked) and
   ``drain_events_per_s``;
@@ -119,16 +121,20 @@ async def peak(gen: LoadGen, gateways: list[Any]) -> dict[str, float]:
     beats_stop = asyncio.Event()
     beats = asyncio.create_task(gen.heartbeats(HEARTBEAT_S, beats_stop))
     cpu0, t0 = sum(cpu_seconds(p.pid) for p in gateways), time.monotonic()
+    beats0 = gen.figures.heartbeats
     await gen.peak(PEAK_S)
     settled = await gen.settled(timeout=120)
     wall = time.monotonic() - t0
     cpu = sum(cpu_seconds(p.pid) for p in gateways) - cpu0
+    heartbeats = gen.figures.heartbeats - beats0
     beats_stop.set()
     await beats
     return {
         "p99": round(gen.figures.percentile(99), 1),
         "p50": round(gen.figures.percentile(50), 1),
         "cpu_pct": round(100 * cpu / wall, 1),
+        "heartbeats_per_s": round(heartbeats / wall, 1),
+        "cpu_us_per_heartbeat": round(1e6 * cpu / max(1, heartbeats)),
         "settled": float(settled),
     }
 
@@ -158,6 +164,10 @@ async def sqlite_phases(broker: MosquittoBroker, work: Path, identities: list) -
         out["peak_p50_tap_to_ack_ms"] = figures["p50"]
         out["peak_p99_tap_to_ack_ms"] = figures["p99"]
         out["gateway_cpu_peak_pct"] = figures["cpu_pct"]
+        # Heartbeats are most of the gateway's messages: its CPU over the peak per heartbeat
+        # (taps included, so an upper bound) is the figure that scales with terminals.
+        out["peak_heartbeats_per_s"] = figures["heartbeats_per_s"]
+        out["gateway_cpu_us_per_heartbeat"] = figures["cpu_us_per_heartbeat"]
         # The outage: terminals offline with a backlog, the broker restarted, all back at once.
         await gen.disconnect_all()
         gen.recording = False

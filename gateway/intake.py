@@ -61,6 +61,7 @@ from siteclock.gateway.intake_limits import (
     GAP_GRACE_S,
     GROUP_MAX,
     HANDOFF_MAX,
+    HEARTBEAT_HOLD_MAX,
     KEY_REFRESH_S,
     MAX_ENVELOPE_BYTES,
     RATE_LIMITED,
@@ -91,6 +92,7 @@ __all__ = [  # the limits are re-exported: tests and benchmarks read them here
     "ADMIT_PER_GROUP",
     "GAP_GRACE_S",
     "HANDOFF_MAX",
+    "HEARTBEAT_HOLD_MAX",
     "KEY_REFRESH_S",
     "MAX_PACKET_BYTES",
     "REFUSED_BURST",
@@ -110,6 +112,8 @@ class Handled:
     ack_seqs: list[int] = field(default_factory=list)
     stored: int = 0
     good: list[tuple[SignedEvent, Event]] = field(default_factory=list)
+    heartbeat: bool = False
+    """A heartbeat (checked and held, or refused): PUBACKed once the heartbeats are written."""
 
 
 class Intake:
@@ -207,13 +211,17 @@ class Intake:
     def _work(self) -> None:
         """Take every message waiting (up to :data:`GROUP_MAX`), verify, store them in one
         transaction, then PUBACK and acknowledge each: a group commit."""
+        held: list[tuple[int, int]] = []  # PUBACKs of heartbeats not yet written
         while not self._stopping.is_set():
-            group = self._handoff.take(GROUP_MAX, timeout=0.2)
+            group = self._handoff.take(GROUP_MAX, timeout=self.heartbeats.wait_s(0.2))
             self.gaps_watch.check()
-            if not group:
+            if not group and not len(self.heartbeats):
                 continue
             try:
-                results = self.handle_many([(name, payload) for name, payload, _, _ in group])
+                # an empty take: a quiet moment (HEARTBEAT_IDLE_S) or the hold ran out
+                results = self.handle_many(
+                    [(name, payload) for name, payload, _, _ in group], hold_heartbeats=bool(group)
+                )
             except Exception:  # storage failed (disk, lock): the intake keeps going
                 log.exception("intake failed to store; no ack, the terminals will resend")
                 self.counters["internal_error"] += len(group)
@@ -227,17 +235,41 @@ class Intake:
                 self.link.publish(topic(terminal, Channel.ACK), Ack(stored=tuple(seqs)).encode(), 1)
                 self.stats["acks_sent"] += 1
                 self.stats["acked_events"] += len(seqs)
-            for _, _, mid, qos in group:
-                if qos > 0:
+            for (_, _, mid, qos), handled in zip(group, results, strict=True):
+                if qos == 0:
+                    continue
+                if handled.heartbeat:
+                    held.append((mid, qos))
+                else:
                     self.link.ack(mid, qos)
+            if not len(self.heartbeats):  # written: their PUBACKs go
+                for mid, qos in held:
+                    self.link.ack(mid, qos)
+                held.clear()
+        self._write_held(held)
+
+    def _write_held(self, held: list[tuple[int, int]]) -> None:
+        """At a stop: write the heartbeats still held and PUBACK them (should that fail, the
+        broker delivers them again after the restart)."""
+        try:
+            self.heartbeats.flush()
+        except Exception:  # noqa: BLE001 - stopping: the broker keeps them
+            log.warning("heartbeats held at stop not written; the broker delivers them again")
+            return
+        for mid, qos in held:
+            self.link.ack(mid, qos)
 
     def handle(self, topic_name: str, payload: bytes) -> Handled:
         """Process one message; commits before returning. Never raises on bad input."""
         return self.handle_many([(topic_name, payload)])[0]
 
-    def handle_many(self, messages: list[tuple[str, bytes]]) -> list[Handled]:
+    def handle_many(
+        self, messages: list[tuple[str, bytes]], *, hold_heartbeats: bool = False
+    ) -> list[Handled]:
         """Verify every message, store all their good events in one transaction, and say
-        what to acknowledge for each. Committed before returning."""
+        what to acknowledge for each. Committed before returning; ``hold_heartbeats`` (the
+        worker) lets checked heartbeats wait for later groups until :meth:`Heartbeats.due`
+        or until events are stored (see :data:`HEARTBEAT_HOLD_MAX`)."""
         admitted: Counter[str] = Counter()
         parsed = [self._parse_alone(t, p, admitted) for t, p in messages]
         # Cheap checks first; only events that pass them cost a signature check.
@@ -261,9 +293,16 @@ class Intake:
                 else:
                     self.refusals.refuse(reason, handled.terminal, event.seq)
             prepared.append(handled)
-        if any(h.good for h in prepared):
-            self._store(prepared)
-        self.heartbeats.flush()  # the group's heartbeats: one transaction for all
+        storing = any(h.good for h in prepared)
+        if storing and self.inbox.db is self.registry.db:
+            # the events and the heartbeats held: one transaction, one commit
+            with self.heartbeats.flushing():
+                self._store(prepared)
+        else:
+            if storing:
+                self._store(prepared)
+            if not hold_heartbeats or self.heartbeats.due():
+                self.heartbeats.flush()
         return prepared
 
     def _store(self, prepared: list[Handled]) -> None:
@@ -352,7 +391,7 @@ class Intake:
             return Handled(), None, []
         if channel is Channel.STATUS:
             self.heartbeats.handle(terminal, payload)
-            return Handled(terminal), None, []
+            return Handled(terminal, heartbeat=True), None, []
         if channel is not Channel.EVENTS:
             self.refusals.reject("bad_topic", terminal)
             return Handled(terminal), None, []

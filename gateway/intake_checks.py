@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from siteclock.gateway.intake_limits import (
     KEY_REFRESH_S,
+    KNOWN_TERMINAL_TTL_S,
     RATE_LIMITED,
     REGISTRY_TTL_S,
     VERIFY_SPLIT_MIN,
@@ -73,6 +74,14 @@ class VerifierCache:
         verifier = None if record is None else Verifier(record, record.keys, record.revoked_kids)
         self._cached[terminal] = (now, verifier)
         return verifier
+
+    def known(self, terminal: str) -> Verifier | None:
+        """The entry of a terminal found in the registry within :data:`KNOWN_TERMINAL_TTL_S`,
+        else :meth:`get`: for what only needs to know the terminal is registered."""
+        read_at, verifier = self._cached.get(terminal, (0.0, None))
+        if verifier is not None and time.monotonic() - read_at < KNOWN_TERMINAL_TTL_S:
+            return verifier
+        return self.get(terminal)
 
     def for_unknown_key(self, terminal: str) -> Verifier | None:
         """The entry to check a key id the cached one does not know: reread at once when the

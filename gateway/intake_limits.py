@@ -19,6 +19,13 @@ VERIFY_SPLIT_MIN = 8
 """With fewer signatures than this in a group, the worker checks them all itself: waking the
 helper thread costs tens of microseconds, and at such low rates nothing needs the speed."""
 REGISTRY_TTL_S = 5.0
+KNOWN_TERMINAL_TTL_S = 120.0
+"""How long a heartbeat *without* a clock proof trusts a cached registry entry: it needs only
+to know the terminal is registered (nothing in it is checked with a key), so a terminal
+heartbeating every 30 s does not reread its registry record every time (with a 5 s period
+it did, each heartbeat). A heartbeat with a proof, and every event, keep :data:`REGISTRY_TTL_S`:
+a revoked key stops dating taps within that time. A terminal not found is never cached this
+long (a terminal registered a moment ago is heard at once)."""
 KEY_REFRESH_S = 1.0
 """A key id the cached entry does not know makes the intake reread the registry at once when
 the terminal's key count changed since the entry was read (a key added by a rotation is accepted
@@ -43,6 +50,22 @@ MAX_ENVELOPE_BYTES = MAX_EVENT_BODY_BYTES + 256
 """The most bytes one event can take in a batch: a message of N bytes holds at least
 N / MAX_ENVELOPE_BYTES events, which is known before it is decoded."""
 RATE_LIMITED = "rate_limited"
+HEARTBEAT_HOLD_MAX = 50
+HEARTBEAT_HOLD_S = 0.25
+"""Heartbeats are written together: the worker holds checked heartbeats (and their PUBACKs)
+until this many wait, this long has passed since the first, or a group of events is stored
+anyway (they join its transaction). One commit for dozens of heartbeats instead of one each:
+at 20,000 terminals (667 heartbeats/s) the commits were the gateway's largest CPU cost
+(docs/scaling.md). Nothing is PUBACKed before it is written, so a gateway killed meanwhile
+loses nothing: the broker delivers the held heartbeats again. The held PUBACKs use the
+broker's in-flight window for the gateway (200 in the shipped configuration): keep it well
+above this figure."""
+HEARTBEAT_IDLE_S = 0.02
+"""Heartbeats held are also written when no message has come for this long: a quiet intake
+does not sit on them, and a broker whose in-flight window for the gateway is smaller than
+:data:`HEARTBEAT_HOLD_MAX` (it stops sending until PUBACKs come) stalls the intake for this
+long, not for :data:`HEARTBEAT_HOLD_S`. Under steady load (hundreds of messages a second) such
+a pause does not happen and the heartbeats go in groups."""
 HEARTBEATS_PER_S = 0.5
 HEARTBEAT_BURST = 5.0
 """A terminal heartbeats every 30 s; more than this is a flood (each one is a write)."""

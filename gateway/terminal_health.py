@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,17 +125,33 @@ class TerminalHealth(OnGatewayDB):
 
     def on_status(self, terminal: str, status: Mapping[str, Any]) -> None:
         """Record one decoded status of ``terminal`` (heartbeat or Last Will)."""
+        self.on_statuses([(terminal, status)])
+
+    def on_statuses(self, statuses: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Record decoded statuses in order: each run of heartbeats in one write (the
+        intake's held heartbeats), a Last Will between them where it came."""
         now = self.clock_ns()
-        if status.get("state") != "online":
+        run: list[tuple[str, int, int, dict]] = []
+        for terminal, status in statuses:
+            if status.get("state") == "online":
+                found = figures(status, now, self.config.heartbeat_s)
+                due = now + int((found["heartbeat_s"] + self.config.margin_s) * 1e9)
+                run.append((terminal, now, due, found))
+                continue
+            self._save_online(run)
+            run = []
             reason = _text(status.get("reason"), 60) or "offline"
             if self.db.save_terminal_offline(terminal, now, reason):
                 log.warning("terminal offline", extra=fields(terminal=terminal, reason=reason))
+        self._save_online(run)
+
+    def _save_online(self, run: list[tuple[str, int, int, dict]]) -> None:
+        if not run:
             return
-        found = figures(status, now, self.config.heartbeat_s)
-        due = now + int((found["heartbeat_s"] + self.config.margin_s) * 1e9)
-        if self.db.save_terminal_online(terminal, now, due, found):
+        for terminal in self.db.save_terminals_online(run):
             log.info("terminal online", extra=fields(terminal=terminal))
-        self._note_reader(terminal, found["reader"])
+        for terminal, _, _, found in run:
+            self._note_reader(terminal, found["reader"])
 
     def _note_reader(self, terminal: str, reader: str | None) -> None:
         state = reader or "unknown"
@@ -175,10 +191,15 @@ class TerminalHealth(OnGatewayDB):
             for terminal, interval in self.db.silent_terminals(now)
             if now >= self._started_ns + int(((interval or self.config.heartbeat_s) + margin) * 1e9)
         ]
-        for terminal in silent:
-            if self.db.save_terminal_offline(terminal, now, SILENT):
-                log.warning(
-                    "terminal offline: no heartbeat within its interval and margin",
-                    extra=fields(terminal=terminal, reason=SILENT),
-                )
+        # One transaction for the sweep, not one synced commit per terminal: a site's power
+        # cut silences all its terminals in the same second.
+        went = []
+        if silent:
+            with self.db.atomic():
+                went = [t for t in silent if self.db.save_terminal_offline(t, now, SILENT)]
+        for terminal in went:
+            log.warning(
+                "terminal offline: no heartbeat within its interval and margin",
+                extra=fields(terminal=terminal, reason=SILENT),
+            )
         return silent

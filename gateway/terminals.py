@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,14 +144,19 @@ class TerminalRegistry(OnGatewayDB):
         unsigned, and anyone holding the terminal's broker password could otherwise move the
         boot's unsynced taps in time.
         """
-        point = (
-            None
-            if proof is None or proof.terminal_id != terminal_id
-            else (proof.boot_id, proof.wall_ns, proof.boot_ns, proof.maxerror_us)
-        )
-        self.db.record_heartbeat(
-            terminal_id, json.dumps(status, sort_keys=True), time.time_ns(), point
-        )
+        self.record_heartbeats([(terminal_id, status, proof)])
+
+    def record_heartbeats(
+        self, beats: Sequence[tuple[str, dict[str, Any], ClockProof | None]]
+    ) -> None:
+        """:meth:`record_heartbeat` for many ``(terminal, status, proof)``, in order."""
+        now = time.time_ns()
+        self.db.record_heartbeats([
+            (terminal_id, json.dumps(status, sort_keys=True), now,
+             None if proof is None or proof.terminal_id != terminal_id
+             else (proof.boot_id, proof.wall_ns, proof.boot_ns, proof.maxerror_us))
+            for terminal_id, status, proof in beats
+        ])  # fmt: skip
 
     def sync_point(self, terminal_id: str, boot_id: str) -> SyncPoint | None:
         """The latest synced clock reading of one boot of a terminal, if it sent one."""

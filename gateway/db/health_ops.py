@@ -52,13 +52,27 @@ class HealthOps(SQLiteCore):
         self, terminal: str, at_ns: int, due_ns: int, figures: Mapping[str, Any]
     ) -> bool:
         """Record an online heartbeat; True when the terminal was offline or never seen."""
-        values = [figures.get(name) for name in HEALTH_FIGURES]
+        return bool(self.save_terminals_online([(terminal, at_ns, due_ns, figures)]))
+
+    def save_terminals_online(
+        self, beats: Sequence[tuple[str, int, int, Mapping[str, Any]]]
+    ) -> list[str]:
+        """Record online heartbeats ``(terminal, at_ns, due_ns, figures)``, in order (a
+        terminal's later one wins): one read and one upsert statement for all. Returns the
+        terminals that were offline or never seen (each once)."""
+        terminals = list(dict.fromkeys(terminal for terminal, _, _, _ in beats))
+        was_online: dict[str, int] = {}
         with self._writing() as conn:
-            was = conn.execute(
-                "SELECT online FROM terminal_health WHERE terminal = ?", (terminal,)
-            ).fetchone()
-            came_back = was is None or not was[0]
-            conn.execute(
+            for i in range(0, len(terminals), 500):
+                chunk = terminals[i : i + 500]
+                was_online.update(
+                    conn.execute(
+                        "SELECT terminal, online FROM terminal_health "
+                        f"WHERE terminal IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                )
+            conn.executemany(
                 "INSERT INTO terminal_health(terminal, online, changed_ns, reason, heartbeat_ns, "
                 f"due_ns, {', '.join(HEALTH_FIGURES)}) "
                 f"VALUES (?, 1, ?, '', ?, ?, {', '.join('?' * len(HEALTH_FIGURES))}) "
@@ -66,9 +80,12 @@ class HealthOps(SQLiteCore):
                 "changed_ns = CASE WHEN online = 1 THEN changed_ns ELSE excluded.changed_ns END, "
                 "heartbeat_ns = excluded.heartbeat_ns, due_ns = excluded.due_ns, "
                 + ", ".join(f"{n} = excluded.{n}" for n in HEALTH_FIGURES),
-                (terminal, at_ns, at_ns, due_ns, *values),
+                [
+                    (terminal, at_ns, at_ns, due_ns, *(figures.get(n) for n in HEALTH_FIGURES))
+                    for terminal, at_ns, due_ns, figures in beats
+                ],
             )
-        return came_back
+        return [terminal for terminal in terminals if not was_online.get(terminal)]
 
     def save_terminal_offline(self, terminal: str, at_ns: int, reason: str) -> bool:
         """Mark a terminal offline (its Last Will, a clean stop, or silence); True when it was
@@ -206,9 +223,7 @@ class HealthOps(SQLiteCore):
 
     # ------------------------------------------------------------------ what the metrics read
 
-    def relay_latencies_since(
-        self, after_ns: int, limit: int = 10_000
-    ) -> list[tuple[int, float]]:
+    def relay_latencies_since(self, after_ns: int, limit: int = 10_000) -> list[tuple[int, float]]:
         """``(submitted_ns, seconds from the relay taking the event to its submission)`` of
         registrations submitted after ``after_ns``, oldest first (through their index)."""
         with self.reading() as conn:

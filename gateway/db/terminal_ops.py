@@ -3,6 +3,7 @@ the clock sync points the relay dates unsynced taps from."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from siteclock.gateway.db.core import Core
@@ -61,20 +62,28 @@ class TerminalOps(Core):
     ) -> None:
         """Keep the last heartbeat (``status`` is JSON text) and, when given, the sync point
         ``(boot_id, wall_ns, boot_ns, maxerror_us)`` of its boot."""
+        self.record_heartbeats([(terminal_id, status, at_ns, point)])
+
+    def record_heartbeats(
+        self, beats: Sequence[tuple[str, str, int, tuple[str, int, int, int] | None]]
+    ) -> None:
+        """:meth:`record_heartbeat` for many ``(terminal, status, at_ns, point)``, in order (a
+        terminal's later heartbeat wins): two statements for all, not two each."""
         with self._writing() as conn:
-            conn.execute(
+            conn.executemany(
                 "UPDATE terminals SET last_status = ?, last_status_ns = ? WHERE id = ?",
-                (status, at_ns, terminal_id),
+                [(status, at_ns, terminal) for terminal, status, at_ns, _ in beats],
             )
-            if point is not None:
+            points = [(t, *point, at_ns) for t, _, at_ns, point in beats if point is not None]
+            if points:
                 # The latest point of a boot wins: a later sync has the kernel's best estimate.
                 # Heartbeats may arrive out of order (QoS 1 redelivery), hence the boot_ns test.
-                conn.execute(
+                conn.executemany(
                     "INSERT INTO clock_sync VALUES (?,?,?,?,?,?) "
                     "ON CONFLICT(terminal, boot_id) DO UPDATE SET wall_ns=excluded.wall_ns, "
                     "boot_ns=excluded.boot_ns, maxerror_us=excluded.maxerror_us, "
                     "received_ns=excluded.received_ns WHERE excluded.boot_ns >= boot_ns",
-                    (terminal_id, *point, at_ns),
+                    points,
                 )
 
     def sync_point(self, terminal_id: str, boot_id: str) -> tuple[int, int, int, int] | None:

@@ -3,8 +3,6 @@ the database fails, none (the PUBACKs are withheld and the broker delivers them 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from siteclock.gateway.store import Inbox
 from siteclock.gateway.terminals import TerminalRegistry
 from siteclock.keys import Ed25519Signer
 from siteclock.protocol import Channel, encode_status, topic
+from tests.support.transactions import count_transactions
 
 WORKPLACE = "1Y1003SQ5VSSZ"
 IDS = [f"t-beat-{i:02d}" for i in range(5)]
@@ -42,22 +41,7 @@ def beats(n: int) -> list[tuple[str, bytes]]:
 def test_a_groups_heartbeats_are_committed_together(
     intake: Intake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    transactions: list[int] = []  # outermost transactions only (writes nest savepoints)
-    depth = [0]
-    real_atomic = intake.registry.db.atomic
-
-    @contextmanager
-    def counting_atomic() -> Iterator[object]:
-        if depth[0] == 0:
-            transactions.append(1)
-        depth[0] += 1
-        try:
-            with real_atomic() as conn:
-                yield conn
-        finally:
-            depth[0] -= 1
-
-    monkeypatch.setattr(intake.registry.db, "atomic", counting_atomic)
+    transactions = count_transactions(monkeypatch, intake.registry.db)
     intake.handle_many(beats(1))
 
     assert len(transactions) == 1
@@ -69,21 +53,19 @@ def test_a_groups_heartbeats_are_committed_together(
 def test_a_failing_database_records_none_and_keeps_them_for_the_next_group(
     intake: Intake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_record = intake.registry.db.record_heartbeat
-    calls = []
+    real_record = intake.registry.db.record_heartbeats
 
-    def failing_on_the_third(*args: object, **kwargs: object) -> None:
-        calls.append(1)
-        if len(calls) == 3:
-            raise OperationalError("disk I/O error")
-        real_record(*args, **kwargs)  # type: ignore[arg-type]
+    def failing_on_the_third(beats: list) -> None:  # type: ignore[type-arg]
+        real_record(beats[:2])  # two written, then the disk fails
+        raise OperationalError("disk I/O error")
 
-    monkeypatch.setattr(intake.registry.db, "record_heartbeat", failing_on_the_third)
+    monkeypatch.setattr(intake.registry.db, "record_heartbeats", failing_on_the_third)
     with pytest.raises(OperationalError):
         intake.handle_many(beats(1))
     assert all(intake.registry.last_heartbeat(t) is None for t in IDS)  # rolled back, all
     assert intake.stats["heartbeats"] == 0
 
+    monkeypatch.undo()
     intake.handle_many([])  # the next group records what the failed one held
     assert all(intake.registry.last_heartbeat(t) is not None for t in IDS)
     assert intake.stats["heartbeats"] == len(IDS)
