@@ -163,7 +163,9 @@ class AlertRules:
 
     def _terminals(self, now: int, opened: set[str], done: Round) -> None:
         holding: set[str] = set()
-        for row in self.db.active_terminal_health():
+        # Only the rows with something to show: a healthy fleet costs next to nothing.
+        cfg = self.config
+        for row in self.db.terminals_needing_attention(cfg.backlog_age_s, cfg.disk_low_mb):
             terminal = row["terminal"]
             for kind, message in _terminal_conditions(row, self.config).items():
                 key = f"{kind}:{terminal}"

@@ -90,3 +90,25 @@ def test_the_relays_latencies_since_a_moment(db: GatewayDB) -> None:
     assert db.relay_latencies_since(0) == [(2_250_000_000, 0.25), (3_500_000_000, 2.5)]
     assert db.relay_latencies_since(2_250_000_000) == [(3_500_000_000, 2.5)]
     assert db.relay_latencies_since(0, limit=1) == [(2_250_000_000, 0.25)]
+
+
+def test_only_terminals_with_something_to_show_need_attention(db: GatewayDB) -> None:
+    """What the alert rules read each round: the rows with a condition, nothing else."""
+    _three_terminals(db)  # T healthy, ROOF offline, SHED never heard from
+    sick = {
+        "t-late-05": {"oldest_unsent_age_s": 900.0},
+        "t-ntp-06": {"clock_synced": 0, "clock_maxerror_us": 16_000_000},
+        "t-nfc-07": {"reader": "unplugged"},
+        "t-card-08": {"disk_free_mb": 12.0},
+        "t-full-09": {"alerts": "disk_full"},
+        "t-fine-10": {"oldest_unsent_age_s": 30.0, "clock_synced": 1, "disk_free_mb": 900.0},
+    }
+    for terminal, figures in sick.items():
+        db.add_terminal(terminal, SITE, "active", 1)
+        db.save_terminal_online(terminal, 10, 40, {**FIGURES, **figures})
+    found = db.terminals_needing_attention(backlog_age_s=600.0, disk_low_mb=100.0)
+    assert [r["terminal"] for r in found] == sorted([ROOF, *sick][:-1])
+    assert {r["terminal"]: r["online"] for r in found}[ROOF] == 0
+    assert [r["terminal"] for r in db.terminals_needing_attention(1000.0, 10.0)] == sorted(
+        [ROOF, "t-ntp-06", "t-nfc-07", "t-full-09"]
+    )
