@@ -98,6 +98,16 @@ def registry_for(world: World, feed: TerminalFeed) -> TerminalRegistry:
     return registry
 
 
+def synced_heartbeat(registry: TerminalRegistry, feed: TerminalFeed, *, boot_s: int) -> None:
+    """NTP synced ``boot_s`` after boot A; the terminal says so, signed, in its heartbeat."""
+    beat = dict(boot_id="boot-A", boot_ns=boot_s * S, wall_ns=TRUE_START + boot_s * S)
+    registry.record_heartbeat(
+        feed.terminal_id,
+        heartbeat(synced=True, **beat),  # type: ignore[arg-type]
+        proof=proof(feed.terminal_id, **beat),  # type: ignore[arg-type]
+    )
+
+
 def test_unsynced_tap_is_dated_from_a_later_sync_of_its_boot(
     tmp_path: Path, sim: SimServer
 ) -> None:
@@ -118,12 +128,7 @@ def test_unsynced_tap_is_dated_from_a_later_sync_of_its_boot(
     assert sim.registrations() == []
 
     # NTP synced at 60 s after boot; the terminal says so in its next heartbeat.
-    beat = dict(boot_id="boot-A", boot_ns=60 * S, wall_ns=TRUE_START + 60 * S)
-    registry.record_heartbeat(
-        feed.terminal_id,
-        heartbeat(synced=True, **beat),  # type: ignore[arg-type]
-        proof=proof(feed.terminal_id, **beat),  # type: ignore[arg-type]
-    )
+    synced_heartbeat(registry, feed, boot_s=60)
     clock.shift_ns = 2 * S  # past the recheck
     world.run_until_final()
 
@@ -163,12 +168,7 @@ def test_a_worker_tap_after_an_undated_one_waits_so_the_day_keeps_its_order(
     assert states[0] in ("pending", "registered")  # sent
     assert states[1:] == ["awaiting_clock_sync", "awaiting_earlier"]
 
-    beat = dict(boot_id="boot-A", boot_ns=5000 * S, wall_ns=TRUE_START + 5000 * S)
-    registry.record_heartbeat(
-        feed.terminal_id,
-        heartbeat(synced=True, **beat),  # type: ignore[arg-type]
-        proof=proof(feed.terminal_id, **beat),  # type: ignore[arg-type]
-    )
+    synced_heartbeat(registry, feed, boot_s=5000)
     clock.shift_ns = 2 * S  # past the recheck
     world.run_until_final()
 
