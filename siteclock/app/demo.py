@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -578,17 +579,14 @@ What to try next
 
 def _wait_for_ctrl_c(site: Site, say) -> None:  # type: ignore[no-untyped-def]
     """Keep the site running until Ctrl-C (or SIGTERM), watching that its processes live."""
-    stop = {"now": False}
-
-    def asked(_signum: int, _frame: Any) -> None:
-        stop["now"] = True
-
-    previous = {sig: signal.signal(sig, asked) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
     say("The site keeps running. Ctrl-C stops every process.")
     try:
-        while not stop["now"]:
+        # The signal ends the wait at once; the timeout is how often the children are checked.
+        while not stop.wait(0.5):
             site.check_alive()
-            time.sleep(0.5)  # nothing to wait on but the signal and the children's health
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
