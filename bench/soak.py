@@ -103,15 +103,14 @@ class Tap:
     wall_s: float
 
 
-def true_wall_ns(event: Any) -> int:
+def true_wall_ns(event: Any, boot_offset_ns: int) -> int:
     """When a saved tap really happened. A tap taken during a clock jump carries a wrong stamp
     (flagged ``clock_unsynced``); its boot-clock reading is right, and the machine's real clock
-    never moves in the soak, so the gateway's correction from a sync point of the boot gives the
-    same instant as this."""
+    never moves in the soak, so its boot reading plus the machine's wall-minus-boot offset
+    (``boot_offset_ns``) is the instant the gateway's correction from a sync point gives."""
     if Flag.CLOCK_UNSYNCED not in event.flags:
         return int(event.wall_ns)
-    offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-    return int(event.boot_ns) + offset
+    return int(event.boot_ns) + boot_offset_ns
 
 
 def _key(ssin: str, wall_s: float) -> tuple[str, int]:
@@ -554,7 +553,8 @@ def run(seconds: float, seed: int) -> dict[str, Any]:
         drain_s = site.drain()
         held = site.held()
         ssin = {p.badge: p.inss for p in site.people}
-        taps = [Tap(tid, e.seq, ssin[e.badge], str(e.kind), true_wall_ns(e) / 1e9)
+        offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        taps = [Tap(tid, e.seq, ssin[e.badge], str(e.kind), true_wall_ns(e, offset) / 1e9)
                 for tid, events in held.items() for e in events]  # fmt: skip
         history = check_history(taps, site.registrations())
         ids = {tid: [(e.seq, e.event_id) for e in events] for tid, events in held.items()}
