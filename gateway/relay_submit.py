@@ -165,7 +165,7 @@ class Submitter:
         waiting: list[Update] = []
         held: list[Update] = []
         gap_held: list[Update] = []
-        ready: list[tuple[Any, Resolved, Workplace, ClockDecision]] = []
+        ready: dict[Key, tuple[Any, Resolved, Workplace, ClockDecision]] = {}
         for row in rows:
             key = (row["terminal"], row["seq"])
             columns = order.hold(row)
@@ -189,7 +189,7 @@ class Submitter:
                 held.append((key, clock.columns))
                 order.waits(key)
                 continue
-            ready.append((row, worker, place, clock))
+            ready[key] = (row, worker, place, clock)
         if order.expired:
             relay.counters["gap_hold_expired"] += len(order.expired)
             terminal, seq = order.expired[0]
@@ -199,12 +199,12 @@ class Submitter:
                              held_s=relay.config.gap_hold_s),
             )  # fmt: skip
         # Each worker's taps are decided oldest first, by the time that will be submitted.
-        relay.sequence.start_batch([row for row, *_ in ready])
-        ready.sort(key=lambda r: (r[3].wall_ns, r[0]["terminal"], r[0]["seq"]))
+        dated = {k: c.wall_ns for k, (*_, c) in ready.items() if c.wall_ns is not None}
         columns_of: list[Update] = []
         precision = relay.profile.contract.timestamp_precision
-        for row, worker, place, clock in ready:
+        for row in relay.sequence.start_batch([row for row, *_ in ready.values()], dated):
             key = (row["terminal"], row["seq"])
+            _, worker, place, clock = ready[key]
             assert clock.wall_ns is not None  # the undated ones were held above
             employer, employer_text = self._employer(worker)
             date = registration_date(clock.wall_ns, precision)

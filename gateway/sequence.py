@@ -200,14 +200,25 @@ class SequenceCheck:
 
     # ----------------------------------------------------------------- the relay's calls
 
-    def start_batch(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    def start_batch(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        wall_ns: Mapping[tuple[str, int], int] | None = None,
+    ) -> list[Mapping[str, Any]]:
         """Forget the last batch's decisions, read these rows' flags and arrival in one
-        query, and return the rows in time order: a worker's taps are decided oldest first."""
+        query, and return the rows in time order: a worker's taps are decided oldest first.
+        ``wall_ns``: the time each row will be submitted with, where it is not the row's own
+        stamp (a tap dated from a sync point)."""
         self._batch.clear()
         self._badges.clear()
         self._batch_keys = {(r["terminal"], r["seq"]) for r in rows}
         self._inbox = dict(self._read_inbox(list(self._batch_keys)))
-        return sorted(rows, key=lambda r: (r["wall_ns"], r["terminal"], r["seq"]))
+        when = wall_ns or {}
+
+        def moment(r: Mapping[str, Any]) -> tuple[int, str, int]:
+            return when.get((r["terminal"], r["seq"]), r["wall_ns"]), r["terminal"], r["seq"]
+
+        return sorted(rows, key=moment)
 
     def decide(self, row: Mapping[str, Any], *, worker_ref: str, wall_ns: int) -> str:
         """The kind to send for ``row`` (``in`` or ``out``), decided once per event: a row
